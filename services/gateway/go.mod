@@ -1,0 +1,3 @@
+module github.com/shopmesh/shopmesh/services/gateway
+
+go 1.26.0

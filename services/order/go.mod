@@ -1,0 +1,3 @@
+module github.com/shopmesh/shopmesh/services/order
+
+go 1.26.0
