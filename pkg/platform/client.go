@@ -1,0 +1,75 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
+)
+
+// Dial returns a connection to the logical target name (a key of Config.Targets, or a name the configured
+// Resolver knows). The connection is lazy: it connects on first use and keeps reconnecting, so a
+// dependency that is down at start does not fail the caller's start. Each target gets its own circuit
+// breaker; Close closes the connection.
+func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
+	target, builder, err := p.resolver.Resolve(name)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", name, err)
+	}
+	t := p.cfg.Targets[name]
+	dl := p.cfg.Client.DefaultDeadline
+	if t.DefaultDeadline > 0 {
+		dl = t.DefaultDeadline
+	}
+	o := dialer.Options{
+		Target:                p.cfg.DialTarget(name),
+		Resolver:              builder,
+		DefaultDeadline:       dl,
+		StreamDefaultDeadline: p.cfg.Client.StreamDefaultDeadline,
+		Keepalive:             p.cfg.Client.Keepalive,
+		MaxRecvMsgSize:        p.cfg.Client.MaxRecvMsgSize,
+		Unary:                 p.opts.unaryClient,
+		Stream:                p.opts.streamClient,
+		Extra:                 p.opts.dialOptions,
+	}
+	if p.cfg.Client.Breaker.Enabled {
+		o.Breaker = p.breaker(name)
+	}
+	conn, err := dialer.Dial(target, o)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", name, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = conn.Close()
+		return nil, errors.New("dial " + name + ": platform is closed")
+	}
+	p.conns = append(p.conns, conn)
+	return conn, nil
+}
+
+// breaker returns the target's breaker, creating it once: two connections to one target share it.
+func (p *Platform) breaker(name string) *breaker.Breaker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b, ok := p.breakers[name]; ok {
+		return b
+	}
+	s := p.cfg.Client.Breaker.Settings(name)
+	s.Now = p.opts.now
+	logger := p.logger
+	observe := p.opts.onBreaker
+	s.OnStateChange = func(target string, from, to breaker.State) {
+		logger.Warn("circuit breaker state changed", "target", target, "from", from.String(), "to", to.String())
+		if observe != nil {
+			observe(target, from, to)
+		}
+	}
+	b := breaker.New(s)
+	p.breakers[name] = b
+	return b
+}

@@ -1,0 +1,302 @@
+// Package config is the typed configuration of the platform: one struct with per-profile defaults,
+// Validate with messages that name the field, and environment overrides through an injected lookup so
+// that only main ever touches the process environment. Each service embeds Config in its own config.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
+	"github.com/shopmesh/shopmesh/pkg/platform/fault"
+	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
+)
+
+// Profile says where the service runs; it selects defaults and what is allowed.
+type Profile string
+
+// The profiles.
+const (
+	Dev     Profile = "dev"
+	Test    Profile = "test"
+	Compose Profile = "compose"
+	K8s     Profile = "k8s"
+	Prod    Profile = "prod"
+)
+
+// Valid reports whether p is a known profile.
+func (p Profile) Valid() bool {
+	switch p {
+	case Dev, Test, Compose, K8s, Prod:
+		return true
+	}
+	return false
+}
+
+// Config is the platform part of a service's configuration.
+type Config struct {
+	Service    string
+	Profile    Profile
+	ListenAddr string
+	// AdminAddr serves metrics and debug endpoints (filled in by the observability work); "" disables it.
+	AdminAddr string
+	Server    Server
+	Client    Client
+	RateLimit ratelimit.Limits
+	Fault     fault.Config
+	// Targets are the dependencies this service dials, by logical name ("inventory").
+	Targets map[string]Target
+}
+
+// Server configures the gRPC server.
+type Server struct {
+	MaxRecvMsgSize       int
+	MaxSendMsgSize       int
+	MaxConcurrentStreams uint32
+	// DefaultDeadline is given to unary calls that arrive without one; MaxDeadline clamps longer ones.
+	DefaultDeadline time.Duration
+	MaxDeadline     time.Duration
+	// StreamDefaultDeadline and StreamMaxDeadline do the same for streams, which legitimately live longer
+	// (a checkout session, an order watch) but must still end.
+	StreamDefaultDeadline time.Duration
+	StreamMaxDeadline     time.Duration
+	Keepalive             ServerKeepalive
+	// DrainDelay is waited after reporting NOT_SERVING (and deregistering) before refusing new calls,
+	// so clients and load balancers stop sending first.
+	DrainDelay time.Duration
+	// ShutdownTimeout bounds GracefulStop; calls still running after it are cut by Stop.
+	ShutdownTimeout time.Duration
+}
+
+// ServerKeepalive is the server's keepalive and its enforcement policy.
+type ServerKeepalive struct {
+	Time                  time.Duration
+	Timeout               time.Duration
+	MaxConnectionIdle     time.Duration
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	// MinTime is the shortest client ping interval tolerated; clients pinging more often get GOAWAY.
+	MinTime             time.Duration
+	PermitWithoutStream bool
+}
+
+// Client configures every outgoing connection; targets refine it.
+type Client struct {
+	// DefaultDeadline is given to outgoing unary calls whose context has none; StreamDefaultDeadline to
+	// streams.
+	DefaultDeadline       time.Duration
+	StreamDefaultDeadline time.Duration
+	Keepalive             dialer.Keepalive
+	LB                    string
+	HealthCheck           bool
+	MaxRecvMsgSize        int
+	Retry                 dialer.RetryPolicy
+	Breaker               breaker.Config
+}
+
+// Target is one dependency.
+type Target struct {
+	// Addresses are static "host:port" instances, used until a registry takes over.
+	Addresses []string
+	// LB overrides Client.LB.
+	LB string
+	// HealthService is the grpc.health.v1 service name checked on each instance ("" = whole server).
+	HealthService string
+	// DefaultDeadline overrides Client.DefaultDeadline when > 0.
+	DefaultDeadline time.Duration
+	// Idempotent methods may also retry IdempotentCodes (see dialer.Target).
+	Idempotent      []string
+	IdempotentCodes []string
+}
+
+// Default returns the defaults for profile. Fault injection is always off.
+func Default(profile Profile) Config {
+	c := Config{
+		Profile:    profile,
+		ListenAddr: ":50051",
+		Server: Server{
+			MaxRecvMsgSize:        4 << 20,
+			MaxSendMsgSize:        4 << 20,
+			MaxConcurrentStreams:  256,
+			DefaultDeadline:       10 * time.Second,
+			MaxDeadline:           30 * time.Second,
+			StreamDefaultDeadline: 5 * time.Minute,
+			StreamMaxDeadline:     30 * time.Minute,
+			Keepalive: ServerKeepalive{
+				Time:                  time.Minute,
+				Timeout:               20 * time.Second,
+				MaxConnectionIdle:     15 * time.Minute,
+				MaxConnectionAge:      30 * time.Minute, // lets clients rebalance onto new replicas
+				MaxConnectionAgeGrace: 30 * time.Second,
+				MinTime:               10 * time.Second,
+				PermitWithoutStream:   true,
+			},
+			DrainDelay:      0,
+			ShutdownTimeout: 10 * time.Second,
+		},
+		Client: Client{
+			DefaultDeadline:       5 * time.Second,
+			StreamDefaultDeadline: 5 * time.Minute,
+			Keepalive:             dialer.Keepalive{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true},
+			LB:                    dialer.RoundRobin,
+			HealthCheck:           true,
+			MaxRecvMsgSize:        4 << 20,
+			Retry: dialer.RetryPolicy{
+				MaxAttempts:        3,
+				InitialBackoff:     50 * time.Millisecond,
+				MaxBackoff:         time.Second,
+				BackoffMultiplier:  2,
+				Codes:              []string{"UNAVAILABLE"},
+				ThrottleMaxTokens:  10,
+				ThrottleTokenRatio: 0.1,
+			},
+			Breaker: breaker.Config{
+				Enabled:             true,
+				ConsecutiveFailures: 5,
+				FailureRatio:        0.5,
+				MinRequests:         20,
+				Interval:            10 * time.Second,
+				OpenTimeout:         5 * time.Second,
+				HalfOpenProbes:      3,
+			},
+		},
+		RateLimit: ratelimit.Limits{MaxInFlight: 1000, RetryAfter: 100 * time.Millisecond},
+		Targets:   map[string]Target{},
+	}
+	switch profile {
+	case Compose:
+		c.Server.DrainDelay = time.Second
+	case K8s, Prod:
+		// Endpoints take a few seconds to drop a terminating pod; stay up for them, and stay within the
+		// default 30 s terminationGracePeriodSeconds overall.
+		c.Server.DrainDelay = 5 * time.Second
+		c.Server.ShutdownTimeout = 20 * time.Second
+	}
+	return c
+}
+
+// Validate reports every problem, each naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(field string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+	}
+	addf := func(field, format string, args ...any) { add(field, fmt.Errorf(format, args...)) }
+
+	if c.Service == "" {
+		addf("service", "must be set")
+	}
+	if !c.Profile.Valid() {
+		addf("profile", "must be dev, test, compose, k8s or prod, got %q", c.Profile)
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		addf("listen_addr", "%q is not host:port", c.ListenAddr)
+	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			addf("admin_addr", "%q is not host:port", c.AdminAddr)
+		}
+	}
+
+	s := c.Server
+	if s.MaxRecvMsgSize <= 0 {
+		addf("server.max_recv_msg_size", "must be > 0, got %d", s.MaxRecvMsgSize)
+	}
+	if s.MaxSendMsgSize <= 0 {
+		addf("server.max_send_msg_size", "must be > 0, got %d", s.MaxSendMsgSize)
+	}
+	if s.MaxConcurrentStreams == 0 {
+		addf("server.max_concurrent_streams", "must be > 0 (0 would mean unlimited)")
+	}
+	if s.DefaultDeadline <= 0 {
+		addf("server.default_deadline", "must be > 0, got %v", s.DefaultDeadline)
+	}
+	if s.MaxDeadline < s.DefaultDeadline {
+		addf("server.max_deadline", "must be >= server.default_deadline (%v), got %v", s.DefaultDeadline, s.MaxDeadline)
+	}
+	if s.StreamDefaultDeadline <= 0 {
+		addf("server.stream_default_deadline", "must be > 0, got %v", s.StreamDefaultDeadline)
+	}
+	if s.StreamMaxDeadline < s.StreamDefaultDeadline {
+		addf("server.stream_max_deadline", "must be >= server.stream_default_deadline (%v), got %v", s.StreamDefaultDeadline, s.StreamMaxDeadline)
+	}
+	if s.Keepalive.MinTime <= 0 {
+		addf("server.keepalive.min_time", "must be > 0, got %v", s.Keepalive.MinTime)
+	}
+	if s.Keepalive.Time < 0 || s.Keepalive.Timeout < 0 || s.Keepalive.MaxConnectionIdle < 0 ||
+		s.Keepalive.MaxConnectionAge < 0 || s.Keepalive.MaxConnectionAgeGrace < 0 {
+		addf("server.keepalive", "durations must be >= 0")
+	}
+	if s.DrainDelay < 0 {
+		addf("server.drain_delay", "must be >= 0, got %v", s.DrainDelay)
+	}
+	if s.ShutdownTimeout <= 0 {
+		addf("server.shutdown_timeout", "must be > 0, got %v", s.ShutdownTimeout)
+	}
+
+	cl := c.Client
+	if cl.DefaultDeadline <= 0 {
+		addf("client.default_deadline", "must be > 0, got %v", cl.DefaultDeadline)
+	}
+	if cl.StreamDefaultDeadline <= 0 {
+		addf("client.stream_default_deadline", "must be > 0, got %v", cl.StreamDefaultDeadline)
+	}
+	if cl.Keepalive.Time > 0 && cl.Keepalive.Time < s.Keepalive.MinTime {
+		// All shopmesh servers share these defaults, so our own MinTime stands for theirs.
+		addf("client.keepalive.time", "must be >= server.keepalive.min_time (%v) or servers answer GOAWAY ENHANCE_YOUR_CALM, got %v",
+			s.Keepalive.MinTime, cl.Keepalive.Time)
+	}
+	if cl.MaxRecvMsgSize < 0 {
+		addf("client.max_recv_msg_size", "must be >= 0, got %d", cl.MaxRecvMsgSize)
+	}
+	add("client.retry", cl.Retry.Validate())
+	add("client.breaker", cl.Breaker.Validate())
+	add("client.lb", dialer.Target{LB: cl.LB, Retry: dialer.RetryPolicy{MaxAttempts: 1}}.Validate())
+
+	add("rate_limit", c.RateLimit.Validate())
+	add("fault", c.Fault.Validate())
+	if c.Profile == Prod && (c.Fault.Enabled || len(c.Fault.Rules) > 0) {
+		addf("fault", "fault injection is refused in the prod profile")
+	}
+
+	for name, t := range c.Targets {
+		field := fmt.Sprintf("targets[%q]", name)
+		if len(t.Addresses) == 0 {
+			addf(field+".addresses", "at least one host:port is needed")
+		}
+		for _, a := range t.Addresses {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				addf(field+".addresses", "%q is not host:port", a)
+			}
+		}
+		if t.DefaultDeadline < 0 {
+			addf(field+".default_deadline", "must be >= 0, got %v", t.DefaultDeadline)
+		}
+		dt := c.DialTarget(name)
+		dt.Retry = dialer.RetryPolicy{MaxAttempts: 1} // validated once above
+		add(field, dt.Validate())
+	}
+	return errors.Join(errs...)
+}
+
+// DialTarget returns the dialer description of target name, with client defaults filled in.
+func (c Config) DialTarget(name string) dialer.Target {
+	t := c.Targets[name]
+	lb := t.LB
+	if lb == "" {
+		lb = c.Client.LB
+	}
+	return dialer.Target{
+		LB:              lb,
+		HealthCheck:     c.Client.HealthCheck,
+		HealthService:   t.HealthService,
+		Retry:           c.Client.Retry,
+		Idempotent:      t.Idempotent,
+		IdempotentCodes: t.IdempotentCodes,
+	}
+}

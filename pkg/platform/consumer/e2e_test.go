@@ -1,0 +1,401 @@
+package consumer_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+)
+
+var testRetry = consumer.Retry{MaxAttempts: 3, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+
+// kit is one broker as the tests see it.
+type kit struct {
+	topic     string
+	publisher outbox.Publisher
+	// run runs one consumer instance until ctx ends.
+	run func(ctx context.Context, h consumer.Handler) error
+	// stored counts the messages the broker kept for topic, or -1 when it cannot tell.
+	stored func(ctx context.Context) int
+	// deadLetter returns the first dead letter's headers, waiting for it.
+	deadLetter func(ctx context.Context) map[string]string
+}
+
+func kafkaKit(t *testing.T, e env, commitInterval time.Duration) kit {
+	t.Helper()
+	brokers := e.kafkaBrokers(t)
+	topic := kafkaTopic(t, brokers, 8)
+	pub := outbox.NewKafka(brokers)
+	t.Cleanup(func() { _ = pub.Close() })
+	group := uniq("g-")
+	return kit{
+		topic:     topic,
+		publisher: pub,
+		run: func(ctx context.Context, h consumer.Handler) error {
+			c, err := consumer.NewKafka(consumer.KafkaConfig{
+				Brokers: brokers, GroupID: group, Topics: []string{topic}, Retry: testRetry, MaxWait: 100 * time.Millisecond,
+				CommitInterval: commitInterval,
+			}, h, logger(t))
+			if err != nil {
+				return err
+			}
+			return c.Run(ctx)
+		},
+		stored: func(context.Context) int { return -1 },
+		deadLetter: func(ctx context.Context) map[string]string {
+			m := readKafkaDLQ(t, ctx, brokers, topic)
+			h := map[string]string{}
+			for _, kh := range m.Headers {
+				h[kh.Key] = string(kh.Value)
+			}
+			return h
+		},
+	}
+}
+
+func jetStreamKit(t *testing.T, e env) kit {
+	t.Helper()
+	js := e.jetStream(t)
+	stream, subject := jsSubject(t, js)
+	durable := uniq("d")
+	return kit{
+		topic:     subject,
+		publisher: outbox.NewJetStream(js),
+		run: func(ctx context.Context, h consumer.Handler) error {
+			c, err := consumer.NewJetStream(js, consumer.JetStreamConfig{
+				Stream: stream, Durable: durable, FilterSubjects: []string{subject}, Retry: testRetry,
+				AckWait: 2 * time.Second,
+			}, h, logger(t))
+			if err != nil {
+				return err
+			}
+			return c.Run(ctx)
+		},
+		stored: func(ctx context.Context) int {
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(info.State.Msgs)
+		},
+		deadLetter: func(ctx context.Context) map[string]string {
+			for {
+				s, err := js.Stream(ctx, stream+"_DLQ")
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := s.GetMsg(ctx, 1)
+				if err == nil {
+					h := map[string]string{}
+					for k, v := range m.Header {
+						h[k] = v[0]
+					}
+					return h
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("no dead letter: %v", err)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		},
+	}
+}
+
+func TestOutboxToKafka(t *testing.T) {
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			outboxEndToEnd(t, e, kafkaKit(t, e, 100*time.Millisecond))
+		})
+	}
+}
+
+func TestOutboxToJetStream(t *testing.T) {
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			outboxEndToEnd(t, e, jetStreamKit(t, e))
+		})
+	}
+}
+
+// The end-to-end runs are heavy: they run one at a time so the relays' publish latency, which the
+// kill intervals are scaled to, is not that of a starved CPU.
+
+// outboxEndToEnd writes N events through the outbox while two relays, each killed at random moments and
+// restarted, publish them, and one consumer applies them through the inbox. Every event must arrive,
+// each effect must be applied once, and each aggregate's events must first arrive in write order.
+func outboxEndToEnd(t *testing.T, e env, k kit) {
+	n := e.events(t)
+	ctx := timeout(t, 5*time.Minute)
+	pdb, d := e.producerDB(t)
+	fx := e.consumerDB(t)
+
+	cctx, stopConsumer := context.WithCancel(ctx)
+	consumerDone := make(chan error, 1)
+	go func() { consumerDone <- k.run(cctx, fx.handler("e2e")) }()
+
+	var kills atomic.Int64
+	rctx, stopRelays := context.WithCancel(ctx)
+	var relays sync.WaitGroup
+	for slot := range 2 {
+		relays.Go(func() {
+			for rctx.Err() == nil {
+				relay, err := outbox.NewRelay(pdb, k.publisher, logger(t), nil, outbox.RelayConfig{
+					BatchSize: 50 + 50*slot, PollInterval: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				life, kill := context.WithTimeout(rctx, time.Duration(20+rand.IntN(400))*time.Millisecond)
+				_ = relay.Run(life)
+				kill()
+				if rctx.Err() == nil {
+					kills.Add(1)
+				}
+			}
+		})
+	}
+
+	ob := outbox.New(d, propagation.TraceContext{})
+	want := map[string][]string{}
+	ids := make([]string, 0, n)
+	for i := 0; i < n; i += 10 {
+		if err := sqldb.InTx(ctx, pdb, func(tx *sql.Tx) error {
+			for j := i; j < min(i+10, n); j++ {
+				key := fmt.Sprint("agg-", j%37)
+				id, err := ob.Enqueue(ctx, tx, outbox.Message{Topic: k.topic, Key: key, Payload: fmt.Appendf(nil, "%d", j)})
+				if err != nil {
+					return err
+				}
+				want[key] = append(want[key], id)
+				ids = append(ids, id)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fx.waitEffects(t, ctx, n)
+	probe, err := outbox.NewRelay(pdb, k.publisher, logger(t), nil, outbox.RelayConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := probe.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Pending == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("outbox did not drain: %d pending", st.Pending)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopRelays()
+	relays.Wait()
+	stopConsumer()
+	if err := <-consumerDone; err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+
+	rows, distinct := fx.count(t)
+	missing := 0
+	for _, id := range ids {
+		if fx.deliveries(id) == 0 {
+			missing++
+		}
+	}
+	fx.mu.Lock()
+	redeliveries := fx.total - len(fx.delivered)
+	unknown := len(fx.delivered) - n
+	outOfOrder := 0
+	for key, w := range want {
+		if !slices.Equal(fx.firsts[key], w) {
+			outOfOrder++
+		}
+	}
+	fx.mu.Unlock()
+	stored := k.stored(ctx)
+	t.Logf("%d events, %d relay kills, %d missing, %d double effects, %d redeliveries, %d unknown, %d keys out of order, broker stored %d",
+		n, kills.Load(), missing, rows-distinct, redeliveries, unknown, outOfOrder, stored)
+	if missing != 0 || rows != n || distinct != n || unknown != 0 || outOfOrder != 0 {
+		t.Fatalf("want every event once: missing=%d effects=%d distinct=%d unknown=%d outOfOrder=%d", missing, rows, distinct, unknown, outOfOrder)
+	}
+	if stored >= 0 && stored != n {
+		t.Fatalf("JetStream kept %d messages for %d events: Nats-Msg-Id de-duplication failed", stored, n)
+	}
+}
+
+func publishDirect(t *testing.T, ctx context.Context, k kit, n int) []string {
+	t.Helper()
+	var msgs []outbox.Message
+	var ids []string
+	for i := range n {
+		id := uniq(fmt.Sprintf("ev%02d-", i))
+		ids = append(ids, id)
+		msgs = append(msgs, outbox.Message{ID: id, Topic: k.topic, Key: fmt.Sprint("k", i%3), Payload: []byte("x"), Headers: map[string]string{}})
+	}
+	if err := k.publisher.Publish(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func TestKafkaConsumerKilledBeforeCommit(t *testing.T) {
+	t.Parallel()
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			killedBeforeCommit(t, e, kafkaKit(t, e, 0))
+		})
+	}
+}
+
+func TestJetStreamConsumerKilledBeforeAck(t *testing.T) {
+	t.Parallel()
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			killedBeforeCommit(t, e, jetStreamKit(t, e))
+		})
+	}
+}
+
+// killedBeforeCommit stops a consumer right after its effect committed and before the broker heard of
+// it: the next instance gets the event again, and the inbox keeps the effect single.
+func killedBeforeCommit(t *testing.T, e env, k kit) {
+	ctx := timeout(t, 2*time.Minute)
+	fx := e.consumerDB(t)
+	const n = 20
+	ids := publishDirect(t, ctx, k, n)
+	victim := ids[7]
+
+	c1, kill := context.WithCancel(ctx)
+	var crashed atomic.Bool
+	h := fx.handler("r8")
+	done := make(chan error, 1)
+	go func() {
+		done <- k.run(c1, func(ctx context.Context, m consumer.Message) error {
+			if err := h(ctx, m); err != nil {
+				return err
+			}
+			if m.ID == victim && crashed.CompareAndSwap(false, true) {
+				kill()
+				return errors.New("crashed before commit")
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("first consumer never reached the victim")
+	}
+	kill()
+	if !crashed.Load() {
+		t.Fatal("the victim was never handled")
+	}
+	c2, stop := context.WithCancel(ctx)
+	done = make(chan error, 1)
+	go func() { done <- k.run(c2, h) }()
+	fx.waitEffects(t, ctx, n)
+	for fx.deliveries(victim) < 2 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rows, distinct := fx.count(t)
+	t.Logf("victim delivered %d times, its effect applied %d time(s); %d effects for %d events", fx.deliveries(victim), fx.countOf(t, victim), rows, n)
+	if fx.deliveries(victim) < 2 {
+		t.Fatal("the victim was not redelivered: the offset was committed before the effect")
+	}
+	if fx.countOf(t, victim) != 1 || rows != n || distinct != n {
+		t.Fatalf("effects: victim=%d rows=%d distinct=%d, want 1, %d, %d", fx.countOf(t, victim), rows, distinct, n, n)
+	}
+}
+
+func TestKafkaPoisonToDeadLetter(t *testing.T) {
+	t.Parallel()
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			poison(t, e, kafkaKit(t, e, 0))
+		})
+	}
+}
+
+func TestJetStreamPoisonToDeadLetter(t *testing.T) {
+	t.Parallel()
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			poison(t, e, jetStreamKit(t, e))
+		})
+	}
+}
+
+// poison sends one message the handler can never apply: after MaxAttempts it is dead-lettered with the
+// reason, and the messages behind it are applied.
+func poison(t *testing.T, e env, k kit) {
+	ctx := timeout(t, 2*time.Minute)
+	fx := e.consumerDB(t)
+	const n = 10
+	ids := publishDirect(t, ctx, k, n)
+	bad := ids[3]
+	h := fx.handler("dlq")
+	c, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- k.run(c, func(ctx context.Context, m consumer.Message) error {
+			if m.ID == bad {
+				fx.note(m)
+				return errors.New("poison: cannot decode payload")
+			}
+			return h(ctx, m)
+		})
+	}()
+	fx.waitEffects(t, ctx, n-1)
+	dl := k.deadLetter(ctx)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rows, distinct := fx.count(t)
+	t.Logf("poison handled %d times, dead letter headers %v; %d effects", fx.deliveries(bad), dl, rows)
+	if got := fx.deliveries(bad); got != testRetry.MaxAttempts {
+		t.Errorf("poison handled %d times, want %d", got, testRetry.MaxAttempts)
+	}
+	if dl[outbox.HeaderEventID] != bad || !strings.Contains(dl[consumer.HeaderDLQReason], "poison") ||
+		dl[consumer.HeaderDLQAttempts] != fmt.Sprint(testRetry.MaxAttempts) || dl[consumer.HeaderDLQTopic] != k.topic {
+		t.Errorf("dead letter headers = %v", dl)
+	}
+	if rows != n-1 || distinct != n-1 || fx.countOf(t, bad) != 0 {
+		t.Errorf("effects rows=%d distinct=%d poison=%d", rows, distinct, fx.countOf(t, bad))
+	}
+}

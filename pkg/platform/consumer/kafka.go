@@ -1,0 +1,179 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+)
+
+// KafkaConfig configures a Kafka consumer-group member.
+type KafkaConfig struct {
+	Brokers []string
+	// GroupID names the consumer group; its committed offsets are where a restart resumes.
+	GroupID string
+	Topics  []string
+	Retry   Retry
+	// HandleTimeout bounds one handler call (default 30 s).
+	HandleTimeout time.Duration
+	// CommitTimeout bounds one offset commit or dead-letter write (default 10 s).
+	CommitTimeout time.Duration
+	// CommitInterval, when positive, batches offset commits: CommitMessages then only records the
+	// offset of a handled message and kafka-go flushes them on this interval and on Close. Still never
+	// before the effect, but a crash redelivers up to one interval of handled messages (the inbox drops
+	// them). Zero commits each message synchronously, which caps a member at one round trip per message.
+	CommitInterval time.Duration
+	// MaxWait is how long a fetch waits for new messages (default 500 ms).
+	MaxWait time.Duration
+	// Propagator extracts the trace context from headers (default propagation.TraceContext{}).
+	Propagator propagation.TextMapPropagator
+}
+
+// Kafka is one member of a consumer group. Offsets are committed synchronously after each message's
+// handler succeeded (or it was dead-lettered), never before: kafka-go's ReadMessage would commit first.
+type Kafka struct {
+	cfg KafkaConfig
+	h   Handler
+	log *slog.Logger
+}
+
+// NewKafka returns a consumer of cfg.Topics that feeds h.
+func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
+	if len(cfg.Brokers) == 0 || cfg.GroupID == "" || len(cfg.Topics) == 0 {
+		return nil, errors.New("kafka consumer: brokers, group and topics are required")
+	}
+	cfg.Retry = cfg.Retry.withDefaults()
+	if cfg.HandleTimeout <= 0 {
+		cfg.HandleTimeout = 30 * time.Second
+	}
+	if cfg.CommitTimeout <= 0 {
+		cfg.CommitTimeout = 10 * time.Second
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 500 * time.Millisecond
+	}
+	if cfg.Propagator == nil {
+		cfg.Propagator = propagation.TraceContext{}
+	}
+	return &Kafka{cfg: cfg, h: h, log: log.With("group", cfg.GroupID)}, nil
+}
+
+// Run consumes until ctx is cancelled, then finishes the message in hand, leaves the group and returns
+// nil. Messages fetched but not handled are not committed and go to the next member.
+func (c *Kafka) Run(ctx context.Context) error {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        c.cfg.Brokers,
+		GroupID:        c.cfg.GroupID,
+		GroupTopics:    c.cfg.Topics,
+		MinBytes:       1,
+		MaxBytes:       10 << 20,
+		MaxWait:        c.cfg.MaxWait,
+		CommitInterval: c.cfg.CommitInterval,
+		StartOffset:    kafka.FirstOffset,
+	})
+	defer func() {
+		if err := r.Close(); err != nil {
+			c.log.Warn("kafka reader close", "err", err)
+		}
+	}()
+	dlq := &kafka.Writer{
+		Addr:         kafka.TCP(c.cfg.Brokers...),
+		RequiredAcks: kafka.RequireAll,
+		Balancer:     &kafka.Hash{},
+		BatchTimeout: 5 * time.Millisecond,
+		MaxAttempts:  3,
+	}
+	defer func() { _ = dlq.Close() }()
+	failures := 0
+	for {
+		km, err := r.FetchMessage(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, io.EOF) {
+			return errors.New("kafka reader closed")
+		}
+		if err != nil {
+			failures++
+			wait := c.cfg.Retry.backoff(failures)
+			c.log.WarnContext(ctx, "kafka fetch", "err", err, "retry_in", wait)
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		if !c.process(ctx, r, dlq, km) {
+			return nil
+		}
+	}
+}
+
+// process handles one message to its end: success or dead letter, then commit. It returns false when
+// asked to stop before the message was settled; the message is then left uncommitted.
+func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, km kafka.Message) bool {
+	m := Message{Topic: km.Topic, Key: km.Key, Payload: km.Value, Headers: make(map[string]string, len(km.Headers))}
+	for _, h := range km.Headers {
+		m.Headers[h.Key] = string(h.Value)
+	}
+	position := fmt.Sprintf("%s/%d/%d", km.Topic, km.Partition, km.Offset)
+	m.ID = m.Headers[outbox.HeaderEventID]
+	if m.ID == "" {
+		m.ID = position
+	}
+	log := c.log.With("event_id", m.ID, "position", position)
+	for attempt := 1; ; attempt++ {
+		m.Attempt = attempt
+		err := handle(ctx, c.h, c.cfg.Propagator, c.cfg.HandleTimeout, m)
+		if err == nil {
+			break
+		}
+		if attempt >= c.cfg.Retry.MaxAttempts {
+			log.ErrorContext(ctx, "dead-lettering message", "attempts", attempt, "err", err)
+			if !c.deadLetter(ctx, dlq, km, m, err, attempt, position) {
+				return false
+			}
+			break
+		}
+		wait := c.cfg.Retry.backoff(attempt)
+		log.WarnContext(ctx, "handler failed", "attempt", attempt, "retry_in", wait, "err", err)
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
+	defer cancel()
+	if err := r.CommitMessages(cctx, km); err != nil {
+		// The effect is done and idempotent: a redelivery is harmless.
+		log.WarnContext(ctx, "kafka commit", "err", err)
+	}
+	return true
+}
+
+func (c *Kafka) deadLetter(ctx context.Context, w *kafka.Writer, km kafka.Message, m Message, reason error, attempts int, position string) bool {
+	headers := deadLetterHeaders(m, reason, attempts, position)
+	out := kafka.Message{Topic: DeadLetterTopic(km.Topic), Key: km.Key, Value: km.Value}
+	for k, v := range headers {
+		out.Headers = append(out.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	for try := 1; ; try++ {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
+		err := w.WriteMessages(wctx, out)
+		cancel()
+		if err == nil {
+			return true
+		}
+		wait := c.cfg.Retry.backoff(try)
+		c.log.ErrorContext(ctx, "dead-letter write", "topic", out.Topic, "err", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+}

@@ -1,0 +1,175 @@
+// Package platform is the gRPC runtime every shopmesh service is built on: one facade that turns a
+// Config into servers with the standard interceptor chain, health and graceful shutdown, and into client
+// connections with load balancing, health checking, retries, circuit breaking and deadlines. A service's
+// main creates one Platform, registers its handlers on NewServer, dials its dependencies with Dial and
+// blocks in Serve.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
+	"github.com/shopmesh/shopmesh/pkg/platform/fault"
+	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
+)
+
+// Config is the platform configuration; see package config.
+type Config = config.Config
+
+// Platform holds what the servers and clients of one service process share.
+type Platform struct {
+	cfg      Config
+	logger   *slog.Logger
+	health   *Health
+	limiter  *ratelimit.Limiter
+	faults   *fault.Injector
+	resolver discovery.Resolver
+	registry discovery.Registry
+	opts     options
+
+	mu       sync.Mutex
+	breakers map[string]*breaker.Breaker
+	conns    []*grpc.ClientConn
+	closed   bool
+}
+
+type options struct {
+	resolver     discovery.Resolver
+	registry     discovery.Registry
+	onBreaker    func(name string, from, to breaker.State)
+	now          func() time.Time
+	faultRand    func() float64
+	dialOptions  []grpc.DialOption
+	unaryClient  []grpc.UnaryClientInterceptor
+	streamClient []grpc.StreamClientInterceptor
+}
+
+// Option customizes New.
+type Option func(*options)
+
+// WithResolver replaces the static, config-driven resolver (e.g. by a registry-backed one).
+func WithResolver(r discovery.Resolver) Option { return func(o *options) { o.resolver = r } }
+
+// WithRegistry makes Serve register the instance once listening and deregister it first on shutdown.
+func WithRegistry(r discovery.Registry) Option { return func(o *options) { o.registry = r } }
+
+// WithBreakerObserver is called on every circuit breaker transition (for metrics and logs).
+func WithBreakerObserver(f func(target string, from, to breaker.State)) Option {
+	return func(o *options) { o.onBreaker = f }
+}
+
+// WithClock sets the clock of the circuit breakers (for tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithFaultRand sets the [0,1) source deciding which calls fault injection hits (for tests).
+func WithFaultRand(f func() float64) Option { return func(o *options) { o.faultRand = f } }
+
+// WithDialOptions appends options to every Dial (e.g. transport credentials, stats handlers).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithClientInterceptors adds interceptors to every Dial, inside the deadline and the breaker.
+func WithClientInterceptors(unary []grpc.UnaryClientInterceptor, stream []grpc.StreamClientInterceptor) Option {
+	return func(o *options) {
+		o.unaryClient = append(o.unaryClient, unary...)
+		o.streamClient = append(o.streamClient, stream...)
+	}
+}
+
+// New validates cfg and builds the platform. ctx is reserved for resolvers and registries that need to
+// connect at start; nothing is started yet.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (*Platform, error) {
+	if logger == nil {
+		return nil, errors.New("platform: logger is nil")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("platform config: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	limiter, err := ratelimit.New(cfg.RateLimit)
+	if err != nil {
+		return nil, err
+	}
+	var fopts []fault.Option
+	if o.faultRand != nil {
+		fopts = append(fopts, fault.WithRand(o.faultRand))
+	}
+	faults, err := fault.New(cfg.Fault, fopts...)
+	if err != nil {
+		return nil, err
+	}
+	res := o.resolver
+	if res == nil {
+		static := map[string][]string{}
+		for name, t := range cfg.Targets {
+			static[name] = t.Addresses
+		}
+		res = discovery.NewStatic(static)
+	}
+	if cfg.Fault.Enabled {
+		logger.Warn("fault injection is enabled", "rules", len(cfg.Fault.Rules))
+	}
+	return &Platform{
+		cfg:      cfg,
+		logger:   logger.With("service", cfg.Service),
+		health:   newHealth(),
+		limiter:  limiter,
+		faults:   faults,
+		resolver: res,
+		registry: o.registry,
+		opts:     o,
+		breakers: map[string]*breaker.Breaker{},
+	}, nil
+}
+
+// Config returns the configuration the platform was built with.
+func (p *Platform) Config() Config { return p.cfg }
+
+// Health returns the health service shared by the platform's servers.
+func (p *Platform) Health() *Health { return p.health }
+
+// RateLimiter returns the server limiter; call its Update to change limits at run time.
+func (p *Platform) RateLimiter() *ratelimit.Limiter { return p.limiter }
+
+// Faults returns the fault injector; call its Update to change the rules at run time (the prod profile
+// refuses them at start, and Update is only reachable from code the service wires itself).
+func (p *Platform) Faults() *fault.Injector { return p.faults }
+
+// Breaker returns the circuit breaker of a dialed target.
+func (p *Platform) Breaker(target string) (*breaker.Breaker, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.breakers[target]
+	return b, ok
+}
+
+// Close closes every connection made by Dial. Servers are stopped by Serve, not here.
+func (p *Platform) Close() error {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns, p.closed = nil, true
+	p.mu.Unlock()
+	var errs []error
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.Target(), err))
+		}
+	}
+	return errors.Join(errs...)
+}

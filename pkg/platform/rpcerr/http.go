@@ -1,0 +1,129 @@
+package rpcerr
+
+import (
+	"net/http"
+
+	"google.golang.org/grpc/codes"
+)
+
+// HTTPDetail is one entry of an HTTP error body's details: a request field and the issue with it.
+type HTTPDetail struct {
+	Field string `json:"field"`
+	Issue string `json:"issue"`
+}
+
+// HTTPError is the JSON body the gateway returns for every failed request.
+type HTTPError struct {
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
+	Details []HTTPDetail `json:"details,omitempty"`
+	Status  int          `json:"status"`
+}
+
+// StatusClientClosedRequest is the non-standard 499 used (as by nginx and grpc-gateway) for CANCELED.
+const StatusClientClosedRequest = 499
+
+// genericMessage replaces the message of INTERNAL, UNKNOWN and DATA_LOSS errors so internals never leak.
+const genericMessage = "internal error"
+
+// HTTPStatus maps a gRPC code to an HTTP status, following grpc-gateway's HTTPStatusFromCode.
+func HTTPStatus(code codes.Code) int {
+	switch code {
+	case codes.OK:
+		return http.StatusOK
+	case codes.Canceled:
+		return StatusClientClosedRequest
+	case codes.Unknown:
+		return http.StatusInternalServerError
+	case codes.InvalidArgument:
+		return http.StatusBadRequest
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists:
+		return http.StatusConflict
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.FailedPrecondition:
+		// grpc-gateway deliberately maps this to 400, not 412: it is about the system's state, not HTTP preconditions.
+		return http.StatusBadRequest
+	case codes.Aborted:
+		return http.StatusConflict
+	case codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Internal:
+		return http.StatusInternalServerError
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	case codes.DataLoss:
+		return http.StatusInternalServerError
+	}
+	return http.StatusInternalServerError
+}
+
+// codeName is the body "code" used when the error carries no ErrorInfo reason.
+func codeName(code codes.Code) string {
+	switch code {
+	case codes.Canceled:
+		return "CANCELED"
+	case codes.InvalidArgument:
+		return ReasonValidation
+	case codes.DeadlineExceeded:
+		return "TIMEOUT"
+	case codes.NotFound:
+		return "NOT_FOUND"
+	case codes.AlreadyExists:
+		return "ALREADY_EXISTS"
+	case codes.PermissionDenied:
+		return "FORBIDDEN"
+	case codes.Unauthenticated:
+		return "UNAUTHENTICATED"
+	case codes.ResourceExhausted:
+		return ReasonRateLimited
+	case codes.FailedPrecondition:
+		return "FAILED_PRECONDITION"
+	case codes.Aborted:
+		return "CONFLICT"
+	case codes.OutOfRange:
+		return "OUT_OF_RANGE"
+	case codes.Unimplemented:
+		return "NOT_IMPLEMENTED"
+	case codes.Unavailable:
+		return "UNAVAILABLE"
+	}
+	return "INTERNAL"
+}
+
+// ToHTTP maps err to the HTTP error body the gateway returns. The body code is the ErrorInfo reason when
+// there is one, else a name derived from the gRPC code. INTERNAL, UNKNOWN and DATA_LOSS (and errors that
+// are not gRPC statuses at all) become a generic 500 so that internal details never reach clients.
+func ToHTTP(err error) HTTPError {
+	st, ok := fromError(err)
+	if !ok {
+		code := Code(err) // context errors keep their meaning; anything else is UNKNOWN
+		if code == codes.Unknown {
+			return HTTPError{Code: "INTERNAL", Message: genericMessage, Status: http.StatusInternalServerError}
+		}
+		return HTTPError{Code: codeName(code), Message: code.String(), Status: HTTPStatus(code)}
+	}
+	code := st.Code()
+	switch code {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return HTTPError{Code: "INTERNAL", Message: genericMessage, Status: http.StatusInternalServerError}
+	}
+	out := HTTPError{Code: codeName(code), Message: st.Message(), Status: HTTPStatus(code)}
+	if r := Reason(err); r != "" {
+		out.Code = r
+	}
+	for _, v := range Violations(err) {
+		out.Details = append(out.Details, HTTPDetail{Field: v.Field, Issue: v.Description})
+	}
+	return out
+}

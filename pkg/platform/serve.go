@@ -1,0 +1,93 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
+)
+
+// Serve runs srv on lis until ctx is cancelled or the server fails, then shuts down gracefully:
+//
+//  1. every health status becomes NOT_SERVING, so health-checking clients stop picking this instance;
+//  2. the instance is deregistered (when a Registry is configured);
+//  3. Server.DrainDelay is waited, while calls are still accepted, for clients and load balancers to notice;
+//  4. health Watch streams are ended and GracefulStop refuses new calls and waits for running ones;
+//  5. after Server.ShutdownTimeout, Stop cancels whatever is still running.
+//
+// It returns nil after a shutdown caused by ctx, and the server's error otherwise.
+func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+
+	inst := discovery.Instance{Service: p.cfg.Service, Addr: lis.Addr().String()}
+	registered := false
+	if p.registry != nil {
+		if err := p.registry.Register(ctx, inst); err != nil {
+			srv.Stop()
+			<-errc
+			return fmt.Errorf("register %s: %w", inst.Addr, err)
+		}
+		registered = true
+	}
+	p.logger.Info("serving", "addr", inst.Addr, "profile", p.cfg.Profile)
+
+	select {
+	case err := <-errc:
+		p.health.shutdown()
+		if registered {
+			p.deregister(inst)
+		}
+		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return fmt.Errorf("serve %s: %w", inst.Addr, err)
+	case <-ctx.Done():
+	}
+
+	s := p.cfg.Server
+	p.logger.Info("shutting down", "drain_delay", s.DrainDelay, "timeout", s.ShutdownTimeout)
+	p.health.shutdown()
+	if registered {
+		p.deregister(inst)
+	}
+	if s.DrainDelay > 0 {
+		t := time.NewTimer(s.DrainDelay)
+		<-t.C
+	}
+
+	p.health.endWatches()
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	t := time.NewTimer(s.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-stopped:
+		p.logger.Info("stopped gracefully")
+	case <-t.C:
+		p.logger.Warn("graceful stop timed out, cancelling remaining calls", "timeout", s.ShutdownTimeout)
+		srv.Stop()
+		<-stopped
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve %s: %w", inst.Addr, err)
+	}
+	return nil
+}
+
+func (p *Platform) deregister(inst discovery.Instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	if err := p.registry.Deregister(ctx, inst); err != nil {
+		// Clients still have health checks to stop sending here; keep shutting down.
+		p.logger.Warn("deregister failed", "addr", inst.Addr, "err", err)
+	}
+}

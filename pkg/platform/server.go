@@ -1,0 +1,175 @@
+package platform
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/deadline"
+	"github.com/shopmesh/shopmesh/pkg/platform/recovery"
+	"github.com/shopmesh/shopmesh/pkg/platform/validation"
+)
+
+type serverOptions struct {
+	authorizer   authz.Authorizer
+	validator    validation.Func
+	noValidation bool
+	stats        []stats.Handler
+	unary        []grpc.UnaryServerInterceptor
+	stream       []grpc.StreamServerInterceptor
+	grpcOptions  []grpc.ServerOption
+}
+
+// ServerOption customizes NewServer.
+type ServerOption func(*serverOptions)
+
+// WithAuthorizer sets the authorization policy (default: allow all, with a warning outside dev and test).
+func WithAuthorizer(a authz.Authorizer) ServerOption {
+	return func(o *serverOptions) { o.authorizer = a }
+}
+
+// WithValidator replaces the request validator (default: the shopmesh proto validator).
+func WithValidator(v validation.Func) ServerOption {
+	return func(o *serverOptions) { o.validator, o.noValidation = v, v == nil }
+}
+
+// WithStatsHandler adds a grpc stats handler (tracing, metrics): it sees every call, rejected ones included.
+func WithStatsHandler(h stats.Handler) ServerOption {
+	return func(o *serverOptions) { o.stats = append(o.stats, h) }
+}
+
+// WithInterceptors adds interceptors right after panic recovery (logging, tracing, metrics hooks), so they
+// observe the outcome of every later stage.
+func WithInterceptors(unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) ServerOption {
+	return func(o *serverOptions) {
+		o.unary = append(o.unary, unary...)
+		o.stream = append(o.stream, stream...)
+	}
+}
+
+// WithGRPCOptions appends raw grpc.ServerOptions (e.g. grpc.Creds for mTLS) after the platform's own.
+func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
+	return func(o *serverOptions) { o.grpcOptions = append(o.grpcOptions, opts...) }
+}
+
+// NewServer returns a gRPC server with the platform's interceptor chain, limits and keepalive, the health
+// service registered and, in the dev profile only, reflection. Register handlers on it, then call Serve.
+//
+// The chain, outermost first (the same for unary and streaming calls):
+//
+//  1. recovery   — a panic anywhere below becomes INTERNAL "internal error"; the stack is logged.
+//  2. hooks      — WithInterceptors (logging/tracing/metrics); stats handlers wrap everything anyway.
+//  3. deadline   — default deadline for calls without one, clamp to the maximum (streams have their own,
+//     longer pair).
+//  4. validation — proto validation; INVALID_ARGUMENT with google.rpc.BadRequest.
+//  5. ratelimit  — per-method token bucket and in-flight limits; RESOURCE_EXHAUSTED with RetryInfo.
+//  6. authz      — the Authorizer; PERMISSION_DENIED.
+//  7. fault      — configured latency/aborts (off by default, refused in prod), closest to the handler so
+//     it behaves like a slow or failing handler.
+//
+// Health and reflection calls skip deadline, rate limits and faults: health Watch streams live as long as
+// the connection, and shedding health checks would make clients think a busy instance is dead.
+func (p *Platform) NewServer(opts ...ServerOption) *grpc.Server {
+	var o serverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.authorizer == nil {
+		o.authorizer = authz.AllowAll{}
+		if p.cfg.Profile != config.Dev && p.cfg.Profile != config.Test {
+			p.logger.Warn("no authorizer configured: every call is allowed", "profile", p.cfg.Profile)
+		}
+	}
+	if o.validator == nil && !o.noValidation {
+		o.validator = validation.Proto
+	}
+	dp := deadline.Policy{Default: p.cfg.Server.DefaultDeadline, Max: p.cfg.Server.MaxDeadline}
+	sdp := deadline.Policy{Default: p.cfg.Server.StreamDefaultDeadline, Max: p.cfg.Server.StreamMaxDeadline}
+
+	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(p.logger)}
+	unary = append(unary, o.unary...)
+	unary = append(unary, skipUnary(deadline.UnaryServerInterceptor(dp)))
+	if o.validator != nil {
+		unary = append(unary, validation.UnaryServerInterceptor(o.validator))
+	}
+	unary = append(unary,
+		skipUnary(p.limiter.UnaryServerInterceptor()),
+		authz.UnaryServerInterceptor(o.authorizer),
+		skipUnary(p.faults.UnaryServerInterceptor()),
+	)
+
+	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(p.logger)}
+	stream = append(stream, o.stream...)
+	stream = append(stream, skipStream(deadline.StreamServerInterceptor(sdp)))
+	if o.validator != nil {
+		stream = append(stream, validation.StreamServerInterceptor(o.validator))
+	}
+	stream = append(stream,
+		skipStream(p.limiter.StreamServerInterceptor()),
+		authz.StreamServerInterceptor(o.authorizer),
+		skipStream(p.faults.StreamServerInterceptor()),
+	)
+
+	s := p.cfg.Server
+	ka := s.Keepalive
+	gopts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(s.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(s.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(s.MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  ka.Time,
+			Timeout:               ka.Timeout,
+			MaxConnectionIdle:     ka.MaxConnectionIdle,
+			MaxConnectionAge:      ka.MaxConnectionAge,
+			MaxConnectionAgeGrace: ka.MaxConnectionAgeGrace,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             ka.MinTime,
+			PermitWithoutStream: ka.PermitWithoutStream,
+		}),
+	}
+	for _, h := range o.stats {
+		gopts = append(gopts, grpc.StatsHandler(h))
+	}
+	gopts = append(gopts, o.grpcOptions...)
+
+	srv := grpc.NewServer(gopts...)
+	healthgrpc.RegisterHealthServer(srv, p.health.service())
+	if p.cfg.Profile == config.Dev {
+		reflection.Register(srv)
+	}
+	return srv
+}
+
+// exempt reports infrastructure methods that skip deadline, rate limits and fault injection.
+func exempt(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
+		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+func skipUnary(next grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if exempt(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		return next(ctx, req, info, handler)
+	}
+}
+
+func skipStream(next grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if exempt(info.FullMethod) {
+			return handler(srv, ss)
+		}
+		return next(srv, ss, info, handler)
+	}
+}
