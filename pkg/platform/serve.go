@@ -14,8 +14,10 @@ import (
 
 // Serve runs srv on lis until ctx is cancelled or the server fails, then shuts down gracefully:
 //
-//  1. every health status becomes NOT_SERVING, so health-checking clients stop picking this instance;
-//  2. the instance is deregistered (when a Registry is configured);
+//  1. the instance is deregistered first (when a Registry is configured), so discovery stops
+//     sending new clients here;
+//  2. every health status becomes NOT_SERVING, so health-checking clients already connected stop
+//     picking this instance;
 //  3. Server.DrainDelay is waited, while calls are still accepted, for clients and load balancers to notice;
 //  4. health Watch streams are ended and GracefulStop refuses new calls and waits for running ones;
 //  5. after Server.ShutdownTimeout, Stop cancels whatever is still running.
@@ -52,10 +54,10 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 
 	s := p.cfg.Server
 	p.logger.Info("shutting down", "drain_delay", s.DrainDelay, "timeout", s.ShutdownTimeout)
-	p.health.shutdown()
 	if registered {
 		p.deregister(inst)
 	}
+	p.health.shutdown()
 	if s.DrainDelay > 0 {
 		t := time.NewTimer(s.DrainDelay)
 		<-t.C

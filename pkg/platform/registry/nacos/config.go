@@ -1,0 +1,154 @@
+package nacos
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
+)
+
+// Config is how this process reaches Nacos and what it announces there.
+type Config struct {
+	// Addrs are the Nacos servers' HTTP "host:port" (the SDK's gRPC port is that port + 1000).
+	Addrs []string
+	// Namespace is the namespace id ("" = public); Group defaults to DEFAULT_GROUP.
+	Namespace string
+	Group     string
+	// Cluster is the Nacos cluster instances register in and resolvers read ("" = DEFAULT).
+	Cluster string
+	// CacheDir keeps the SDK's instance and config snapshots, so a process started while Nacos is down
+	// still finds its dependencies; LogDir receives the SDK's own log. Both are required: the SDK's default
+	// is the working directory, which would write into the repository.
+	CacheDir string
+	LogDir   string
+	// LogLevel of the SDK log: debug, info, warn or error.
+	LogLevel string
+	// Timeout bounds every request to Nacos.
+	Timeout time.Duration
+	// EmptyGrace is how long an empty instance set is doubted before clients get it: a restarted Nacos
+	// reports none until the instances re-register. Scaling to zero shows after this delay.
+	EmptyGrace time.Duration
+	// HealthInterval is how often the connection state is sampled for the registry_up gauge.
+	HealthInterval time.Duration
+
+	// AdvertiseHost replaces an unspecified listen host (":50051", "[::]:50051") in registered addresses.
+	AdvertiseHost string
+	// Weight (> 0) is announced with the instance and passed to clients as an address attribute.
+	Weight float64
+	// Version, Zone and AdminPort are announced as instance metadata.
+	Version   string
+	Zone      string
+	AdminPort int
+	// Metadata is announced too; the keys above win over it.
+	Metadata map[string]string
+}
+
+// Default returns a config for one local server with the caches under dir.
+func Default(addr, dir string) Config {
+	return Config{
+		Addrs:          []string{addr},
+		Group:          "DEFAULT_GROUP",
+		CacheDir:       filepath.Join(dir, "cache"),
+		LogDir:         filepath.Join(dir, "log"),
+		LogLevel:       "warn",
+		Timeout:        3 * time.Second,
+		HealthInterval: time.Second,
+		EmptyGrace:     10 * time.Second,
+		Weight:         1,
+	}
+}
+
+// Validate names every field that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Addrs) == 0 {
+		errs = append(errs, errors.New("addrs: at least one Nacos host:port is needed"))
+	}
+	for _, a := range c.Addrs {
+		if _, _, err := splitAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("addrs: %w", err))
+		}
+	}
+	if c.CacheDir == "" {
+		errs = append(errs, errors.New("cache_dir: must be set (the SDK default is the working directory)"))
+	}
+	if c.LogDir == "" {
+		errs = append(errs, errors.New("log_dir: must be set (the SDK default is the working directory)"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("timeout: must be > 0, got %v", c.Timeout))
+	}
+	if c.EmptyGrace < 0 {
+		errs = append(errs, fmt.Errorf("empty_grace: must be >= 0, got %v", c.EmptyGrace))
+	}
+	if c.HealthInterval <= 0 {
+		errs = append(errs, fmt.Errorf("health_interval: must be > 0, got %v", c.HealthInterval))
+	}
+	if c.Weight <= 0 || math.IsNaN(c.Weight) || math.IsInf(c.Weight, 0) {
+		errs = append(errs, fmt.Errorf("weight: must be a finite number > 0, got %v", c.Weight))
+	}
+	if c.AdminPort < 0 || c.AdminPort > 65535 {
+		errs = append(errs, fmt.Errorf("admin_port: must be within 0-65535, got %d", c.AdminPort))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) group() string {
+	if c.Group == "" {
+		return constant.DEFAULT_GROUP
+	}
+	return c.Group
+}
+
+func (c Config) clusters() []string {
+	if c.Cluster == "" {
+		return nil
+	}
+	return []string{c.Cluster}
+}
+
+// SDKConfig returns the SDK client and server configuration (shared by the config center's source).
+// Empty instance lists replace the cached ones (issues #420, #781: otherwise clients keep routing to
+// instances that are gone), and the disk cache is loaded at start for starts during an outage.
+func (c Config) SDKConfig() (constant.ClientConfig, []constant.ServerConfig, error) {
+	if err := c.Validate(); err != nil {
+		return constant.ClientConfig{}, nil, fmt.Errorf("nacos config: %w", err)
+	}
+	servers := make([]constant.ServerConfig, 0, len(c.Addrs))
+	for _, a := range c.Addrs {
+		host, port, _ := splitAddr(a)
+		servers = append(servers, *constant.NewServerConfig(host, port))
+	}
+	cc := *constant.NewClientConfig(
+		constant.WithNamespaceId(c.Namespace),
+		constant.WithTimeoutMs(uint64(c.Timeout.Milliseconds())),
+		constant.WithCacheDir(c.CacheDir),
+		constant.WithLogDir(c.LogDir),
+		constant.WithLogLevel(c.LogLevel),
+		constant.WithNotLoadCacheAtStart(false),
+		constant.WithUpdateCacheWhenEmpty(true),
+	)
+	return cc, servers, nil
+}
+
+func splitAddr(a string) (string, uint64, error) {
+	host, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", a)
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("%q: port must be within 1-65535", a)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,83 @@
+// Package registry picks the discovery backend a service runs with — static addresses from config, Nacos,
+// or DNS (Kubernetes headless services) — and returns it as the discovery.Resolver and
+// discovery.Registry the platform facade takes (platform.WithResolver, platform.WithRegistry).
+package registry
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry/dns"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
+)
+
+// The backends.
+const (
+	Static = "static"
+	Nacos  = "nacos"
+	DNS    = "dns"
+)
+
+// Config selects the backend; only its own section is read.
+type Config struct {
+	Backend string
+	Nacos   nacos.Config
+	DNS     dns.Config
+}
+
+// Validate checks the selected backend's section.
+func (c Config) Validate() error {
+	switch c.Backend {
+	case Static, "":
+		return nil
+	case Nacos:
+		if err := c.Nacos.Validate(); err != nil {
+			return fmt.Errorf("nacos: %w", err)
+		}
+		return nil
+	case DNS:
+		if err := c.DNS.Validate(); err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("backend: must be %s, %s or %s, got %q", Static, Nacos, DNS, c.Backend)
+}
+
+// Backend is what New returns. Resolver and Registry are nil for static: the facade then uses the
+// addresses of Config.Targets and registers nothing. Close ends the backend's connections.
+type Backend struct {
+	Resolver discovery.Resolver
+	Registry discovery.Registry
+	io.Closer
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+// New builds the configured backend; reg receives its metrics (may be nil).
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return Backend{}, fmt.Errorf("registry config: %w", err)
+	}
+	switch cfg.Backend {
+	case Nacos:
+		c, err := nacos.New(cfg.Nacos, logger, reg)
+		if err != nil {
+			return Backend{}, err
+		}
+		return Backend{Resolver: c, Registry: c, Closer: c}, nil
+	case DNS:
+		r, err := dns.New(cfg.DNS)
+		if err != nil {
+			return Backend{}, err
+		}
+		return Backend{Resolver: r, Registry: dns.Registry{}, Closer: nopCloser{}}, nil
+	}
+	return Backend{Closer: nopCloser{}}, nil
+}

@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
+)
+
+// Reserve holds stock for every item of an order, all or none, and prices the lines at today's prices.
+// A repeated call for the same order returns the stored reservation, whatever its status, so a saga can
+// retry; a repeat asking for other items fails with ErrReservationMismatch.
+func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item) (domain.Reservation, error) {
+	if err := domain.ValidateReservation(orderID, items); err != nil {
+		return domain.Reservation{}, err
+	}
+	var res domain.Reservation
+	written := false
+	err := sqldbInTx(ctx, s, func(tx *sql.Tx) error {
+		existing, err := s.reservation(ctx, tx, orderID)
+		if err == nil {
+			res = existing
+			return nil
+		}
+		if !errors.Is(err, domain.ErrReservationNotFound) {
+			return err
+		}
+		now := s.utcNow()
+		// On PostgreSQL a concurrent reservation of the same order makes this insert wait for it; it then
+		// conflicts and the winner's reservation is returned.
+		ins, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO reservations
+				(order_id, status, currency, total_cents, created_at, updated_at) VALUES (?, ?, '', 0, ?, ?)
+			ON CONFLICT (order_id) DO NOTHING`), orderID, string(domain.StatusHeld), now, now)
+		if err != nil {
+			return fmt.Errorf("insert reservation: %w", err)
+		}
+		if n, err := ins.RowsAffected(); err != nil {
+			return fmt.Errorf("insert reservation: %w", err)
+		} else if n == 0 {
+			res, err = s.reservation(ctx, tx, orderID)
+			return err
+		}
+
+		type priced struct {
+			price    int64
+			currency string
+		}
+		prices := map[string]priced{}
+		changes := make([]domain.StockChange, 0, len(items))
+		hold := s.d.Rebind(`UPDATE products SET reserved = reserved + ?, version = version + 1, updated_at = ?
+			WHERE sku = ? AND on_hand - reserved >= ?
+			RETURNING price_cents, currency, on_hand, reserved, version`)
+		for _, need := range domain.Needs(items) {
+			var (
+				pr  priced
+				lvl = domain.StockLevel{SKU: need.SKU, UpdatedAt: now}
+			)
+			err := tx.QueryRowContext(ctx, hold, need.Quantity, now, need.SKU, need.Quantity).
+				Scan(&pr.price, &pr.currency, &lvl.OnHand, &lvl.Reserved, &lvl.Version)
+			if errors.Is(err, sql.ErrNoRows) {
+				p, perr := s.product(ctx, tx, need.SKU)
+				if perr != nil {
+					return perr
+				}
+				return &domain.StockError{SKU: need.SKU, Requested: need.Quantity, Available: p.Available(), Err: domain.ErrOutOfStock}
+			}
+			if err != nil {
+				return fmt.Errorf("hold %s: %w", need.SKU, err)
+			}
+			prices[need.SKU] = pr
+			changes = append(changes, domain.StockChange{Level: lvl, Delta: -need.Quantity, Cause: domain.CauseReserved, OrderID: orderID})
+		}
+
+		res = domain.Reservation{OrderID: orderID, Status: domain.StatusHeld, CreatedAt: now, UpdatedAt: now}
+		line := s.d.Rebind(`INSERT INTO reservation_lines (order_id, line_no, sku, quantity, unit_price_cents)
+			VALUES (?, ?, ?, ?, ?)`)
+		for i, it := range items {
+			pr := prices[it.SKU]
+			if res.Currency == "" {
+				res.Currency = pr.currency
+			} else if res.Currency != pr.currency {
+				return domain.ErrMixedCurrency
+			}
+			l := domain.Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: pr.price}
+			if _, err := tx.ExecContext(ctx, line, orderID, i+1, l.SKU, l.Quantity, l.UnitPriceCents); err != nil {
+				return fmt.Errorf("insert line: %w", err)
+			}
+			res.Lines = append(res.Lines, l)
+		}
+		if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET currency = ?, total_cents = ? WHERE order_id = ?"),
+			res.Currency, res.Total(), orderID); err != nil {
+			return fmt.Errorf("price reservation: %w", err)
+		}
+		written = true
+		return s.events.WriteStockChanges(ctx, tx, changes)
+	})
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, err)
+	}
+	if written {
+		s.afterCommit()
+	} else if !res.SameItems(items) {
+		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, domain.ErrReservationMismatch)
+	}
+	return res, nil
+}
+
+// sqldbInTx runs fn in a transaction without the after-commit hook, for callers that decide themselves.
+func sqldbInTx(ctx context.Context, s *Store, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Reservation returns an order's reservation.
+func (s *Store) Reservation(ctx context.Context, orderID string) (domain.Reservation, error) {
+	return s.reservation(ctx, s.db, orderID)
+}
+
+func (s *Store) reservation(ctx context.Context, q queryer, orderID string) (domain.Reservation, error) {
+	r := domain.Reservation{OrderID: orderID}
+	var status string
+	err := q.QueryRowContext(ctx, s.d.Rebind(`SELECT status, currency, created_at, updated_at
+		FROM reservations WHERE order_id = ?`), orderID).Scan(&status, &r.Currency, &r.CreatedAt, &r.UpdatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Reservation{}, domain.ErrReservationNotFound
+	}
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("reservation: %w", err)
+	}
+	r.Status = domain.Status(status)
+	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
+	rows, err := q.QueryContext(ctx, s.d.Rebind(`SELECT sku, quantity, unit_price_cents FROM reservation_lines
+		WHERE order_id = ? ORDER BY line_no`), orderID)
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("reservation lines: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l domain.Line
+		if err := rows.Scan(&l.SKU, &l.Quantity, &l.UnitPriceCents); err != nil {
+			return domain.Reservation{}, fmt.Errorf("reservation line: %w", err)
+		}
+		r.Lines = append(r.Lines, l)
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Reservation{}, fmt.Errorf("reservation lines: %w", err)
+	}
+	return r, nil
+}
+
+// Commit turns the order's hold into a sale: on_hand and reserved both drop by the held quantities.
+// Committing again returns the committed reservation and moves nothing.
+func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation, error) {
+	var r domain.Reservation
+	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		r, err = s.commitTx(ctx, tx, orderID)
+		return err
+	})
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("commit %s: %w", orderID, err)
+	}
+	return r, nil
+}
+
+// Release returns the order's held stock to available. Releasing again returns the released reservation
+// and moves nothing; releasing a committed one fails with ErrReservationCommitted.
+func (s *Store) Release(ctx context.Context, orderID string) (domain.Reservation, error) {
+	var r domain.Reservation
+	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		r, err = s.releaseTx(ctx, tx, orderID)
+		return err
+	})
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("release %s: %w", orderID, err)
+	}
+	return r, nil
+}
+
+func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, orderID string) (domain.Reservation, error) {
+	return s.settle(ctx, tx, orderID, domain.StatusCommitted, domain.Status.Commit,
+		`UPDATE products SET on_hand = on_hand - ?, reserved = reserved - ?, version = version + 1, updated_at = ?
+		WHERE sku = ? RETURNING on_hand, reserved, version`, true, domain.CauseCommitted)
+}
+
+func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string) (domain.Reservation, error) {
+	return s.settle(ctx, tx, orderID, domain.StatusReleased, domain.Status.Release,
+		`UPDATE products SET reserved = reserved - ?, version = version + 1, updated_at = ?
+		WHERE sku = ? RETURNING on_hand, reserved, version`, false, domain.CauseReleased)
+}
+
+// settle moves a HELD reservation to its terminal status and its stock with it. The status update is
+// conditional on HELD, so of two concurrent settlements exactly one moves stock; the others see the
+// stored status and the domain decides whether that is an idempotent repeat or an error.
+func (s *Store) settle(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status,
+	decide func(domain.Status) (domain.Transition, error), move string, twoArgs bool, cause domain.Cause,
+) (domain.Reservation, error) {
+	now := s.utcNow()
+	res, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?"),
+		string(to), now, orderID, string(domain.StatusHeld))
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+	}
+	r, err := s.reservation(ctx, tx, orderID)
+	if err != nil {
+		return domain.Reservation{}, err
+	}
+	if n == 0 {
+		if _, err := decide(r.Status); err != nil {
+			return domain.Reservation{}, err
+		}
+		return r, nil // an idempotent repeat
+	}
+	changes := make([]domain.StockChange, 0, len(r.Lines))
+	q := s.d.Rebind(move)
+	for _, need := range domain.Needs(r.Items()) {
+		args := []any{need.Quantity, now, need.SKU}
+		delta := need.Quantity
+		if twoArgs {
+			args = []any{need.Quantity, need.Quantity, now, need.SKU}
+			delta = 0
+		}
+		lvl := domain.StockLevel{SKU: need.SKU, UpdatedAt: now}
+		if err := tx.QueryRowContext(ctx, q, args...).Scan(&lvl.OnHand, &lvl.Reserved, &lvl.Version); err != nil {
+			return domain.Reservation{}, fmt.Errorf("move stock %s: %w", need.SKU, err)
+		}
+		changes = append(changes, domain.StockChange{Level: lvl, Delta: delta, Cause: cause, OrderID: orderID})
+	}
+	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
+		return domain.Reservation{}, err
+	}
+	return r, nil
+}

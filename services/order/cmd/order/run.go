@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
+	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	ordercfg "github.com/shopmesh/shopmesh/services/order/internal/config"
+	"github.com/shopmesh/shopmesh/services/order/internal/events"
+	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/order/internal/store"
+	"github.com/shopmesh/shopmesh/services/order/migrations"
+)
+
+// startTimeout bounds each start-up step that talks to a server (database, brokers).
+const startTimeout = 30 * time.Second
+
+// run wires the service and serves until ctx ends (then it returns nil) or something fails.
+func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Writer) error {
+	cfg, err := ordercfg.Load(lookup)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", cfg.Service)
+	if len(args) > 0 && args[0] == "migrate" {
+		return migrate.Command(ctx, cfg.DSN, migrations.FS, migrate.Options{Logger: logger}, args[1:], stdout)
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("unknown command %q (want: migrate)", args[0])
+	}
+
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := store.Migrate(sctx, cfg.DSN, logger); err != nil {
+		return err
+	}
+	db, dialect, err := sqldb.Open(sctx, cfg.DSN, sqldb.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	nc, err := nats.Connect(cfg.NatsURL, nats.Name("order"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
+		Name: events.StatusStream, Subjects: []string{events.SubjectPrefix + ">"}, Storage: jetstream.FileStorage,
+		Duplicates: 2 * time.Minute, MaxAge: 24 * time.Hour,
+	}); err != nil {
+		return fmt.Errorf("status stream: %w", err)
+	}
+	if err := outbox.EnsureTopics(sctx, cfg.KafkaBrokers, outbox.Topic{Name: events.Topic, Partitions: cfg.KafkaPartitions}); err != nil {
+		return err
+	}
+	kafka := outbox.NewKafka(cfg.KafkaBrokers)
+	defer kafka.Close()
+	relay, err := outbox.NewRelay(db, &events.Router{Kafka: kafka, JetStream: outbox.NewJetStream(js)}, logger, nil,
+		outbox.RelayConfig{PollInterval: cfg.OutboxPoll})
+	if err != nil {
+		return err
+	}
+	orders := store.New(db, dialect, outbox.New(dialect, propagation.TraceContext{}), relay.Notify)
+
+	p, err := platform.New(ctx, cfg.Config, logger)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	invConn, err := p.Dial("inventory")
+	if err != nil {
+		return err
+	}
+	payConn, err := p.Dial("payment")
+	if err != nil {
+		return err
+	}
+	inventory := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(invConn), cfg.CallTimeout)
+	a, err := app.New(app.Deps{
+		Orders: orders, Stock: inventory, Catalog: inventory, Feed: events.NewFeed(nc), Logger: logger,
+		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(payConn), cfg.CallTimeout),
+	}, cfg.Saga())
+	if err != nil {
+		return err
+	}
+
+	srv := p.NewServer()
+	orderv1.RegisterOrderServiceServer(srv, rpc.NewServer(a, nil))
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = relay.Run(bg) })
+	wg.Go(func() { _ = a.RunRecovery(bg, cfg.RecoveryInterval) })
+	err = p.Serve(ctx, srv, lis)
+	// Workers stop after the server, so sagas finishing during the drain still get their events out.
+	stopBg()
+	wg.Wait()
+	return err
+}

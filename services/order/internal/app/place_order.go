@@ -1,0 +1,161 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+)
+
+// PlaceOrder is a CreateOrder request; CustomerID is the authenticated customer.
+type PlaceOrder struct {
+	CustomerID     string
+	IdempotencyKey string
+	Lines          []domain.Line
+}
+
+// PlaceOrder records a PENDING order (and OrderCreated) and drives the saga once. It returns the order
+// as it stands: CONFIRMED, CANCELLED, or still PENDING when a dependency is unavailable — the recovery
+// worker finishes those. A retry with the same customer and idempotency key returns the original order
+// and reserves or charges nothing again.
+func (a *App) PlaceOrder(ctx context.Context, req PlaceOrder) (domain.Order, error) {
+	now := a.now()
+	o, err := domain.NewOrder(a.newID(), req.CustomerID, req.IdempotencyKey, req.Lines, now)
+	if err != nil {
+		return domain.Order{}, fmt.Errorf("place order: %w", err)
+	}
+	stored, created, err := a.orders.Create(ctx, o, now.Add(a.cfg.RecoveryAfter))
+	if err != nil {
+		return domain.Order{}, fmt.Errorf("place order: %w", err)
+	}
+	if !created {
+		if !stored.SameRequest(o.Lines) {
+			return domain.Order{}, fmt.Errorf("place order %s: %w", req.IdempotencyKey, domain.ErrIdempotencyKeyReused)
+		}
+		return stored, nil
+	}
+	// The order is accepted: the saga must not stop because the caller gave up waiting.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.SagaTimeout)
+	defer cancel()
+	return a.drive(sctx, stored)
+}
+
+// drive runs the saga for a PENDING order as far as the dependencies allow. Every step is idempotent per
+// order id, so it may run again for the same order (after an outage, a crash, or on another instance);
+// the version check in Orders.Update lets exactly one run finish the order. It returns the order as it
+// stands; an error only when the store failed.
+func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
+	res, err := a.stock.ReserveStock(ctx, o.ID, o.Lines)
+	switch {
+	case errors.Is(err, domain.ErrOutOfStock):
+		return a.settle(ctx, o, domain.OutOfStock, err, false)
+	case errors.Is(err, domain.ErrUnknownProduct):
+		return a.settle(ctx, o, domain.UnknownProduct, err, false)
+	case err != nil:
+		return o, nil // stays PENDING; recovery re-drives it
+	}
+
+	// Someone may have cancelled (or finished) the order while we reserved: do not charge for it.
+	if cur, err := a.orders.Get(ctx, o.ID); err != nil {
+		return o, fmt.Errorf("drive %s: %w", o.ID, err)
+	} else if cur.Status.Terminal() {
+		return a.lostRace(ctx, cur)
+	}
+
+	priced, err := o.Priced(res.Lines, res.Currency)
+	if err != nil || priced.TotalCents <= 0 {
+		// Inventory answered with something that does not fit the order: no safe way forward.
+		return a.settle(ctx, o, domain.DependencyFailed, fmt.Errorf("reservation does not match the order: %v", err), true)
+	}
+	auth, err := a.payment.AuthorizePayment(ctx, AuthorizeRequest{
+		OrderID: o.ID, CustomerID: o.CustomerID, AmountCents: priced.TotalCents, Currency: priced.Currency,
+	})
+	if err != nil {
+		return o, nil // stays PENDING with stock held; recovery re-drives it
+	}
+	if auth.Voided || res.Released {
+		// A compensation already ran for this order: it must not be confirmed.
+		return a.settle(ctx, priced, domain.DependencyFailed, errors.New("stock or payment was already given back"), true)
+	}
+	if !auth.Approved {
+		// Release first so that a client seeing CANCELLED also sees the stock back; if inventory is
+		// unreachable now the order still ends, and compensation is retried (and OrderCancelled makes
+		// inventory release too).
+		relErr := a.stock.ReleaseStock(ctx, o.ID)
+		next, err := priced.Cancel(domain.PaymentDeclined, auth.Detail, a.now())
+		if err != nil {
+			return o, fmt.Errorf("drive %s: %w", o.ID, err)
+		}
+		return a.commit(ctx, next, relErr != nil, true)
+	}
+	next, err := priced.Confirm(a.now())
+	if err != nil {
+		return o, fmt.Errorf("drive %s: %w", o.ID, err)
+	}
+	return a.commit(ctx, next, false, true)
+}
+
+// settle cancels o for reason; compensate says whether stock or funds may be held.
+func (a *App) settle(ctx context.Context, o domain.Order, reason domain.CancelReason, cause error, compensate bool) (domain.Order, error) {
+	next, err := o.Cancel(reason, detail(cause), a.now())
+	if err != nil {
+		return o, fmt.Errorf("cancel %s: %w", o.ID, err)
+	}
+	return a.commit(ctx, next, compensate, compensate)
+}
+
+// commit stores a terminal transition. pending says the compensation is not done yet (and is run now
+// for a cancellation); held says this run may hold stock or funds for the order, which must be given
+// back if another writer cancelled the order first.
+func (a *App) commit(ctx context.Context, next domain.Order, pending, held bool) (domain.Order, error) {
+	err := a.orders.Update(ctx, next, pending)
+	switch {
+	case err == nil:
+		if next.Status == domain.Cancelled && pending {
+			a.compensate(ctx, next)
+		}
+		return next, nil
+	case errors.Is(err, domain.ErrVersionConflict):
+		cur, gerr := a.orders.Get(ctx, next.ID)
+		if gerr != nil {
+			return next, fmt.Errorf("reload %s: %w", next.ID, gerr)
+		}
+		if !held {
+			return cur, nil
+		}
+		return a.lostRace(ctx, cur)
+	default:
+		return next, fmt.Errorf("store %s: %w", next.ID, err)
+	}
+}
+
+// lostRace handles an order that another writer finished while this run held stock (and maybe funds)
+// for it: a cancelled order gets them back, whatever order the calls landed in.
+func (a *App) lostRace(ctx context.Context, cur domain.Order) (domain.Order, error) {
+	if cur.Status == domain.Cancelled {
+		a.compensate(ctx, cur)
+	}
+	return cur, nil
+}
+
+// compensate releases the order's stock and voids its payment. Both are idempotent; if either fails
+// the order stays marked and the recovery worker tries again.
+func (a *App) compensate(ctx context.Context, o domain.Order) {
+	if err := a.stock.ReleaseStock(ctx, o.ID); err != nil {
+		return
+	}
+	if err := a.payment.VoidPayment(ctx, o.ID); err != nil {
+		return
+	}
+	if err := a.orders.CompensationDone(ctx, o.ID); err != nil {
+		a.log.WarnContext(ctx, "mark compensation done", "order_id", o.ID, "err", err)
+	}
+}
+
+func detail(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,51 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/order/internal/config"
+)
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c config.Config)
+	}{
+		{
+			name: "brokers from the shared variables, overrides from ORDER_",
+			env: map[string]string{"KAFKA_BROKERS": "a:1,b:2", "NATS_URL": "nats://n:4222", "ORDER_PROFILE": "test",
+				"ORDER_RECOVERY_INTERVAL": "250ms", "ORDER_LISTEN_ADDR": "127.0.0.1:0", "ORDER_TARGETS_PAYMENT_ADDRESSES": "p:1"},
+			check: func(t *testing.T, c config.Config) {
+				if len(c.KafkaBrokers) != 2 || c.NatsURL != "nats://n:4222" || c.RecoveryInterval != 250*time.Millisecond ||
+					c.ListenAddr != "127.0.0.1:0" || c.Targets["payment"].Addresses[0] != "p:1" || c.Profile != "test" {
+					t.Fatalf("loaded %+v", c)
+				}
+			},
+		},
+		{name: "brokers are required", env: map[string]string{}, wantErr: "kafka_brokers"},
+		{name: "bad duration", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_SAGA_TIMEOUT": "soon"}, wantErr: "ORDER_SAGA_TIMEOUT"},
+		{name: "recovery must outlast the saga", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",
+			"ORDER_SAGA_TIMEOUT": "1m", "ORDER_RECOVERY_AFTER": "30s"}, wantErr: "recovery_after"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := config.Load(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to name %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}

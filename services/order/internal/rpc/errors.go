@@ -1,0 +1,50 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+)
+
+// ErrorInfo reasons of the order service.
+const (
+	ReasonOrderNotFound         = "ORDER_NOT_FOUND"
+	ReasonInvalidOrder          = "INVALID_ORDER"
+	ReasonOrderConfirmed        = "ORDER_CONFIRMED"
+	ReasonIdempotencyKeyReused  = "IDEMPOTENCY_KEY_REUSED"
+	ReasonConcurrentUpdate      = "CONCURRENT_UPDATE"
+	ReasonCartFull              = "CART_FULL"
+	ReasonDependencyUnavailable = "DEPENDENCY_UNAVAILABLE"
+)
+
+// toStatus maps an application error to the status the client sees; the one place that does.
+// Unexpected errors become INTERNAL without their text, so internals never reach clients.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, domain.ErrNotFound):
+		return rpcerr.WithReason(codes.NotFound, ReasonOrderNotFound, "order not found", nil)
+	case errors.Is(err, domain.ErrOrderConfirmed):
+		return rpcerr.WithReason(codes.FailedPrecondition, ReasonOrderConfirmed, "order is confirmed and cannot change", nil)
+	case errors.Is(err, domain.ErrIdempotencyKeyReused):
+		return rpcerr.WithReason(codes.AlreadyExists, ReasonIdempotencyKeyReused,
+			"idempotency key was already used for a different order", nil)
+	case errors.Is(err, domain.ErrCartFull):
+		return rpcerr.WithReason(codes.InvalidArgument, ReasonCartFull, "the cart holds at most 50 SKUs", nil)
+	case errors.Is(err, domain.ErrInvalidOrder):
+		return rpcerr.WithReason(codes.InvalidArgument, ReasonInvalidOrder, err.Error(), nil)
+	case errors.Is(err, domain.ErrVersionConflict):
+		return rpcerr.WithReason(codes.Aborted, ReasonConcurrentUpdate, "order changed concurrently; retry", nil)
+	case errors.Is(err, domain.ErrUnavailable):
+		return rpcerr.RetryAfter(codes.Unavailable, ReasonDependencyUnavailable, "a dependency is unavailable", retryDelay)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, "internal error")
+}

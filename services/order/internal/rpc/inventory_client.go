@@ -1,0 +1,91 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+)
+
+// InventoryClient adapts the inventory service to the application's ports.
+type InventoryClient struct {
+	c       inventoryv1.InventoryServiceClient
+	timeout time.Duration
+}
+
+var (
+	_ app.StockReserver = (*InventoryClient)(nil)
+	_ app.Catalog       = (*InventoryClient)(nil)
+)
+
+// NewInventoryClient returns an adapter whose every call ends within timeout.
+func NewInventoryClient(c inventoryv1.InventoryServiceClient, timeout time.Duration) *InventoryClient {
+	return &InventoryClient{c: c, timeout: timeout}
+}
+
+// ReserveStock implements app.StockReserver.
+func (i *InventoryClient) ReserveStock(ctx context.Context, orderID string, lines []domain.Line) (app.Reservation, error) {
+	ctx, cancel := context.WithTimeout(ctx, i.timeout)
+	defer cancel()
+	req := &inventoryv1.ReserveStockRequest{OrderId: orderID}
+	for _, l := range lines {
+		req.Items = append(req.Items, &inventoryv1.ReservationItem{Sku: l.SKU, Quantity: l.Quantity})
+	}
+	resp, err := i.c.ReserveStock(ctx, req)
+	if err != nil {
+		return app.Reservation{}, fmt.Errorf("reserve stock: %w", dependencyError(err))
+	}
+	r := resp.GetReservation()
+	out := app.Reservation{Currency: r.GetCurrency(), Released: r.GetStatus() == inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED}
+	for _, l := range r.GetLines() {
+		out.Lines = append(out.Lines, domain.Line{
+			SKU: l.GetSku(), Quantity: l.GetQuantity(), UnitPriceCents: l.GetUnitPriceCents(), LineTotalCents: l.GetLineTotalCents(),
+		})
+	}
+	return out, nil
+}
+
+// ReleaseStock implements app.StockReserver.
+func (i *InventoryClient) ReleaseStock(ctx context.Context, orderID string) error {
+	ctx, cancel := context.WithTimeout(ctx, i.timeout)
+	defer cancel()
+	if _, err := i.c.ReleaseStock(ctx, &inventoryv1.ReleaseStockRequest{OrderId: orderID}); err != nil {
+		return fmt.Errorf("release stock: %w", dependencyError(err))
+	}
+	return nil
+}
+
+// Product implements app.Catalog.
+func (i *InventoryClient) Product(ctx context.Context, sku string) (app.Product, error) {
+	ctx, cancel := context.WithTimeout(ctx, i.timeout)
+	defer cancel()
+	resp, err := i.c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: sku})
+	if err != nil {
+		return app.Product{}, fmt.Errorf("get product: %w", dependencyError(err))
+	}
+	p := resp.GetProduct()
+	return app.Product{
+		SKU: p.GetSku(), Name: p.GetName(), PriceCents: p.GetPriceCents(), Currency: p.GetCurrency(), Available: p.GetAvailable(),
+	}, nil
+}
+
+// dependencyError turns an inventory or payment status into a domain error: the business refusals
+// (FAILED_PRECONDITION: not enough stock, NOT_FOUND: unknown SKU) keep their meaning; anything else —
+// UNAVAILABLE and DEADLINE_EXCEEDED after the platform's retries, an open breaker, or an unexpected
+// answer — means "try again later", which leaves an order PENDING for recovery.
+func dependencyError(err error) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.FailedPrecondition:
+		return fmt.Errorf("%w: %s", domain.ErrOutOfStock, st.Message())
+	case codes.NotFound:
+		return fmt.Errorf("%w: %s", domain.ErrUnknownProduct, st.Message())
+	}
+	return fmt.Errorf("%w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
+}

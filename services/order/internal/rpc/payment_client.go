@@ -1,0 +1,61 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+)
+
+// PaymentClient adapts the payment service to the application's port.
+type PaymentClient struct {
+	c       paymentv1.PaymentServiceClient
+	timeout time.Duration
+}
+
+var _ app.PaymentAuthorizer = (*PaymentClient)(nil)
+
+// NewPaymentClient returns an adapter whose every call ends within timeout.
+func NewPaymentClient(c paymentv1.PaymentServiceClient, timeout time.Duration) *PaymentClient {
+	return &PaymentClient{c: c, timeout: timeout}
+}
+
+// AuthorizePayment implements app.PaymentAuthorizer. Every error is "unavailable": a decline is a
+// normal answer, and a retry of the same order with the same amount is idempotent.
+func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeRequest) (app.Authorization, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, err := p.c.AuthorizePayment(ctx, &paymentv1.AuthorizePaymentRequest{
+		OrderId: req.OrderID, CustomerId: req.CustomerID, AmountCents: req.AmountCents, Currency: req.Currency,
+	})
+	if err != nil {
+		st := status.Convert(err)
+		return app.Authorization{}, fmt.Errorf("authorize payment: %w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
+	}
+	a := resp.GetAuthorization()
+	switch a.GetStatus() {
+	case paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_AUTHORIZED, paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED:
+		return app.Authorization{Approved: true}, nil
+	case paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_DECLINED:
+		return app.Authorization{Detail: a.GetDeclineReason().String()}, nil
+	case paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_VOIDED:
+		return app.Authorization{Voided: true, Detail: "authorization was voided"}, nil
+	}
+	return app.Authorization{}, fmt.Errorf("authorize payment: %w: unexpected status %s", domain.ErrUnavailable, a.GetStatus())
+}
+
+// VoidPayment implements app.PaymentAuthorizer.
+func (p *PaymentClient) VoidPayment(ctx context.Context, orderID string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, err := p.c.VoidPayment(ctx, &paymentv1.VoidPaymentRequest{OrderId: orderID}); err != nil {
+		st := status.Convert(err)
+		return fmt.Errorf("void payment: %w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
+	}
+	return nil
+}

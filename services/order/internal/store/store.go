@@ -1,0 +1,280 @@
+// Package store keeps orders in SQLite or PostgreSQL through database/sql. Every state change is one
+// transaction that also writes the change's events to the outbox, and is guarded by the order's
+// version (and by status = PENDING), so a terminal order never changes and two writers never both
+// finish one order.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+	"github.com/shopmesh/shopmesh/services/order/internal/events"
+)
+
+// Store is the order store; the same code serves both dialects.
+type Store struct {
+	db      *sql.DB
+	d       sqldb.Dialect
+	outbox  *outbox.Outbox
+	enqueue func() // called after a transaction with events commits (the relay's Notify)
+}
+
+var _ app.Orders = (*Store)(nil)
+
+// New returns a store on db. afterCommit, if not nil, is called after every transaction that wrote
+// events, to wake the outbox relay.
+func New(db *sql.DB, d sqldb.Dialect, ob *outbox.Outbox, afterCommit func()) *Store {
+	if afterCommit == nil {
+		afterCommit = func() {}
+	}
+	return &Store{db: db, d: d, outbox: ob, enqueue: afterCommit}
+}
+
+const orderCols = `id, customer_id, COALESCE(idempotency_key, ''), status, cancel_reason, cancel_detail,
+	total_cents, currency, version, created_at, updated_at`
+
+var errExists = errors.New("idempotency key exists")
+
+// Create implements app.Orders.
+func (s *Store) Create(ctx context.Context, o domain.Order, leaseUntil time.Time) (domain.Order, bool, error) {
+	var key any
+	if o.IdempotencyKey != "" {
+		key = o.IdempotencyKey
+	}
+	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO orders (id, customer_id, idempotency_key, status,
+			cancel_reason, cancel_detail, total_cents, currency, version, created_at, updated_at, lease_until,
+			compensation_pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+			o.ID, o.CustomerID, key, string(o.Status), string(o.CancelReason), o.CancelDetail, o.TotalCents,
+			o.Currency, o.Version, micros(o.CreatedAt), micros(o.UpdatedAt), micros(leaseUntil), false)
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		} else if n == 0 {
+			return errExists
+		}
+		for i, l := range o.Lines {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO order_lines (order_id, line_no, sku, quantity,
+				unit_price_cents, line_total_cents) VALUES (?, ?, ?, ?, ?, ?)`),
+				o.ID, i, l.SKU, l.Quantity, l.UnitPriceCents, l.LineTotalCents); err != nil {
+				return fmt.Errorf("insert line %d: %w", i, err)
+			}
+		}
+		return s.writeEvents(ctx, tx, o)
+	})
+	switch {
+	case errors.Is(err, errExists):
+		if o.IdempotencyKey == "" {
+			return domain.Order{}, false, fmt.Errorf("order %s: id already taken", o.ID)
+		}
+		existing, err := s.byKey(ctx, o.CustomerID, o.IdempotencyKey)
+		if err != nil {
+			return domain.Order{}, false, err
+		}
+		return existing, false, nil
+	case err != nil:
+		return domain.Order{}, false, err
+	}
+	s.enqueue()
+	stored, err := s.Get(ctx, o.ID)
+	if err != nil {
+		return domain.Order{}, false, err
+	}
+	return stored, true, nil
+}
+
+// Get implements app.Orders.
+func (s *Store) Get(ctx context.Context, id string) (domain.Order, error) {
+	return s.one(ctx, `SELECT `+orderCols+` FROM orders WHERE id = ?`, id)
+}
+
+func (s *Store) byKey(ctx context.Context, customerID, key string) (domain.Order, error) {
+	return s.one(ctx, `SELECT `+orderCols+` FROM orders WHERE customer_id = ? AND idempotency_key = ?`, customerID, key)
+}
+
+func (s *Store) one(ctx context.Context, query string, args ...any) (domain.Order, error) {
+	o, err := scanOrder(s.db.QueryRowContext(ctx, s.d.Rebind(query), args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.Order{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return domain.Order{}, fmt.Errorf("read order: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(`SELECT sku, quantity, unit_price_cents, line_total_cents
+		FROM order_lines WHERE order_id = ? ORDER BY line_no`), o.ID)
+	if err != nil {
+		return domain.Order{}, fmt.Errorf("read lines of %s: %w", o.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l domain.Line
+		if err := rows.Scan(&l.SKU, &l.Quantity, &l.UnitPriceCents, &l.LineTotalCents); err != nil {
+			return domain.Order{}, fmt.Errorf("read lines of %s: %w", o.ID, err)
+		}
+		o.Lines = append(o.Lines, l)
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Order{}, fmt.Errorf("read lines of %s: %w", o.ID, err)
+	}
+	return o, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanOrder(r scanner) (domain.Order, error) {
+	var (
+		o                  domain.Order
+		status, reason     string
+		created, updatedAt int64
+	)
+	if err := r.Scan(&o.ID, &o.CustomerID, &o.IdempotencyKey, &status, &reason, &o.CancelDetail,
+		&o.TotalCents, &o.Currency, &o.Version, &created, &updatedAt); err != nil {
+		return domain.Order{}, err
+	}
+	o.Status, o.CancelReason = domain.Status(status), domain.CancelReason(reason)
+	o.CreatedAt, o.UpdatedAt = time.UnixMicro(created).UTC(), time.UnixMicro(updatedAt).UTC()
+	return o, nil
+}
+
+// Update implements app.Orders.
+func (s *Store) Update(ctx context.Context, next domain.Order, compensate bool) error {
+	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET status = ?, cancel_reason = ?,
+			cancel_detail = ?, total_cents = ?, currency = ?, version = ?, updated_at = ?, compensation_pending = ?
+			WHERE id = ? AND version = ? AND status = ?`),
+			string(next.Status), string(next.CancelReason), next.CancelDetail, next.TotalCents, next.Currency,
+			next.Version, micros(next.UpdatedAt), compensate, next.ID, next.Version-1, string(domain.Pending))
+		if err != nil {
+			return fmt.Errorf("update order %s: %w", next.ID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("update order %s: %w", next.ID, err)
+		} else if n == 0 {
+			var one int
+			err := tx.QueryRowContext(ctx, s.d.Rebind(`SELECT 1 FROM orders WHERE id = ?`), next.ID).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return domain.ErrNotFound
+			}
+			if err != nil {
+				return fmt.Errorf("update order %s: %w", next.ID, err)
+			}
+			return domain.ErrVersionConflict
+		}
+		for i, l := range next.Lines {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE order_lines SET unit_price_cents = ?,
+				line_total_cents = ? WHERE order_id = ? AND line_no = ?`),
+				l.UnitPriceCents, l.LineTotalCents, next.ID, i); err != nil {
+				return fmt.Errorf("update line %d of %s: %w", i, next.ID, err)
+			}
+		}
+		return s.writeEvents(ctx, tx, next)
+	})
+	if err != nil {
+		return err
+	}
+	s.enqueue()
+	return nil
+}
+
+func (s *Store) writeEvents(ctx context.Context, tx *sql.Tx, o domain.Order) error {
+	msgs, err := events.Messages(o)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if _, err := s.outbox.Enqueue(ctx, tx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ClaimStale implements app.Orders. On PostgreSQL, SKIP LOCKED lets instances claim disjoint orders at
+// once; SQLite has a single writer, so the UPDATE is atomic anyway.
+func (s *Store) ClaimStale(ctx context.Context, now, leaseUntil time.Time, limit int) ([]domain.Order, error) {
+	lock := ""
+	if s.d.SkipLocked() {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var ids []string
+	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET lease_until = ?
+			WHERE id IN (SELECT id FROM orders WHERE status = ? AND lease_until <= ?
+				ORDER BY lease_until LIMIT ?`+lock+`)
+			AND status = ? AND lease_until <= ?
+			RETURNING id`),
+			micros(leaseUntil), string(domain.Pending), micros(now), limit, string(domain.Pending), micros(now))
+		if err != nil {
+			return fmt.Errorf("claim stale orders: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("claim stale orders: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.many(ctx, ids)
+}
+
+// PendingCompensation implements app.Orders.
+func (s *Store) PendingCompensation(ctx context.Context, before time.Time, limit int) ([]domain.Order, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(`SELECT id FROM orders
+		WHERE compensation_pending = ? AND status = ? AND updated_at < ? ORDER BY updated_at LIMIT ?`),
+		true, string(domain.Cancelled), micros(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending compensations: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("pending compensations: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("pending compensations: %w", err)
+	}
+	return s.many(ctx, ids)
+}
+
+// CompensationDone implements app.Orders. It touches bookkeeping only: status, version and the
+// client-visible order stay as they are.
+func (s *Store) CompensationDone(ctx context.Context, id string) error {
+	if _, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET compensation_pending = ? WHERE id = ?`),
+		false, id); err != nil {
+		return fmt.Errorf("compensation done %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) many(ctx context.Context, ids []string) ([]domain.Order, error) {
+	out := make([]domain.Order, 0, len(ids))
+	for _, id := range ids {
+		o, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }

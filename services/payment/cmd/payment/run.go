@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	pconfig "github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/payment/internal/app"
+	"github.com/shopmesh/shopmesh/services/payment/internal/config"
+	"github.com/shopmesh/shopmesh/services/payment/internal/events"
+	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+	"github.com/shopmesh/shopmesh/services/payment/migrations"
+)
+
+// startTimeout bounds each start-up step that talks to a server (migrations, seeding, topics).
+const startTimeout = 30 * time.Second
+
+// run starts the service and blocks until ctx ends (then it returns nil after a graceful stop) or a
+// part of it fails. args are the command-line arguments after the program name.
+func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Writer) error {
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		return err
+	}
+	level, _ := cfg.Level()
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+
+	if len(args) > 0 {
+		if args[0] != "migrate" {
+			return fmt.Errorf("unknown command %q (want: migrate)", args[0])
+		}
+		return migrateCommand(ctx, cfg.DSN, args[1:], stdout, logger)
+	}
+
+	if err := migrateAll(ctx, cfg.DSN, logger); err != nil {
+		return err
+	}
+	db, _, err := sqldb.Open(ctx, cfg.DSN, sqldb.Options{})
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer func() { _ = db.Close() }()
+
+	pub := outbox.NewKafka(cfg.KafkaBrokers)
+	defer func() { _ = pub.Close() }()
+	relay, err := outbox.NewRelay(db, pub, logger, nil, outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	if err != nil {
+		return fmt.Errorf("outbox relay: %w", err)
+	}
+	st, err := store.New(db, events.Encode, store.WithOnCommit(relay.Notify))
+	if err != nil {
+		return err
+	}
+	svc := app.New(st)
+	if err := seed(ctx, cfg, svc, logger); err != nil {
+		return err
+	}
+	if err := ensureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	orders, err := consumer.NewKafka(consumer.KafkaConfig{
+		Brokers: cfg.KafkaBrokers, GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
+		MaxWait: cfg.ConsumerMaxWait,
+	}, events.OrderHandler(svc, logger), logger)
+	if err != nil {
+		return err
+	}
+
+	p, err := platform.New(ctx, cfg.Platform, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Close() }()
+	srv := p.NewServer()
+	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(svc, logger))
+	lis, err := net.Listen("tcp", cfg.Platform.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return serve(ctx, p, srv, lis, relay, orders)
+}
+
+// serve runs the gRPC server with the relay and the consumer beside it. The relay outlives the server's
+// drain, so events of the last calls are published before it stops; if the relay or the consumer
+// fails, the server is stopped and the failure returned.
+func serve(ctx context.Context, p *platform.Platform, srv *grpc.Server, lis net.Listener,
+	relay *outbox.Relay, orders *consumer.Kafka) error {
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBg()
+	g, gctx := errgroup.WithContext(bg)
+	g.Go(func() error { return relay.Run(gctx) })
+	g.Go(func() error { return orders.Run(gctx) })
+
+	serveCtx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	stopOnFailure := context.AfterFunc(gctx, stopServe)
+	defer stopOnFailure()
+	serveErr := p.Serve(serveCtx, srv, lis)
+
+	stopBg()
+	return errors.Join(serveErr, g.Wait())
+}
+
+// seed creates the development accounts when configured; it is idempotent.
+func seed(ctx context.Context, cfg config.Config, svc *app.Service, logger *slog.Logger) error {
+	if !cfg.Seed {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	n, err := svc.SeedDev(ctx)
+	if err != nil {
+		return err
+	}
+	logger.Info("development accounts seeded", "created", n)
+	return nil
+}
+
+func ensureTopics(ctx context.Context, cfg config.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	err := outbox.EnsureTopics(ctx, cfg.KafkaBrokers,
+		outbox.Topic{Name: events.PaymentTopic, Partitions: cfg.TopicPartitions},
+		outbox.Topic{Name: events.OrderTopic, Partitions: cfg.TopicPartitions},
+		outbox.Topic{Name: consumer.DeadLetterTopic(events.OrderTopic), Partitions: 1},
+	)
+	if err != nil {
+		return fmt.Errorf("kafka topics: %w", err)
+	}
+	return nil
+}
+
+// migrateAll applies every schema, bounded by startTimeout.
+func migrateAll(ctx context.Context, dsn string, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	return store.Migrate(ctx, dsn, logger)
+}
+
+// migrateCommand runs `payment migrate up | down N | version | force V` on the payment schema; `up`
+// applies the outbox and inbox schemas first.
+func migrateCommand(ctx context.Context, dsn string, args []string, out io.Writer, logger *slog.Logger) error {
+	if len(args) == 1 && args[0] == "up" {
+		return migrateAll(ctx, dsn, logger)
+	}
+	return migrate.Command(ctx, dsn, migrations.FS, migrate.Options{Logger: logger}, args, out)
+}

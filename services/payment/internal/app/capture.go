@@ -1,0 +1,41 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+)
+
+// Capture takes an order's held funds, once: capturing a captured authorization returns it unchanged.
+func (s *Service) Capture(ctx context.Context, orderID string) (domain.Authorization, error) {
+	var out domain.Authorization
+	err := s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
+		var err error
+		out, err = s.capture(ctx, tx, orderID)
+		return err
+	})
+	if err != nil {
+		return domain.Authorization{}, fmt.Errorf("capture: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Service) capture(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
+	a, err := tx.Authorization(ctx, orderID)
+	if err != nil {
+		return domain.Authorization{}, err
+	}
+	acct, err := accountFor(ctx, tx, a)
+	if err != nil {
+		return domain.Authorization{}, err
+	}
+	c, changed, err := domain.Capture(a, acct, s.now())
+	if err != nil || !changed {
+		return c.Authorization, err
+	}
+	if err := tx.Apply(ctx, c); err != nil {
+		return domain.Authorization{}, err
+	}
+	return c.Authorization, nil
+}

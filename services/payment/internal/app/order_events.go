@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+)
+
+// Consumer is the inbox name under which order events are de-duplicated.
+const Consumer = "payment"
+
+// Outcome says what an order event did to the payment.
+type Outcome string
+
+// The outcomes. Skipped events are recorded as processed all the same: redelivering them would not
+// change the answer.
+const (
+	OutcomeApplied   Outcome = "applied"   // the status changed
+	OutcomeUnchanged Outcome = "unchanged" // already in the wanted state
+	OutcomeNoPayment Outcome = "no_payment"
+	OutcomeConflict  Outcome = "conflict" // e.g. a confirmed order whose payment was voided
+	OutcomeDuplicate Outcome = "duplicate"
+)
+
+// OrderConfirmed captures the order's payment, once per event id. In the saga the order service
+// captures before it confirms, so this normally finds the payment captured already; it is the safety
+// net that makes the capture happen even if the saga's call was lost.
+func (s *Service) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
+	return s.onOrderEvent(ctx, eventID, orderID, s.capture)
+}
+
+// OrderCancelled voids the order's payment, if it has one, once per event id.
+func (s *Service) OrderCancelled(ctx context.Context, eventID, orderID string) (Outcome, error) {
+	return s.onOrderEvent(ctx, eventID, orderID, s.void)
+}
+
+func (s *Service) onOrderEvent(ctx context.Context, eventID, orderID string,
+	op func(context.Context, Tx, string) (domain.Authorization, error)) (Outcome, error) {
+	var outcome Outcome
+	err := s.store.ProcessEvent(ctx, Consumer, eventID, func(ctx context.Context, tx Tx) error {
+		before, err := tx.Authorization(ctx, orderID)
+		if errors.Is(err, domain.ErrAuthorizationNotFound) {
+			outcome = OutcomeNoPayment
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		after, err := op(ctx, tx, orderID)
+		switch {
+		case errors.Is(err, domain.ErrInvalidTransition):
+			// Retrying cannot fix it; the event is settled and the conflict reported.
+			outcome = OutcomeConflict
+			return nil
+		case err != nil:
+			return err
+		case after.Version != before.Version:
+			outcome = OutcomeApplied
+		default:
+			outcome = OutcomeUnchanged
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrDuplicateEvent):
+		return OutcomeDuplicate, nil
+	case err != nil:
+		return "", fmt.Errorf("order event %s for %s: %w", eventID, orderID, err)
+	}
+	return outcome, nil
+}

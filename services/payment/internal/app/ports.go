@@ -1,0 +1,37 @@
+package app
+
+import (
+	"context"
+	"errors"
+
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+)
+
+// ErrDuplicateEvent is returned by Store.ProcessEvent for an event already processed.
+var ErrDuplicateEvent = errors.New("event already processed")
+
+// Store persists accounts and authorizations. Every state change runs in one transaction that also
+// writes its event (outbox), so the event is published exactly when the change commits.
+type Store interface {
+	// Update runs fn in a transaction, retrying it from the start when the database asks (deadlock,
+	// serialization failure, a concurrent insert of the same order).
+	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+	// ProcessEvent runs fn in a transaction that also records (consumer, eventID), and skips it when
+	// that pair is already recorded (ErrDuplicateEvent is returned then).
+	ProcessEvent(ctx context.Context, consumer, eventID string, fn func(ctx context.Context, tx Tx) error) error
+	// Account reads an account without locking it.
+	Account(ctx context.Context, customerID string) (domain.Account, error)
+	// SeedAccounts inserts the accounts that do not exist yet and reports how many it inserted.
+	SeedAccounts(ctx context.Context, accounts []domain.Account) (int, error)
+}
+
+// Tx is the view of one transaction. Reads lock the row until the transaction ends; use cases lock the
+// authorization before its account, always in that order.
+type Tx interface {
+	// Authorization returns the order's authorization (domain.ErrAuthorizationNotFound if none).
+	Authorization(ctx context.Context, orderID string) (domain.Authorization, error)
+	// Account returns the customer's account (domain.ErrAccountNotFound if none).
+	Account(ctx context.Context, customerID string) (domain.Account, error)
+	// Apply persists a change: the authorization, the account, the ledger entry and the event.
+	Apply(ctx context.Context, c domain.Change) error
+}

@@ -1,0 +1,142 @@
+// Package events connects payment to the brokers: it encodes payment events as eventsv1 protobuf
+// outbox messages for the topic shopmesh.payment.events, and turns order events consumed from
+// shopmesh.order.events into use-case calls.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/payment/internal/app"
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+)
+
+// Kafka topics, as documented in proto/shopmesh/events/v1/events.proto.
+const (
+	PaymentTopic = "shopmesh.payment.events"
+	OrderTopic   = "shopmesh.order.events"
+	// HeaderEventType carries the payload's full message name.
+	HeaderEventType = "event-type"
+)
+
+// Encode turns a payment event into its outbox message: key = order id, event-type header = the
+// eventsv1 message name, payload event_id = the outbox event id.
+func Encode(e domain.Event) (outbox.Message, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return outbox.Message{}, fmt.Errorf("event id: %w", err)
+	}
+	a := e.Authorization
+	at := timestamppb.New(a.UpdatedAt)
+	var m proto.Message
+	switch e.Type {
+	case domain.EventAuthorized:
+		m = &eventsv1.PaymentAuthorized{EventId: id.String(), OccurredAt: at, OrderId: a.OrderID,
+			AggregateVersion: a.Version, CustomerId: a.CustomerID, AmountCents: a.Amount, Currency: a.Currency}
+	case domain.EventDeclined:
+		m = &eventsv1.PaymentDeclined{EventId: id.String(), OccurredAt: at, OrderId: a.OrderID,
+			AggregateVersion: a.Version, CustomerId: a.CustomerID, AmountCents: a.Amount, Currency: a.Currency,
+			Reason: DeclineReason(a.DeclineReason)}
+	case domain.EventCaptured:
+		m = &eventsv1.PaymentCaptured{EventId: id.String(), OccurredAt: at, OrderId: a.OrderID,
+			AggregateVersion: a.Version, CustomerId: a.CustomerID, AmountCents: a.Amount, Currency: a.Currency}
+	case domain.EventVoided:
+		m = &eventsv1.PaymentVoided{EventId: id.String(), OccurredAt: at, OrderId: a.OrderID,
+			AggregateVersion: a.Version, CustomerId: a.CustomerID, AmountCents: a.Amount, Currency: a.Currency}
+	default:
+		return outbox.Message{}, fmt.Errorf("event type %q: %w", e.Type, errors.ErrUnsupported)
+	}
+	payload, err := proto.Marshal(m)
+	if err != nil {
+		return outbox.Message{}, fmt.Errorf("marshal %s: %w", e.Type, err)
+	}
+	return outbox.Message{
+		ID:      id.String(),
+		Topic:   PaymentTopic,
+		Key:     a.OrderID,
+		Payload: payload,
+		Headers: map[string]string{HeaderEventType: string(m.ProtoReflect().Descriptor().FullName())},
+	}, nil
+}
+
+// DeclineReason maps the domain's decline reason to the contract's.
+func DeclineReason(r domain.DeclineReason) paymentv1.DeclineReason {
+	switch r {
+	case domain.DeclineInsufficientFunds:
+		return paymentv1.DeclineReason_DECLINE_REASON_INSUFFICIENT_FUNDS
+	case domain.DeclineAccountNotFound:
+		return paymentv1.DeclineReason_DECLINE_REASON_ACCOUNT_NOT_FOUND
+	case domain.DeclineCurrencyMismatch:
+		return paymentv1.DeclineReason_DECLINE_REASON_CURRENCY_MISMATCH
+	}
+	return paymentv1.DeclineReason_DECLINE_REASON_UNSPECIFIED
+}
+
+// OrderEvents is what the order-event handler needs from the use cases.
+type OrderEvents interface {
+	OrderConfirmed(ctx context.Context, eventID, orderID string) (app.Outcome, error)
+	OrderCancelled(ctx context.Context, eventID, orderID string) (app.Outcome, error)
+}
+
+var _ OrderEvents = (*app.Service)(nil)
+
+// errUndecodable marks a payload that will never decode; the consumer dead-letters it after its retries.
+var errUndecodable = errors.New("undecodable order event")
+
+// OrderHandler applies OrderConfirmed (capture) and OrderCancelled (void) through the inbox; other
+// order events are acknowledged without effect. Conflicts (a confirmed order whose payment was voided)
+// are logged: retrying would not resolve them.
+func OrderHandler(uc OrderEvents, log *slog.Logger) consumer.Handler {
+	orderConfirmed := (&eventsv1.OrderConfirmed{}).ProtoReflect().Descriptor().FullName()
+	orderCancelled := (&eventsv1.OrderCancelled{}).ProtoReflect().Descriptor().FullName()
+	return func(ctx context.Context, m consumer.Message) error {
+		var (
+			orderID, eventID string
+			apply            func(context.Context, string, string) (app.Outcome, error)
+		)
+		switch protoreflect.FullName(m.Headers[HeaderEventType]) {
+		case orderConfirmed:
+			var e eventsv1.OrderConfirmed
+			if err := proto.Unmarshal(m.Payload, &e); err != nil {
+				return fmt.Errorf("%s %s: %w: %w", orderConfirmed, m.ID, errUndecodable, err)
+			}
+			orderID, eventID, apply = e.GetOrderId(), e.GetEventId(), uc.OrderConfirmed
+		case orderCancelled:
+			var e eventsv1.OrderCancelled
+			if err := proto.Unmarshal(m.Payload, &e); err != nil {
+				return fmt.Errorf("%s %s: %w: %w", orderCancelled, m.ID, errUndecodable, err)
+			}
+			orderID, eventID, apply = e.GetOrderId(), e.GetEventId(), uc.OrderCancelled
+		default:
+			return nil
+		}
+		if eventID == "" {
+			eventID = m.ID
+		}
+		if orderID == "" {
+			return fmt.Errorf("event %s has no order id: %w", eventID, errUndecodable)
+		}
+		outcome, err := apply(ctx, eventID, orderID)
+		if err != nil {
+			return err
+		}
+		level := slog.LevelDebug
+		if outcome == app.OutcomeConflict {
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "order event applied", "event_type", m.Headers[HeaderEventType], "event_id", eventID,
+			"order_id", orderID, "outcome", string(outcome))
+		return nil
+	}
+}

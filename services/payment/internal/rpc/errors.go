@@ -1,0 +1,53 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+)
+
+// ErrorInfo reasons of the payment service.
+const (
+	ReasonAccountNotFound       = "ACCOUNT_NOT_FOUND"
+	ReasonAuthorizationNotFound = "AUTHORIZATION_NOT_FOUND"
+	ReasonIdempotencyConflict   = "IDEMPOTENCY_CONFLICT"
+	ReasonInvalidState          = "INVALID_AUTHORIZATION_STATE"
+	ReasonUnavailable           = "PAYMENT_STORE_UNAVAILABLE"
+	ReasonInternal              = "INTERNAL"
+)
+
+// retryAfterUnavailable is the RetryInfo delay sent with a store failure.
+const retryAfterUnavailable = 200 * time.Millisecond
+
+// toStatus maps an error of the use cases to the status the client sees: domain errors by errors.Is,
+// context errors to CANCELED / DEADLINE_EXCEEDED, and anything else — the database failing — to
+// UNAVAILABLE, which is safe to retry because every payment call is idempotent. Details of internal
+// errors are logged, never sent.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, domain.ErrInvalidRequest):
+		return rpcerr.InvalidArgument(rpcerr.FieldViolation{Field: "request", Description: err.Error()})
+	case errors.Is(err, domain.ErrAccountNotFound):
+		return rpcerr.WithReason(codes.NotFound, ReasonAccountNotFound, "account not found", nil)
+	case errors.Is(err, domain.ErrAuthorizationNotFound):
+		return rpcerr.WithReason(codes.NotFound, ReasonAuthorizationNotFound, "no authorization for this order", nil)
+	case errors.Is(err, domain.ErrIdempotencyConflict):
+		return rpcerr.WithReason(codes.AlreadyExists, ReasonIdempotencyConflict,
+			"order already has an authorization with a different customer, amount or currency", nil)
+	case errors.Is(err, domain.ErrInvalidTransition):
+		return rpcerr.WithReason(codes.FailedPrecondition, ReasonInvalidState, err.Error(), nil)
+	case errors.Is(err, domain.ErrInconsistent):
+		s.log.ErrorContext(ctx, "payment state inconsistent", "err", err)
+		return rpcerr.WithReason(codes.Internal, ReasonInternal, "internal error", nil)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	s.log.WarnContext(ctx, "payment store failed", "err", err)
+	return rpcerr.RetryAfter(codes.Unavailable, ReasonUnavailable, "payment store unavailable", retryAfterUnavailable)
+}
