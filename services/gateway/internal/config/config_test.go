@@ -1,0 +1,72 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	strong := strings.Repeat("s", 40)
+	tests := []struct {
+		name string
+		env  map[string]string
+		err  string // "" = valid
+	}{
+		{"dev defaults", map[string]string{}, ""},
+		{"test without a secret", map[string]string{"GATEWAY_PROFILE": "test"}, "jwt_secret: must be set"},
+		{"test with a short secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_SECRET": "short"}, "at least 32"},
+		{"prod with the dev secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": config.DevJWTSecret}, "refused in the prod"},
+		{"prod with a secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, ""},
+		{"bad addr", map[string]string{"GATEWAY_HTTP_ADDR": "nope"}, "http_addr"},
+		{"bad target", map[string]string{"GATEWAY_TARGETS_ORDER_ADDRESSES": "nohost"}, "targets"},
+		{"bad duration", map[string]string{"GATEWAY_CALL_TIMEOUT": "soon"}, "GATEWAY_CALL_TIMEOUT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(env(tt.env))
+			if tt.err == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("error %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestLoadOverridesTargetsAndSettings(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{
+		"GATEWAY_HTTP_ADDR":                   "127.0.0.1:9999",
+		"GATEWAY_TARGETS_ORDER_ADDRESSES":     "10.0.0.1:1,10.0.0.2:1",
+		"GATEWAY_TARGETS_INVENTORY_ADDRESSES": "10.0.0.3:1",
+		"GATEWAY_RATE_LIMIT_RPS":              "5",
+		"GATEWAY_CLIENT_DEFAULT_DEADLINE":     "2s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9999" || len(c.Targets["order"].Addresses) != 2 || c.Targets["inventory"].Addresses[0] != "10.0.0.3:1" ||
+		c.RateLimitRPS != 5 || c.Client.DefaultDeadline.String() != "2s" || !c.DevTokens() {
+		t.Fatalf("config %+v", c)
+	}
+	if strings.Contains(c.JWTSecret.String(), config.DevJWTSecret) {
+		t.Fatal("the secret prints")
+	}
+}
+
+func TestDevTokensOnlyInDev(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{"GATEWAY_PROFILE": "compose", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32)}))
+	if err != nil || c.DevTokens() {
+		t.Fatalf("compose: dev tokens %v, err %v", c.DevTokens(), err)
+	}
+}

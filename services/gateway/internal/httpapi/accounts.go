@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/auth"
+)
+
+func (s *Server) myAccount(w http.ResponseWriter, r *http.Request) {
+	claims, _ := claimsFrom(r.Context())
+	ctx, cancel := s.outgoing(r, s.set.CallTimeout)
+	defer cancel()
+	resp, err := s.deps.Payment.GetAccount(ctx, &paymentv1.GetAccountRequest{CustomerId: claims.Subject})
+	if err != nil {
+		s.writeRPCError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, accountDTO(resp.GetAccount()))
+}
+
+// devToken mints a token for any customer: a development convenience that exists in the dev profile only.
+func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
+	if !s.set.DevTokens {
+		writeError(w, newError(http.StatusNotFound, codeNotFound, "no such route"))
+		return
+	}
+	var req DevTokenRequest
+	if e := decodeJSON(w, r, s.set.MaxBodyBytes, &req, false); e != nil {
+		writeError(w, *e)
+		return
+	}
+	var bad []ErrorDetail
+	if !s.customerID.MatchString(req.CustomerID) {
+		bad = append(bad, ErrorDetail{Field: "customer_id", Issue: "must match " + s.customerID.String()})
+	}
+	for i, sc := range req.Scopes {
+		if sc != auth.ScopeAdmin {
+			bad = append(bad, ErrorDetail{Field: "scopes[" + strconv.Itoa(i) + "]", Issue: `must be "admin"`})
+		}
+	}
+	if len(bad) > 0 {
+		writeError(w, newError(http.StatusBadRequest, codeValidation, "request is invalid", bad...))
+		return
+	}
+	tok, err := s.deps.Tokens.Issue(req.CustomerID, req.Scopes, s.set.TokenTTL)
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "issue token", "err", err)
+		writeError(w, newError(http.StatusInternalServerError, codeInternal, "internal error"))
+		return
+	}
+	writeJSON(w, http.StatusOK, Token{Token: tok})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+}
+
+// readyCheckTimeout bounds each backend's health check.
+const readyCheckTimeout = time.Second
+
+// readyz asks every backend's gRPC health service, over the same connections the API uses.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	backends := map[string]string{}
+	var bad []ErrorDetail
+	names := slices.Sorted(maps.Keys(s.deps.Health))
+	for _, name := range names {
+		hc := s.deps.Health[name]
+		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
+		resp, err := hc.Check(ctx, &healthgrpc.HealthCheckRequest{})
+		cancel()
+		st := resp.GetStatus().String()
+		if err != nil {
+			st = "UNREACHABLE"
+		}
+		backends[name] = st
+		if resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
+			bad = append(bad, ErrorDetail{Field: name, Issue: st})
+		}
+	}
+	if len(bad) > 0 {
+		writeError(w, newError(http.StatusServiceUnavailable, codeNotReady, "backends are not serving", bad...))
+		return
+	}
+	writeJSON(w, http.StatusOK, Health{Status: "ok", Backends: backends})
+}

@@ -1,0 +1,61 @@
+package httpapi
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// maxClients is how many client buckets are kept before full (hence forgettable) ones are swept.
+const maxClients = 10_000
+
+// clientLimiter is a token bucket per client key. Memory stays bounded: a bucket that has refilled is
+// indistinguishable from a new one, so such buckets are dropped whenever the map grows past maxClients.
+type clientLimiter struct {
+	rps   rate.Limit
+	burst int
+	now   func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+}
+
+func newClientLimiter(rps float64, burst int, now func() time.Time) *clientLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &clientLimiter{rps: rate.Limit(rps), burst: burst, now: now, buckets: map[string]*rate.Limiter{}}
+}
+
+// allow takes one token from key's bucket, or says how long to wait for one.
+func (l *clientLimiter) allow(key string) (time.Duration, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= maxClients {
+			l.sweep(now)
+		}
+		b = rate.NewLimiter(l.rps, l.burst)
+		l.buckets[key] = b
+	}
+	r := b.ReserveN(now, 1)
+	if !r.OK() {
+		return time.Second, false
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d, false
+	}
+	return 0, true
+}
+
+func (l *clientLimiter) sweep(now time.Time) {
+	for k, b := range l.buckets {
+		if b.TokensAt(now) >= float64(l.burst) {
+			delete(l.buckets, k)
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package httpapi
+
+import (
+	"net/http"
+	"reflect"
+)
+
+// route is one entry of the route table: what the mux serves and what the OpenAPI document says.
+type route struct {
+	method, path string
+	// muxPath is the ServeMux path when it differs from the documented one (ServeMux cannot match
+	// "{id}:cancel", so that route is served by "/v1/orders/{rest}" and split on ':').
+	muxPath   string
+	id        string
+	summary   string
+	access    access
+	limited   bool
+	params    []param
+	body      *body
+	responses []response
+	handler   http.HandlerFunc
+}
+
+type param struct {
+	name, in, desc string
+}
+
+type body struct {
+	contentType string
+	typ         reflect.Type
+	optional    bool
+}
+
+type response struct {
+	status      int
+	desc        string
+	contentType string // "" = application/json
+	typ         reflect.Type
+}
+
+func (rt route) pattern() string {
+	p := rt.path
+	if rt.muxPath != "" {
+		p = rt.muxPath
+	}
+	return rt.method + " " + p
+}
+
+func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
+
+const (
+	ctJSON   = "application/json"
+	ctNDJSON = "application/x-ndjson"
+	ctSSE    = "text/event-stream"
+	ctText   = "text/plain"
+)
+
+// table is the whole API. Every route also documents the error body for every status it may return
+// (see buildOpenAPI, which adds the shared error responses).
+func (s *Server) table() []route {
+	orderID := param{name: "id", in: "path", desc: "Order id (lowercase UUID)."}
+	return []route{
+		{
+			method: http.MethodPost, path: "/v1/orders", id: "createOrder", access: customer, limited: true,
+			summary: "Place an order for the token's customer (idempotent with Idempotency-Key).",
+			params:  []param{{name: "Idempotency-Key", in: "header", desc: "Repeating a request with the same key returns the original order."}},
+			body:    &body{contentType: ctJSON, typ: typeOf[CreateOrderRequest]()},
+			responses: []response{
+				{status: http.StatusCreated, desc: "The order (CONFIRMED, or PENDING while the saga still runs).", typ: typeOf[Order]()},
+				{status: http.StatusOK, desc: "The order, on a retry after it was cancelled by the customer.", typ: typeOf[Order]()},
+				{status: http.StatusPaymentRequired, desc: "PAYMENT_DECLINED; order_id names the cancelled order.", typ: typeOf[Error]()},
+				{status: http.StatusConflict, desc: "OUT_OF_STOCK (also for unknown products) or IDEMPOTENCY_KEY_REUSED.", typ: typeOf[Error]()},
+			},
+			handler: s.createOrder,
+		},
+		{
+			method: http.MethodGet, path: "/v1/orders/{id}", id: "getOrder", access: customer, limited: true,
+			summary: "Read one of the caller's orders.", params: []param{orderID},
+			responses: []response{{status: http.StatusOK, desc: "The order.", typ: typeOf[Order]()}},
+			handler:   s.getOrder,
+		},
+		{
+			method: http.MethodPost, path: "/v1/orders/{id}:cancel", muxPath: "/v1/orders/{rest}", id: "cancelOrder",
+			access: customer, limited: true, summary: "Cancel a PENDING order of the caller (idempotent).",
+			params: []param{orderID},
+			body:   &body{contentType: ctJSON, typ: typeOf[CancelOrderRequest](), optional: true},
+			responses: []response{
+				{status: http.StatusOK, desc: "The order, now CANCELLED.", typ: typeOf[Order]()},
+			},
+			handler: s.orderAction,
+		},
+		{
+			method: http.MethodGet, path: "/v1/orders/{id}/events", id: "watchOrder", access: customer, limited: true,
+			summary: "Server-sent events: one `data:` line with the Order JSON per status change, the current " +
+				"status first; the stream ends after CONFIRMED or CANCELLED.",
+			params: []param{orderID},
+			responses: []response{
+				{status: http.StatusOK, desc: "The event stream; each data line is an Order.", contentType: ctSSE, typ: typeOf[Order]()},
+			},
+			handler: s.watchOrder,
+		},
+		{
+			method: http.MethodGet, path: "/v1/products", id: "listProducts", access: public, limited: true,
+			summary:   "The whole catalogue.",
+			responses: []response{{status: http.StatusOK, desc: "Every product, in SKU order.", typ: typeOf[ProductList]()}},
+			handler:   s.listProducts,
+		},
+		{
+			method: http.MethodGet, path: "/v1/products/{sku}", id: "getProduct", access: public, limited: true,
+			summary:   "One product.",
+			params:    []param{{name: "sku", in: "path", desc: "Product SKU."}},
+			responses: []response{{status: http.StatusOK, desc: "The product.", typ: typeOf[Product]()}},
+			handler:   s.getProduct,
+		},
+		{
+			method: http.MethodPost, path: "/v1/stock:import", id: "importStock", access: admin, limited: true,
+			summary: "Bulk-add stock: one ImportLine JSON object per line, streamed to inventory as it is read.",
+			body:    &body{contentType: ctNDJSON, typ: typeOf[ImportLine]()},
+			responses: []response{
+				{status: http.StatusOK, desc: "What was applied and what was rejected.", typ: typeOf[ImportSummary]()},
+			},
+			handler: s.importStock,
+		},
+		{
+			method: http.MethodGet, path: "/v1/accounts/me", id: "getMyAccount", access: customer, limited: true,
+			summary:   "The caller's payment account.",
+			responses: []response{{status: http.StatusOK, desc: "The account.", typ: typeOf[Account]()}},
+			handler:   s.myAccount,
+		},
+		{
+			method: http.MethodPost, path: "/v1/dev/token", id: "devToken", access: public, limited: true,
+			summary: "Mint a bearer token (dev profile only; 404 elsewhere).",
+			body:    &body{contentType: ctJSON, typ: typeOf[DevTokenRequest]()},
+			responses: []response{
+				{status: http.StatusOK, desc: "The token.", typ: typeOf[Token]()},
+			},
+			handler: s.devToken,
+		},
+		{
+			method: http.MethodGet, path: "/healthz", id: "healthz", summary: "The process is alive.",
+			responses: []response{{status: http.StatusOK, desc: "Alive.", typ: typeOf[Health]()}},
+			handler:   s.healthz,
+		},
+		{
+			method: http.MethodGet, path: "/readyz", id: "readyz", summary: "Every backend reports SERVING.",
+			responses: []response{
+				{status: http.StatusOK, desc: "Ready.", typ: typeOf[Health]()},
+				{status: http.StatusServiceUnavailable, desc: "NOT_READY; details name the backends that are not serving.", typ: typeOf[Error]()},
+			},
+			handler: s.readyz,
+		},
+		{
+			method: http.MethodGet, path: "/metrics", id: "metrics", summary: "Prometheus metrics.",
+			responses: []response{{status: http.StatusOK, desc: "Text exposition format.", contentType: ctText}},
+			handler:   s.metricsHandler().ServeHTTP,
+		},
+		{
+			method: http.MethodGet, path: "/openapi.json", id: "openapi", summary: "This document.",
+			responses: []response{{status: http.StatusOK, desc: "OpenAPI 3.0 document."}},
+			handler:   s.serveOpenAPI,
+		},
+	}
+}
+
+func (s *Server) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", ctJSON)
+	_, _ = w.Write(s.openapi)
+}

@@ -1,0 +1,301 @@
+// Package httpapi is the gateway's HTTP/JSON API: routes, authentication, rate limiting, strict JSON,
+// the mapping of backend gRPC errors to the error body, the order event stream, the stock import and
+// the OpenAPI document generated from the same route table and body types the handlers use.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
+	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/auth"
+)
+
+// Settings are the limits and timeouts of the API.
+type Settings struct {
+	// CallTimeout bounds each backend call; CreateTimeout the CreateOrder call (it runs the saga).
+	CallTimeout   time.Duration
+	CreateTimeout time.Duration
+	// StreamMaxDuration bounds an order event stream; ImportTimeout a stock import.
+	StreamMaxDuration time.Duration
+	ImportTimeout     time.Duration
+	// WriteTimeout is the write deadline given to each event of a stream (the server's own WriteTimeout
+	// would otherwise cut long streams).
+	WriteTimeout time.Duration
+	// Body limits.
+	MaxBodyBytes       int64
+	MaxImportBytes     int64
+	MaxImportLineBytes int
+	// Per-client token bucket.
+	RateLimitRPS   float64
+	RateLimitBurst int
+	// TokenTTL is the lifetime of dev tokens; DevTokens enables POST /v1/dev/token.
+	TokenTTL  time.Duration
+	DevTokens bool
+}
+
+// Deps are the backends and tools the API uses.
+type Deps struct {
+	Orders    orderv1.OrderServiceClient
+	Inventory inventoryv1.InventoryServiceClient
+	Payment   paymentv1.PaymentServiceClient
+	// Health checks each backend (by name) for /readyz.
+	Health map[string]healthgrpc.HealthClient
+	Tokens *auth.Tokens
+	Logger *slog.Logger
+	// Metrics receives the API's collectors; nil means a fresh registry (never the global one).
+	Metrics *prometheus.Registry
+	// Now is the rate limiter's clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// access says who may call a route.
+type access int
+
+const (
+	public   access = iota
+	customer        // a valid bearer token
+	admin           // a valid bearer token with the admin scope
+)
+
+// Server is the HTTP API. It is an http.Handler; Close ends the open event streams (call it when the
+// HTTP server shuts down, e.g. with http.Server.RegisterOnShutdown).
+type Server struct {
+	deps     Deps
+	set      Settings
+	log      *slog.Logger
+	mux      *http.ServeMux
+	routes   []route
+	limiter  *clientLimiter
+	closing  context.Context
+	close    context.CancelFunc
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	streams  prometheus.Gauge
+	openapi  []byte
+	// customerID is the customer id rule of the order and payment contracts (for dev tokens).
+	customerID *regexp.Regexp
+}
+
+// New builds the API.
+func New(deps Deps, set Settings) (*Server, error) {
+	if deps.Orders == nil || deps.Inventory == nil || deps.Payment == nil || deps.Tokens == nil || deps.Logger == nil {
+		return nil, errors.New("httpapi: orders, inventory, payment, tokens and logger are required")
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{
+		deps: deps, set: set, log: deps.Logger, mux: http.NewServeMux(),
+		customerID: regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`),
+		limiter:    newClientLimiter(set.RateLimitRPS, set.RateLimitBurst, deps.Now),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_order_event_streams", Help: "Open order event streams.",
+		}),
+	}
+	s.closing, s.close = context.WithCancel(context.Background())
+	for _, c := range []prometheus.Collector{
+		s.requests, s.duration, s.streams,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := deps.Metrics.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	s.routes = s.table()
+	doc, err := buildOpenAPI(s.routes)
+	if err != nil {
+		return nil, err
+	}
+	s.openapi = doc
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.pattern(), s.wrap(rt))
+	}
+	return s, nil
+}
+
+// Close ends every open event stream; it is safe to call more than once.
+func (s *Server) Close() { s.close() }
+
+// RouteInfo is one route of the API as documented.
+type RouteInfo struct {
+	Method, Path string
+}
+
+// Routes lists every route the API serves.
+func (s *Server) Routes() []RouteInfo {
+	out := make([]RouteInfo, len(s.routes))
+	for i, rt := range s.routes {
+		out[i] = RouteInfo{Method: rt.method, Path: rt.path}
+	}
+	return out
+}
+
+// ServeHTTP routes the request; unknown routes and methods get the JSON error body too.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		c := &captureWriter{header: http.Header{}}
+		h.ServeHTTP(c, r)
+		s.requests.WithLabelValues("unmatched", strconv.Itoa(c.status)).Inc()
+		if c.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", c.header.Get("Allow"))
+			writeError(w, newError(http.StatusMethodNotAllowed, codeMethod, "method not allowed"))
+			return
+		}
+		writeError(w, newError(http.StatusNotFound, codeNotFound, "no such route"))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// captureWriter records what the mux's own 404/405 handlers would have written.
+type captureWriter struct {
+	header http.Header
+	status int
+}
+
+func (c *captureWriter) Header() http.Header         { return c.header }
+func (c *captureWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (c *captureWriter) WriteHeader(code int)        { c.status = code }
+
+// statusWriter records the status for metrics; Unwrap lets http.ResponseController reach the
+// connection (flush, deadlines).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type claimsKey struct{}
+
+func claimsFrom(ctx context.Context) (auth.Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(auth.Claims)
+	return c, ok
+}
+
+// wrap adds, outside in: metrics, panic recovery, authentication, the rate limit.
+func (s *Server) wrap(rt route) http.Handler {
+	name := rt.method + " " + rt.path
+	h := http.Handler(rt.handler)
+	if rt.limited {
+		h = s.rateLimit(h)
+	}
+	if rt.access != public {
+		h = s.authenticate(rt.access, h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.ErrorContext(r.Context(), "handler panicked", "route", name, "panic", v)
+				if sw.status == 0 {
+					writeError(sw, newError(http.StatusInternalServerError, codeInternal, "internal error"))
+				}
+			}
+			s.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
+			s.duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		}()
+		h.ServeHTTP(sw, r)
+	})
+}
+
+func (s *Server) authenticate(level access, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shopmesh"`)
+			writeError(w, newError(http.StatusUnauthorized, codeUnauthenticated, "a bearer token is required"))
+			return
+		}
+		claims, err := s.deps.Tokens.Verify(strings.TrimSpace(token))
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shopmesh", error="invalid_token"`)
+			writeError(w, newError(http.StatusUnauthorized, codeUnauthenticated, err.Error()))
+			return
+		}
+		if level == admin && !claims.HasScope(auth.ScopeAdmin) {
+			writeError(w, newError(http.StatusForbidden, codeForbidden, "the admin scope is required"))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+	})
+}
+
+// rateLimit keys the bucket by customer id when authenticated, else by remote IP.
+func (s *Server) rateLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := "ip:" + remoteIP(r)
+		if c, ok := claimsFrom(r.Context()); ok {
+			key = "customer:" + c.Subject
+		}
+		if wait, ok := s.limiter.allow(key); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait.Seconds()))
+			writeError(w, newError(http.StatusTooManyRequests, codeRateLimited, "too many requests; retry later"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// outgoing derives a backend call's context from the request: the deadline and the customer id in
+// metadata (x-customer-id) for the services' own authorization.
+func (s *Server) outgoing(r *http.Request, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx := r.Context()
+	if c, ok := claimsFrom(ctx); ok {
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-customer-id", c.Subject)
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.deps.Metrics, promhttp.HandlerOpts{})
+}
