@@ -78,13 +78,17 @@ infra-down: ## Stop the real servers started by infra-up.
 	bash deploy/infra/infra.sh down
 
 .PHONY: e2e
-e2e: ## End-to-end suites against a running stack (none yet: they arrive with the services).
-	@echo "e2e: no end-to-end suites yet"
+e2e: ## End-to-end: the whole stack as processes (make run's code), driven over gRPC and HTTP, invariants checked.
+	cd deploy && go test -count=1 -v -run '^TestStack$$' ./localstack/
 
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(MODULES); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...) || exit 1; done
 
+# RUN_ARGS is passed to shopmesh-dev, e.g. RUN_ARGS='-inventory 3 -payment 3 -quiet'; see `bin/shopmesh-dev -h`.
+RUN_ARGS ?=
+
 .PHONY: run
-run: ## Bring the whole suite up on embedded defaults (arrives with the services issue).
-	@echo "make run is not available yet: the services (issue 5) have not landed"; exit 1
+run: ## Bring the whole suite up on this machine: embedded NATS + Kafka (kfake), SQLite in .data/, gateway on :8080.
+	cd deploy && go build -o $(BIN)/shopmesh-dev ./cmd/shopmesh-dev
+	$(BIN)/shopmesh-dev -root $(ROOT) $(RUN_ARGS)

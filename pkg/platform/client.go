@@ -35,9 +35,9 @@ func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
 		Stream:                p.opts.streamClient,
 		Extra:                 p.opts.dialOptions,
 	}
-	if p.cfg.Client.Breaker.Enabled {
-		o.Breaker = p.breaker(name)
-	}
+	// Every connection gets its target's breaker, a pass-through while disabled, so UpdateBreakers can
+	// enable it later.
+	o.Breaker = p.breaker(name)
 	conn, err := dialer.Dial(target, o)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", name, err)
@@ -59,7 +59,8 @@ func (p *Platform) breaker(name string) *breaker.Breaker {
 	if b, ok := p.breakers[name]; ok {
 		return b
 	}
-	s := p.cfg.Client.Breaker.Settings(name)
+	cfg := p.breakerCfg
+	s := cfg.Settings(name)
 	s.Now = p.opts.now
 	logger := p.logger
 	observe := p.opts.onBreaker
@@ -70,6 +71,27 @@ func (p *Platform) breaker(name string) *breaker.Breaker {
 		}
 	}
 	b := breaker.New(s)
+	if !cfg.Enabled {
+		_ = b.Update(cfg) // a disabled Config always validates
+	}
 	p.breakers[name] = b
 	return b
+}
+
+// UpdateBreakers applies new thresholds to the breaker of every target, and to those created later by
+// Dial: the configcenter.Targets.Breaker callback. c is validated first and nothing changes when it is
+// invalid; see breaker.Breaker.Update for what a running breaker keeps.
+func (p *Platform) UpdateBreakers(c breaker.Config) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("update breakers: %w", err)
+	}
+	// Held throughout, so concurrent updates cannot leave breakers on different configs.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.breakerCfg = c
+	var errs []error
+	for _, b := range p.breakers {
+		errs = append(errs, b.Update(c))
+	}
+	return errors.Join(errs...)
 }

@@ -9,10 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
@@ -20,6 +22,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 )
 
 // Config is the platform configuration; see package config.
@@ -34,17 +37,20 @@ type Platform struct {
 	faults   *fault.Injector
 	resolver discovery.Resolver
 	registry discovery.Registry
+	backend  io.Closer // the registry backend built from cfg.Registry, closed by Close
 	opts     options
 
-	mu       sync.Mutex
-	breakers map[string]*breaker.Breaker
-	conns    []*grpc.ClientConn
-	closed   bool
+	mu         sync.Mutex
+	breakerCfg breaker.Config // starts as cfg.Client.Breaker; replaced by UpdateBreakers
+	breakers   map[string]*breaker.Breaker
+	conns      []*grpc.ClientConn
+	closed     bool
 }
 
 type options struct {
 	resolver     discovery.Resolver
 	registry     discovery.Registry
+	metrics      prometheus.Registerer
 	onBreaker    func(name string, from, to breaker.State)
 	now          func() time.Time
 	faultRand    func() float64
@@ -56,11 +62,15 @@ type options struct {
 // Option customizes New.
 type Option func(*options)
 
-// WithResolver replaces the static, config-driven resolver (e.g. by a registry-backed one).
+// WithResolver replaces the resolver chosen by Config.Registry (e.g. by a registry-backed one).
 func WithResolver(r discovery.Resolver) Option { return func(o *options) { o.resolver = r } }
 
-// WithRegistry makes Serve register the instance once listening and deregister it first on shutdown.
+// WithRegistry makes Serve register the instance once listening and deregister it first on shutdown,
+// replacing the registry chosen by Config.Registry.
 func WithRegistry(r discovery.Registry) Option { return func(o *options) { o.registry = r } }
+
+// WithMetrics registers the platform's metrics (e.g. shopmesh_registry_up of the Nacos backend) with reg.
+func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.metrics = reg } }
 
 // WithBreakerObserver is called on every circuit breaker transition (for metrics and logs).
 func WithBreakerObserver(f func(target string, from, to breaker.State)) Option {
@@ -86,8 +96,10 @@ func WithClientInterceptors(unary []grpc.UnaryClientInterceptor, stream []grpc.S
 	}
 }
 
-// New validates cfg and builds the platform. ctx is reserved for resolvers and registries that need to
-// connect at start; nothing is started yet.
+// New validates cfg and builds the platform. When Config.Registry selects nacos or dns, it builds that
+// backend (a Nacos client connects in the background and does not fail when Nacos is down): Serve then
+// registers through it and Dial resolves through it, unless WithRegistry or WithResolver replace a side.
+// No server is started yet; Close releases the backend.
 func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (*Platform, error) {
 	if logger == nil {
 		return nil, errors.New("platform: logger is nil")
@@ -114,7 +126,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
-	res := o.resolver
+	backend, err := registry.New(cfg.Registry, logger.With("service", cfg.Service), o.metrics)
+	if err != nil {
+		return nil, err
+	}
+	res, reg := o.resolver, o.registry
+	if res == nil {
+		res = backend.Resolver
+	}
+	if reg == nil {
+		reg = backend.Registry
+	}
 	if res == nil {
 		static := map[string][]string{}
 		for name, t := range cfg.Targets {
@@ -132,9 +154,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		limiter:  limiter,
 		faults:   faults,
 		resolver: res,
-		registry: o.registry,
+		registry: reg,
+		backend:  backend,
 		opts:     o,
 		breakers: map[string]*breaker.Breaker{},
+
+		breakerCfg: cfg.Client.Breaker,
 	}, nil
 }
 
@@ -159,16 +184,22 @@ func (p *Platform) Breaker(target string) (*breaker.Breaker, bool) {
 	return b, ok
 }
 
-// Close closes every connection made by Dial. Servers are stopped by Serve, not here.
+// Close closes every connection made by Dial, then the registry backend: a Nacos connection's instances
+// vanish with it (Serve deregisters them first on a clean shutdown). Servers are stopped by Serve.
 func (p *Platform) Close() error {
 	p.mu.Lock()
-	conns := p.conns
-	p.conns, p.closed = nil, true
+	conns, backend := p.conns, p.backend
+	p.conns, p.backend, p.closed = nil, nil, true
 	p.mu.Unlock()
 	var errs []error
 	for _, c := range conns {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close %s: %w", c.Target(), err))
+		}
+	}
+	if backend != nil {
+		if err := backend.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close registry: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -103,10 +103,12 @@ type Breaker struct {
 	s Settings
 
 	mu         sync.Mutex
+	disabled   bool // set by Update with a disabled Config: every call passes, nothing is counted
 	state      State
 	generation uint64
 	counts     Counts
-	inFlight   uint32 // probes admitted in the current half-open generation and not yet done
+	inFlight   uint32    // probes admitted in the current half-open generation and not yet done
+	started    time.Time // when the current generation began
 	expiry     time.Time
 }
 
@@ -132,6 +134,58 @@ func New(s Settings) *Breaker {
 	return b
 }
 
+// Update replaces the thresholds with those of c (validated first; nothing changes on error), atomically
+// with respect to calls. The state and the counts of the current generation are kept, so a change never
+// closes an open breaker or forgets failures:
+//
+//   - the trip rules decide at the next failure while closed (a lowered threshold that the counts already
+//     reach trips on that next failure, not during Update);
+//   - the half-open probe count bounds the next admissions and the successes needed to close;
+//   - Interval and OpenTimeout are measured from the start of the current window or open period, so a
+//     shortened OpenTimeout can make the breaker half-open at the next call.
+//
+// A disabled c turns the breaker into a pass-through (every call admitted, nothing counted) and resets it
+// to closed, so enabling it again starts from clean counts.
+func (b *Breaker) Update(c Config) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("breaker %s: %w", b.s.Name, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.s.Now()
+	if !c.Enabled {
+		if !b.disabled {
+			b.disabled = true
+			b.setState(StateClosed, now)
+			b.newGeneration(now)
+		}
+		return nil
+	}
+	next := c.Settings(b.s.Name)
+	if next.MaxRequests == 0 {
+		next.MaxRequests = 1
+	}
+	if next.Timeout <= 0 {
+		next.Timeout = 60 * time.Second
+	}
+	b.s.MaxRequests, b.s.Interval, b.s.Timeout, b.s.ReadyToTrip = next.MaxRequests, next.Interval, next.Timeout, next.ReadyToTrip
+	if b.disabled {
+		b.disabled = false
+		b.newGeneration(now)
+		return nil
+	}
+	switch b.state {
+	case StateClosed:
+		b.expiry = time.Time{}
+		if b.s.Interval > 0 {
+			b.expiry = b.started.Add(b.s.Interval)
+		}
+	case StateOpen:
+		b.expiry = b.started.Add(b.s.Timeout)
+	}
+	return nil
+}
+
 // Name returns the breaker's name.
 func (b *Breaker) Name() string { return b.s.Name }
 
@@ -155,6 +209,9 @@ func (b *Breaker) Counts() Counts {
 func (b *Breaker) Allow() (done func(error), err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.disabled {
+		return func(error) {}, nil
+	}
 	now := b.s.Now()
 	switch b.current(now) {
 	case StateOpen:
@@ -238,6 +295,7 @@ func (b *Breaker) newGeneration(now time.Time) {
 	b.generation++
 	b.counts = Counts{}
 	b.inFlight = 0
+	b.started = now
 	switch b.state {
 	case StateClosed:
 		b.expiry = time.Time{}

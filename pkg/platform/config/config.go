@@ -13,6 +13,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 )
 
 // Profile says where the service runs; it selects defaults and what is allowed.
@@ -49,6 +50,9 @@ type Config struct {
 	Fault     fault.Config
 	// Targets are the dependencies this service dials, by logical name ("inventory").
 	Targets map[string]Target
+	// Registry selects service discovery: static (Targets' addresses, nothing registered; the default),
+	// nacos (register on Serve, resolve "nacos:///<target>") or dns (Kubernetes headless services).
+	Registry registry.Config
 }
 
 // Server configures the gRPC server.
@@ -99,7 +103,8 @@ type Client struct {
 
 // Target is one dependency.
 type Target struct {
-	// Addresses are static "host:port" instances, used until a registry takes over.
+	// Addresses are static "host:port" instances, required and used with the static registry backend
+	// only.
 	Addresses []string
 	// LB overrides Client.LB.
 	LB string
@@ -165,6 +170,7 @@ func Default(profile Profile) Config {
 		},
 		RateLimit: ratelimit.Limits{MaxInFlight: 1000, RetryAfter: 100 * time.Millisecond},
 		Targets:   map[string]Target{},
+		Registry:  registry.Default(),
 	}
 	switch profile {
 	case Compose:
@@ -264,9 +270,11 @@ func (c Config) Validate() error {
 		addf("fault", "fault injection is refused in the prod profile")
 	}
 
+	add("registry", c.Registry.Validate())
+	static := c.Registry.Backend == registry.Static || c.Registry.Backend == ""
 	for name, t := range c.Targets {
 		field := fmt.Sprintf("targets[%q]", name)
-		if len(t.Addresses) == 0 {
+		if static && len(t.Addresses) == 0 {
 			addf(field+".addresses", "at least one host:port is needed")
 		}
 		for _, a := range t.Addresses {

@@ -170,3 +170,20 @@ func TestSecretNeverPrinted(t *testing.T) {
 		t.Error("Reveal must return the value")
 	}
 }
+
+// A service config that embeds the platform's reads the platform fields without a name segment.
+func TestFromEnvFlattensEmbeddedConfig(t *testing.T) {
+	t.Parallel()
+	type svc struct {
+		config.Config
+		DSN string
+	}
+	cfg := svc{Config: valid(config.Dev)}
+	env := map[string]string{"INVENTORY_LISTEN_ADDR": "127.0.0.1:0", "INVENTORY_DSN": "sqlite:x.db"}
+	if err := config.FromEnv(&cfg, "INVENTORY", func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ListenAddr != "127.0.0.1:0" || cfg.DSN != "sqlite:x.db" {
+		t.Errorf("listen %q dsn %q; want the INVENTORY_ values", cfg.ListenAddr, cfg.DSN)
+	}
+}

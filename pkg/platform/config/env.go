@@ -38,7 +38,13 @@ func walk(v reflect.Value, name string, lookup Lookup) []error {
 			if !f.IsExported() || f.Tag.Get("env") == "-" {
 				continue
 			}
-			errs = append(errs, walk(v.Field(i), join(name, snake(f.Name)), lookup)...)
+			field := join(name, snake(f.Name))
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				// An embedded struct (a service config embedding the platform's) adds no name
+				// segment: ORDER_LISTEN_ADDR, not ORDER_CONFIG_LISTEN_ADDR.
+				field = name
+			}
+			errs = append(errs, walk(v.Field(i), field, lookup)...)
 		}
 		return errs
 	case reflect.Map:

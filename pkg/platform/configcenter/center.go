@@ -33,9 +33,9 @@ type Targets struct {
 	Limiter  *ratelimit.Limiter
 	Faults   *fault.Injector
 	LogLevel *slog.LevelVar
-	// Breaker receives new breaker thresholds (the breaker package has no live update yet: the caller
-	// decides, e.g. for breakers created from then on).
-	Breaker func(breaker.Config)
+	// Breaker receives new breaker thresholds: platform.(*Platform).UpdateBreakers applies them to every
+	// running breaker (see breaker.Breaker.Update). Called at the first apply and on every change.
+	Breaker func(breaker.Config) error
 }
 
 // Options refine New.
@@ -186,11 +186,22 @@ func (c *Center) apply(s Settings) error {
 			return err
 		}
 	}
+	if t.Breaker != nil && (!c.applied || s.Breaker != prev.Breaker) {
+		if err := t.Breaker(s.Breaker); err != nil {
+			if t.Limiter != nil {
+				_ = t.Limiter.Update(prev.RateLimit)
+			}
+			if t.Faults != nil {
+				_ = t.Faults.Update(prev.Fault)
+			}
+			if c.applied {
+				_ = t.Breaker(prev.Breaker)
+			}
+			return err
+		}
+	}
 	if t.LogLevel != nil {
 		t.LogLevel.Set(s.LogLevel)
-	}
-	if t.Breaker != nil && (!c.applied || s.Breaker != prev.Breaker) {
-		t.Breaker(s.Breaker)
 	}
 	c.current, c.applied = s.clone(), true
 	return nil

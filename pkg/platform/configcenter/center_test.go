@@ -53,7 +53,7 @@ func newFixture(t *testing.T, src configcenter.Source, opts configcenter.Options
 		t.Fatal(err)
 	}
 	targets := configcenter.Targets{Limiter: f.limiter, Faults: f.faults, LogLevel: f.level,
-		Breaker: func(c breaker.Config) { f.mu.Lock(); f.breaker = c; f.mu.Unlock() }}
+		Breaker: func(c breaker.Config) error { f.mu.Lock(); f.breaker = c; f.mu.Unlock(); return nil }}
 	f.center, err = configcenter.New(base(), configcenter.DataIDs("order"), src, targets, opts, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
@@ -32,11 +33,17 @@ type kit struct {
 	stored func(ctx context.Context) int
 	// deadLetter returns the first dead letter's headers, waiting for it.
 	deadLetter func(ctx context.Context) map[string]string
+	// streamOrder returns each key's event ids in the order the broker stored them; nil when the
+	// broker cannot tell apart from delivery (Kafka: a partition is read in stored order).
+	streamOrder func(ctx context.Context, n int) map[string][]string
+	// restart restarts the broker in place; nil when it cannot be (noRestart says why).
+	restart   restarter
+	noRestart string
 }
 
-func kafkaKit(t *testing.T, e env, commitInterval time.Duration) kit {
+func kafkaKit(t *testing.T, e env, commitInterval time.Duration, restartable bool) kit {
 	t.Helper()
-	brokers := e.kafkaBrokers(t)
+	brokers, restart := e.kafkaBrokers(t, restartable)
 	topic := kafkaTopic(t, brokers, 8)
 	pub := outbox.NewKafka(brokers)
 	t.Cleanup(func() { _ = pub.Close() })
@@ -54,7 +61,9 @@ func kafkaKit(t *testing.T, e env, commitInterval time.Duration) kit {
 			}
 			return c.Run(ctx)
 		},
-		stored: func(context.Context) int { return -1 },
+		stored:    func(context.Context) int { return -1 },
+		restart:   restart,
+		noRestart: "kfake keeps its log in the test process and cannot be restarted in place",
 		deadLetter: func(ctx context.Context) map[string]string {
 			m := readKafkaDLQ(t, ctx, brokers, topic)
 			h := map[string]string{}
@@ -66,14 +75,36 @@ func kafkaKit(t *testing.T, e env, commitInterval time.Duration) kit {
 	}
 }
 
-func jetStreamKit(t *testing.T, e env) kit {
+func jetStreamKit(t *testing.T, e env, restartable bool) kit {
 	t.Helper()
-	js := e.jetStream(t)
+	js, restart := e.jetStream(t, restartable)
 	stream, subject := jsSubject(t, js)
 	durable := uniq("d")
 	return kit{
 		topic:     subject,
 		publisher: outbox.NewJetStream(js),
+		restart:   restart,
+		streamOrder: func(ctx context.Context, n int) map[string][]string {
+			c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			order := map[string][]string{}
+			for got := 0; got < n; {
+				batch, err := c.Fetch(min(n-got, 1000), jetstream.FetchMaxWait(5*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range batch.Messages() {
+					got++
+					order[m.Headers().Get(outbox.HeaderKey)] = append(order[m.Headers().Get(outbox.HeaderKey)], m.Headers().Get(outbox.HeaderEventID))
+				}
+				if err := batch.Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return order
+		},
 		run: func(ctx context.Context, h consumer.Handler) error {
 			c, err := consumer.NewJetStream(js, consumer.JetStreamConfig{
 				Stream: stream, Durable: durable, FilterSubjects: []string{subject}, Retry: testRetry,
@@ -122,7 +153,7 @@ func jetStreamKit(t *testing.T, e env) kit {
 func TestOutboxToKafka(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
-			outboxEndToEnd(t, e, kafkaKit(t, e, 100*time.Millisecond))
+			outboxEndToEnd(t, e, kafkaKit(t, e, 100*time.Millisecond, true))
 		})
 	}
 }
@@ -130,7 +161,7 @@ func TestOutboxToKafka(t *testing.T) {
 func TestOutboxToJetStream(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
-			outboxEndToEnd(t, e, jetStreamKit(t, e))
+			outboxEndToEnd(t, e, jetStreamKit(t, e, true))
 		})
 	}
 }
@@ -139,13 +170,27 @@ func TestOutboxToJetStream(t *testing.T) {
 // kill intervals are scaled to, is not that of a starved CPU.
 
 // outboxEndToEnd writes N events through the outbox while two relays, each killed at random moments and
-// restarted, publish them, and one consumer applies them through the inbox. Every event must arrive,
-// each effect must be applied once, and each aggregate's events must first arrive in write order.
+// restarted, publish them, and one consumer applies them through the inbox; the broker is restarted
+// twice meanwhile (R6/R9), when a fifth and when three fifths of the effects are applied. Every event
+// must arrive, each effect must be applied once, and each aggregate's events must first arrive in write
+// order.
 func outboxEndToEnd(t *testing.T, e env, k kit) {
 	n := e.events(t)
 	ctx := timeout(t, 5*time.Minute)
 	pdb, d := e.producerDB(t)
 	fx := e.consumerDB(t)
+
+	var restarts []restartReport
+	restartsDone := make(chan struct{})
+	if k.restart == nil {
+		t.Logf("no broker restarts in this run: %s", k.noRestart)
+		close(restartsDone)
+	} else {
+		go func() {
+			defer close(restartsDone)
+			restarts = fx.restartAt(ctx, k.restart, pendingOf(pdb), n, n/5, 3*n/5)
+		}()
+	}
 
 	cctx, stopConsumer := context.WithCancel(ctx)
 	consumerDone := make(chan error, 1)
@@ -174,12 +219,17 @@ func outboxEndToEnd(t *testing.T, e env, k kit) {
 		})
 	}
 
+	// Open-loop load: events are written at a constant rate whatever the pipeline does, so the relay
+	// has work in hand when the broker goes away.
 	ob := outbox.New(d, propagation.TraceContext{})
 	want := map[string][]string{}
 	ids := make([]string, 0, n)
-	for i := 0; i < n; i += 10 {
+	const perTx, rate = 10, 500 // events per transaction, events per second
+	start := time.Now()
+	for i := 0; i < n; i += perTx {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / rate)))
 		if err := sqldb.InTx(ctx, pdb, func(tx *sql.Tx) error {
-			for j := i; j < min(i+10, n); j++ {
+			for j := i; j < min(i+perTx, n); j++ {
 				key := fmt.Sprint("agg-", j%37)
 				id, err := ob.Enqueue(ctx, tx, outbox.Message{Topic: k.topic, Key: key, Payload: fmt.Appendf(nil, "%d", j)})
 				if err != nil {
@@ -195,6 +245,20 @@ func outboxEndToEnd(t *testing.T, e env, k kit) {
 	}
 
 	fx.waitEffects(t, ctx, n)
+	select {
+	case <-restartsDone:
+	case <-ctx.Done():
+		t.Fatal("broker restarts did not finish before the deadline")
+	}
+	for i, r := range restarts {
+		if r.err != nil {
+			t.Errorf("broker restart %d: %v", i+1, r.err)
+			continue
+		}
+		t.Logf("broker restart %d at %d effects, %d events pending in the outbox: restart took %v; pipeline stalled %v "+
+			"(no effect applied), first effect %v after the broker was back", i+1, r.at, r.pending, r.took.Round(time.Millisecond),
+			r.stalled.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
+	}
 	probe, err := outbox.NewRelay(pdb, k.publisher, logger(t), nil, outbox.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,14 +301,150 @@ func outboxEndToEnd(t *testing.T, e env, k kit) {
 	}
 	fx.mu.Unlock()
 	stored := k.stored(ctx)
-	t.Logf("%d events, %d relay kills, %d missing, %d double effects, %d redeliveries, %d unknown, %d keys out of order, broker stored %d",
-		n, kills.Load(), missing, rows-distinct, redeliveries, unknown, outOfOrder, stored)
-	if missing != 0 || rows != n || distinct != n || unknown != 0 || outOfOrder != 0 {
-		t.Fatalf("want every event once: missing=%d effects=%d distinct=%d unknown=%d outOfOrder=%d", missing, rows, distinct, unknown, outOfOrder)
+	// Order: the outbox publishes each aggregate's events in write order. A consumer receives them in
+	// that order too, except that a message lost in flight when the broker restarts is redelivered
+	// after AckWait, behind later ones (JetStream); there the stored order is what is checked.
+	storedOutOfOrder := 0
+	checkFirsts := true
+	if k.streamOrder != nil {
+		order := k.streamOrder(ctx, n)
+		for key, w := range want {
+			if !slices.Equal(order[key], w) {
+				storedOutOfOrder++
+			}
+		}
+		checkFirsts = len(restarts) == 0
+	}
+	t.Logf("%d events, %d relay kills, %d broker restarts, %d missing, %d double effects, %d redeliveries, %d unknown, "+
+		"%d keys out of order on first delivery, %d in the broker, broker stored %d",
+		n, kills.Load(), len(restarts), missing, rows-distinct, redeliveries, unknown, outOfOrder, storedOutOfOrder, stored)
+	if missing != 0 || rows != n || distinct != n || unknown != 0 || storedOutOfOrder != 0 || checkFirsts && outOfOrder != 0 {
+		t.Fatalf("want every event once, in order: missing=%d effects=%d distinct=%d unknown=%d outOfOrder=%d (stored %d)",
+			missing, rows, distinct, unknown, outOfOrder, storedOutOfOrder)
 	}
 	if stored >= 0 && stored != n {
 		t.Fatalf("JetStream kept %d messages for %d events: Nats-Msg-Id de-duplication failed", stored, n)
 	}
+}
+
+// pendingOf counts the outbox rows not yet published (-1 when the query fails).
+func pendingOf(db *sql.DB) func(context.Context) int {
+	return func(ctx context.Context) int {
+		n := -1
+		_ = db.QueryRowContext(ctx, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").Scan(&n)
+		return n
+	}
+}
+
+// restartReport is what one broker restart did to the pipeline.
+type restartReport struct {
+	at      int           // effects applied when the restart began
+	pending int           // outbox rows the relays had yet to publish then
+	took    time.Duration // the restart itself, until the broker served again
+	stalled time.Duration // longest time without a new effect, from the restart until effects flowed again
+	resumed time.Duration // from the broker serving again to the next new effect
+	err     error
+}
+
+// restartAt restarts the broker once the effects reach each threshold in turn, and measures how long
+// the pipeline stood still around each restart (until all n effects are applied). It runs beside the
+// test: it reports errors instead of failing.
+func (e *effects) restartAt(ctx context.Context, restart restarter, pending func(context.Context) int, n int, thresholds ...int) []restartReport {
+	// A sampler notes every move of the effect count, also while a restart is running.
+	type sample struct {
+		rows int
+		at   time.Time
+	}
+	var (
+		mu    sync.Mutex
+		moves = []sample{{rows: -1, at: time.Now()}}
+	)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			qctx, cancel := context.WithTimeout(sctx, 10*time.Second)
+			var rows int
+			err := e.db.QueryRowContext(qctx, "SELECT count(*) FROM effects").Scan(&rows)
+			cancel()
+			if err == nil {
+				mu.Lock()
+				if rows != moves[len(moves)-1].rows {
+					moves = append(moves, sample{rows, time.Now()})
+				}
+				mu.Unlock()
+			}
+			select {
+			case <-sctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stop(); <-sampled }()
+	rows := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return moves[len(moves)-1].rows
+	}
+	movedAfter := func(t time.Time) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return moves[len(moves)-1].at.After(t)
+	}
+	// wait polls the sampler until cond holds, or reports the context's end.
+	wait := func(cond func(rows int) bool) error {
+		for {
+			if cond(rows()) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	var out []restartReport
+	for _, at := range thresholds {
+		if err := wait(func(got int) bool { return got >= at }); err != nil {
+			return append(out, restartReport{err: err})
+		}
+		r := restartReport{at: rows(), pending: pending(ctx)}
+		begin := time.Now()
+		r.err = restart(ctx)
+		back := time.Now()
+		r.took = back.Sub(begin)
+		if r.err != nil {
+			return append(out, r)
+		}
+		// The pipeline has resumed once an effect is applied after the broker is back; the stall is the
+		// gap before that effect.
+		if err := wait(func(got int) bool { return got >= n || movedAfter(back) }); err != nil {
+			r.err = fmt.Errorf("effects did not resume after the restart: %w", err)
+			return append(out, r)
+		}
+		// The stall is the longest gap between moves from the restart to the first move after it.
+		mu.Lock()
+		for i := 1; i < len(moves); i++ {
+			if moves[i].at.After(begin) {
+				from := moves[i-1].at
+				if from.Before(begin) {
+					from = begin
+				}
+				r.stalled = max(r.stalled, moves[i].at.Sub(from))
+			}
+			if moves[i].at.After(back) {
+				r.resumed = moves[i].at.Sub(back)
+				break
+			}
+		}
+		mu.Unlock()
+		out = append(out, r)
+	}
+	return out
 }
 
 func publishDirect(t *testing.T, ctx context.Context, k kit, n int) []string {
@@ -267,7 +467,7 @@ func TestKafkaConsumerKilledBeforeCommit(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
 			t.Parallel()
-			killedBeforeCommit(t, e, kafkaKit(t, e, 0))
+			killedBeforeCommit(t, e, kafkaKit(t, e, 0, false))
 		})
 	}
 }
@@ -277,7 +477,7 @@ func TestJetStreamConsumerKilledBeforeAck(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
 			t.Parallel()
-			killedBeforeCommit(t, e, jetStreamKit(t, e))
+			killedBeforeCommit(t, e, jetStreamKit(t, e, false))
 		})
 	}
 }
@@ -345,7 +545,7 @@ func TestKafkaPoisonToDeadLetter(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
 			t.Parallel()
-			poison(t, e, kafkaKit(t, e, 0))
+			poison(t, e, kafkaKit(t, e, 0, false))
 		})
 	}
 }
@@ -355,7 +555,7 @@ func TestJetStreamPoisonToDeadLetter(t *testing.T) {
 	for _, e := range envs() {
 		t.Run(e.name, func(t *testing.T) {
 			t.Parallel()
-			poison(t, e, jetStreamKit(t, e))
+			poison(t, e, jetStreamKit(t, e, false))
 		})
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -75,37 +77,85 @@ func (e env) events(t *testing.T) int {
 	return 1000
 }
 
-func (e env) kafkaBrokers(t *testing.T) []string {
+// restarter restarts a test's broker in place, keeping its data, and returns once it serves again.
+// nil when the broker cannot be restarted (kfake keeps its state in the process).
+type restarter func(ctx context.Context) error
+
+// kafkaBrokers returns the brokers of a Kafka: kfake, or the real one under a shared lock — or an
+// exclusive one when restartable, with a restarter for infra.sh restart kafka.
+func (e env) kafkaBrokers(t *testing.T, restartable bool) ([]string, restarter) {
 	t.Helper()
 	if e.real {
-		return strings.Split(infratest.Require(t, infratest.KafkaBrokers), ",")
+		if !restartable {
+			return strings.Split(infratest.Shared(t, "kafka"), ","), nil
+		}
+		brokers := strings.Split(infratest.Exclusive(t, "kafka"), ",")
+		return brokers, func(ctx context.Context) error { return infratest.Control(ctx, "restart", "kafka") }
 	}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return c.ListenAddrs(), nil
 }
 
-func (e env) jetStream(t *testing.T) jetstream.JetStream {
+// jetStream connects to a NATS with JetStream: an in-process nats-server, or the real one under a
+// shared lock — or an exclusive one when restartable. The restarter restarts the server in place
+// (the in-process one on the same port and store directory); the client reconnects by itself.
+func (e env) jetStream(t *testing.T, restartable bool) (jetstream.JetStream, restarter) {
 	t.Helper()
-	url := ""
-	if e.real {
-		url = infratest.Require(t, infratest.NatsURL)
-	} else {
-		s, err := server.NewServer(&server.Options{
+	var (
+		url     string
+		restart restarter
+	)
+	switch {
+	case e.real && restartable:
+		url = infratest.Exclusive(t, "nats")
+		restart = func(ctx context.Context) error { return infratest.Control(ctx, "restart", "nats") }
+	case e.real:
+		url = infratest.Shared(t, "nats")
+	default:
+		opts := &server.Options{
 			Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		})
+		}
+		var mu sync.Mutex
+		start := func() (*server.Server, error) {
+			s, err := server.NewServer(opts)
+			if err != nil {
+				return nil, err
+			}
+			go s.Start()
+			if !s.ReadyForConnections(10 * time.Second) {
+				s.Shutdown()
+				return nil, errors.New("nats-server not ready")
+			}
+			return s, nil
+		}
+		s, err := start()
 		if err != nil {
 			t.Fatal(err)
 		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		opts.Port = s.Addr().(*net.TCPAddr).Port // a restart comes back where the client looks
+		t.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if s != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+		})
 		url = s.ClientURL()
+		restart = func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if s != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+			s, err = start()
+			return err
+		}
 	}
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
@@ -116,7 +166,7 @@ func (e env) jetStream(t *testing.T) jetstream.JetStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return js
+	return js, restart
 }
 
 // producerDB returns a database with the outbox schema.

@@ -32,6 +32,12 @@ type KafkaConfig struct {
 	CommitInterval time.Duration
 	// MaxWait is how long a fetch waits for new messages (default 500 ms).
 	MaxWait time.Duration
+	// SessionTimeout is how long the group coordinator keeps a member that stopped heartbeating, and
+	// how long a rebalance waits for the members to rejoin (default 10 s; kafka-go's own is 30 s). It
+	// is the consumer's stall after a broker restart: kafka-go then rejoins under a new member id, and
+	// the coordinator, which reloaded the old member from its log, waits for it first. The broker
+	// accepts 6 s to 30 min (group.min/max.session.timeout.ms).
+	SessionTimeout time.Duration
 	// Propagator extracts the trace context from headers (default propagation.TraceContext{}).
 	Propagator propagation.TextMapPropagator
 }
@@ -59,6 +65,9 @@ func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 500 * time.Millisecond
 	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
@@ -69,14 +78,22 @@ func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
 // nil. Messages fetched but not handled are not committed and go to the next member.
 func (c *Kafka) Run(ctx context.Context) error {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        c.cfg.Brokers,
-		GroupID:        c.cfg.GroupID,
-		GroupTopics:    c.cfg.Topics,
-		MinBytes:       1,
-		MaxBytes:       10 << 20,
-		MaxWait:        c.cfg.MaxWait,
-		CommitInterval: c.cfg.CommitInterval,
-		StartOffset:    kafka.FirstOffset,
+		Brokers:          c.cfg.Brokers,
+		GroupID:          c.cfg.GroupID,
+		GroupTopics:      c.cfg.Topics,
+		MinBytes:         1,
+		MaxBytes:         10 << 20,
+		MaxWait:          c.cfg.MaxWait,
+		CommitInterval:   c.cfg.CommitInterval,
+		StartOffset:      kafka.FirstOffset,
+		SessionTimeout:   c.cfg.SessionTimeout,
+		RebalanceTimeout: c.cfg.SessionTimeout,
+		// kafka-go's 5 s between attempts to rejoin adds up to 5 s to the stall after an outage.
+		JoinGroupBackoff: time.Second,
+		// The reader retries broker and group errors by itself; without a logger they are invisible.
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			c.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
+		}),
 	})
 	defer func() {
 		if err := r.Close(); err != nil {

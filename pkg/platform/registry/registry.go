@@ -1,12 +1,14 @@
 // Package registry picks the discovery backend a service runs with — static addresses from config, Nacos,
-// or DNS (Kubernetes headless services) — and returns it as the discovery.Resolver and
-// discovery.Registry the platform facade takes (platform.WithResolver, platform.WithRegistry).
+// or DNS (Kubernetes headless services) — and returns it as a discovery.Resolver and discovery.Registry.
+// platform.New builds it from the Registry section of the platform config; platform.WithResolver and
+// platform.WithRegistry replace either side.
 package registry
 
 import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,6 +29,24 @@ type Config struct {
 	Backend string
 	Nacos   nacos.Config
 	DNS     dns.Config
+}
+
+// Default returns the static backend, with the other sections holding their defaults so that selecting
+// one needs only its addresses: for Nacos Addrs, CacheDir and LogDir (and AdvertiseHost when the service
+// listens on every interface), for DNS the Suffix.
+func Default() Config {
+	return Config{
+		Backend: Static,
+		Nacos: nacos.Config{
+			Group:          "DEFAULT_GROUP",
+			LogLevel:       "warn",
+			Timeout:        3 * time.Second,
+			EmptyGrace:     10 * time.Second,
+			HealthInterval: time.Second,
+			Weight:         1,
+		},
+		DNS: dns.Config{Port: 50051},
+	}
 }
 
 // Validate checks the selected backend's section.

@@ -40,6 +40,8 @@ type Client struct {
 	logger *slog.Logger
 	naming naming_client.INamingClient
 	up     prometheus.Gauge
+	// afterFunc schedules the application of an empty instance set (time.AfterFunc; tests replace it).
+	afterFunc func(d time.Duration, f func()) timer
 
 	mu      sync.Mutex
 	watches map[string]*watch
@@ -49,6 +51,11 @@ type Client struct {
 	done      chan struct{}
 	closeOnce sync.Once
 }
+
+// timer is the part of *time.Timer the grace period needs.
+type timer interface{ Stop() bool }
+
+func afterFunc(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
 
 var (
 	_ discovery.Registry = (*Client)(nil)
@@ -84,13 +91,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Client, e
 		return nil, fmt.Errorf("nacos: naming client: %w", err)
 	}
 	c := &Client{
-		cfg:     cfg,
-		logger:  logger.With("registry", "nacos"),
-		naming:  naming,
-		up:      up,
-		watches: map[string]*watch{},
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		logger:    logger.With("registry", "nacos"),
+		naming:    naming,
+		up:        up,
+		afterFunc: afterFunc,
+		watches:   map[string]*watch{},
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	go c.watchHealth()
 	return c, nil

@@ -93,8 +93,8 @@ type watch struct {
 	eps    []resolver.Endpoint
 	known  bool // eps holds a real instance set (pushed, subscribed or cached)
 	subs   map[*nacosResolver]struct{}
-	empty  *time.Timer // pending application of an empty set, see set
-	gen    int         // counts sets, so a late grace timer cannot overwrite a newer set
+	empty  timer // pending application of an empty set, see set
+	gen    int   // counts sets, so a late grace timer cannot overwrite a newer set
 	closed bool
 	stop   chan struct{}
 }
@@ -177,7 +177,7 @@ func (w *watch) setGen(hosts []model.Instance, source string, gen int) {
 		// resubscribe in between reports none: hold the last set for EmptyGrace, then believe it.
 		grace := w.c.cfg.EmptyGrace
 		mine := w.gen
-		w.empty = time.AfterFunc(grace, func() { w.setGen(hosts, "push-after-grace", mine) })
+		w.empty = w.c.afterFunc(grace, func() { w.setGen(hosts, "push-after-grace", mine) })
 		w.mu.Unlock()
 		w.c.logger.Warn("empty instance set; keeping the last one for the grace period", "service", w.service, "grace", grace)
 		return

@@ -1,0 +1,192 @@
+// Package localstack runs the whole shopmesh suite on one machine without installs or containers: it
+// hosts an in-process NATS server (JetStream on) and a Kafka-protocol broker (kfake), builds the
+// service binaries, starts every instance as a child process on static loopback addresses with SQLite
+// files under the data directory, waits until each one reports SERVING, writes stack.json, and stops
+// everything in dependency order. `make run` (cmd/shopmesh-dev) and the component tests use it.
+package localstack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The services, by the name of their module directory, binary and environment prefix.
+const (
+	Gateway   = "gateway"
+	Order     = "order"
+	Inventory = "inventory"
+	Payment   = "payment"
+)
+
+// GatewayMode says whether the gateway is part of the stack.
+type GatewayMode string
+
+// The gateway modes.
+const (
+	// GatewayAuto runs the gateway when services/gateway/cmd/gateway exists and builds; otherwise it
+	// warns and runs the rest.
+	GatewayAuto GatewayMode = "auto"
+	GatewayOn   GatewayMode = "on"
+	GatewayOff  GatewayMode = "off"
+)
+
+// Config describes one stack. Addresses are "host:port"; port 0 picks a free loopback port before the
+// children start, so every address is known (and written to stack.json) up front.
+type Config struct {
+	// Root is the repository root (the directory holding go.work and services/).
+	Root string
+	// DataDir holds <service>.db (one SQLite file per service, shared by its instances), nats/ and,
+	// with KafkaPersist, kafka/. Default Root/.data.
+	DataDir string
+	// RunDir receives stack.json and logs/<service>-<i>.log. Default Root/.run.
+	RunDir string
+	// BinDir receives the built service binaries. Default Root/bin.
+	BinDir string
+
+	// Order, Inventory and Payment are the gRPC listen addresses, one per instance.
+	Order     []string
+	Inventory []string
+	Payment   []string
+	// Gateway decides whether the gateway runs; GatewayHTTP is its HTTP address.
+	Gateway     GatewayMode
+	GatewayHTTP string
+
+	// NATSAddr and KafkaAddr are where the embedded brokers listen (Kafka always on 127.0.0.1).
+	NATSAddr  string
+	KafkaAddr string
+	// KafkaPersist keeps Kafka's log under DataDir/kafka (kfake's DataDir); otherwise the broker keeps
+	// its data in memory and a restart starts with empty topics.
+	KafkaPersist bool
+
+	// Env is the base environment of every child (main passes os.Environ()); the stack's own
+	// variables are appended and win. ServiceEnv adds "KEY=VALUE" entries per service.
+	Env        []string
+	ServiceEnv map[string][]string
+
+	// Console, when set, receives every child's output line by line, prefixed with "[inventory-1] ".
+	// Every child's output also goes to RunDir/logs/<service>-<i>.log.
+	Console io.Writer
+	// Logger reports what the stack does (start, exit of a child, stop).
+	Logger *slog.Logger
+
+	// ReadyTimeout bounds the wait for one instance to report SERVING.
+	ReadyTimeout time.Duration
+	// StopTimeout is how long a child has after SIGTERM before it gets SIGKILL.
+	StopTimeout time.Duration
+}
+
+// Default returns the configuration of `make run` for the repository at root: order on
+// 127.0.0.1:50051, inventory on :50061/:50062, payment on :50071/:50072, the gateway on
+// 127.0.0.1:8080, NATS on 127.0.0.1:4222 and Kafka on 127.0.0.1:9092.
+func Default(root string) Config {
+	return Config{
+		Root:         root,
+		Order:        Addrs("127.0.0.1", 50051, 1),
+		Inventory:    Addrs("127.0.0.1", 50061, 2),
+		Payment:      Addrs("127.0.0.1", 50071, 2),
+		Gateway:      GatewayAuto,
+		GatewayHTTP:  "127.0.0.1:8080",
+		NATSAddr:     "127.0.0.1:4222",
+		KafkaAddr:    "127.0.0.1:9092",
+		ReadyTimeout: 90 * time.Second,
+		StopTimeout:  15 * time.Second,
+	}
+}
+
+// Addrs returns n addresses on host from port upwards; port 0 gives n "host:0" (free ports).
+func Addrs(host string, port, n int) []string {
+	out := make([]string, n)
+	for i := range n {
+		p := port
+		if port != 0 {
+			p = port + i
+		}
+		out[i] = net.JoinHostPort(host, fmt.Sprint(p))
+	}
+	return out
+}
+
+// FindRoot walks up from dir to the directory holding go.work.
+func FindRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.work in %s or above: run from the repository", dir)
+		}
+	}
+}
+
+// withDefaults fills the directories and bounds, and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.Root == "" {
+		return c, errors.New("root: must be set")
+	}
+	root, err := filepath.Abs(c.Root)
+	if err != nil {
+		return c, fmt.Errorf("root: %w", err)
+	}
+	c.Root = root
+	for _, d := range []struct {
+		dst  *string
+		name string
+	}{{&c.DataDir, ".data"}, {&c.RunDir, ".run"}, {&c.BinDir, "bin"}} {
+		if *d.dst == "" {
+			*d.dst = filepath.Join(root, d.name)
+		}
+		if *d.dst, err = filepath.Abs(*d.dst); err != nil {
+			return c, err
+		}
+	}
+	if c.Gateway == "" {
+		c.Gateway = GatewayAuto
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 90 * time.Second
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	switch c.Gateway {
+	case GatewayAuto, GatewayOn, GatewayOff:
+	default:
+		errs = append(errs, fmt.Errorf("gateway: want auto, on or off, got %q", c.Gateway))
+	}
+	if len(c.Order) == 0 || len(c.Inventory) == 0 || len(c.Payment) == 0 {
+		errs = append(errs, fmt.Errorf("instances: order, inventory and payment need at least one each, got %d, %d, %d",
+			len(c.Order), len(c.Inventory), len(c.Payment)))
+	}
+	if c.Gateway != GatewayOff && c.GatewayHTTP == "" {
+		errs = append(errs, errors.New("gateway_http: must be set unless the gateway is off"))
+	}
+	if c.NATSAddr == "" || c.KafkaAddr == "" {
+		errs = append(errs, errors.New("nats_addr, kafka_addr: must be set (port 0 picks one)"))
+	}
+	for k := range c.ServiceEnv {
+		switch k {
+		case Gateway, Order, Inventory, Payment:
+		default:
+			errs = append(errs, fmt.Errorf("service_env: unknown service %q", k))
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+// envName turns a service name into its variable prefix.
+func envName(service string) string { return strings.ToUpper(service) }

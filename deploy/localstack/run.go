@@ -1,0 +1,59 @@
+package localstack
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Run starts the stack, prints where everything is and how to try it, serves until ctx ends, then
+// stops everything in order.
+func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Stop()
+	PrintSummary(stdout, s.Info(), s.StackFile())
+	<-ctx.Done()
+	return nil
+}
+
+// PrintSummary writes the instances, the brokers and copy-paste commands to try the stack.
+func PrintSummary(w io.Writer, info Info, stackFile string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nshopmesh is up (%s)\n", stackFile)
+	for _, i := range info.Instances {
+		addr := i.GRPCAddr
+		if i.HTTPAddr != "" {
+			addr = "http://" + i.HTTPAddr
+		}
+		fmt.Fprintf(&b, "  %-12s pid %-7d %-24s log %s\n", i.Name(), i.PID, addr, i.Log)
+	}
+	mem := ""
+	if info.KafkaInMemory {
+		mem = " (kfake, in memory: topics start empty after a restart)"
+	}
+	fmt.Fprintf(&b, "  nats  %s (JetStream under %s/nats)\n  kafka %s%s\n  data  %s\n",
+		info.NATSURL, info.DataDir, strings.Join(info.KafkaBrokers, ","), mem, info.DataDir)
+	if info.GatewayURL != "" {
+		u := info.GatewayURL
+		fmt.Fprintf(&b, "\nGateway: %s\n\n", u)
+		fmt.Fprintf(&b, "  TOKEN=$(curl -s -X POST %s/v1/dev/token -H 'Content-Type: application/json' -d '{\"customer_id\":\"cust-0001\"}' | sed -E 's/.*\"token\" *: *\"([^\"]+)\".*/\\1/')\n", u)
+		fmt.Fprintf(&b, "  curl -s %s/v1/products -H \"Authorization: Bearer $TOKEN\"\n", u)
+		fmt.Fprintf(&b, "  curl -s -X POST %s/v1/orders -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' -d '{\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}'\n", u)
+	} else {
+		order := ""
+		for _, i := range info.Instances {
+			if i.Service == Order {
+				order = i.GRPCAddr
+				break
+			}
+		}
+		fmt.Fprintf(&b, "\nNo gateway in this stack; try the order service over gRPC (reflection is on in dev):\n\n")
+		fmt.Fprintf(&b, "  grpcurl -plaintext -d '{\"customer_id\":\"cust-0001\",\"idempotency_key\":\"try-1\",\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}' %s shopmesh.order.v1.OrderService/CreateOrder\n", order)
+	}
+	fmt.Fprintf(&b, "\nCtrl-C stops everything (gateway, order, inventory/payment, then the brokers).\n\n")
+	_, _ = io.WriteString(w, b.String())
+}

@@ -1,0 +1,411 @@
+package localstack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Info is the content of stack.json.
+type Info struct {
+	NATSURL      string   `json:"nats_url"`
+	KafkaBrokers []string `json:"kafka_brokers"`
+	// KafkaInMemory is true when the broker keeps its data in memory (lost on restart).
+	KafkaInMemory bool   `json:"kafka_in_memory"`
+	GatewayURL    string `json:"gateway_url,omitempty"`
+	DataDir       string `json:"data_dir"`
+	// Instances lists every process in start order.
+	Instances []Instance `json:"instances"`
+}
+
+// Stack is a running suite. Stop it exactly once (Stop is safe to call again).
+type Stack struct {
+	cfg     Config
+	brokers *brokers
+	// tiers in start order: inventory+payment, order, gateway; Stop walks them backwards.
+	tiers    [][]*child
+	info     Info
+	stopOnce sync.Once
+	monitors sync.WaitGroup
+	mu       sync.Mutex
+	crashed  []string
+}
+
+// Start builds the binaries, starts the brokers and every instance, waits until all are ready and
+// writes RunDir/stack.json. On failure everything started so far is stopped again.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	withGateway, err := gatewayWanted(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// Ports first: a taken port is reported before a minute of building.
+	cfg.Order = append([]string{}, cfg.Order...)
+	cfg.Inventory = append([]string{}, cfg.Inventory...)
+	cfg.Payment = append([]string{}, cfg.Payment...)
+	var names []string
+	var addrs []*string
+	for _, g := range []struct {
+		svc   string
+		addrs []string
+	}{{Order, cfg.Order}, {Inventory, cfg.Inventory}, {Payment, cfg.Payment}} {
+		for i := range g.addrs {
+			names = append(names, fmt.Sprintf("%s-%d", g.svc, i+1))
+			addrs = append(addrs, &g.addrs[i])
+		}
+	}
+	names = append(names, "nats", "kafka")
+	addrs = append(addrs, &cfg.NATSAddr, &cfg.KafkaAddr)
+	if withGateway {
+		names = append(names, "gateway-1")
+		addrs = append(addrs, &cfg.GatewayHTTP)
+	}
+	if err := resolvePorts(names, addrs); err != nil {
+		return nil, err
+	}
+
+	log.Info("building the service binaries", "bin", cfg.BinDir)
+	withGateway, err = buildAll(ctx, cfg, withGateway)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.DataDir, cfg.RunDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	b, err := startBrokers(cfg.NATSAddr, cfg.KafkaAddr, cfg.DataDir, cfg.KafkaPersist)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("brokers up", "nats", b.natsURL(), "kafka", strings.Join(b.kafkaAddrs(), ","), "kafka_in_memory", !cfg.KafkaPersist)
+	if cfg.Console != nil {
+		cfg.Console = &lockedWriter{w: cfg.Console}
+	}
+	s := &Stack{cfg: cfg, brokers: b, info: Info{
+		NATSURL: b.natsURL(), KafkaBrokers: b.kafkaAddrs(), KafkaInMemory: !cfg.KafkaPersist, DataDir: cfg.DataDir,
+	}}
+
+	fail := func(err error) (*Stack, error) {
+		s.Stop()
+		return nil, err
+	}
+	// Inventory and payment together; in each group the first instance migrates and seeds the shared
+	// database alone before the others start.
+	groups := [][]string{cfg.Inventory, cfg.Payment}
+	startedBy := make([][]*child, len(groups))
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for k, svc := range []string{Inventory, Payment} {
+		wg.Go(func() { startedBy[k], errs[k] = s.startGroup(ctx, svc, groups[k], "") })
+	}
+	wg.Wait()
+	s.tiers = append(s.tiers, append(startedBy[0], startedBy[1]...))
+	if err := errors.Join(errs...); err != nil {
+		return fail(err)
+	}
+	started, err := s.startGroup(ctx, Order, cfg.Order, "")
+	s.tiers = append(s.tiers, started)
+	if err != nil {
+		return fail(err)
+	}
+	if withGateway {
+		started, err := s.startGroup(ctx, Gateway, []string{""}, cfg.GatewayHTTP)
+		s.tiers = append(s.tiers, started)
+		if err != nil {
+			return fail(err)
+		}
+		s.info.GatewayURL = "http://" + cfg.GatewayHTTP
+	}
+	for _, t := range s.tiers {
+		for _, c := range t {
+			s.info.Instances = append(s.info.Instances, c.inst)
+			s.monitor(c)
+		}
+	}
+	if err := writeJSON(s.StackFile(), s.info); err != nil {
+		return fail(err)
+	}
+	log.Info("stack ready", "instances", len(s.info.Instances), "stack_file", s.StackFile())
+	return s, nil
+}
+
+// Info returns what stack.json holds.
+func (s *Stack) Info() Info { return s.info }
+
+// Instances returns every instance in start order.
+func (s *Stack) Instances() []Instance { return append([]Instance{}, s.info.Instances...) }
+
+// StackFile is the path of stack.json.
+func (s *Stack) StackFile() string { return filepath.Join(s.cfg.RunDir, "stack.json") }
+
+// Crashed names the instances that exited on their own (they are not restarted).
+func (s *Stack) Crashed() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string{}, s.crashed...)
+}
+
+// Stop ends the gateway, then the order service, then inventory and payment, then the brokers: each
+// child gets SIGTERM and StopTimeout to exit, then SIGKILL. It removes stack.json.
+func (s *Stack) Stop() {
+	s.stopOnce.Do(func() {
+		for i := len(s.tiers) - 1; i >= 0; i-- {
+			if len(s.tiers[i]) == 0 {
+				continue
+			}
+			var names []string
+			for _, c := range s.tiers[i] {
+				names = append(names, c.inst.Name())
+			}
+			s.cfg.Logger.Info("stopping", "instances", strings.Join(names, ","))
+			if killed := stopChildren(s.tiers[i], s.cfg.StopTimeout); len(killed) > 0 {
+				s.cfg.Logger.Warn("killed after the stop timeout", "instances", strings.Join(killed, ","), "timeout", s.cfg.StopTimeout)
+			}
+		}
+		s.monitors.Wait()
+		s.brokers.close()
+		_ = os.Remove(s.StackFile())
+		s.cfg.Logger.Info("stack stopped")
+	})
+}
+
+// monitor logs a child that exits while the stack runs; the others keep serving and it stays down.
+func (s *Stack) monitor(c *child) {
+	s.monitors.Go(func() {
+		<-c.done
+		if c.isStopping() {
+			return
+		}
+		s.mu.Lock()
+		s.crashed = append(s.crashed, c.inst.Name())
+		s.mu.Unlock()
+		s.cfg.Logger.Error("instance exited; the other instances keep serving, it is not restarted",
+			"instance", c.inst.Name(), "pid", c.inst.PID, "err", exitError(c), "log", c.inst.Log)
+	})
+}
+
+// startGroup starts a service's instances: the first alone, the rest together once it is ready.
+func (s *Stack) startGroup(ctx context.Context, svc string, grpcAddrs []string, httpAddr string) ([]*child, error) {
+	var started []*child
+	first, err := s.startInstance(svc, 1, grpcAddrs[0], httpAddr)
+	if err != nil {
+		return nil, err
+	}
+	started = append(started, first)
+	if err := s.waitReady(ctx, first); err != nil {
+		return started, err
+	}
+	var rest []*child
+	for i := 1; i < len(grpcAddrs); i++ {
+		c, err := s.startInstance(svc, i+1, grpcAddrs[i], "")
+		if err != nil {
+			return started, err
+		}
+		started = append(started, c)
+		rest = append(rest, c)
+	}
+	errs := make([]error, len(rest))
+	var wg sync.WaitGroup
+	for i, c := range rest {
+		wg.Go(func() { errs[i] = s.waitReady(ctx, c) })
+	}
+	wg.Wait()
+	return started, errors.Join(errs...)
+}
+
+func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) (*child, error) {
+	inst := Instance{Service: svc, Index: index, GRPCAddr: grpcAddr, HTTPAddr: httpAddr}
+	if svc == Gateway {
+		inst.GRPCAddr = ""
+	}
+	c, err := startChild(inst, filepath.Join(s.cfg.BinDir, svc), s.env(svc, grpcAddr, httpAddr),
+		filepath.Join(s.cfg.RunDir, "logs"), s.cfg.Console)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Info("started", "instance", inst.Name(), "pid", c.inst.PID, "grpc", inst.GRPCAddr, "http", httpAddr, "log", c.inst.Log)
+	return c, nil
+}
+
+// env is a child's environment: the base, the brokers, the service's own settings, then ServiceEnv.
+func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
+	p := envName(svc)
+	env := append([]string{}, s.cfg.Env...)
+	env = append(env,
+		"KAFKA_BROKERS="+strings.Join(s.brokers.kafkaAddrs(), ","),
+		"NATS_URL="+s.brokers.natsURL(),
+		p+"_PROFILE=dev",
+	)
+	if svc != Gateway { // the gateway serves HTTP only
+		env = append(env, p+"_LISTEN_ADDR="+grpcAddr)
+	}
+	switch svc {
+	case Order, Inventory, Payment:
+		env = append(env, p+"_DSN=sqlite:"+filepath.Join(s.cfg.DataDir, svc+".db"))
+	}
+	switch svc {
+	case Order:
+		env = append(env,
+			p+"_TARGETS_INVENTORY_ADDRESSES="+strings.Join(s.cfg.Inventory, ","),
+			p+"_TARGETS_PAYMENT_ADDRESSES="+strings.Join(s.cfg.Payment, ","))
+	case Gateway:
+		env = append(env,
+			p+"_HTTP_ADDR="+httpAddr,
+			p+"_TARGETS_ORDER_ADDRESSES="+strings.Join(s.cfg.Order, ","),
+			p+"_TARGETS_INVENTORY_ADDRESSES="+strings.Join(s.cfg.Inventory, ","),
+			p+"_TARGETS_PAYMENT_ADDRESSES="+strings.Join(s.cfg.Payment, ","))
+	}
+	return append(env, s.cfg.ServiceEnv[svc]...)
+}
+
+// waitReady polls grpc.health.v1 Check (the gateway: GET /readyz) until SERVING (200), the child exits
+// or ReadyTimeout passes.
+func (s *Stack) waitReady(parent context.Context, c *child) error {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.ReadyTimeout)
+	defer cancel()
+	probe, closeProbe, err := readinessProbe(c.inst)
+	if err != nil {
+		return err
+	}
+	defer closeProbe()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		last = probe(pctx)
+		pcancel()
+		if last == nil {
+			s.cfg.Logger.Info("ready", "instance", c.inst.Name())
+			return nil
+		}
+		select {
+		case <-c.done:
+			return fmt.Errorf("%s exited during start-up (%v); see %s; last output:\n%s",
+				c.inst.Name(), exitError(c), c.inst.Log, c.tail.String())
+		case <-ctx.Done():
+			if parent.Err() != nil {
+				return fmt.Errorf("%s: start interrupted: %w", c.inst.Name(), parent.Err())
+			}
+			return fmt.Errorf("%s not ready within %v: %w (log %s)", c.inst.Name(), s.cfg.ReadyTimeout, last, c.inst.Log)
+		case <-tick.C:
+		}
+	}
+}
+
+func readinessProbe(inst Instance) (func(context.Context) error, func(), error) {
+	if inst.Service == Gateway {
+		hc := &http.Client{}
+		url := "http://" + inst.HTTPAddr + "/readyz"
+		return func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("GET /readyz: %s", resp.Status)
+			}
+			return nil
+		}, hc.CloseIdleConnections, nil
+	}
+	conn, err := grpc.NewClient(inst.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", inst.Name(), err)
+	}
+	hc := healthpb.NewHealthClient(conn)
+	return func(ctx context.Context) error {
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health: %s", r.GetStatus())
+		}
+		return nil
+	}, func() { _ = conn.Close() }, nil
+}
+
+// gatewayWanted decides from the mode and whether services/gateway/cmd/gateway has Go files.
+func gatewayWanted(cfg Config) (bool, error) {
+	if cfg.Gateway == GatewayOff {
+		return false, nil
+	}
+	files, _ := filepath.Glob(filepath.Join(cfg.Root, "services", Gateway, "cmd", Gateway, "*.go"))
+	if len(files) > 0 {
+		return true, nil
+	}
+	if cfg.Gateway == GatewayOn {
+		return false, errors.New("gateway: services/gateway/cmd/gateway has no Go files yet (use -gateway=off or auto)")
+	}
+	cfg.Logger.Warn("gateway: services/gateway/cmd/gateway not found; running without it")
+	return false, nil
+}
+
+// buildAll builds every binary into BinDir in parallel. In auto mode a gateway that does not build is
+// left out with a warning; it reports whether the gateway is still in.
+func buildAll(ctx context.Context, cfg Config, withGateway bool) (bool, error) {
+	svcs := []string{Order, Inventory, Payment}
+	if withGateway {
+		svcs = append(svcs, Gateway)
+	}
+	if err := os.MkdirAll(cfg.BinDir, 0o755); err != nil {
+		return false, err
+	}
+	errs := make([]error, len(svcs))
+	var wg sync.WaitGroup
+	for i, svc := range svcs {
+		wg.Go(func() {
+			// The build inherits this process's environment (GOCACHE, GOFLAGS, ...); go.work at Root makes
+			// the workspace modules resolve.
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.BinDir, svc), "./cmd/"+svc)
+			cmd.Dir = filepath.Join(cfg.Root, "services", svc)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("build %s: %w\n%s", svc, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	if withGateway && errs[len(errs)-1] != nil && cfg.Gateway == GatewayAuto {
+		cfg.Logger.Warn("gateway does not build; running without it", "err", errs[len(errs)-1])
+		errs[len(errs)-1] = nil
+		withGateway = false
+	}
+	cfg.Logger.Info("built", "services", strings.Join(svcs, ","), "bin", cfg.BinDir)
+	return withGateway, errors.Join(errs...)
+}
+
+// writeJSON writes v to path atomically.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
