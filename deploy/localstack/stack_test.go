@@ -838,4 +838,102 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 	}
 	t.Logf("gateway: token, %d products, order %s CONFIRMED, out of stock -> 409 (%s), declined -> 402 (%s)",
 		len(products.Products), created.ID, short.OrderID, declined.OrderID)
+
+	// raw sends a request with a non-JSON body or reads a non-JSON answer.
+	raw := func(method, path, token, contentType, body string) (int, string) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(cctx, method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body) // an SSE stream must end by itself for this to return
+		if err != nil {
+			t.Fatalf("%s %s: read: %v", method, path, err)
+		}
+		return resp.StatusCode, string(data)
+	}
+
+	// Idempotent retry through HTTP: the same key returns the same order.
+	var again order
+	retry := func() {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		r, _ := http.NewRequestWithContext(cctx, http.MethodPost, base+"/v1/orders", strings.NewReader(`{"items":[{"sku":"SKU-0001","quantity":1}]}`))
+		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", "gw-1")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+			t.Fatalf("idempotent retry: %s", resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retry()
+	if again.ID != created.ID {
+		t.Fatalf("idempotent retry returned order %s, want %s", again.ID, created.ID)
+	}
+
+	// Own order readable, someone else's is 404.
+	var got order
+	call(http.MethodGet, "/v1/orders/"+created.ID, tok, "", nil, http.StatusOK, &got)
+	if got.Status != "CONFIRMED" {
+		t.Fatalf("GET own order: %+v", got)
+	}
+	call(http.MethodGet, "/v1/orders/"+created.ID, token("cust-0002"), "", nil, http.StatusNotFound, nil)
+
+	// SSE on a terminal order: the current status, then the stream ends.
+	code, body := raw(http.MethodGet, "/v1/orders/"+created.ID+"/events", tok, "", "")
+	if code != http.StatusOK || strings.Count(body, "data:") != 1 || !strings.Contains(body, `"CONFIRMED"`) {
+		t.Fatalf("SSE: %d %q", code, body)
+	}
+
+	// Cancel through HTTP: a cancelled order stays cancelled (idempotent), a confirmed one is refused.
+	var cancelled order
+	call(http.MethodPost, "/v1/orders/"+declined.OrderID+":cancel", token("cust-broke"), "", nil, http.StatusOK, &cancelled)
+	if cancelled.Status != "CANCELLED" {
+		t.Fatalf("cancel of a cancelled order: %+v", cancelled)
+	}
+	if code, body = raw(http.MethodPost, "/v1/orders/"+created.ID+":cancel", tok, "application/json", ""); code < 400 || code >= 500 {
+		t.Fatalf("cancel of a confirmed order: %d %s", code, body)
+	}
+
+	// Stock import (NDJSON, client streaming behind it): admin only.
+	ndjson := "{\"sku\":\"SKU-0005\",\"quantity\":3}\n{\"sku\":\"SKU-0006\",\"quantity\":4}\n"
+	if code, _ = raw(http.MethodPost, "/v1/stock:import", tok, "application/x-ndjson", ndjson); code != http.StatusForbidden {
+		t.Fatalf("import without admin scope: %d, want 403", code)
+	}
+	var admin struct{ Token string }
+	call(http.MethodPost, "/v1/dev/token", "", "", map[string]any{"customer_id": "cust-0001", "scopes": []string{"admin"}}, http.StatusOK, &admin)
+	code, body = raw(http.MethodPost, "/v1/stock:import", admin.Token, "application/x-ndjson", ndjson)
+	if code != http.StatusOK || !strings.Contains(body, `"lines_applied":2`) {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	l.imported["SKU-0005"] += 3
+	l.imported["SKU-0006"] += 4
+
+	var me struct {
+		CustomerID string `json:"customer_id"`
+	}
+	call(http.MethodGet, "/v1/accounts/me", tok, "", nil, http.StatusOK, &me)
+	if me.CustomerID != "cust-0001" {
+		t.Fatalf("accounts/me: %+v", me)
+	}
+	t.Logf("gateway: idempotent retry, own/foreign order, SSE, cancel, NDJSON import and accounts/me behave")
 }
