@@ -361,8 +361,63 @@ func functional(t *testing.T, ctx context.Context, oc orderv1.OrderServiceClient
 		t.Fatalf("SKU-0003 on_hand %d after importing 5 onto %d", p.GetOnHand(), l.initial["SKU-0003"])
 	}
 
+	// Checkout (bidirectional): one priced, stock-checked quote per cart edit.
+	co, err := oc.Checkout(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits := []*orderv1.CartSetItem{{Sku: "SKU-0001", Quantity: 2}, {Sku: "SKU-NOPE", Quantity: 1}, {Sku: low, Quantity: 4}}
+	var quote *orderv1.Quote
+	for _, e := range edits {
+		if err := co.Send(&orderv1.CheckoutRequest{Edit: &orderv1.CheckoutRequest_SetItem{SetItem: e}}); err != nil {
+			t.Fatalf("checkout send: %v", err)
+		}
+		r, err := co.Recv()
+		if err != nil {
+			t.Fatalf("checkout recv: %v", err)
+		}
+		quote = r.GetQuote()
+	}
+	if err := co.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := co.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("checkout after CloseSend: %v, want EOF", err)
+	}
+	statuses := map[string]orderv1.QuoteLineStatus{}
+	for _, line := range quote.GetLines() {
+		statuses[line.GetSku()] = line.GetStatus()
+	}
+	if len(quote.GetLines()) != 3 || quote.GetOrderable() || quote.GetRevision() != 3 ||
+		statuses["SKU-0001"] != orderv1.QuoteLineStatus_QUOTE_LINE_STATUS_AVAILABLE ||
+		statuses["SKU-NOPE"] != orderv1.QuoteLineStatus_QUOTE_LINE_STATUS_UNKNOWN_PRODUCT ||
+		statuses[low] != orderv1.QuoteLineStatus_QUOTE_LINE_STATUS_INSUFFICIENT_STOCK {
+		t.Fatalf("checkout quote: %v", quote)
+	}
+
+	// WatchStock (server streaming): the current level first, then the change the next order makes.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	stock, err := ic.WatchStock(wctx, &inventoryv1.WatchStockRequest{Skus: []string{"SKU-0001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stock.Recv()
+	if err != nil {
+		t.Fatalf("watch stock: %v", err)
+	}
+
 	// Happy path, followed with WatchOrder until the stream ends at the terminal state.
 	created := l.create(t, ctx, oc, "cust-0001", "happy-1", &orderv1.OrderItem{Sku: "SKU-0001", Quantity: 2})
+	next, err := stock.Recv()
+	if err != nil {
+		t.Fatalf("watch stock after an order: %v", err)
+	}
+	if next.GetLevel().GetVersion() <= first.GetLevel().GetVersion() ||
+		next.GetLevel().GetAvailable() >= first.GetLevel().GetAvailable() {
+		t.Fatalf("stock levels %v then %v: want a newer, lower level", first.GetLevel(), next.GetLevel())
+	}
+	stopWatch()
 	watch, err := oc.WatchOrder(ctx, &orderv1.WatchOrderRequest{OrderId: created.GetId()})
 	if err != nil {
 		t.Fatal(err)
