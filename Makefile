@@ -69,6 +69,12 @@ lint: ## go vet + staticcheck on every module.
 tidy: ## go mod tidy in every module.
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
+CERTS_DIR ?= $(ROOT)/.run/certs
+
+.PHONY: certs
+certs: ## Issue a dev CA and one mTLS certificate per service (ECDSA P-256, SPIFFE ids) into .run/certs.
+	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -services order,inventory,payment,gateway
+
 .PHONY: infra-up
 infra-up: ## Install (cached) and start PostgreSQL, Kafka, NATS, Nacos and Jaeger on loopback.
 	bash deploy/infra/infra.sh up

@@ -1,0 +1,52 @@
+// Command certs issues the development CA and per-service mTLS leaves
+// (spiffe://shopmesh.local/<service>) that pkg/platform/mtls loads.
+//
+//	certs -out deploy/certs -services order,inventory,payment,gateway [-ttl 720h] [-ca-ttl 8760h] [-renew]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "certs:", err)
+		os.Exit(1)
+	}
+}
+
+func run(_ context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	o := options{now: time.Now()}
+	var services string
+	fs.StringVar(&o.dir, "out", "", "output directory (created 0700 if missing)")
+	fs.StringVar(&services, "services", "", "comma-separated service names")
+	fs.DurationVar(&o.ttl, "ttl", 720*time.Hour, "leaf certificate lifetime")
+	fs.DurationVar(&o.caTTL, "ca-ttl", 8760*time.Hour, "CA certificate lifetime")
+	fs.BoolVar(&o.renew, "renew", false, "reissue every leaf even if still valid (the CA is kept while valid)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(services, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.services = append(o.services, s)
+		}
+	}
+	res, err := generate(o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, res)
+	return nil
+}

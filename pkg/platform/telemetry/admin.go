@@ -1,0 +1,96 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminOption changes what AdminHandler serves.
+type AdminOption func(*adminOptions)
+
+type adminOptions struct{ pprof bool }
+
+// WithPprof serves /debug/pprof/. Leave it off on ports reachable from outside.
+func WithPprof() AdminOption { return func(o *adminOptions) { o.pprof = true } }
+
+// AdminHandler serves /metrics from the registry, /healthz (200 while health
+// reports true; nil means always healthy) and, with WithPprof, /debug/pprof/.
+func (t *Telemetry) AdminHandler(health func() bool, opts ...AdminOption) http.Handler {
+	var o adminOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{
+		Registry:          t.registry, // also exposes promhttp's own error counters
+		ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelError),
+		EnableOpenMetrics: true,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if health != nil && !health() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("unhealthy\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if o.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// AdminShutdownTimeout bounds how long ServeAdmin waits for requests in flight.
+const AdminShutdownTimeout = 5 * time.Second
+
+// ServeAdmin listens on addr and serves h until ctx is done, then shuts down
+// gracefully. It returns nil after a clean shutdown.
+func ServeAdmin(ctx context.Context, addr string, h http.Handler) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("telemetry: admin listen %s: %w", addr, err)
+	}
+	return ServeAdminListener(ctx, ln, h)
+}
+
+// ServeAdminListener is ServeAdmin on an existing listener (tests use 127.0.0.1:0).
+func ServeAdminListener(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// A CPU profile or trace may take 30s by default; leave room for it.
+		WriteTimeout: 60 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("telemetry: admin serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), AdminShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("telemetry: admin shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("telemetry: admin serve: %w", err)
+	}
+	return nil
+}
