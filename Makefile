@@ -75,6 +75,23 @@ CERTS_DIR ?= $(ROOT)/.run/certs
 certs: ## Issue a dev CA and one mTLS certificate per service (ECDSA P-256, SPIFFE ids) into .run/certs.
 	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -services order,inventory,payment,gateway
 
+# module-dir:FuzzTarget pairs run by fuzz-short; go test -fuzz takes one target per run.
+FUZZ_TARGETS := \
+	services/gateway:./internal/httpapi:FuzzDecodeCreateOrder \
+	services/gateway:./internal/httpapi:FuzzDecodeCancelOrder \
+	services/gateway:./internal/httpapi:FuzzDecodeStockImport \
+	services/gateway:./internal/httpapi:FuzzErrorMapping \
+	proto:./validate:FuzzValidate
+FUZZTIME ?= 10s
+
+.PHONY: fuzz-short
+fuzz-short: ## Run every fuzz target briefly (FUZZTIME=10s each; CI): no panics, bad input -> 4xx / INVALID_ARGUMENT.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		IFS=: read -r mod pkg fn <<< "$$t"; \
+		echo "== fuzz $$mod $$pkg $$fn ($(FUZZTIME))"; \
+		(cd $$mod && go test -run "^$$fn\$$" -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg); \
+	done
+
 .PHONY: infra-up
 infra-up: ## Install (cached) and start PostgreSQL, Kafka, NATS, Nacos and Jaeger on loopback.
 	bash deploy/infra/infra.sh up
@@ -87,9 +104,25 @@ infra-down: ## Stop the real servers started by infra-up.
 e2e: ## End-to-end: the whole stack as processes (make run's code), driven over gRPC and HTTP, invariants checked.
 	cd deploy && go test -count=1 -v -run '^TestStack$$' ./localstack/
 
-.PHONY: bench
-bench: ## Run the Go benchmarks of every module.
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks of every module.
 	@for m in $(MODULES); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...) || exit 1; done
+
+# LOADTEST_ARGS is passed to loadtest/cmd/loadtest, e.g. LOADTEST_ARGS='-gateway http://127.0.0.1:8080
+# -order 127.0.0.1:50051 -inventory 127.0.0.1:50061 -payment 127.0.0.1:50071' or '-stack .run/stack.json'
+# against a running `make run`; without a target it starts its own stack on free ports (see -h, -list).
+LOADTEST_ARGS ?=
+
+.PHONY: loadtest
+loadtest: ## Load scenarios (ghz runner + open-loop HTTP) against a stack it starts (~1 min); loadtest/out/report.{json,html}.
+	cd loadtest && go run ./cmd/loadtest -root $(ROOT) $(LOADTEST_ARGS)
+
+# BENCH_ARGS is passed to loadtest/cmd/bench, e.g. BENCH_ARGS='-cases chain,mtls -rounds 5'.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: ## Side-by-side A/B benchmarks (CPU/request, QPS, p50/p99), benchstat files in loadtest/out (<~10 min).
+	cd loadtest && go run ./cmd/bench -root $(ROOT) $(BENCH_ARGS)
 
 # RUN_ARGS is passed to shopmesh-dev, e.g. RUN_ARGS='-inventory 3 -payment 3 -quiet'; see `bin/shopmesh-dev -h`.
 RUN_ARGS ?=

@@ -65,6 +65,17 @@ type Config struct {
 	// its data in memory and a restart starts with empty topics.
 	KafkaPersist bool
 
+	// OTLPEndpoint, when set, turns tracing on in every child (<P>_TELEMETRY_OTLP_ENDPOINT, plaintext
+	// OTLP/gRPC, every trace sampled), e.g. Jaeger's 127.0.0.1:4317.
+	OTLPEndpoint string
+
+	// CertsDir holds the dev CA bundle (ca.pem) and one mTLS certificate per service, the layout of
+	// `make certs`; missing, invalid or expiring ones are issued at start (Go code, no openssl). Every
+	// child gets <P>_TLS_CA_FILE/_CERT_FILE/_KEY_FILE from it. Default RunDir/certs.
+	CertsDir string
+	// Plaintext turns mTLS between the services off (debugging only; the policy is then not enforced).
+	Plaintext bool
+
 	// Env is the base environment of every child (main passes os.Environ()); the stack's own
 	// variables are appended and win. ServiceEnv adds "KEY=VALUE" entries per service.
 	Env        []string
@@ -149,6 +160,12 @@ func (c Config) withDefaults() (Config, error) {
 		if *d.dst, err = filepath.Abs(*d.dst); err != nil {
 			return c, err
 		}
+	}
+	if c.CertsDir == "" {
+		c.CertsDir = filepath.Join(c.RunDir, "certs")
+	}
+	if c.CertsDir, err = filepath.Abs(c.CertsDir); err != nil {
+		return c, err
 	}
 	if c.Gateway == "" {
 		c.Gateway = GatewayAuto

@@ -29,7 +29,7 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 		if i.HTTPAddr != "" {
 			addr = "http://" + i.HTTPAddr
 		}
-		fmt.Fprintf(&b, "  %-12s pid %-7d %-24s log %s\n", i.Name(), i.PID, addr, i.Log)
+		fmt.Fprintf(&b, "  %-12s pid %-7d %-24s metrics http://%s/metrics  log %s\n", i.Name(), i.PID, addr, i.AdminAddr, i.Log)
 	}
 	mem := ""
 	if info.KafkaInMemory {
@@ -37,6 +37,14 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 	}
 	fmt.Fprintf(&b, "  nats  %s (JetStream under %s/nats)\n  kafka %s%s\n  data  %s\n",
 		info.NATSURL, info.DataDir, strings.Join(info.KafkaBrokers, ","), mem, info.DataDir)
+	if info.CertsDir != "" {
+		fmt.Fprintf(&b, "  mtls  on: every gRPC port needs a client certificate from %s (ca.pem, <service>.pem)\n", info.CertsDir)
+	} else {
+		fmt.Fprintf(&b, "  mtls  OFF (-plaintext): the authorization policy is not enforced\n")
+	}
+	if info.OTLPEndpoint != "" {
+		fmt.Fprintf(&b, "  otlp  %s: every request is traced (Jaeger UI usually on :16686)\n", info.OTLPEndpoint)
+	}
 	if info.GatewayURL != "" {
 		u := info.GatewayURL
 		fmt.Fprintf(&b, "\nGateway: %s\n\n", u)
@@ -52,7 +60,11 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 			}
 		}
 		fmt.Fprintf(&b, "\nNo gateway in this stack; try the order service over gRPC (reflection is on in dev):\n\n")
-		fmt.Fprintf(&b, "  grpcurl -plaintext -d '{\"customer_id\":\"cust-0001\",\"idempotency_key\":\"try-1\",\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}' %s shopmesh.order.v1.OrderService/CreateOrder\n", order)
+		conn := "-plaintext"
+		if info.CertsDir != "" { // as the gateway, the identity the policy lets call the order service
+			conn = fmt.Sprintf("-cacert %[1]s/ca.pem -cert %[1]s/gateway.pem -key %[1]s/gateway-key.pem -servername order", info.CertsDir)
+		}
+		fmt.Fprintf(&b, "  grpcurl %s -d '{\"customer_id\":\"cust-0001\",\"idempotency_key\":\"try-1\",\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}' %s shopmesh.order.v1.OrderService/CreateOrder\n", conn, order)
 	}
 	fmt.Fprintf(&b, "\nCtrl-C stops everything (gateway, order, inventory/payment, then the brokers).\n\n")
 	_, _ = io.WriteString(w, b.String())

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 )
 
 // Info is the content of stack.json.
@@ -25,7 +27,11 @@ type Info struct {
 	// KafkaInMemory is true when the broker keeps its data in memory (lost on restart).
 	KafkaInMemory bool   `json:"kafka_in_memory"`
 	GatewayURL    string `json:"gateway_url,omitempty"`
-	DataDir       string `json:"data_dir"`
+	// OTLPEndpoint receives every process's spans ("" = tracing off).
+	OTLPEndpoint string `json:"otlp_endpoint,omitempty"`
+	// CertsDir holds ca.pem and <service>.pem/<service>-key.pem; "" when the stack runs without mTLS.
+	CertsDir string `json:"certs_dir,omitempty"`
+	DataDir  string `json:"data_dir"`
 	// Instances lists every process in start order.
 	Instances []Instance `json:"instances"`
 }
@@ -41,6 +47,7 @@ type Stack struct {
 	monitors sync.WaitGroup
 	mu       sync.Mutex
 	crashed  []string
+	admin    map[string]string // instance name → admin (metrics) address
 }
 
 // Start builds the binaries, starts the brokers and every instance, waits until all are ready and
@@ -71,11 +78,23 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			addrs = append(addrs, &g.addrs[i])
 		}
 	}
+	// Every instance serves /metrics on an admin port of its own (free, in stack.json).
+	admin := map[string]*string{}
+	for _, n := range append(append([]string{}, names...), "gateway-1") {
+		a := "127.0.0.1:0"
+		admin[n] = &a
+	}
 	names = append(names, "nats", "kafka")
 	addrs = append(addrs, &cfg.NATSAddr, &cfg.KafkaAddr)
 	if withGateway {
 		names = append(names, "gateway-1")
 		addrs = append(addrs, &cfg.GatewayHTTP)
+	}
+	for n, a := range admin {
+		if n != "gateway-1" || withGateway {
+			names = append(names, n+"-admin")
+			addrs = append(addrs, a)
+		}
 	}
 	if err := resolvePorts(names, addrs); err != nil {
 		return nil, err
@@ -91,6 +110,15 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			return nil, err
 		}
 	}
+	if !cfg.Plaintext {
+		res, err := mtls.EnsureDir(mtls.DirOptions{
+			Dir: cfg.CertsDir, Services: []string{Order, Inventory, Payment, Gateway}, TTL: certTTL, CATTL: caTTL,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("certs: %w", err)
+		}
+		log.Info("mtls certificates", "dir", cfg.CertsDir, "issued", strings.Join(res.Issued, ","), "kept", strings.Join(res.Kept, ","))
+	}
 	b, err := startBrokers(cfg.NATSAddr, cfg.KafkaAddr, cfg.DataDir, cfg.KafkaPersist)
 	if err != nil {
 		return nil, err
@@ -99,10 +127,17 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Console != nil {
 		cfg.Console = &lockedWriter{w: cfg.Console}
 	}
-	s := &Stack{cfg: cfg, brokers: b, info: Info{
+	s := &Stack{cfg: cfg, brokers: b, admin: map[string]string{}, info: Info{
 		NATSURL: b.natsURL(), KafkaBrokers: b.kafkaAddrs(), KafkaInMemory: !cfg.KafkaPersist, DataDir: cfg.DataDir,
+		OTLPEndpoint: cfg.OTLPEndpoint,
 	}}
+	if !cfg.Plaintext {
+		s.info.CertsDir = cfg.CertsDir
+	}
 
+	for n, a := range admin {
+		s.admin[n] = *a
+	}
 	fail := func(err error) (*Stack, error) {
 		s.Stop()
 		return nil, err
@@ -236,7 +271,13 @@ func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) 
 	if svc == Gateway {
 		inst.GRPCAddr = ""
 	}
-	c, err := startChild(inst, filepath.Join(s.cfg.BinDir, svc), s.env(svc, grpcAddr, httpAddr),
+	inst.AdminAddr = s.admin[inst.Name()]
+	env := s.env(svc, grpcAddr, httpAddr)
+	if inst.AdminAddr != "" {
+		// Before ServiceEnv, which is appended last by env and still wins.
+		env = append([]string{envName(svc) + "_ADMIN_ADDR=" + inst.AdminAddr}, env...)
+	}
+	c, err := startChild(inst, filepath.Join(s.cfg.BinDir, svc), env,
 		filepath.Join(s.cfg.RunDir, "logs"), s.cfg.Console)
 	if err != nil {
 		return nil, err
@@ -254,6 +295,13 @@ func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
 		"NATS_URL="+s.brokers.natsURL(),
 		p+"_PROFILE=dev",
 	)
+	if !s.cfg.Plaintext {
+		f := CertFiles(s.cfg.CertsDir, svc)
+		env = append(env, p+"_TLS_CA_FILE="+f.CAFile, p+"_TLS_CERT_FILE="+f.CertFile, p+"_TLS_KEY_FILE="+f.KeyFile)
+	}
+	if s.cfg.OTLPEndpoint != "" {
+		env = append(env, p+"_TELEMETRY_OTLP_ENDPOINT="+s.cfg.OTLPEndpoint, p+"_TELEMETRY_SAMPLE_RATIO=1")
+	}
 	if svc != Gateway { // the gateway serves HTTP only
 		env = append(env, p+"_LISTEN_ADDR="+grpcAddr)
 	}
@@ -281,7 +329,7 @@ func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
 func (s *Stack) waitReady(parent context.Context, c *child) error {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.ReadyTimeout)
 	defer cancel()
-	probe, closeProbe, err := readinessProbe(c.inst)
+	probe, closeProbe, err := readinessProbe(c.inst, s.info.CertsDir)
 	if err != nil {
 		return err
 	}
@@ -311,7 +359,9 @@ func (s *Stack) waitReady(parent context.Context, c *child) error {
 	}
 }
 
-func readinessProbe(inst Instance) (func(context.Context) error, func(), error) {
+// readinessProbe checks an instance; with certsDir set, gRPC services are probed over mTLS with their
+// own certificate (health checks are allowed for every shopmesh identity).
+func readinessProbe(inst Instance, certsDir string) (func(context.Context) error, func(), error) {
 	if inst.Service == Gateway {
 		hc := &http.Client{}
 		url := "http://" + inst.HTTPAddr + "/readyz"
@@ -331,7 +381,15 @@ func readinessProbe(inst Instance) (func(context.Context) error, func(), error) 
 			return nil
 		}, hc.CloseIdleConnections, nil
 	}
-	conn, err := grpc.NewClient(inst.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if certsDir != "" {
+		src, err := mtls.Load(CertFiles(certsDir, inst.Service))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", inst.Name(), err)
+		}
+		creds = src.ClientCredentials(inst.Service)
+	}
+	conn, err := grpc.NewClient(inst.GRPCAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", inst.Name(), err)
 	}
@@ -346,6 +404,22 @@ func readinessProbe(inst Instance) (func(context.Context) error, func(), error) 
 		}
 		return nil
 	}, func() { _ = conn.Close() }, nil
+}
+
+// Lifetimes of the dev certificates `make run` issues; they are renewed at a start once they cannot
+// cover a new leaf.
+const (
+	certTTL = 720 * time.Hour
+	caTTL   = 8760 * time.Hour
+)
+
+// CertFiles names service's mTLS files in a certificate directory (the layout of `make certs`).
+func CertFiles(dir, service string) mtls.Config {
+	return mtls.Config{
+		CAFile:   filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, service+".pem"),
+		KeyFile:  filepath.Join(dir, service+"-key.pem"),
+	}
 }
 
 // gatewayWanted decides from the mode and whether services/gateway/cmd/gateway has Go files.

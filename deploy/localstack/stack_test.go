@@ -20,12 +20,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
@@ -115,9 +117,10 @@ func TestStack(t *testing.T) {
 		t.Fatalf("no summary printed:\n%s", out.String())
 	}
 
-	oc := orderv1.NewOrderServiceClient(dial(t, addrsOf(info, localstack.Order)))
-	ic := inventoryv1.NewInventoryServiceClient(dial(t, addrsOf(info, localstack.Inventory)))
-	pc := paymentv1.NewPaymentServiceClient(dial(t, addrsOf(info, localstack.Payment)))
+	t.Run("mtls", func(t *testing.T) { mtlsOnly(t, ctx, info) })
+	oc := orderv1.NewOrderServiceClient(dial(t, info, localstack.Order))
+	ic := inventoryv1.NewInventoryServiceClient(dial(t, info, localstack.Inventory))
+	pc := paymentv1.NewPaymentServiceClient(dial(t, info, localstack.Payment))
 
 	l := newLedger(t, ctx, oc, ic, pc)
 
@@ -195,6 +198,9 @@ func TestStack(t *testing.T) {
 		l.check(t, ctx)
 	})
 
+	// Every process's /metrics (admin port from stack.json) after the load above.
+	t.Run("metrics", func(t *testing.T) { checkMetrics(t, ctx, info) })
+
 	t.Run("cancel a pending order", func(t *testing.T) {
 		// With every payment instance gone the saga cannot finish, so the order stays PENDING (the
 		// recovery worker retries it) and the customer can cancel it.
@@ -269,9 +275,9 @@ func TestStack(t *testing.T) {
 			}
 		}
 	}()
-	oc = orderv1.NewOrderServiceClient(dial(t, addrsOf(info, localstack.Order)))
-	ic = inventoryv1.NewInventoryServiceClient(dial(t, addrsOf(info, localstack.Inventory)))
-	pc = paymentv1.NewPaymentServiceClient(dial(t, addrsOf(info, localstack.Payment)))
+	oc = orderv1.NewOrderServiceClient(dial(t, info, localstack.Order))
+	ic = inventoryv1.NewInventoryServiceClient(dial(t, info, localstack.Inventory))
+	pc = paymentv1.NewPaymentServiceClient(dial(t, info, localstack.Payment))
 	before := l.final
 	after := map[string]int64{}
 	for _, id := range l.orders {
@@ -754,17 +760,26 @@ func instance(t *testing.T, info localstack.Info, service string, index int) loc
 	return localstack.Instance{}
 }
 
-// dial connects round-robin over a static list, as a client of the suite would.
-func dial(t *testing.T, addrs []string) *grpc.ClientConn {
+// dial connects round-robin to every instance of service, as a client of the suite would: over mTLS
+// with the gateway's certificate (the identity the policy lets call every method the test uses).
+func dial(t *testing.T, info localstack.Info, service string) *grpc.ClientConn {
 	t.Helper()
 	r := manual.NewBuilderWithScheme(fmt.Sprintf("stack%d", time.Now().UnixNano()))
 	var state resolver.State
-	for _, a := range addrs {
+	for _, a := range addrsOf(info, service) {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(state)
+	creds := insecure.NewCredentials()
+	if info.CertsDir != "" {
+		src, err := mtls.Load(localstack.CertFiles(info.CertsDir, localstack.Gateway))
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds = src.ClientCredentials(service)
+	}
 	conn, err := grpc.NewClient(r.Scheme()+":///suite", grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -991,4 +1006,49 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 		t.Fatalf("accounts/me: %+v", me)
 	}
 	t.Logf("gateway: idempotent retry, own/foreign order, SSE, cancel, NDJSON import and accounts/me behave")
+}
+
+// mtlsOnly checks that the services speak mTLS only: a plaintext client, and a client whose certificate
+// is not from the stack's CA, are refused by the order service; and the policy refuses the payment
+// identity on an order method.
+func mtlsOnly(t *testing.T, ctx context.Context, info localstack.Info) {
+	if info.CertsDir == "" {
+		t.Fatal("the stack runs without mTLS")
+	}
+	order := addrsOf(info, localstack.Order)[0]
+	call := func(creds credentials.TransportCredentials) error {
+		conn, err := grpc.NewClient(order, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err = orderv1.NewOrderServiceClient(conn).GetOrder(cctx, &orderv1.GetOrderRequest{OrderId: "00000000-0000-0000-0000-000000000000"})
+		return err
+	}
+	if err := call(insecure.NewCredentials()); status.Code(err) != codes.Unavailable {
+		t.Errorf("plaintext client to the order service: got %v, want UNAVAILABLE", err)
+	}
+	strangerDir := t.TempDir()
+	if _, err := mtls.EnsureDir(mtls.DirOptions{Dir: strangerDir, Services: []string{localstack.Gateway}, TTL: time.Hour, CATTL: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := mtls.Load(localstack.CertFiles(strangerDir, localstack.Gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerCfg := stranger.ClientConfig(localstack.Order)
+	strangerCfg.VerifyConnection = nil // trust the server blindly: it is the server that must refuse us
+	if err := call(credentials.NewTLS(strangerCfg)); status.Code(err) != codes.Unavailable {
+		t.Errorf("client with a foreign CA: got %v, want UNAVAILABLE", err)
+	}
+	payment, err := mtls.Load(localstack.CertFiles(info.CertsDir, localstack.Payment))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call(payment.ClientCredentials(localstack.Order)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("payment identity calling GetOrder: got %v, want PERMISSION_DENIED", err)
+	}
+	t.Log("order service: plaintext refused, foreign CA refused, payment identity denied GetOrder")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
@@ -15,6 +16,7 @@ import (
 // dependency that is down at start does not fail the caller's start. Each target gets its own circuit
 // breaker; Close closes the connection.
 func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
+	retryUnary, retryStream := p.obs.tel.ClientInterceptors() // lets the stats handler count retries
 	target, builder, err := p.resolver.Resolve(name)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", name, err)
@@ -31,9 +33,12 @@ func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
 		StreamDefaultDeadline: p.cfg.Client.StreamDefaultDeadline,
 		Keepalive:             p.cfg.Client.Keepalive,
 		MaxRecvMsgSize:        p.cfg.Client.MaxRecvMsgSize,
-		Unary:                 p.opts.unaryClient,
-		Stream:                p.opts.streamClient,
-		Extra:                 p.opts.dialOptions,
+		Unary:                 append([]grpc.UnaryClientInterceptor{retryUnary}, p.opts.unaryClient...),
+		Stream:                append([]grpc.StreamClientInterceptor{retryStream}, p.opts.streamClient...),
+		// Tracing and the grpc_client_* metrics, per attempt.
+		StatsHandlers: []stats.Handler{p.obs.tel.ClientStatsHandler()},
+		// Transport credentials first, so WithDialOptions can still replace them.
+		Extra: append(p.sec.dialOptions(name), p.opts.dialOptions...),
 	}
 	// Every connection gets its target's breaker, a pass-through while disabled, so UpdateBreakers can
 	// enable it later.
@@ -64,8 +69,11 @@ func (p *Platform) breaker(name string) *breaker.Breaker {
 	s.Now = p.opts.now
 	logger := p.logger
 	observe := p.opts.onBreaker
+	obs := p.obs
+	obs.breakerState.WithLabelValues(name).Set(float64(breaker.StateClosed))
 	s.OnStateChange = func(target string, from, to breaker.State) {
 		logger.Warn("circuit breaker state changed", "target", target, "from", from.String(), "to", to.String())
+		obs.breakerChanged(target, from, to)
 		if observe != nil {
 			observe(target, from, to)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry"
+	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
 )
 
 // Config is the platform configuration; see package config.
@@ -37,7 +38,9 @@ type Platform struct {
 	faults   *fault.Injector
 	resolver discovery.Resolver
 	registry discovery.Registry
-	backend  io.Closer // the registry backend built from cfg.Registry, closed by Close
+	backend  io.Closer      // the registry backend built from cfg.Registry, closed by Close
+	sec      *security      // mTLS source and default authorizer (security.go)
+	obs      *observability // tracer provider, registry, platform metrics (observe.go)
 	opts     options
 
 	mu         sync.Mutex
@@ -57,6 +60,7 @@ type options struct {
 	dialOptions  []grpc.DialOption
 	unaryClient  []grpc.UnaryClientInterceptor
 	streamClient []grpc.StreamClientInterceptor
+	telemetry    []telemetry.Option
 }
 
 // Option customizes New.
@@ -69,7 +73,8 @@ func WithResolver(r discovery.Resolver) Option { return func(o *options) { o.res
 // replacing the registry chosen by Config.Registry.
 func WithRegistry(r discovery.Registry) Option { return func(o *options) { o.registry = r } }
 
-// WithMetrics registers the platform's metrics (e.g. shopmesh_registry_up of the Nacos backend) with reg.
+// WithMetrics registers the registry backend's metrics (shopmesh_registry_up) with reg instead of the
+// platform's own registry (Metrics).
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.metrics = reg } }
 
 // WithBreakerObserver is called on every circuit breaker transition (for metrics and logs).
@@ -114,20 +119,33 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	for _, opt := range opts {
 		opt(&o)
 	}
-	limiter, err := ratelimit.New(cfg.RateLimit)
+	// Records logged with a span in their context carry trace_id and span_id.
+	logger = slog.New(telemetry.LogHandler(logger.Handler()))
+	obs, err := newObservability(ctx, cfg, logger.With("service", cfg.Service), o)
 	if err != nil {
 		return nil, err
 	}
+	if o.metrics == nil {
+		o.metrics = obs.tel.Registry()
+	}
+	limiter, err := ratelimit.New(cfg.RateLimit)
+	if err != nil {
+		_ = obs.shutdown()
+		return nil, err
+	}
+	limiter.OnReject(func(method, reason string) { obs.rejected.WithLabelValues(methodLabel(method), reason).Inc() })
 	var fopts []fault.Option
 	if o.faultRand != nil {
 		fopts = append(fopts, fault.WithRand(o.faultRand))
 	}
 	faults, err := fault.New(cfg.Fault, fopts...)
 	if err != nil {
+		_ = obs.shutdown()
 		return nil, err
 	}
 	backend, err := registry.New(cfg.Registry, logger.With("service", cfg.Service), o.metrics)
 	if err != nil {
+		_ = obs.shutdown()
 		return nil, err
 	}
 	res, reg := o.resolver, o.registry
@@ -144,6 +162,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		}
 		res = discovery.NewStatic(static)
 	}
+	sec, err := newSecurity(cfg, logger.With("service", cfg.Service))
+	if err != nil {
+		_ = backend.Close()
+		_ = obs.shutdown()
+		return nil, err
+	}
 	if cfg.Fault.Enabled {
 		logger.Warn("fault injection is enabled", "rules", len(cfg.Fault.Rules))
 	}
@@ -156,6 +180,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		resolver: res,
 		registry: reg,
 		backend:  backend,
+		sec:      sec,
+		obs:      obs,
 		opts:     o,
 		breakers: map[string]*breaker.Breaker{},
 
@@ -201,6 +227,13 @@ func (p *Platform) Close() error {
 		if err := backend.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close registry: %w", err))
 		}
+	}
+	if err := p.sec.close(); err != nil {
+		errs = append(errs, fmt.Errorf("close tls: %w", err))
+	}
+	// Last, so spans of the shutdown itself are exported too.
+	if err := p.obs.shutdown(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -150,6 +150,9 @@ func TestReflectionOnlyInDev(t *testing.T) {
 		want    bool
 	}{{config.Dev, true}, {config.Test, false}, {config.Prod, false}} {
 		cfg := testConfig("echo")
+		if tc.profile == config.Prod { // prod refuses to start without mTLS
+			cfg = tlsConfig("echo", certDir(t, testCA(t, "ca"), "echo"))
+		}
 		cfg.Profile = tc.profile
 		p := newPlatform(t, cfg)
 		srv := p.NewServer()

@@ -22,8 +22,18 @@ import (
 //  4. health Watch streams are ended and GracefulStop refuses new calls and waits for running ones;
 //  5. after Server.ShutdownTimeout, Stop cancels whatever is still running.
 //
+// Beside srv it runs the admin HTTP server on Config.AdminAddr (/metrics, /healthz, /readyz) and a
+// plaintext gRPC server with only grpc.health.v1 on Config.HealthAddr (for Kubernetes probes), both on
+// the same health state; they stop after srv, so probes see NOT_SERVING through the drain.
+//
 // It returns nil after a shutdown caused by ctx, and the server's error otherwise.
 func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	sc, err := p.startSidecars(ctx)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer sc.stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 

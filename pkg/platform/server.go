@@ -30,7 +30,9 @@ type serverOptions struct {
 // ServerOption customizes NewServer.
 type ServerOption func(*serverOptions)
 
-// WithAuthorizer sets the authorization policy (default: allow all, with a warning outside dev and test).
+// WithAuthorizer replaces the authorization policy. The default comes from the config: with TLS on, the
+// per-method policy of Config.AuthzPolicyFile (or the built-in shopmesh one), deny by default; with TLS
+// off (dev and test only), nothing is enforced and that is logged once.
 func WithAuthorizer(a authz.Authorizer) ServerOption {
 	return func(o *serverOptions) { o.authorizer = a }
 }
@@ -82,10 +84,7 @@ func (p *Platform) NewServer(opts ...ServerOption) *grpc.Server {
 		opt(&o)
 	}
 	if o.authorizer == nil {
-		o.authorizer = authz.AllowAll{}
-		if p.cfg.Profile != config.Dev && p.cfg.Profile != config.Test {
-			p.logger.Warn("no authorizer configured: every call is allowed", "profile", p.cfg.Profile)
-		}
+		o.authorizer = p.sec.authorizer
 	}
 	if o.validator == nil && !o.noValidation {
 		o.validator = validation.Proto
@@ -137,9 +136,12 @@ func (p *Platform) NewServer(opts ...ServerOption) *grpc.Server {
 			PermitWithoutStream: ka.PermitWithoutStream,
 		}),
 	}
+	// Tracing and the grpc_server_* metrics: one stats handler, which also sees rejected calls.
+	gopts = append(gopts, grpc.StatsHandler(p.obs.tel.ServerStatsHandler()))
 	for _, h := range o.stats {
 		gopts = append(gopts, grpc.StatsHandler(h))
 	}
+	gopts = append(gopts, p.sec.serverOptions()...)
 	gopts = append(gopts, o.grpcOptions...)
 
 	srv := grpc.NewServer(gopts...)

@@ -36,6 +36,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		quiet        = fs.Bool("quiet", false, "do not copy the services' output to the console (it is always in <run-dir>/logs)")
 		readyTimeout = fs.Duration("ready-timeout", 0, "wait for each instance to be ready (default 90s)")
 		stopTimeout  = fs.Duration("stop-timeout", 0, "SIGTERM-to-SIGKILL grace per child (default 15s)")
+		certsDir     = fs.String("certs", "", "mTLS certificates (make certs layout), issued when missing (default <run-dir>/certs)")
+		plaintext    = fs.Bool("plaintext", false, "run the services without mTLS (debugging only; the authorization policy is then not enforced)")
+		otlp         = fs.String("otlp", "", "OTLP/gRPC endpoint (e.g. Jaeger's 127.0.0.1:4317): every service traces every request there; default off")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -69,6 +72,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	cfg.Gateway, cfg.GatewayHTTP = localstack.GatewayMode(*gateway), *gatewayAddr
 	cfg.NATSAddr, cfg.KafkaAddr, cfg.KafkaPersist = *natsAddr, *kafkaAddr, *kafkaPersist
 	cfg.Env = environ
+	cfg.CertsDir, cfg.Plaintext = *certsDir, *plaintext
+	cfg.OTLPEndpoint = *otlp
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "shopmesh-dev")
 	if !*quiet {
 		cfg.Console = stdout

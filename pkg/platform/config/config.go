@@ -42,8 +42,13 @@ type Config struct {
 	Service    string
 	Profile    Profile
 	ListenAddr string
-	// AdminAddr serves metrics and debug endpoints (filled in by the observability work); "" disables it.
+	// AdminAddr serves HTTP /metrics, /healthz and /readyz; "" disables it.
 	AdminAddr string
+	// HealthAddr serves a plaintext gRPC server with only grpc.health.v1 (Kubernetes gRPC probes cannot
+	// do TLS), sharing the main server's health state; "" disables it.
+	HealthAddr string
+	// Telemetry configures tracing (<P>_TELEMETRY_OTLP_ENDPOINT, <P>_TELEMETRY_SAMPLE_RATIO).
+	Telemetry Telemetry
 	Server    Server
 	Client    Client
 	RateLimit ratelimit.Limits
@@ -53,6 +58,35 @@ type Config struct {
 	// Registry selects service discovery: static (Targets' addresses, nothing registered; the default),
 	// nacos (register on Serve, resolve "nacos:///<target>") or dns (Kubernetes headless services).
 	Registry registry.Config
+	// TLS turns on mutual TLS for every server and client of the process (<P>_TLS_CA_FILE,
+	// <P>_TLS_CERT_FILE, <P>_TLS_KEY_FILE). Required in the compose, k8s and prod profiles.
+	TLS TLS
+	// AuthzPolicyFile is a YAML per-method authorization policy (see package authz); "" selects the
+	// built-in shopmesh policy. Enforced only with TLS on, since identities come from certificates.
+	AuthzPolicyFile string
+}
+
+// TLS names the PEM files of the service's mTLS identity; all three are set or none.
+type TLS struct {
+	// CAFile is the trust bundle: one or more CA certificates (old and new during a CA rotation).
+	CAFile   string
+	CertFile string
+	KeyFile  string
+	// ReloadInterval is how often the files are checked for changes (rotation without a restart).
+	ReloadInterval time.Duration
+}
+
+// Enabled reports whether mTLS is configured.
+func (t TLS) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// Telemetry configures tracing; metrics and trace-aware logs are always on.
+type Telemetry struct {
+	// OTLPEndpoint is the OTLP/gRPC collector (host:port, e.g. Jaeger's 4317); "" turns tracing off.
+	OTLPEndpoint string
+	// OTLPInsecure sends spans without TLS (a collector on the node or loopback).
+	OTLPInsecure bool
+	// SampleRatio is the share of root traces kept, in [0, 1]; a sampled parent is always honoured.
+	SampleRatio float64
 }
 
 // Server configures the gRPC server.
@@ -171,6 +205,8 @@ func Default(profile Profile) Config {
 		RateLimit: ratelimit.Limits{MaxInFlight: 1000, RetryAfter: 100 * time.Millisecond},
 		Targets:   map[string]Target{},
 		Registry:  registry.Default(),
+		Telemetry: Telemetry{OTLPInsecure: true, SampleRatio: 1},
+		TLS:       TLS{ReloadInterval: 5 * time.Second},
 	}
 	switch profile {
 	case Compose:
@@ -180,6 +216,9 @@ func Default(profile Profile) Config {
 		// default 30 s terminationGracePeriodSeconds overall.
 		c.Server.DrainDelay = 5 * time.Second
 		c.Server.ShutdownTimeout = 20 * time.Second
+	}
+	if profile == Prod {
+		c.Telemetry.SampleRatio = 0.1
 	}
 	return c
 }
@@ -207,6 +246,15 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			addf("admin_addr", "%q is not host:port", c.AdminAddr)
 		}
+	}
+
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			addf("health_addr", "%q is not host:port", c.HealthAddr)
+		}
+	}
+	if r := c.Telemetry.SampleRatio; r < 0 || r > 1 || r != r {
+		addf("telemetry.sample_ratio", "must be in [0, 1], got %v", r)
 	}
 
 	s := c.Server
@@ -271,6 +319,7 @@ func (c Config) Validate() error {
 	}
 
 	add("registry", c.Registry.Validate())
+	add("tls", c.TLS.validate(c.Profile))
 	static := c.Registry.Backend == registry.Static || c.Registry.Backend == ""
 	for name, t := range c.Targets {
 		field := fmt.Sprintf("targets[%q]", name)
@@ -307,4 +356,20 @@ func (c Config) DialTarget(name string) dialer.Target {
 		Idempotent:      t.Idempotent,
 		IdempotentCodes: t.IdempotentCodes,
 	}
+}
+
+func (t TLS) validate(p Profile) error {
+	var errs []error
+	switch {
+	case !t.Enabled():
+		if p == Compose || p == K8s || p == Prod {
+			errs = append(errs, fmt.Errorf("ca_file, cert_file and key_file are required in the %s profile", p))
+		}
+	case t.CAFile == "" || t.CertFile == "" || t.KeyFile == "":
+		errs = append(errs, errors.New("ca_file, cert_file and key_file must be set together"))
+	}
+	if t.ReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("reload_interval: must be >= 0, got %v", t.ReloadInterval))
+	}
+	return errors.Join(errs...)
 }

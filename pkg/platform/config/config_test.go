@@ -17,6 +17,9 @@ func valid(p config.Profile) config.Config {
 	c := config.Default(p)
 	c.Service = "order"
 	c.Targets["inventory"] = config.Target{Addresses: []string{"127.0.0.1:50052", "127.0.0.1:50053"}}
+	if p == config.Compose || p == config.K8s || p == config.Prod {
+		c.TLS = config.TLS{CAFile: "ca.pem", CertFile: "order.pem", KeyFile: "order-key.pem", ReloadInterval: c.TLS.ReloadInterval}
+	}
 	return c
 }
 

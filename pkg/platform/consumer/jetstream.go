@@ -30,6 +30,8 @@ type JetStreamConfig struct {
 	HandleTimeout time.Duration
 	// Propagator extracts the trace context from headers (default propagation.TraceContext{}).
 	Propagator propagation.TextMapPropagator
+	// Observe turns on consumer spans and metrics.
+	Observe Observe
 }
 
 // JetStream runs one instance of a durable consumer with explicit acks.
@@ -38,6 +40,7 @@ type JetStream struct {
 	cfg JetStreamConfig
 	h   Handler
 	log *slog.Logger
+	obs *observer
 }
 
 // NewJetStream returns a consumer on js that feeds h.
@@ -55,7 +58,11 @@ func NewJetStream(js jetstream.JetStream, cfg JetStreamConfig, h Handler, log *s
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
-	return &JetStream{js: js, cfg: cfg, h: h, log: log.With("stream", cfg.Stream, "durable", cfg.Durable)}, nil
+	obs, err := cfg.Observe.build()
+	if err != nil {
+		return nil, err
+	}
+	return &JetStream{js: js, cfg: cfg, h: h, log: log.With("stream", cfg.Stream, "durable", cfg.Durable), obs: obs}, nil
 }
 
 // ConsumerConfig is the server-side configuration Run creates or updates.
@@ -133,14 +140,17 @@ func (c *JetStream) process(ctx context.Context, msg jetstream.Msg) {
 	// Acks and naks go out even when stopping: they settle the message that was just finished.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	herr := handle(ctx, c.h, c.cfg.Propagator, c.cfg.HandleTimeout, m)
+	c.obs.setLag(c.cfg.Durable, md.Stream, "", int64(md.NumPending))
+	herr := handle(ctx, c.h, c.cfg.Propagator, c.obs, "nats", md.Stream, c.cfg.Durable, c.cfg.HandleTimeout, m)
 	switch {
 	case herr == nil:
+		c.obs.outcome(c.cfg.Durable, md.Stream, "ok")
 		if err := msg.DoubleAck(actx); err != nil {
 			log.WarnContext(ctx, "jetstream ack", "err", err)
 		}
 	case m.Attempt >= c.cfg.Retry.MaxAttempts:
 		log.ErrorContext(ctx, "dead-lettering message", "err", herr)
+		c.obs.outcome(c.cfg.Durable, md.Stream, "dead_lettered")
 		if err := c.deadLetter(actx, m, herr, position); err != nil {
 			// Not acknowledged: it comes back after AckWait and is dead-lettered then.
 			log.ErrorContext(ctx, "dead-letter publish", "err", err)
@@ -151,6 +161,7 @@ func (c *JetStream) process(ctx context.Context, msg jetstream.Msg) {
 			log.WarnContext(ctx, "jetstream ack", "err", err)
 		}
 	default:
+		c.obs.outcome(c.cfg.Durable, md.Stream, "retry")
 		wait := c.cfg.Retry.backoff(m.Attempt)
 		log.WarnContext(ctx, "handler failed", "retry_in", wait, "err", herr)
 		if err := msg.NakWithDelay(wait); err != nil {

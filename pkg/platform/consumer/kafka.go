@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -40,6 +41,8 @@ type KafkaConfig struct {
 	SessionTimeout time.Duration
 	// Propagator extracts the trace context from headers (default propagation.TraceContext{}).
 	Propagator propagation.TextMapPropagator
+	// Observe turns on consumer spans and metrics.
+	Observe Observe
 }
 
 // Kafka is one member of a consumer group. Offsets are committed synchronously after each message's
@@ -48,6 +51,7 @@ type Kafka struct {
 	cfg KafkaConfig
 	h   Handler
 	log *slog.Logger
+	obs *observer
 }
 
 // NewKafka returns a consumer of cfg.Topics that feeds h.
@@ -71,12 +75,67 @@ func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
-	return &Kafka{cfg: cfg, h: h, log: log.With("group", cfg.GroupID)}, nil
+	obs, err := cfg.Observe.build()
+	if err != nil {
+		return nil, err
+	}
+	return &Kafka{cfg: cfg, h: h, log: log.With("group", cfg.GroupID), obs: obs}, nil
 }
 
-// Run consumes until ctx is cancelled, then finishes the message in hand, leaves the group and returns
-// nil. Messages fetched but not handled are not committed and go to the next member.
+// topicWaitInterval is how often a consumer started before its topics exist checks for them.
+const topicWaitInterval = 500 * time.Millisecond
+
+// waitTopics blocks until every topic of the group exists, and reports false if ctx ended first. Topics
+// belong to their producer, which creates them with its partition count; a consumer must not create
+// them. kafka-go would: its group leader reads partitions with a metadata request that allows
+// auto-creation (a broker with auto.create.topics.enable then makes the topic with its default
+// partition count), and without one it assigns nothing and never looks again. Client.Metadata does
+// not ask for auto-creation.
+func (c *Kafka) waitTopics(ctx context.Context) bool {
+	client := &kafka.Client{Addr: kafka.TCP(c.cfg.Brokers...), Timeout: 5 * time.Second}
+	for n := 0; ; n++ {
+		missing, err := missingTopics(ctx, client, c.cfg.Topics)
+		if err == nil && len(missing) == 0 {
+			return true
+		}
+		if n%20 == 0 { // every 10 s
+			c.log.WarnContext(ctx, "kafka consumer waits for its topics", "missing", missing, "err", err)
+		}
+		if !sleep(ctx, topicWaitInterval) {
+			return false
+		}
+	}
+}
+
+func missingTopics(ctx context.Context, client *kafka.Client, topics []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return topics, err
+	}
+	ready := map[string]bool{}
+	for _, t := range md.Topics {
+		if t.Error == nil && len(t.Partitions) > 0 {
+			ready[t.Name] = true
+		}
+	}
+	var missing []string
+	for _, t := range topics {
+		if !ready[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// Run waits until its topics exist (their producers create them), then consumes until ctx is
+// cancelled, then finishes the message in hand, leaves the group and returns nil. Messages fetched but
+// not handled are not committed and go to the next member.
 func (c *Kafka) Run(ctx context.Context) error {
+	if !c.waitTopics(ctx) {
+		return nil
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:          c.cfg.Brokers,
 		GroupID:          c.cfg.GroupID,
@@ -90,6 +149,9 @@ func (c *Kafka) Run(ctx context.Context) error {
 		RebalanceTimeout: c.cfg.SessionTimeout,
 		// kafka-go's 5 s between attempts to rejoin adds up to 5 s to the stall after an outage.
 		JoinGroupBackoff: time.Second,
+		// A partition added to a topic (or a topic recreated) triggers a rebalance instead of going
+		// unread until the next one.
+		WatchPartitionChanges: true,
 		// The reader retries broker and group errors by itself; without a logger they are invisible.
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			c.log.Warn("kafka reader: " + fmt.Sprintf(msg, args...))
@@ -146,19 +208,25 @@ func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer,
 		m.ID = position
 	}
 	log := c.log.With("event_id", m.ID, "position", position)
+	if km.HighWaterMark > 0 {
+		c.obs.setLag(c.cfg.GroupID, km.Topic, strconv.Itoa(km.Partition), km.HighWaterMark-km.Offset-1)
+	}
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
-		err := handle(ctx, c.h, c.cfg.Propagator, c.cfg.HandleTimeout, m)
+		err := handle(ctx, c.h, c.cfg.Propagator, c.obs, "kafka", km.Topic, c.cfg.GroupID, c.cfg.HandleTimeout, m)
 		if err == nil {
+			c.obs.outcome(c.cfg.GroupID, km.Topic, "ok")
 			break
 		}
 		if attempt >= c.cfg.Retry.MaxAttempts {
+			c.obs.outcome(c.cfg.GroupID, km.Topic, "dead_lettered")
 			log.ErrorContext(ctx, "dead-lettering message", "attempts", attempt, "err", err)
 			if !c.deadLetter(ctx, dlq, km, m, err, attempt, position) {
 				return false
 			}
 			break
 		}
+		c.obs.outcome(c.cfg.GroupID, km.Topic, "retry")
 		wait := c.cfg.Retry.backoff(attempt)
 		log.WarnContext(ctx, "handler failed", "attempt", attempt, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {

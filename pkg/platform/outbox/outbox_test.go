@@ -176,7 +176,7 @@ func TestRelayRetriesAndMetrics(t *testing.T) {
 			waitFor(t, ctx, func() bool { return len(rec.got()) == 5 })
 			relay.Notify()
 			waitFor(t, ctx, func() bool {
-				return testutil.ToFloat64(mustGauge(t, reg, "outbox_pending_events")) == 0
+				return testutil.ToFloat64(mustGauge(t, reg, "shopmesh_outbox_pending_events")) == 0
 			})
 			stop()
 			if err := <-done; err != nil {

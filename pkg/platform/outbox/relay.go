@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 )
@@ -35,6 +39,10 @@ type RelayConfig struct {
 	StatsInterval time.Duration
 	// Retention is how long sent rows are kept before the relay deletes them (default 24 h).
 	Retention time.Duration
+	// TracerProvider, when set, gives every published event a producer span, child of the trace
+	// captured by Enqueue (the row's traceparent); the span's context replaces it in the message
+	// headers, so the consumer's span hangs under the publish.
+	TracerProvider trace.TracerProvider
 }
 
 func (c RelayConfig) withDefaults() RelayConfig {
@@ -76,6 +84,8 @@ type Relay struct {
 	cfg     RelayConfig
 	notify  chan struct{}
 	metrics *metrics
+	tracer  trace.Tracer // nil: no spans
+	prop    propagation.TextMapPropagator
 
 	claim, purge, pending, oldest string
 }
@@ -96,9 +106,13 @@ func NewRelay(db *sql.DB, pub Publisher, log *slog.Logger, reg prometheus.Regist
 		db: db, dialect: d, pub: pub, log: log, cfg: cfg,
 		notify:  make(chan struct{}, 1),
 		metrics: m,
+		prop:    propagation.TraceContext{},
 		purge:   d.Rebind("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?"),
 		pending: "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
 		oldest:  "SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT 1",
+	}
+	if cfg.TracerProvider != nil {
+		r.tracer = cfg.TracerProvider.Tracer("github.com/shopmesh/shopmesh/pkg/platform/outbox")
 	}
 	const cols = "seq, event_id, topic, msg_key, payload, headers, created_at"
 	if d.SkipLocked() {
@@ -184,7 +198,7 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 			if err != nil || len(msgs) == 0 {
 				return err
 			}
-			if err := r.pub.Publish(ctx, msgs); err != nil {
+			if err := r.publish(ctx, msgs); err != nil {
 				return fmt.Errorf("publish %d events: %w", len(msgs), err)
 			}
 			n = len(msgs)
@@ -200,7 +214,7 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
-	if err := r.pub.Publish(ctx, msgs); err != nil {
+	if err := r.publish(ctx, msgs); err != nil {
 		return 0, fmt.Errorf("publish %d events: %w", len(msgs), err)
 	}
 	if err := sqldb.InTx(ctx, r.db, func(tx *sql.Tx) error { return r.markSent(ctx, tx, seqs) }); err != nil {
@@ -208,6 +222,42 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	}
 	r.metrics.published.Add(float64(len(msgs)))
 	return len(msgs), nil
+}
+
+// publish hands msgs to the publisher, each under a producer span continuing its row's trace.
+func (r *Relay) publish(ctx context.Context, msgs []Message) error {
+	if r.tracer == nil {
+		return r.pub.Publish(ctx, msgs)
+	}
+	spans := make([]trace.Span, 0, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Headers == nil {
+			m.Headers = map[string]string{}
+		}
+		parent := r.prop.Extract(context.Background(), propagation.MapCarrier(m.Headers))
+		sctx, span := r.tracer.Start(parent, m.Topic+" publish",
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.destination.name", m.Topic),
+				attribute.String("messaging.message.id", m.ID),
+				attribute.String("messaging.kafka.message.key", m.Key),
+			))
+		if span.SpanContext().IsValid() {
+			r.prop.Inject(sctx, propagation.MapCarrier(m.Headers))
+		}
+		spans = append(spans, span)
+	}
+	err := r.pub.Publish(ctx, msgs)
+	for _, span := range spans {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "publish failed")
+		}
+		span.End()
+	}
+	return err
 }
 
 type querier interface {
@@ -306,16 +356,16 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_pending_events", Help: "Outbox rows not yet published.",
+			Name: "shopmesh_outbox_pending_events", Help: "Outbox rows not yet published.",
 		}),
 		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outbox_oldest_pending_age_seconds", Help: "Age of the oldest unpublished outbox row.",
+			Name: "shopmesh_outbox_oldest_pending_age_seconds", Help: "Age of the oldest unpublished outbox row.",
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outbox_published_events_total", Help: "Events the relay published and marked sent.",
+			Name: "shopmesh_outbox_published_events_total", Help: "Events the relay published and marked sent.",
 		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outbox_relay_errors_total", Help: "Relay batches that failed and will be retried.",
+			Name: "shopmesh_outbox_relay_errors_total", Help: "Relay batches that failed and will be retried.",
 		}),
 	}
 	if reg == nil {

@@ -114,6 +114,17 @@ type Limiter struct {
 	inFlight atomic.Int64
 	methods  sync.Map // bucket key -> *atomic.Int64, kept across updates so running calls stay counted
 	now      func() time.Time
+	onReject atomic.Pointer[func(method, reason string)]
+}
+
+// OnReject calls f for every refused call with the method and rpcerr reason (RATE_LIMITED for the
+// token bucket, OVERLOADED for load shedding by the in-flight limits), for metrics.
+func (l *Limiter) OnReject(f func(method, reason string)) { l.onReject.Store(&f) }
+
+func (l *Limiter) rejected(method, reason string) {
+	if f := l.onReject.Load(); f != nil && *f != nil {
+		(*f)(method, reason)
+	}
 }
 
 // New returns a Limiter enforcing l, which must be valid.
@@ -168,6 +179,7 @@ func (l *Limiter) Acquire(method string) (release func(), err error) {
 			if !res.OK() {
 				d = time.Second
 			}
+			l.rejected(method, rpcerr.ReasonRateLimited)
 			return nil, rpcerr.RetryAfter(codes.ResourceExhausted, rpcerr.ReasonRateLimited,
 				"rate limit exceeded for "+method, d)
 		}
@@ -176,6 +188,7 @@ func (l *Limiter) Acquire(method string) (release func(), err error) {
 	if limit := st.limits.MaxInFlight; limit > 0 {
 		if n := l.inFlight.Add(1); n > int64(limit) {
 			l.inFlight.Add(-1)
+			l.rejected(method, rpcerr.ReasonOverloaded)
 			return nil, l.overloaded(st, "server is at its concurrency limit")
 		}
 	} else {
@@ -191,6 +204,7 @@ func (l *Limiter) Acquire(method string) (release func(), err error) {
 		if n := counter.Add(1); n > int64(limit) {
 			counter.Add(-1)
 			l.inFlight.Add(-1)
+			l.rejected(method, rpcerr.ReasonOverloaded)
 			return nil, l.overloaded(st, "concurrency limit reached for "+method)
 		}
 	}

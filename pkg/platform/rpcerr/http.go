@@ -114,8 +114,8 @@ func ToHTTP(err error) HTTPError {
 		return HTTPError{Code: codeName(code), Message: code.String(), Status: HTTPStatus(code)}
 	}
 	code := st.Code()
-	switch code {
-	case codes.Internal, codes.Unknown, codes.DataLoss:
+	// Codes outside the 17 defined ones (a peer can put any number on the wire) are 500s too.
+	if code == codes.Internal || code == codes.Unknown || code == codes.DataLoss || code > codes.Unauthenticated {
 		return HTTPError{Code: "INTERNAL", Message: genericMessage, Status: http.StatusInternalServerError}
 	}
 	out := HTTPError{Code: codeName(code), Message: st.Message(), Status: HTTPStatus(code)}

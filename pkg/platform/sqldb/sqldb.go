@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/trace"
 	"modernc.org/sqlite"
 )
 
@@ -67,6 +68,9 @@ type Options struct {
 	MaxOpenConns int
 	// BusyTimeout is how long an SQLite connection waits for another process's lock (default 10 s).
 	BusyTimeout time.Duration
+	// TracerProvider, when set, gives statements and transactions run inside a trace a client span
+	// (sql.exec, sql.query, sql.begin, sql.commit, sql.rollback); work outside any trace gets none.
+	TracerProvider trace.TracerProvider
 }
 
 // ParseDialect tells which dialect a DSN selects, without opening anything.
@@ -94,6 +98,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 		if err != nil {
 			return nil, "", fmt.Errorf("open postgres: %w", err)
 		}
+		if opts.TracerProvider != nil {
+			db = traced(db, dsn, d, opts.TracerProvider)
+		}
 		n := opts.MaxOpenConns
 		if n <= 0 {
 			n = 10
@@ -109,6 +116,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 		db, err = sql.Open("sqlite", name)
 		if err != nil {
 			return nil, "", fmt.Errorf("open sqlite: %w", err)
+		}
+		if opts.TracerProvider != nil {
+			db = traced(db, name, d, opts.TracerProvider)
 		}
 		db.SetMaxOpenConns(1)
 		db.SetMaxIdleConns(1)
@@ -152,13 +162,17 @@ func sqliteName(dsn string, busy time.Duration) (string, error) {
 
 // DialectOf tells which dialect an open *sql.DB speaks, from its driver.
 func DialectOf(db *sql.DB) (Dialect, error) {
-	switch db.Driver().(type) {
+	drv := db.Driver()
+	if t, ok := drv.(*tracedDriver); ok {
+		drv = t.inner
+	}
+	switch drv.(type) {
 	case *stdlib.Driver:
 		return Postgres, nil
 	case *sqlite.Driver:
 		return SQLite, nil
 	}
-	return "", fmt.Errorf("sqldb: driver %T: %w", db.Driver(), ErrUnknownDSN)
+	return "", fmt.Errorf("sqldb: driver %T: %w", drv, ErrUnknownDSN)
 }
 
 // InTx runs fn in a transaction, committing when it returns nil and rolling back otherwise (and on

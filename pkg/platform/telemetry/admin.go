@@ -16,7 +16,14 @@ import (
 // AdminOption changes what AdminHandler serves.
 type AdminOption func(*adminOptions)
 
-type adminOptions struct{ pprof bool }
+type adminOptions struct {
+	pprof bool
+	ready func() bool
+}
+
+// WithReadiness serves /readyz: 200 while ready reports true, 503 otherwise (e.g. the gRPC health
+// status, which turns NOT_SERVING when the server starts draining).
+func WithReadiness(ready func() bool) AdminOption { return func(o *adminOptions) { o.ready = ready } }
 
 // WithPprof serves /debug/pprof/. Leave it off on ports reachable from outside.
 func WithPprof() AdminOption { return func(o *adminOptions) { o.pprof = true } }
@@ -43,6 +50,17 @@ func (t *Telemetry) AdminHandler(health func() bool, opts ...AdminOption) http.H
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if o.ready != nil {
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if !o.ready() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("not ready\n"))
+				return
+			}
+			_, _ = w.Write([]byte("ready\n"))
+		})
+	}
 	if o.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -10,7 +10,13 @@ import (
 // LogHandler wraps inner so every record logged with a context carrying a
 // valid span (logger.InfoContext(ctx, ...)) gets trace_id and span_id, which
 // lets log search jump to the trace and back.
-func LogHandler(inner slog.Handler) slog.Handler { return &logHandler{inner: inner} }
+// Wrapping a handler that is already one returns it unchanged.
+func LogHandler(inner slog.Handler) slog.Handler {
+	if h, ok := inner.(*logHandler); ok {
+		return h
+	}
+	return &logHandler{inner: inner}
+}
 
 type logHandler struct{ inner slog.Handler }
 

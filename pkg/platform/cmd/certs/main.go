@@ -2,6 +2,10 @@
 // (spiffe://shopmesh.local/<service>) that pkg/platform/mtls loads.
 //
 //	certs -out deploy/certs -services order,inventory,payment,gateway [-ttl 720h] [-ca-ttl 8760h] [-renew]
+//
+// ca.pem is a trust bundle: the active CA first, then older CAs still trusted. A live CA rotation is two
+// runs: `-rotate-ca -propagate 10s` (new CA added to the bundle, then, after every process reloaded it,
+// new leaves under it), and once every process has its new leaf, `-drop-old-cas`.
 package main
 
 import (
@@ -35,6 +39,9 @@ func run(_ context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.ttl, "ttl", 720*time.Hour, "leaf certificate lifetime")
 	fs.DurationVar(&o.caTTL, "ca-ttl", 8760*time.Hour, "CA certificate lifetime")
 	fs.BoolVar(&o.renew, "renew", false, "reissue every leaf even if still valid (the CA is kept while valid)")
+	fs.BoolVar(&o.rotateCA, "rotate-ca", false, "make a new CA, keep the old ones in ca.pem, reissue every leaf under the new one")
+	fs.DurationVar(&o.propagate, "propagate", 0, "with -rotate-ca: wait this long between the new bundle and the new leaves (> the services' TLS reload interval)")
+	fs.BoolVar(&o.dropOldCAs, "drop-old-cas", false, "remove every CA but the active one from ca.pem (after a rotation)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -218,3 +218,113 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// tryHandshake runs an mTLS handshake between a client and a server given by their file paths.
+func tryHandshake(t *testing.T, client, server mtls.Config) error {
+	t.Helper()
+	srv, err := mtls.Load(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := mtls.Load(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", srv.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	errc := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err == nil {
+			err = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+		errc <- err
+	}()
+	c, cerr := tls.Dial("tcp", lis.Addr().String(), cli.ClientConfig(srv.Service()))
+	if cerr == nil {
+		c.Close()
+	}
+	serr := <-errc
+	if cerr != nil {
+		return cerr
+	}
+	return serr
+}
+
+func files(dir, svc string) mtls.Config {
+	return mtls.Config{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, svc+".pem"), KeyFile: filepath.Join(dir, svc+"-key.pem")}
+}
+
+func countCerts(t *testing.T, path string) int {
+	t.Helper()
+	return strings.Count(string(read(t, path)), "BEGIN CERTIFICATE")
+}
+
+// A CA rotation keeps the old CA in the bundle until -drop-old-cas: a process still holding a leaf
+// of the old CA is accepted during the rotation and refused after it.
+func TestRotateCAKeepsOldCAInBundleUntilDropped(t *testing.T) {
+	t.Parallel()
+	dir, oldDir := t.TempDir(), t.TempDir()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-out", dir, "-services", "order,gateway"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	oldCA := read(t, filepath.Join(dir, "ca.pem"))
+	for _, f := range []string{"gateway.pem", "gateway-key.pem"} {
+		if err := os.WriteFile(filepath.Join(oldDir, f), read(t, filepath.Join(dir, f)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldGateway := files(oldDir, "gateway")
+	oldGateway.CAFile = filepath.Join(dir, "ca.pem") // the old process reloads the shared bundle
+
+	out.Reset()
+	if err := run(context.Background(), []string{"-out", dir, "-services", "order,gateway", "-rotate-ca"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "issued CA") || !strings.Contains(out.String(), "bundle holds 2 CA(s)") {
+		t.Errorf("rotate output %q", out.String())
+	}
+	bundle := read(t, filepath.Join(dir, "ca.pem"))
+	if countCerts(t, filepath.Join(dir, "ca.pem")) != 2 || !bytes.HasSuffix(bundle, oldCA) || bytes.HasPrefix(bundle, oldCA) {
+		t.Fatal("ca.pem must hold the new CA first, then the old one")
+	}
+	if err := tryHandshake(t, files(dir, "gateway"), files(dir, "order")); err != nil {
+		t.Errorf("new leaves: %v", err)
+	}
+	if err := tryHandshake(t, oldGateway, files(dir, "order")); err != nil {
+		t.Errorf("old leaf during rotation: %v", err)
+	}
+
+	// A rerun keeps the two-CA bundle and the new leaves.
+	out.Reset()
+	if err := run(context.Background(), []string{"-out", dir, "-services", "order,gateway"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "kept CA") || !strings.Contains(out.String(), "kept order") || countCerts(t, filepath.Join(dir, "ca.pem")) != 2 {
+		t.Errorf("rerun output %q", out.String())
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"-out", dir, "-services", "order,gateway", "-drop-old-cas"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "dropped 1 old CA(s)") || countCerts(t, filepath.Join(dir, "ca.pem")) != 1 {
+		t.Errorf("drop output %q", out.String())
+	}
+	if err := tryHandshake(t, files(dir, "gateway"), files(dir, "order")); err != nil {
+		t.Errorf("new leaves after drop: %v", err)
+	}
+	if err := tryHandshake(t, oldGateway, files(dir, "order")); err == nil {
+		t.Error("a leaf of the dropped CA was accepted")
+	}
+	if err := run(context.Background(), []string{"-out", dir, "-services", "order", "-rotate-ca", "-drop-old-cas"}, &out); err == nil {
+		t.Error("-rotate-ca with -drop-old-cas accepted")
+	}
+}

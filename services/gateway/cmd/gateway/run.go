@@ -9,11 +9,11 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
@@ -25,14 +25,21 @@ import (
 // run wires the gateway and serves HTTP until ctx ends (then it shuts down and returns nil) or the
 // server fails. The bound address is logged as "listening" (addr), so tests can use port 0.
 func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Writer) error {
-	if len(args) > 0 {
-		return fmt.Errorf("unknown command %q (the gateway takes none)", args[0])
+	if len(args) > 0 && args[0] == "check-config" {
+		return checkConfig(args[1:], lookup, stdout)
+	}
+	if len(args) > 0 && args[0] != "healthcheck" {
+		return fmt.Errorf("unknown command %q (want none, healthcheck or check-config)", args[0])
 	}
 	cfg, err := gatewaycfg.Load(lookup)
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", cfg.Service)
+	if len(args) == 1 && args[0] == "healthcheck" {
+		return healthCheck(ctx, cfg)
+	}
+	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
 
 	p, err := platform.New(ctx, cfg.Config, logger)
 	if err != nil {
@@ -66,7 +73,7 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	}
 	api, err := httpapi.New(httpapi.Deps{
 		Orders: clients.order, Inventory: clients.inventory, Payment: clients.payment, Health: conns,
-		Tokens: tokens, Logger: logger, Metrics: prometheus.NewRegistry(),
+		Tokens: tokens, Logger: logger, Metrics: p.Metrics(), TracerProvider: p.TracerProvider(),
 	}, httpapi.Settings{
 		CallTimeout: cfg.CallTimeout, CreateTimeout: cfg.CreateTimeout, StreamMaxDuration: cfg.StreamMaxDuration,
 		ImportTimeout: cfg.ImportTimeout, WriteTimeout: cfg.WriteTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
@@ -95,6 +102,17 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger.Info("listening", "addr", lis.Addr().String(), "profile", cfg.Profile, "dev_tokens", cfg.DevTokens())
+
+	// /metrics (HTTP by route and code, grpc_client_*, runtime), /healthz and /readyz on GATEWAY_ADMIN_ADDR.
+	actx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- p.ServeAdmin(actx) }()
+	defer func() {
+		stopAdmin()
+		if err := <-adminDone; err != nil {
+			logger.Warn("admin server", "err", err)
+		}
+	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

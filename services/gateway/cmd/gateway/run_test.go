@@ -57,6 +57,7 @@ func TestRun(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no listening line")
 	}
+	checkHealth(ctx, t, env, strings.TrimPrefix(base, "http://"))
 
 	do := func(method, path, token, body string) (*http.Response, map[string]any) {
 		t.Helper()

@@ -23,7 +23,9 @@ func TestLoad(t *testing.T) {
 		{"test without a secret", map[string]string{"GATEWAY_PROFILE": "test"}, "jwt_secret: must be set"},
 		{"test with a short secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_SECRET": "short"}, "at least 32"},
 		{"prod with the dev secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": config.DevJWTSecret}, "refused in the prod"},
-		{"prod with a secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, ""},
+		{"prod with a secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong,
+			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
+		{"prod without mTLS", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, "tls: "},
 		{"bad addr", map[string]string{"GATEWAY_HTTP_ADDR": "nope"}, "http_addr"},
 		{"bad target", map[string]string{"GATEWAY_TARGETS_ORDER_ADDRESSES": "nohost"}, "targets"},
 		{"bad duration", map[string]string{"GATEWAY_CALL_TIMEOUT": "soon"}, "GATEWAY_CALL_TIMEOUT"},
@@ -65,7 +67,8 @@ func TestLoadOverridesTargetsAndSettings(t *testing.T) {
 
 func TestDevTokensOnlyInDev(t *testing.T) {
 	t.Parallel()
-	c, err := config.Load(env(map[string]string{"GATEWAY_PROFILE": "compose", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32)}))
+	c, err := config.Load(env(map[string]string{"GATEWAY_PROFILE": "compose", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32),
+		"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}))
 	if err != nil || c.DevTokens() {
 		t.Fatalf("compose: dev tokens %v, err %v", c.DevTokens(), err)
 	}

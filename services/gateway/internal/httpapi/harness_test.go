@@ -32,7 +32,7 @@ const (
 )
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	fakes  *fakes.Backends
 	tokens *auth.Tokens
@@ -49,7 +49,7 @@ func settings() httpapi.Settings {
 }
 
 // newHarness serves the API over loopback in front of fake backends reached through platform.Dial.
-func newHarness(t *testing.T, tune func(*httpapi.Settings)) *harness {
+func newHarness(t testing.TB, tune func(*httpapi.Settings)) *harness {
 	t.Helper()
 	b := fakes.Start(t)
 	cfg := platformcfg.Default(platformcfg.Test)

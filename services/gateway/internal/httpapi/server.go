@@ -17,6 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
@@ -59,7 +63,11 @@ type Deps struct {
 	Tokens *auth.Tokens
 	Logger *slog.Logger
 	// Metrics receives the API's collectors; nil means a fresh registry (never the global one).
+	// The Go runtime and process collectors are added unless it already has them.
 	Metrics *prometheus.Registry
+	// TracerProvider gives every request a server span, continuing an incoming traceparent and
+	// parenting the backend calls; nil means no spans.
+	TracerProvider trace.TracerProvider
 	// Now is the rate limiter's clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -87,6 +95,7 @@ type Server struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	streams  prometheus.Gauge
+	tracer   trace.Tracer // nil: no spans
 	openapi  []byte
 	// customerID is the customer id rule of the order and payment contracts (for dev tokens).
 	customerID *regexp.Regexp
@@ -121,8 +130,14 @@ func New(deps Deps, set Settings) (*Server, error) {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := deps.Metrics.Register(c); err != nil {
-			return nil, err
+			// A shared process registry (the platform's) already has the runtime collectors.
+			if !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+				return nil, err
+			}
 		}
+	}
+	if deps.TracerProvider != nil {
+		s.tracer = deps.TracerProvider.Tracer("github.com/shopmesh/shopmesh/services/gateway/internal/httpapi")
 	}
 	s.routes = s.table()
 	doc, err := buildOpenAPI(s.routes)
@@ -223,6 +238,24 @@ func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		if s.tracer != nil {
+			var span trace.Span
+			ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			ctx, span = s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(
+					attribute.String("http.request.method", r.Method),
+					attribute.String("http.route", rt.path),
+					attribute.String("url.path", r.URL.Path),
+				))
+			defer func() {
+				span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
+				if sw.status >= 500 {
+					span.SetStatus(codes.Error, http.StatusText(sw.status))
+				}
+				span.End()
+			}()
+			r = r.WithContext(ctx)
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

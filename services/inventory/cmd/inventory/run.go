@@ -19,6 +19,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/app"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/events"
@@ -32,25 +33,38 @@ const startTimeout = 30 * time.Second
 
 // run wires the service and blocks until ctx ends (then returns nil) or a part of it fails.
 func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "check-config" {
+		return checkConfig(args[1:], lookup, stdout)
+	}
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", cfg.Service)
+	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
 	if len(args) > 0 && args[0] == "migrate" {
 		if len(args) == 2 && args[1] == "up" {
 			return migrations.Up(ctx, cfg.DSN, logger)
 		}
 		return migrate.Command(ctx, cfg.DSN, migrations.FS, migrate.Options{Logger: logger}, args[1:], stdout)
 	}
+	if len(args) == 1 && args[0] == "healthcheck" {
+		return healthCheck(ctx, cfg)
+	}
 	if len(args) > 0 {
-		return fmt.Errorf("unknown command %q (want none, or migrate)", args[0])
+		return fmt.Errorf("unknown command %q (want none, migrate, healthcheck or check-config)", args[0])
 	}
 
+	// Built first: its tracer and registry feed the relay and the consumer; closed last, flushing spans.
+	p, err := platform.New(ctx, cfg.Config, logger)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
 	if err := migrations.Up(ctx, cfg.DSN, logger); err != nil {
 		return err
 	}
-	db, dialect, err := sqldb.Open(ctx, cfg.DSN, sqldb.Options{})
+	db, dialect, err := sqldb.Open(ctx, cfg.DSN, sqldb.Options{TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return err
 	}
@@ -59,8 +73,8 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := outbox.EnsureTopics(sctx, cfg.KafkaBrokers,
+		// Only the topics inventory writes: order creates its own (the consumer waits for it).
 		outbox.Topic{Name: events.InventoryTopic, Partitions: cfg.TopicPartitions},
-		outbox.Topic{Name: events.OrderTopic, Partitions: cfg.TopicPartitions},
 		outbox.Topic{Name: consumer.DeadLetterTopic(events.OrderTopic), Partitions: 1},
 	); err != nil {
 		return err
@@ -83,14 +97,14 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 
 	kafkaPub := outbox.NewKafka(cfg.KafkaBrokers)
 	defer kafkaPub.Close()
-	relay, err := outbox.NewRelay(db, events.Fanout{Kafka: kafkaPub, JetStream: outbox.NewJetStream(js)}, logger, nil,
-		outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	relay, err := outbox.NewRelay(db, events.Fanout{Kafka: kafkaPub, JetStream: outbox.NewJetStream(js)}, logger, p.Metrics(),
+		outbox.RelayConfig{PollInterval: cfg.RelayPollInterval, TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return err
 	}
 	st := store.New(db, dialect, events.NewOutbox(outbox.New(dialect, propagation.TraceContext{})),
 		store.WithAfterCommit(relay.Notify))
-	svc := app.New(st, st, events.NewFeed(nc, logger), events.ConsumerGroup, logger)
+	svc := app.New(st, st, events.NewFeed(nc, logger).Traced(p.TracerProvider()), events.ConsumerGroup, logger)
 	if cfg.Seed {
 		n, err := svc.Seed(sctx, app.DevCatalog(cfg.SeedProducts, cfg.SeedStock))
 		if err != nil {
@@ -101,16 +115,12 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: 250 * time.Millisecond,
+		Observe: consumer.Observe{TracerProvider: p.TracerProvider(), Metrics: p.Metrics()},
 	}, events.OrderHandler(svc), logger)
 	if err != nil {
 		return err
 	}
 
-	p, err := platform.New(ctx, cfg.Config, logger)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -62,7 +62,8 @@ func (s *Service) CommitStock(ctx context.Context, orderID string) (domain.Reser
 }
 
 // ReleaseStock returns an order's hold to available. An unknown order succeeds with found=false, so
-// compensation can always run to completion.
+// compensation can always run to completion; the store leaves a tombstone, so a reserve of that order
+// landing later is refused (domain.ErrReservationReleased).
 func (s *Service) ReleaseStock(ctx context.Context, orderID string) (r domain.Reservation, found bool, err error) {
 	if !domain.ValidOrderID(orderID) {
 		return domain.Reservation{}, false, &domain.InvalidError{Field: "order_id", Reason: "must be a canonical lowercase UUID"}
@@ -73,6 +74,9 @@ func (s *Service) ReleaseStock(ctx context.Context, orderID string) (r domain.Re
 	}
 	if err != nil {
 		return domain.Reservation{}, false, err
+	}
+	if r.Tombstone() {
+		return domain.Reservation{}, false, nil
 	}
 	return r, true, nil
 }

@@ -141,3 +141,21 @@ func TestReservationTotals(t *testing.T) {
 var testTime = mustTime()
 
 func mustTime() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+
+func TestTombstone(t *testing.T) {
+	t.Parallel()
+	line := []domain.Line{{SKU: "SKU-0001", Quantity: 1, UnitPriceCents: 199}}
+	for _, tt := range []struct {
+		r    domain.Reservation
+		want bool
+	}{
+		{domain.Reservation{Status: domain.StatusReleased}, true},
+		{domain.Reservation{Status: domain.StatusReleased, Lines: line}, false},
+		{domain.Reservation{Status: domain.StatusHeld}, false},
+		{domain.Reservation{Status: domain.StatusCommitted, Lines: line}, false},
+	} {
+		if got := tt.r.Tombstone(); got != tt.want {
+			t.Errorf("%s with %d lines: Tombstone() = %v, want %v", tt.r.Status, len(tt.r.Lines), got, tt.want)
+		}
+	}
+}

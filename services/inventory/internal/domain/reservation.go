@@ -44,6 +44,11 @@ type Reservation struct {
 	UpdatedAt time.Time
 }
 
+// Tombstone reports whether r records a release that arrived before any reservation of the order:
+// RELEASED with no lines (a real reservation always has at least one). It makes a late reserve of the
+// order fail with ErrReservationReleased instead of holding stock nothing would give back.
+func (r Reservation) Tombstone() bool { return r.Status == StatusReleased && len(r.Lines) == 0 }
+
 // Total is the sum of the line totals.
 func (r Reservation) Total() int64 {
 	var t int64

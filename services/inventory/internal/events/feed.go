@@ -6,6 +6,9 @@ import (
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
@@ -18,14 +21,35 @@ import (
 // for it: a watcher too slow to keep up loses intermediate levels, never the fact that levels are
 // absolute (each event carries the full level, so the next one corrects the view).
 type Feed struct {
-	nc  *nats.Conn
-	log *slog.Logger
+	nc     *nats.Conn
+	log    *slog.Logger
+	tracer trace.Tracer // nil: no spans
 }
 
 var _ app.StockFeed = (*Feed)(nil)
 
 // NewFeed returns a feed on nc.
 func NewFeed(nc *nats.Conn, log *slog.Logger) *Feed { return &Feed{nc: nc, log: log} }
+
+// Traced makes the feed record a consumer span per delivered change, in the trace of the request that
+// made it (the event's traceparent header).
+func (f *Feed) Traced(tp trace.TracerProvider) *Feed {
+	f.tracer = tp.Tracer("github.com/shopmesh/shopmesh/services/inventory/internal/events")
+	return f
+}
+
+// span starts the consumer span of one feed message; end it when the message is handed on.
+func (f *Feed) span(m *nats.Msg) trace.Span {
+	if f.tracer == nil {
+		return nil
+	}
+	carrier := propagation.MapCarrier{"traceparent": m.Header.Get("traceparent"), "tracestate": m.Header.Get("tracestate")}
+	ctx := propagation.TraceContext{}.Extract(context.Background(), carrier)
+	_, span := f.tracer.Start(ctx, StockStream+" receive", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", m.Subject)))
+	return span
+}
 
 // feedBuffer is how many levels may wait for a watcher before NATS drops them (slow consumer).
 const feedBuffer = 1024
@@ -69,6 +93,9 @@ func (f *Feed) Watch(ctx context.Context, skus []string) (<-chan domain.StockLev
 			case <-ctx.Done():
 				return
 			case m := <-raw:
+				if span := f.span(m); span != nil {
+					span.End()
+				}
 				var ev eventsv1.StockChanged
 				if err := proto.Unmarshal(m.Data, &ev); err != nil {
 					f.log.Warn("bad StockChanged on feed", "subject", m.Subject, "err", err)

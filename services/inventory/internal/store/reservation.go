@@ -11,7 +11,8 @@ import (
 
 // Reserve holds stock for every item of an order, all or none, and prices the lines at today's prices.
 // A repeated call for the same order returns the stored reservation, whatever its status, so a saga can
-// retry; a repeat asking for other items fails with ErrReservationMismatch.
+// retry; a repeat asking for other items fails with ErrReservationMismatch. An order released before it
+// was reserved (a tombstone) fails with ErrReservationReleased and holds nothing.
 func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item) (domain.Reservation, error) {
 	if err := domain.ValidateReservation(orderID, items); err != nil {
 		return domain.Reservation{}, err
@@ -101,6 +102,8 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 	}
 	if written {
 		s.afterCommit()
+	} else if res.Tombstone() {
+		return domain.Reservation{}, fmt.Errorf("reserve %s: released before it was reserved: %w", orderID, domain.ErrReservationReleased)
 	} else if !res.SameItems(items) {
 		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, domain.ErrReservationMismatch)
 	}
@@ -175,7 +178,9 @@ func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation,
 }
 
 // Release returns the order's held stock to available. Releasing again returns the released reservation
-// and moves nothing; releasing a committed one fails with ErrReservationCommitted.
+// and moves nothing; releasing a committed one fails with ErrReservationCommitted. Releasing an order
+// that has no reservation records a tombstone (a RELEASED reservation without lines, see
+// domain.Reservation.Tombstone) and returns it: compensation may overtake the reserve it undoes.
 func (s *Store) Release(ctx context.Context, orderID string) (domain.Reservation, error) {
 	var r domain.Reservation
 	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
@@ -195,9 +200,31 @@ func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, orderID string) (domai
 }
 
 func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string) (domain.Reservation, error) {
-	return s.settle(ctx, tx, orderID, domain.StatusReleased, domain.Status.Release,
-		`UPDATE products SET reserved = reserved - ?, version = version + 1, updated_at = ?
-		WHERE sku = ? RETURNING on_hand, reserved, version`, false, domain.CauseReleased)
+	release := func() (domain.Reservation, error) {
+		return s.settle(ctx, tx, orderID, domain.StatusReleased, domain.Status.Release,
+			`UPDATE products SET reserved = reserved - ?, version = version + 1, updated_at = ?
+			WHERE sku = ? RETURNING on_hand, reserved, version`, false, domain.CauseReleased)
+	}
+	r, err := release()
+	if !errors.Is(err, domain.ErrReservationNotFound) {
+		return r, err
+	}
+	// No reservation: leave a tombstone under the order's primary key. On PostgreSQL a reserve of the
+	// same order still in flight makes this insert wait for it; if it committed, the insert conflicts
+	// and the (now visible) reservation is released normally.
+	now := s.utcNow()
+	ins, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO reservations
+			(order_id, status, currency, total_cents, created_at, updated_at) VALUES (?, ?, '', 0, ?, ?)
+		ON CONFLICT (order_id) DO NOTHING`), orderID, string(domain.StatusReleased), now, now)
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("insert tombstone: %w", err)
+	}
+	if n, err := ins.RowsAffected(); err != nil {
+		return domain.Reservation{}, fmt.Errorf("insert tombstone: %w", err)
+	} else if n == 0 {
+		return release()
+	}
+	return domain.Reservation{OrderID: orderID, Status: domain.StatusReleased, CreatedAt: now, UpdatedAt: now}, nil
 }
 
 // settle moves a HELD reservation to its terminal status and its stock with it. The status update is
@@ -207,24 +234,36 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, orderID string, to domai
 	decide func(domain.Status) (domain.Transition, error), move string, twoArgs bool, cause domain.Cause,
 ) (domain.Reservation, error) {
 	now := s.utcNow()
-	res, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?"),
-		string(to), now, orderID, string(domain.StatusHeld))
-	if err != nil {
-		return domain.Reservation{}, fmt.Errorf("settle: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return domain.Reservation{}, fmt.Errorf("settle: %w", err)
-	}
-	r, err := s.reservation(ctx, tx, orderID)
-	if err != nil {
-		return domain.Reservation{}, err
-	}
-	if n == 0 {
-		if _, err := decide(r.Status); err != nil {
+	var r domain.Reservation
+	for attempt := 1; ; attempt++ {
+		res, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?"),
+			string(to), now, orderID, string(domain.StatusHeld))
+		if err != nil {
+			return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+		}
+		r, err = s.reservation(ctx, tx, orderID)
+		if err != nil {
 			return domain.Reservation{}, err
 		}
-		return r, nil // an idempotent repeat
+		if n > 0 {
+			break
+		}
+		t, err := decide(r.Status)
+		if err != nil {
+			return domain.Reservation{}, err
+		}
+		if t == domain.NoOp {
+			return r, nil // an idempotent repeat
+		}
+		// HELD now, yet the update matched nothing: on PostgreSQL (READ COMMITTED) the reservation
+		// committed between the two statements. Update again, with a snapshot that sees it.
+		if attempt == 3 {
+			return domain.Reservation{}, fmt.Errorf("settle %s: reservation is %s but cannot be updated", orderID, r.Status)
+		}
 	}
 	changes := make([]domain.StockChange, 0, len(r.Lines))
 	q := s.d.Rebind(move)

@@ -127,8 +127,8 @@ func TestReserveCommitRelease(t *testing.T) {
 		if _, err := s.Commit(ctx(t), orderID(3)); !errors.Is(err, domain.ErrReservationNotFound) {
 			t.Fatalf("commit unknown: %v", err)
 		}
-		if _, err := s.Release(ctx(t), orderID(3)); !errors.Is(err, domain.ErrReservationNotFound) {
-			t.Fatalf("release unknown: %v", err)
+		if r, err := s.Release(ctx(t), orderID(3)); err != nil || !r.Tombstone() {
+			t.Fatalf("release unknown = %+v, %v; want a tombstone", r, err)
 		}
 		if oh, res := level(t, s, "SKU-0001"); oh != 7 || res != 0 {
 			t.Fatalf("SKU-0001 = %d/%d, want 7/0", oh, res)

@@ -3,6 +3,8 @@
 //
 //	order              serve (configuration from ORDER_* variables, KAFKA_BROKERS and NATS_URL)
 //	order migrate ...  up | down N | version | force V on the order schema
+//	order healthcheck  exit 0 when the running server reports SERVING (container healthchecks)
+//	order check-config validate the configuration; fail on unknown ORDER_* variables (-keys lists them)
 package main
 
 import (
@@ -15,7 +17,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout)
+	args := os.Args[1:]
+	if len(args) == 1 && args[0] == "check-config" {
+		args = append(args, os.Environ()...) // to find unknown variables (typos)
+	}
+	err := run(ctx, args, os.LookupEnv, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "order:", err)

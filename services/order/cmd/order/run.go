@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
@@ -18,11 +19,13 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	ordercfg "github.com/shopmesh/shopmesh/services/order/internal/config"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 	"github.com/shopmesh/shopmesh/services/order/internal/events"
 	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
@@ -34,24 +37,38 @@ const startTimeout = 30 * time.Second
 
 // run wires the service and serves until ctx ends (then it returns nil) or something fails.
 func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "check-config" {
+		return checkConfig(args[1:], lookup, stdout)
+	}
 	cfg, err := ordercfg.Load(lookup)
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("service", cfg.Service)
+	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate.Command(ctx, cfg.DSN, migrations.FS, migrate.Options{Logger: logger}, args[1:], stdout)
 	}
-	if len(args) > 0 {
-		return fmt.Errorf("unknown command %q (want: migrate)", args[0])
+	if len(args) == 1 && args[0] == "healthcheck" {
+		return healthCheck(ctx, cfg)
 	}
+	if len(args) > 0 {
+		return fmt.Errorf("unknown command %q (want: migrate, healthcheck or check-config)", args[0])
+	}
+
+	// Built first: its tracer and registry feed the relay; closed last, flushing spans.
+	p, err := platform.New(ctx, cfg.Config, logger)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
 
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := store.Migrate(sctx, cfg.DSN, logger); err != nil {
 		return err
 	}
-	db, dialect, err := sqldb.Open(sctx, cfg.DSN, sqldb.Options{})
+	db, dialect, err := sqldb.Open(sctx, cfg.DSN, sqldb.Options{TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return err
 	}
@@ -77,18 +94,13 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	}
 	kafka := outbox.NewKafka(cfg.KafkaBrokers)
 	defer kafka.Close()
-	relay, err := outbox.NewRelay(db, &events.Router{Kafka: kafka, JetStream: outbox.NewJetStream(js)}, logger, nil,
-		outbox.RelayConfig{PollInterval: cfg.OutboxPoll})
+	relay, err := outbox.NewRelay(db, &events.Router{Kafka: kafka, JetStream: outbox.NewJetStream(js)}, logger, p.Metrics(),
+		outbox.RelayConfig{PollInterval: cfg.OutboxPoll, TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return err
 	}
 	orders := store.New(db, dialect, outbox.New(dialect, propagation.TraceContext{}), relay.Notify)
 
-	p, err := platform.New(ctx, cfg.Config, logger)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
 	invConn, err := p.Dial("inventory")
 	if err != nil {
 		return err
@@ -98,8 +110,16 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return err
 	}
 	inventory := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(invConn), cfg.CallTimeout)
+	sagas := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shopmesh_saga_outcomes_total",
+		Help: "Order saga runs by the status they left the order in and the cancel reason (RETRY_LATER: left PENDING for recovery).",
+	}, []string{"status", "reason"})
+	if err := p.Metrics().Register(sagas); err != nil {
+		return fmt.Errorf("saga metrics: %w", err)
+	}
 	a, err := app.New(app.Deps{
-		Orders: orders, Stock: inventory, Catalog: inventory, Feed: events.NewFeed(nc), Logger: logger,
+		Orders: orders, Stock: inventory, Catalog: inventory, Feed: events.NewFeed(nc).Traced(p.TracerProvider()), Logger: logger,
+		Outcome: func(s domain.Status, reason string) { sagas.WithLabelValues(string(s), reason).Inc() },
 		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(payConn), cfg.CallTimeout),
 	}, cfg.Saga())
 	if err != nil {

@@ -97,6 +97,7 @@ func TestRun(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("not serving in time")
 	}
+	checkHealth(ctx, t, env, target)
 
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -64,6 +64,10 @@ type Deps struct {
 	// Now and NewID default to time.Now and random UUIDs.
 	Now   func() time.Time
 	NewID func() string
+	// Outcome, when set, is told how each saga run ended: the terminal status and cancel reason it
+	// committed, or PENDING with reason RETRY_LATER when a dependency failed and recovery takes over
+	// (metrics; called after the state is stored).
+	Outcome func(status domain.Status, reason string)
 }
 
 // App is the order application.
@@ -76,6 +80,7 @@ type App struct {
 	log     *slog.Logger
 	now     func() time.Time
 	newID   func() string
+	outcome func(domain.Status, string)
 	cfg     Settings
 }
 
@@ -89,7 +94,10 @@ func New(d Deps, s Settings) (*App, error) {
 	}
 	a := &App{
 		orders: d.Orders, stock: d.Stock, payment: d.Payment, catalog: d.Catalog, feed: d.Feed,
-		log: d.Logger, now: d.Now, newID: d.NewID, cfg: s,
+		log: d.Logger, now: d.Now, newID: d.NewID, cfg: s, outcome: d.Outcome,
+	}
+	if a.outcome == nil {
+		a.outcome = func(domain.Status, string) {}
 	}
 	if a.now == nil {
 		a.now = time.Now

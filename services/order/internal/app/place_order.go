@@ -53,6 +53,7 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	case errors.Is(err, domain.ErrUnknownProduct):
 		return a.settle(ctx, o, domain.UnknownProduct, err, false)
 	case err != nil:
+		a.outcome(domain.Pending, RetryLater)
 		return o, nil // stays PENDING; recovery re-drives it
 	}
 
@@ -72,6 +73,7 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 		OrderID: o.ID, CustomerID: o.CustomerID, AmountCents: priced.TotalCents, Currency: priced.Currency,
 	})
 	if err != nil {
+		a.outcome(domain.Pending, RetryLater)
 		return o, nil // stays PENDING with stock held; recovery re-drives it
 	}
 	if auth.Voided || res.Released {
@@ -96,6 +98,9 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	return a.commit(ctx, next, false, true)
 }
 
+// RetryLater is the Outcome reason of a saga run left PENDING for the recovery worker.
+const RetryLater = "RETRY_LATER"
+
 // settle cancels o for reason; compensate says whether stock or funds may be held.
 func (a *App) settle(ctx context.Context, o domain.Order, reason domain.CancelReason, cause error, compensate bool) (domain.Order, error) {
 	next, err := o.Cancel(reason, detail(cause), a.now())
@@ -112,6 +117,7 @@ func (a *App) commit(ctx context.Context, next domain.Order, pending, held bool)
 	err := a.orders.Update(ctx, next, pending)
 	switch {
 	case err == nil:
+		a.outcome(next.Status, string(next.CancelReason))
 		if next.Status == domain.Cancelled && pending {
 			a.compensate(ctx, next)
 		}

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 )
@@ -17,7 +20,8 @@ const flushTimeout = 5 * time.Second
 // Feed delivers order status notifications from NATS core subscriptions on shopmesh.order.status.<id>;
 // JetStream publishes reach core subscribers too, so every instance sees every change.
 type Feed struct {
-	nc *nats.Conn
+	nc     *nats.Conn
+	tracer trace.Tracer // nil: no spans
 }
 
 var _ app.StatusFeed = (*Feed)(nil)
@@ -25,11 +29,26 @@ var _ app.StatusFeed = (*Feed)(nil)
 // NewFeed returns a feed on nc.
 func NewFeed(nc *nats.Conn) *Feed { return &Feed{nc: nc} }
 
+// Traced makes the feed record a consumer span per notification, in the trace of the request that
+// changed the order (the event's traceparent header).
+func (f *Feed) Traced(tp trace.TracerProvider) *Feed {
+	f.tracer = tp.Tracer("github.com/shopmesh/shopmesh/services/order/internal/events")
+	return f
+}
+
 // Subscribe implements app.StatusFeed. A notification that cannot be decoded is delivered as the
 // largest version, which makes the watcher re-read the order.
 func (f *Feed) Subscribe(_ context.Context, orderID string) (<-chan int64, func(), error) {
 	ch := make(chan int64, 8)
 	sub, err := f.nc.Subscribe(Subject(orderID), func(m *nats.Msg) {
+		if f.tracer != nil {
+			carrier := propagation.MapCarrier{"traceparent": m.Header.Get("traceparent"), "tracestate": m.Header.Get("tracestate")}
+			ctx := propagation.TraceContext{}.Extract(context.Background(), carrier)
+			_, span := f.tracer.Start(ctx, StatusStream+" receive", trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(attribute.String("messaging.system", "nats"),
+					attribute.String("messaging.destination.name", m.Subject)))
+			defer span.End()
+		}
 		v, err := Version(m.Header.Get(HeaderEventType), m.Data)
 		if err != nil {
 			v = math.MaxInt64

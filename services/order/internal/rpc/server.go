@@ -8,8 +8,11 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
@@ -20,12 +23,32 @@ import (
 const retryDelay = time.Second
 
 // CustomerFunc decides which customer a request acts for, from the call's context (peer certificate,
-// token in metadata) and the customer_id the request claims. It is the seam for authentication: until
-// it lands, TrustClaimed believes the request.
+// customer in metadata) and the customer_id the request claims ("" when the request has none). It
+// returns "" for a call that acts for no particular customer (a trusted service), which may then see
+// every order.
 type CustomerFunc func(ctx context.Context, claimed string) (string, error)
 
-// TrustClaimed returns the claimed customer id unchecked.
+// TrustClaimed returns the claimed customer id unchecked (tests of the layers below).
 func TrustClaimed(_ context.Context, claimed string) (string, error) { return claimed, nil }
+
+// FromGateway is the default CustomerFunc: the customer is the one the gateway authenticated and put in
+// the x-customer-id metadata (authz.CustomerFrom believes it only from the gateway's certificate, or
+// from anyone when TLS is off in dev and test). A request claiming another customer is
+// PERMISSION_DENIED. A call without customer metadata acts for no customer; CreateOrder then keeps its
+// claimed customer_id.
+func FromGateway(ctx context.Context, claimed string) (string, error) {
+	customer, err := authz.CustomerFrom(ctx)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case customer == "":
+		return claimed, nil
+	case claimed != "" && claimed != customer:
+		return "", status.Error(codes.PermissionDenied, "permission denied: request is for another customer")
+	}
+	return customer, nil
+}
 
 // Server implements orderv1.OrderServiceServer on the application.
 type Server struct {
@@ -36,10 +59,10 @@ type Server struct {
 
 var _ orderv1.OrderServiceServer = (*Server)(nil)
 
-// NewServer returns the OrderService; customer nil means TrustClaimed.
+// NewServer returns the OrderService; customer nil means FromGateway.
 func NewServer(a *app.App, customer CustomerFunc) *Server {
 	if customer == nil {
-		customer = TrustClaimed
+		customer = FromGateway
 	}
 	return &Server{app: a, customer: customer}
 }
@@ -61,17 +84,38 @@ func (s *Server) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReques
 	return &orderv1.CreateOrderResponse{Order: ToProto(o)}, nil
 }
 
+// owned reads order id for the call's customer: another customer's order is reported exactly like a
+// missing one (NOT_FOUND), so ids cannot be probed.
+func (s *Server) owned(ctx context.Context, id string) (domain.Order, error) {
+	customer, err := s.customer(ctx, "")
+	if err != nil {
+		return domain.Order{}, err
+	}
+	o, err := s.app.Get(ctx, id)
+	if err != nil {
+		return domain.Order{}, toStatus(err)
+	}
+	if customer != "" && o.CustomerID != customer {
+		return domain.Order{}, toStatus(domain.ErrNotFound)
+	}
+	return o, nil
+}
+
 // GetOrder implements orderv1.OrderServiceServer.
 func (s *Server) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
-	o, err := s.app.Get(ctx, req.GetOrderId())
+	o, err := s.owned(ctx, req.GetOrderId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &orderv1.GetOrderResponse{Order: ToProto(o)}, nil
 }
 
-// CancelOrder implements orderv1.OrderServiceServer.
+// CancelOrder implements orderv1.OrderServiceServer. Ownership is checked first; it cannot change
+// afterwards, since an order's customer never does.
 func (s *Server) CancelOrder(ctx context.Context, req *orderv1.CancelOrderRequest) (*orderv1.CancelOrderResponse, error) {
+	if _, err := s.owned(ctx, req.GetOrderId()); err != nil {
+		return nil, err
+	}
 	o, err := s.app.CancelOrder(ctx, req.GetOrderId(), req.GetReason())
 	if err != nil {
 		return nil, toStatus(err)
@@ -81,6 +125,9 @@ func (s *Server) CancelOrder(ctx context.Context, req *orderv1.CancelOrderReques
 
 // WatchOrder implements orderv1.OrderServiceServer.
 func (s *Server) WatchOrder(req *orderv1.WatchOrderRequest, stream orderv1.OrderService_WatchOrderServer) error {
+	if _, err := s.owned(stream.Context(), req.GetOrderId()); err != nil {
+		return err
+	}
 	err := s.app.WatchOrder(stream.Context(), req.GetOrderId(), func(o domain.Order) error {
 		return stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
 	})

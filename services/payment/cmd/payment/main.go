@@ -13,7 +13,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout)
+	args := os.Args[1:]
+	if len(args) == 1 && args[0] == "check-config" {
+		args = append(args, os.Environ()...) // to find unknown variables (typos)
+	}
+	err := run(ctx, args, os.LookupEnv, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "payment:", err)

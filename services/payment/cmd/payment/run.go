@@ -18,6 +18,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/config"
@@ -33,24 +34,37 @@ const startTimeout = 30 * time.Second
 // run starts the service and blocks until ctx ends (then it returns nil after a graceful stop) or a
 // part of it fails. args are the command-line arguments after the program name.
 func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "check-config" {
+		return checkConfig(args[1:], lookup, stdout)
+	}
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return err
 	}
 	level, _ := cfg.Level()
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})))
 
+	if len(args) == 1 && args[0] == "healthcheck" {
+		return healthCheck(ctx, cfg)
+	}
 	if len(args) > 0 {
 		if args[0] != "migrate" {
-			return fmt.Errorf("unknown command %q (want: migrate)", args[0])
+			return fmt.Errorf("unknown command %q (want: migrate, healthcheck or check-config)", args[0])
 		}
 		return migrateCommand(ctx, cfg.DSN, args[1:], stdout, logger)
 	}
 
+	// Built first: its tracer and registry feed the relay and the consumer; closed last, flushing spans.
+	p, err := platform.New(ctx, cfg.Platform, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Close() }()
 	if err := migrateAll(ctx, cfg.DSN, logger); err != nil {
 		return err
 	}
-	db, _, err := sqldb.Open(ctx, cfg.DSN, sqldb.Options{})
+	db, _, err := sqldb.Open(ctx, cfg.DSN, sqldb.Options{TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
@@ -58,7 +72,8 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 
 	pub := outbox.NewKafka(cfg.KafkaBrokers)
 	defer func() { _ = pub.Close() }()
-	relay, err := outbox.NewRelay(db, pub, logger, nil, outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	relay, err := outbox.NewRelay(db, pub, logger, p.Metrics(),
+		outbox.RelayConfig{PollInterval: cfg.RelayPollInterval, TracerProvider: p.TracerProvider()})
 	if err != nil {
 		return fmt.Errorf("outbox relay: %w", err)
 	}
@@ -76,16 +91,12 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: cfg.ConsumerMaxWait,
+		Observe: consumer.Observe{TracerProvider: p.TracerProvider(), Metrics: p.Metrics()},
 	}, events.OrderHandler(svc, logger), logger)
 	if err != nil {
 		return err
 	}
 
-	p, err := platform.New(ctx, cfg.Platform, logger)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = p.Close() }()
 	srv := p.NewServer()
 	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(svc, logger))
 	lis, err := net.Listen("tcp", cfg.Platform.ListenAddr)
@@ -135,8 +146,8 @@ func ensureTopics(ctx context.Context, cfg config.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	err := outbox.EnsureTopics(ctx, cfg.KafkaBrokers,
+		// Only the topics payment writes: order creates its own (the consumer waits for it).
 		outbox.Topic{Name: events.PaymentTopic, Partitions: cfg.TopicPartitions},
-		outbox.Topic{Name: events.OrderTopic, Partitions: cfg.TopicPartitions},
 		outbox.Topic{Name: consumer.DeadLetterTopic(events.OrderTopic), Partitions: 1},
 	)
 	if err != nil {

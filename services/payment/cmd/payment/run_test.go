@@ -74,6 +74,12 @@ func TestRun(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("service never served")
 	}
+	checkHealth(ctx, t, env, target)
+	// The order service owns its topic; it is created only now, after payment's consumer started (and
+	// waits for it), as when payment starts first in a deployment.
+	if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: events.OrderTopic, Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
 
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

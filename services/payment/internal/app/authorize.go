@@ -10,7 +10,8 @@ import (
 
 // Authorize holds funds for an order, or declines. A repeat of the same request returns the stored
 // authorization in whatever state it is now, never holding twice; a repeat with a different customer,
-// amount or currency is domain.ErrIdempotencyConflict.
+// amount or currency is domain.ErrIdempotencyConflict. An order voided before it was authorized is
+// domain.ErrAuthorizationVoided, and nothing is held.
 func (s *Service) Authorize(ctx context.Context, req domain.AuthorizeRequest) (domain.Authorization, error) {
 	if err := req.Validate(); err != nil {
 		return domain.Authorization{}, fmt.Errorf("authorize: %w", err)
@@ -27,6 +28,13 @@ func (s *Service) Authorize(ctx context.Context, req domain.AuthorizeRequest) (d
 			return nil
 		case !errors.Is(err, domain.ErrAuthorizationNotFound):
 			return err
+		}
+		// Compensation may overtake the action: a void that found nothing left a tombstone, and a
+		// delayed or retried authorize must not hold money that nothing would ever release.
+		if voided, err := tx.Voided(ctx, req.OrderID); err != nil {
+			return err
+		} else if voided {
+			return fmt.Errorf("order %s: %w", req.OrderID, domain.ErrAuthorizationVoided)
 		}
 		var acct *domain.Account
 		switch a, err := tx.Account(ctx, req.CustomerID); {

@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
 // Capture takes an order's held funds, once: capturing a captured authorization returns it unchanged.
+// Capturing an order voided before it was authorized is domain.ErrAuthorizationVoided.
 func (s *Service) Capture(ctx context.Context, orderID string) (domain.Authorization, error) {
 	var out domain.Authorization
 	err := s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
@@ -23,6 +25,13 @@ func (s *Service) Capture(ctx context.Context, orderID string) (domain.Authoriza
 
 func (s *Service) capture(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
 	a, err := tx.Authorization(ctx, orderID)
+	if errors.Is(err, domain.ErrAuthorizationNotFound) {
+		if voided, verr := tx.Voided(ctx, orderID); verr != nil {
+			return domain.Authorization{}, verr
+		} else if voided {
+			return domain.Authorization{}, fmt.Errorf("capture order %s: %w", orderID, domain.ErrAuthorizationVoided)
+		}
+	}
 	if err != nil {
 		return domain.Authorization{}, err
 	}

@@ -28,21 +28,30 @@ const (
 // captures before it confirms, so this normally finds the payment captured already; it is the safety
 // net that makes the capture happen even if the saga's call was lost.
 func (s *Service) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
-	return s.onOrderEvent(ctx, eventID, orderID, s.capture)
+	return s.onOrderEvent(ctx, eventID, orderID, false, s.capture)
 }
 
-// OrderCancelled voids the order's payment, if it has one, once per event id.
+// OrderCancelled voids the order's payment once per event id. An order without a payment gets a
+// tombstone, so an authorize still in flight for the cancelled order is refused when it lands.
 func (s *Service) OrderCancelled(ctx context.Context, eventID, orderID string) (Outcome, error) {
-	return s.onOrderEvent(ctx, eventID, orderID, s.void)
+	return s.onOrderEvent(ctx, eventID, orderID, true, func(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
+		a, _, err := s.void(ctx, tx, orderID)
+		return a, err
+	})
 }
 
-func (s *Service) onOrderEvent(ctx context.Context, eventID, orderID string,
+// onOrderEvent applies op to the order's authorization; tombstone says whether an order without one
+// is marked voided.
+func (s *Service) onOrderEvent(ctx context.Context, eventID, orderID string, tombstone bool,
 	op func(context.Context, Tx, string) (domain.Authorization, error)) (Outcome, error) {
 	var outcome Outcome
 	err := s.store.ProcessEvent(ctx, Consumer, eventID, func(ctx context.Context, tx Tx) error {
 		before, err := tx.Authorization(ctx, orderID)
 		if errors.Is(err, domain.ErrAuthorizationNotFound) {
 			outcome = OutcomeNoPayment
+			if tombstone && orderID != "" {
+				return tx.MarkVoided(ctx, orderID, s.now())
+			}
 			return nil
 		}
 		if err != nil {

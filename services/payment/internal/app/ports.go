@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
@@ -26,12 +27,19 @@ type Store interface {
 }
 
 // Tx is the view of one transaction. Reads lock the row until the transaction ends; use cases lock the
-// authorization before its account, always in that order.
+// authorization before its account, always in that order. Authorization locks the order id even when
+// no row exists yet, so a void and an authorize of one order never interleave (a tombstone and an
+// authorization cannot both be written).
 type Tx interface {
 	// Authorization returns the order's authorization (domain.ErrAuthorizationNotFound if none).
 	Authorization(ctx context.Context, orderID string) (domain.Authorization, error)
 	// Account returns the customer's account (domain.ErrAccountNotFound if none).
 	Account(ctx context.Context, customerID string) (domain.Account, error)
+	// Voided reports whether a void arrived for the order while it had no authorization (a tombstone).
+	Voided(ctx context.Context, orderID string) (bool, error)
+	// MarkVoided records that tombstone; recording it again changes nothing. Use cases call it only
+	// after Authorization found nothing, in the same transaction.
+	MarkVoided(ctx context.Context, orderID string, at time.Time) error
 	// Apply persists a change: the authorization, the account, the ledger entry and the event.
 	Apply(ctx context.Context, c domain.Change) error
 }

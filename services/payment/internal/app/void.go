@@ -8,39 +8,45 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
-// Void releases an order's hold. It succeeds without a change when there is nothing to release (no
-// authorization — found is then false —, a declined or an already voided one), so compensation always
-// completes; voiding a captured authorization is domain.ErrInvalidTransition.
+// Void releases an order's hold. It succeeds without a change when there is nothing to release (a
+// declined or an already voided authorization), so compensation always completes; voiding a captured
+// authorization is domain.ErrInvalidTransition. An order without an authorization gets a tombstone
+// (found is then false): compensation may arrive before the action it undoes, and the tombstone makes a
+// later authorize of the order fail with domain.ErrAuthorizationVoided instead of holding money forever.
 func (s *Service) Void(ctx context.Context, orderID string) (a domain.Authorization, found bool, err error) {
+	if orderID == "" {
+		return domain.Authorization{}, false, fmt.Errorf("void: order id is empty: %w", domain.ErrInvalidRequest)
+	}
 	err = s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		var err error
-		a, err = s.void(ctx, tx, orderID)
+		a, found, err = s.void(ctx, tx, orderID)
 		return err
 	})
-	switch {
-	case errors.Is(err, domain.ErrAuthorizationNotFound):
-		return domain.Authorization{}, false, nil
-	case err != nil:
+	if err != nil {
 		return domain.Authorization{}, false, fmt.Errorf("void: %w", err)
 	}
-	return a, true, nil
+	return a, found, nil
 }
 
-func (s *Service) void(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
-	a, err := tx.Authorization(ctx, orderID)
+// void voids the order's authorization, or leaves a tombstone when it has none (found false).
+func (s *Service) void(ctx context.Context, tx Tx, orderID string) (a domain.Authorization, found bool, err error) {
+	a, err = tx.Authorization(ctx, orderID)
+	if errors.Is(err, domain.ErrAuthorizationNotFound) {
+		return domain.Authorization{}, false, tx.MarkVoided(ctx, orderID, s.now())
+	}
 	if err != nil {
-		return domain.Authorization{}, err
+		return domain.Authorization{}, false, err
 	}
 	acct, err := accountFor(ctx, tx, a)
 	if err != nil {
-		return domain.Authorization{}, err
+		return domain.Authorization{}, true, err
 	}
 	c, changed, err := domain.Void(a, acct, s.now())
 	if err != nil || !changed {
-		return c.Authorization, err
+		return c.Authorization, true, err
 	}
 	if err := tx.Apply(ctx, c); err != nil {
-		return domain.Authorization{}, err
+		return domain.Authorization{}, true, err
 	}
-	return c.Authorization, nil
+	return c.Authorization, true, nil
 }

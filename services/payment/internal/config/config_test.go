@@ -22,7 +22,8 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "overrides", env: map[string]string{"PAYMENT_PROFILE": "k8s", "PAYMENT_DSN": "postgres://db/payment",
-			"KAFKA_BROKERS": "k1:9092, k2:9092", "PAYMENT_LISTEN_ADDR": "127.0.0.1:0", "PAYMENT_RELAY_POLL_INTERVAL": "50ms"},
+			"KAFKA_BROKERS": "k1:9092, k2:9092", "PAYMENT_LISTEN_ADDR": "127.0.0.1:0", "PAYMENT_RELAY_POLL_INTERVAL": "50ms",
+			"PAYMENT_TLS_CA_FILE": "ca.pem", "PAYMENT_TLS_CERT_FILE": "payment.pem", "PAYMENT_TLS_KEY_FILE": "payment-key.pem"},
 			check: func(t *testing.T, c config.Config) {
 				if c.Seed || c.DSN != "postgres://db/payment" || len(c.KafkaBrokers) != 2 || c.KafkaBrokers[1] != "k2:9092" ||
 					c.Platform.ListenAddr != "127.0.0.1:0" || c.RelayPollInterval != 50*time.Millisecond || c.Platform.Server.DrainDelay == 0 {

@@ -10,6 +10,10 @@ var (
 	ErrAccountNotFound = errors.New("account not found")
 	// ErrAuthorizationNotFound means no authorization exists for the order.
 	ErrAuthorizationNotFound = errors.New("authorization not found")
+	// ErrAuthorizationVoided means the order was voided before any authorization existed (the void
+	// left a tombstone): a late or retried authorize must not hold money for a compensated order, and
+	// there is nothing to capture.
+	ErrAuthorizationVoided = errors.New("order was voided before it was authorized")
 	// ErrIdempotencyConflict is a repeated order id carrying a different customer, amount or currency.
 	ErrIdempotencyConflict = errors.New("order already has a different authorization")
 	// ErrInvalidTransition is an operation the authorization's status forbids (capturing a voided one,

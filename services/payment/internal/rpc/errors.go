@@ -17,9 +17,12 @@ const (
 	ReasonAccountNotFound       = "ACCOUNT_NOT_FOUND"
 	ReasonAuthorizationNotFound = "AUTHORIZATION_NOT_FOUND"
 	ReasonIdempotencyConflict   = "IDEMPOTENCY_CONFLICT"
-	ReasonInvalidState          = "INVALID_AUTHORIZATION_STATE"
-	ReasonUnavailable           = "PAYMENT_STORE_UNAVAILABLE"
-	ReasonInternal              = "INTERNAL"
+	// ReasonAuthorizationVoided: the order was voided (compensated) before it was authorized; nothing
+	// was held and nothing can be captured. Retrying cannot change the answer.
+	ReasonAuthorizationVoided = "AUTHORIZATION_VOIDED"
+	ReasonInvalidState        = "INVALID_AUTHORIZATION_STATE"
+	ReasonUnavailable         = "PAYMENT_STORE_UNAVAILABLE"
+	ReasonInternal            = "INTERNAL"
 )
 
 // retryAfterUnavailable is the RetryInfo delay sent with a store failure.
@@ -40,6 +43,9 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, domain.ErrIdempotencyConflict):
 		return rpcerr.WithReason(codes.AlreadyExists, ReasonIdempotencyConflict,
 			"order already has an authorization with a different customer, amount or currency", nil)
+	case errors.Is(err, domain.ErrAuthorizationVoided):
+		return rpcerr.WithReason(codes.FailedPrecondition, ReasonAuthorizationVoided,
+			"the order was voided before it was authorized", nil)
 	case errors.Is(err, domain.ErrInvalidTransition):
 		return rpcerr.WithReason(codes.FailedPrecondition, ReasonInvalidState, err.Error(), nil)
 	case errors.Is(err, domain.ErrInconsistent):

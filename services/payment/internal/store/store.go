@@ -73,6 +73,7 @@ func New(db *sql.DB, encode Encoder, opts ...Option) (*Store, error) {
 }
 
 type queries struct {
+	lockOrder, voided, markVoided            string
 	authForUpdate, accountForUpdate, account string
 	insertAuth, updateAuth, updateAccount    string
 	insertEntry, seedPrefix, seedRow         string
@@ -83,6 +84,9 @@ const (
 	accountCols = "customer_id, balance_cents, held_cents, currency"
 )
 
+// orderLockClass is the first key of the per-order advisory lock ("pa" for payment authorization).
+const orderLockClass = "28769"
+
 func newQueries(d sqldb.Dialect) queries {
 	// SQLite has no row locks and needs none: BEGIN IMMEDIATE makes every write transaction exclusive.
 	lock := ""
@@ -90,6 +94,12 @@ func newQueries(d sqldb.Dialect) queries {
 		lock = " FOR UPDATE"
 	}
 	return queries{
+		// PostgreSQL row locks cannot lock a row that does not exist yet, and a void of an unknown order
+		// (tombstone) must not interleave with its authorize: both take this per-order transaction lock
+		// first. The two-key form keeps it apart from the migration lock's key space.
+		lockOrder:        "SELECT pg_advisory_xact_lock(" + orderLockClass + ", hashtext($1))",
+		voided:           d.Rebind("SELECT count(*) FROM void_tombstones WHERE order_id = ?"),
+		markVoided:       d.Rebind("INSERT INTO void_tombstones (order_id, created_at) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING"),
 		authForUpdate:    d.Rebind("SELECT " + authCols + " FROM authorizations WHERE order_id = ?" + lock),
 		accountForUpdate: d.Rebind("SELECT " + accountCols + " FROM accounts WHERE customer_id = ?" + lock),
 		account:          d.Rebind("SELECT " + accountCols + " FROM accounts WHERE customer_id = ?"),
@@ -219,6 +229,11 @@ type txView struct {
 var _ app.Tx = (*txView)(nil)
 
 func (v *txView) Authorization(ctx context.Context, orderID string) (domain.Authorization, error) {
+	if v.s.dialect == sqldb.Postgres {
+		if _, err := v.tx.ExecContext(ctx, v.s.q.lockOrder, orderID); err != nil {
+			return domain.Authorization{}, fmt.Errorf("lock order %s: %w", orderID, err)
+		}
+	}
 	var (
 		a              domain.Authorization
 		status, reason string
@@ -234,6 +249,21 @@ func (v *txView) Authorization(ctx context.Context, orderID string) (domain.Auth
 	a.Status, a.DeclineReason = domain.Status(status), domain.DeclineReason(reason)
 	a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
 	return a, nil
+}
+
+func (v *txView) Voided(ctx context.Context, orderID string) (bool, error) {
+	var n int64
+	if err := v.tx.QueryRowContext(ctx, v.s.q.voided, orderID).Scan(&n); err != nil {
+		return false, fmt.Errorf("read tombstone %s: %w", orderID, err)
+	}
+	return n > 0, nil
+}
+
+func (v *txView) MarkVoided(ctx context.Context, orderID string, at time.Time) error {
+	if _, err := v.tx.ExecContext(ctx, v.s.q.markVoided, orderID, at.UTC()); err != nil {
+		return fmt.Errorf("write tombstone %s: %w", orderID, err)
+	}
+	return nil
 }
 
 func (v *txView) Account(ctx context.Context, customerID string) (domain.Account, error) {

@@ -76,12 +76,14 @@ func TestStoreContract(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			for name, test := range map[string]func(*testing.T, string){
-				"seed is idempotent":                     testSeed,
-				"lifecycle writes state, ledger, events": testLifecycle,
-				"failed transaction leaves nothing":      testRollback,
-				"concurrent authorize of one order":      testConcurrentSameOrder,
-				"inbox applies an event once":            testInbox,
-				"ledger refuses a second debit":          testLedgerGuard,
+				"seed is idempotent":                       testSeed,
+				"lifecycle writes state, ledger, events":   testLifecycle,
+				"failed transaction leaves nothing":        testRollback,
+				"concurrent authorize of one order":        testConcurrentSameOrder,
+				"inbox applies an event once":              testInbox,
+				"ledger refuses a second debit":            testLedgerGuard,
+				"void before authorize leaves a tombstone": testVoidBeforeAuthorize,
+				"void races authorize (R13)":               testVoidRacesAuthorize,
 			} {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()

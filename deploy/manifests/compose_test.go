@@ -1,0 +1,175 @@
+package manifests_test
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+)
+
+func loadCompose(t *testing.T, dir string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "compose.yaml")},
+		cli.WithWorkingDirectory(dir), cli.WithEnvFiles(filepath.Join(dir, ".env")), cli.WithDotEnv,
+		cli.WithProfiles([]string{"grafana"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose-go: %v", err)
+	}
+	return p
+}
+
+func checkCompose(t *testing.T, root, bins string) {
+	dir := filepath.Join(root, "deploy", "compose")
+	p := loadCompose(t, dir)
+
+	// One-shot jobs: something waits for them to complete.
+	jobs := map[string]bool{}
+	for _, s := range p.Services {
+		for dep, d := range s.DependsOn {
+			if d.Condition == types.ServiceConditionCompletedSuccessfully {
+				jobs[dep] = true
+			}
+		}
+	}
+	published := map[string]string{}
+	for _, name := range sortedKeys(p.Services) {
+		s := p.Services[name]
+		if !pinned(s.Image) {
+			t.Errorf("%s: image %q is not pinned to a version tag", name, s.Image)
+		}
+		switch {
+		case jobs[name]:
+			if s.Restart != "no" && s.Restart != "" {
+				t.Errorf("%s: a one-shot job must not restart, got restart %q", name, s.Restart)
+			}
+		case s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) == 0:
+			t.Errorf("%s: no healthcheck", name)
+		}
+		for dep, d := range s.DependsOn {
+			want := types.ServiceConditionHealthy
+			if jobs[dep] {
+				want = types.ServiceConditionCompletedSuccessfully
+			}
+			if d.Condition != want {
+				t.Errorf("%s: depends_on %s with condition %q, want %q", name, dep, d.Condition, want)
+			}
+			if _, ok := p.Services[dep]; !ok {
+				t.Errorf("%s: depends_on unknown service %s", name, dep)
+			}
+		}
+		for _, port := range s.Ports {
+			if port.Published == "" {
+				continue
+			}
+			key := port.HostIP + ":" + port.Published + "/" + port.Protocol
+			if other, dup := published[key]; dup {
+				t.Errorf("%s and %s both publish %s", name, other, key)
+			}
+			published[key] = name
+		}
+	}
+	if len(published) == 0 {
+		t.Error("nothing published")
+	}
+
+	for _, svc := range serviceNames() {
+		t.Run(svc, func(t *testing.T) {
+			s, ok := p.Services[svc]
+			if !ok {
+				t.Fatalf("no service %s", svc)
+			}
+			if s.Build == nil || s.Build.Dockerfile != "deploy/docker/Dockerfile" || s.Build.Args["SERVICE"] == nil || *s.Build.Args["SERVICE"] != svc {
+				t.Errorf("build = %+v, want deploy/docker/Dockerfile with SERVICE=%s", s.Build, svc)
+			}
+			if got := []string(s.HealthCheck.Test); !slices.Equal(got, []string{"CMD", "/app", "healthcheck"}) {
+				t.Errorf("healthcheck %q, want [CMD /app healthcheck]", got)
+			}
+			if !s.ReadOnly || s.User == "" || strings.HasPrefix(s.User, "0") || s.User == "root" {
+				t.Errorf("read_only %v user %q: want a read-only root filesystem and a non-root user", s.ReadOnly, s.User)
+			}
+			want := 1
+			if svc == "inventory" || svc == "payment" {
+				want = 2
+			}
+			if got := s.GetScale(); got != want {
+				t.Errorf("replicas = %d, want %d", got, want)
+			}
+			var certs bool
+			for _, v := range s.Volumes {
+				if v.Target == "/certs" && v.ReadOnly && strings.HasSuffix(filepath.ToSlash(v.Source), ".run/certs") {
+					certs = true
+				}
+			}
+			if !certs {
+				t.Error("the certificates of `make certs` are not mounted read-only at /certs")
+			}
+			env := map[string]string{}
+			for k, v := range s.Environment {
+				if v == nil {
+					t.Errorf("%s has no value", k)
+					continue
+				}
+				env[k] = *v
+			}
+			p := prefix(svc)
+			if env[p+"_REGISTRY_BACKEND"] != "nacos" {
+				t.Errorf("%s_REGISTRY_BACKEND = %q, want nacos", p, env[p+"_REGISTRY_BACKEND"])
+			}
+			if !strings.HasPrefix(env[p+"_TELEMETRY_OTLP_ENDPOINT"], "jaeger:") {
+				t.Errorf("OTLP endpoint %q is not jaeger", env[p+"_TELEMETRY_OTLP_ENDPOINT"])
+			}
+			for _, k := range []string{"_TLS_CA_FILE", "_TLS_CERT_FILE", "_TLS_KEY_FILE"} {
+				f := env[p+k]
+				if !strings.HasPrefix(f, "/certs/") {
+					t.Errorf("%s%s = %q is not under /certs", p, k, f)
+				}
+			}
+			if env[p+"_TLS_CERT_FILE"] != "/certs/"+svc+".pem" || env[p+"_TLS_KEY_FILE"] != "/certs/"+svc+"-key.pem" {
+				t.Errorf("certificate files %q, %q do not match `make certs` names", env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"])
+			}
+			checkEnv(t, bins, svc, env, config.Compose)
+			if s.StopGracePeriod == nil || int64(*s.StopGracePeriod) <= int64(drainBudget(t, svc, env)) {
+				t.Errorf("stop_grace_period %v must exceed drain delay + shutdown timeout %v", s.StopGracePeriod, drainBudget(t, svc, env))
+			}
+		})
+	}
+	if g := p.Services["gateway"]; !slices.ContainsFunc(g.Ports, func(pc types.ServicePortConfig) bool {
+		return pc.Published == "8080" && pc.Target == 8080 && pc.HostIP == "127.0.0.1"
+	}) {
+		t.Errorf("gateway is not published on 127.0.0.1:8080: %+v", g.Ports)
+	}
+	for _, job := range sortedKeys(jobs) {
+		s := p.Services[job]
+		svc := strings.TrimSuffix(job, "-migrate")
+		if !slices.Equal(s.Command, types.ShellCommand{"migrate", "up"}) {
+			t.Errorf("%s: command %q, want [migrate up]", job, s.Command)
+		}
+		if !maps.EqualFunc(s.Environment, p.Services[svc].Environment, func(a, b *string) bool { return a != nil && b != nil && *a == *b }) {
+			t.Errorf("%s: environment differs from %s's", job, svc)
+		}
+	}
+	nats, err := os.ReadFile(filepath.Join(dir, "config", "nats.conf"))
+	if err != nil || !strings.Contains(string(nats), "sync_interval: always") {
+		t.Errorf("NATS config must fsync every write (sync_interval: always): %v", err)
+	}
+	for _, want := range []string{"postgres", "kafka", "nats", "nacos", "jaeger", "prometheus", "grafana"} {
+		if _, ok := p.Services[want]; !ok {
+			t.Errorf("no %s service", want)
+		}
+	}
+	if img := p.Services["kafka"].Image; img != "apache/kafka:3.9.1" {
+		t.Errorf("kafka image %q, want apache/kafka:3.9.1", img)
+	}
+}

@@ -1,0 +1,430 @@
+package manifests_test
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+)
+
+// rendered is an overlay's output, decoded into the typed API objects, by name.
+type rendered struct {
+	deployments  map[string]*appsv1.Deployment
+	statefulSets map[string]*appsv1.StatefulSet
+	services     map[string]*corev1.Service
+	configMaps   map[string]*corev1.ConfigMap
+	secrets      map[string]*corev1.Secret
+	hpas         map[string]*autoscalingv2.HorizontalPodAutoscaler
+	pdbs         map[string]*policyv1.PodDisruptionBudget
+	policies     map[string]*networkingv1.NetworkPolicy
+	namespaces   map[string]*corev1.Namespace
+}
+
+// decodeStrict decodes JSON into v the way the API server's strict field validation does: field names
+// match case-sensitively, and an unknown or duplicate field fails (a typo kubectl would drop or reject).
+func decodeStrict(data []byte, v any) error {
+	strict, err := kjson.UnmarshalStrict(data, v)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
+}
+
+func into[T any](t *testing.T, m map[string]*T, name string, data []byte) {
+	t.Helper()
+	v := new(T)
+	if err := decodeStrict(data, v); err != nil {
+		t.Errorf("%T %s: %v", v, name, err)
+		return
+	}
+	if _, dup := m[name]; dup {
+		t.Errorf("%T %s twice", v, name)
+	}
+	m[name] = v
+}
+
+func render(t *testing.T, dir string) rendered {
+	t.Helper()
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	r := rendered{
+		deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
+		services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
+		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
+		policies: map[string]*networkingv1.NetworkPolicy{}, namespaces: map[string]*corev1.Namespace{},
+	}
+	for _, res := range res.Resources() {
+		data, err := res.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := res.GetName()
+		switch gvk := res.GetGvk(); gvk.ApiVersion() + "/" + gvk.Kind {
+		case "apps/v1/Deployment":
+			into(t, r.deployments, name, data)
+		case "apps/v1/StatefulSet":
+			into(t, r.statefulSets, name, data)
+		case "v1/Service":
+			into(t, r.services, name, data)
+		case "v1/ConfigMap":
+			into(t, r.configMaps, name, data)
+		case "v1/Secret":
+			into(t, r.secrets, name, data)
+		case "v1/Namespace":
+			into(t, r.namespaces, name, data)
+		case "autoscaling/v2/HorizontalPodAutoscaler":
+			into(t, r.hpas, name, data)
+		case "policy/v1/PodDisruptionBudget":
+			into(t, r.pdbs, name, data)
+		case "networking.k8s.io/v1/NetworkPolicy":
+			into(t, r.policies, name, data)
+		default:
+			t.Errorf("unexpected object %s %s", gvk, name)
+		}
+	}
+	return r
+}
+
+// containerEnv resolves a container's environment as the kubelet would: envFrom ConfigMaps, then env
+// (values, ConfigMap and Secret keys). A Secret the overlay does not render (prod: provided by the
+// operator) gets a placeholder of the right shape.
+func containerEnv(t *testing.T, r rendered, c corev1.Container) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, src := range c.EnvFrom {
+		if src.ConfigMapRef == nil {
+			t.Errorf("%s: envFrom other than a ConfigMap", c.Name)
+			continue
+		}
+		cm, ok := r.configMaps[src.ConfigMapRef.Name]
+		if !ok {
+			t.Errorf("%s: envFrom ConfigMap %s is not rendered", c.Name, src.ConfigMapRef.Name)
+			continue
+		}
+		for k, v := range cm.Data {
+			env[src.Prefix+k] = v
+		}
+	}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			if s, ok := r.secrets[ref.Name]; ok {
+				v, ok := s.Data[ref.Key]
+				if !ok {
+					t.Errorf("%s: Secret %s has no key %s", e.Name, ref.Name, ref.Key)
+				}
+				env[e.Name] = string(v)
+				continue
+			}
+			switch {
+			case strings.HasSuffix(e.Name, "_DSN"):
+				env[e.Name] = "postgres://svc:placeholder@db.example:5432/svc?sslmode=verify-full"
+			default:
+				env[e.Name] = "placeholder-secret-provided-by-the-operator-" + strings.Repeat("x", 32)
+			}
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			ref := e.ValueFrom.ConfigMapKeyRef
+			env[e.Name] = r.configMaps[ref.Name].Data[ref.Key]
+		default:
+			t.Errorf("%s: unsupported valueFrom", e.Name)
+		}
+	}
+	return env
+}
+
+func checkKustomize(t *testing.T, root, bins, overlay string) {
+	r := render(t, filepath.Join(root, "deploy", "k8s", "overlays", overlay))
+	profile := config.K8s
+	if overlay == "prod" {
+		profile = config.Prod
+	}
+	if len(r.namespaces) != 1 {
+		t.Errorf("want one Namespace, got %v", sortedKeys(r.namespaces))
+	}
+	deny, ok := r.policies["default-deny"]
+	if !ok || len(deny.Spec.PodSelector.MatchLabels) != 0 || len(deny.Spec.PodSelector.MatchExpressions) != 0 ||
+		len(deny.Spec.Ingress) != 0 || len(deny.Spec.Egress) != 0 || len(deny.Spec.PolicyTypes) != 2 {
+		t.Error("no default-deny NetworkPolicy (every pod, Ingress and Egress, no rule)")
+	}
+	for _, d := range r.deployments {
+		for _, c := range slices.Concat(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers) {
+			if !pinned(c.Image) {
+				t.Errorf("Deployment %s: image %s is not pinned", d.Name, c.Image)
+			}
+		}
+	}
+	for _, s := range r.statefulSets {
+		for _, c := range s.Spec.Template.Spec.Containers {
+			if !pinned(c.Image) {
+				t.Errorf("StatefulSet %s: image %s is not pinned", s.Name, c.Image)
+			}
+		}
+	}
+
+	for _, svc := range serviceNames() {
+		t.Run(svc, func(t *testing.T) {
+			d, ok := r.deployments[svc]
+			if !ok {
+				t.Fatalf("no Deployment %s", svc)
+			}
+			checkDeployment(t, r, bins, svc, d, profile)
+			sel := d.Spec.Template.Labels
+			if hpa, ok := r.hpas[svc]; !ok || hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != svc ||
+				hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas < 2 || hpa.Spec.MaxReplicas < *hpa.Spec.MinReplicas || len(hpa.Spec.Metrics) == 0 {
+				t.Errorf("no HorizontalPodAutoscaler for Deployment %s with min >= 2 and a metric", svc)
+			} else if d.Spec.Replicas == nil || *d.Spec.Replicas < *hpa.Spec.MinReplicas {
+				t.Errorf("replicas %v below the HPA minimum %d", d.Spec.Replicas, *hpa.Spec.MinReplicas)
+			}
+			if pdb, ok := r.pdbs[svc]; !ok || !selects(pdb.Spec.Selector.MatchLabels, sel) ||
+				(pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil) {
+				t.Errorf("no PodDisruptionBudget selecting %s", svc)
+			}
+			np, ok := r.policies[svc]
+			if !ok || !selects(np.Spec.PodSelector.MatchLabels, sel) || len(np.Spec.PolicyTypes) != 2 {
+				t.Fatalf("no NetworkPolicy (Ingress and Egress) selecting %s", svc)
+			}
+			if !allows(np.Spec.Ingress, "prometheus", 9090) {
+				t.Errorf("NetworkPolicy %s: Prometheus may not scrape the admin port 9090", svc)
+			}
+		})
+	}
+
+	// The call graph, both ends.
+	for _, edge := range [][2]string{{"gateway", "order"}, {"gateway", "inventory"}, {"gateway", "payment"}, {"order", "inventory"}, {"order", "payment"}} {
+		from, to := edge[0], edge[1]
+		if np := r.policies[to]; np == nil || !allowsIngress(np.Spec.Ingress, from, 50051) {
+			t.Errorf("NetworkPolicy %s does not admit %s on 50051", to, from)
+		}
+		if np := r.policies[from]; np == nil || !allowsEgress(np.Spec.Egress, to, 50051) {
+			t.Errorf("NetworkPolicy %s does not let it call %s on 50051", from, to)
+		}
+	}
+	for _, edge := range [][2]string{{"inventory", "order"}, {"payment", "order"}, {"payment", "inventory"}, {"order", "gateway"}} {
+		if np := r.policies[edge[1]]; np != nil && allowsIngress(np.Spec.Ingress, edge[0], 50051) {
+			t.Errorf("NetworkPolicy %s admits %s, which is not in the call graph", edge[1], edge[0])
+		}
+	}
+	infra := map[string]int32{"order": 5432, "inventory": 5432, "payment": 5432}
+	for svc, p := range infra {
+		for _, port := range []int32{p, 9092, 4317} {
+			if np := r.policies[svc]; np == nil || !allowsEgress(np.Spec.Egress, "", port) {
+				t.Errorf("NetworkPolicy %s does not allow egress to port %d", svc, port)
+			}
+		}
+	}
+
+	switch overlay {
+	case "dev":
+		for _, name := range []string{"postgres", "kafka", "nats", "nacos", "jaeger"} {
+			s, ok := r.statefulSets[name]
+			if !ok || s.Spec.Replicas == nil || *s.Spec.Replicas != 1 {
+				t.Errorf("no single-replica StatefulSet %s", name)
+				continue
+			}
+			if _, ok := r.services[name]; !ok {
+				t.Errorf("no Service %s", name)
+			}
+			c := s.Spec.Template.Spec.Containers[0]
+			if c.ReadinessProbe == nil {
+				t.Errorf("StatefulSet %s has no readiness probe", name)
+			}
+		}
+	case "prod":
+		if len(r.statefulSets) != 0 {
+			t.Errorf("prod renders StatefulSets %v; its infrastructure is managed", sortedKeys(r.statefulSets))
+		}
+		for name, d := range r.deployments {
+			c := d.Spec.Template.Spec.Containers[0]
+			if d.Spec.Replicas == nil || *d.Spec.Replicas < 3 {
+				t.Errorf("prod %s: replicas %v, want >= 3", name, d.Spec.Replicas)
+			}
+			req, lim := c.Resources.Requests.Memory(), c.Resources.Limits.Memory()
+			if lim.IsZero() || req.Cmp(*lim) != 0 || c.Resources.Limits.Cpu().IsZero() {
+				t.Errorf("prod %s: want memory limit = request and a CPU limit, got %v", name, c.Resources)
+			}
+		}
+	}
+}
+
+func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deployment, profile config.Profile) {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	if len(pod.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	env := containerEnv(t, r, c)
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		// Otherwise the kubelet adds ORDER_PORT, ORDER_SERVICE_HOST, ... for every Service: variables
+		// in the services' own namespace, which check-config rejects as unknown.
+		t.Error("enableServiceLinks must be false")
+	}
+	checkEnv(t, bins, svc, env, profile)
+	p := prefix(svc)
+
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources %v: want CPU and memory requests and a memory limit", c.Resources)
+	}
+	sc, psc := c.SecurityContext, pod.SecurityContext
+	nonRoot := (sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot)
+	if !nonRoot || sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+		!slices.Contains(sc.Capabilities.Drop, corev1.Capability("ALL")) {
+		t.Errorf("securityContext: want runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, drop ALL; got %+v / %+v", sc, psc)
+	}
+
+	// Probes: native gRPC on the plaintext health port for gRPC services, HTTP for the gateway.
+	if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+		t.Fatal("want liveness and readiness probes")
+	}
+	if svc == "gateway" {
+		httpPort := port(t, env[p+"_HTTP_ADDR"])
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+			if pr.HTTPGet == nil || resolvePort(c, pr.HTTPGet.Port.String()) != httpPort {
+				t.Errorf("gateway probe %+v: want an HTTP GET on the HTTP port %s", pr.ProbeHandler, httpPort)
+			}
+		}
+	} else {
+		hp := port(t, env[p+"_HEALTH_ADDR"])
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+			if pr.GRPC == nil || strconv.Itoa(int(pr.GRPC.Port)) != hp {
+				t.Errorf("probe %+v: want a gRPC probe on the %s_HEALTH_ADDR port %s", pr.ProbeHandler, p, hp)
+			}
+		}
+		if !hasPort(c, hp) || !hasPort(c, port(t, env[p+"_LISTEN_ADDR"])) {
+			t.Errorf("container ports %v lack the listen or health port", c.Ports)
+		}
+		head, ok := r.services[svc+env[p+"_REGISTRY_DNS_SUFFIX"]]
+		if env[p+"_REGISTRY_BACKEND"] != "dns" || !ok || head.Spec.ClusterIP != corev1.ClusterIPNone ||
+			!selects(head.Spec.Selector, d.Spec.Template.Labels) || len(head.Spec.Ports) == 0 ||
+			strconv.Itoa(int(head.Spec.Ports[0].Port)) != env[p+"_REGISTRY_DNS_PORT"] {
+			t.Errorf("DNS discovery: want %s_REGISTRY_BACKEND=dns and a headless Service %s%s on %s_REGISTRY_DNS_PORT",
+				p, svc, env[p+"_REGISTRY_DNS_SUFFIX"], p)
+		}
+	}
+	if !hasPort(c, port(t, env[p+"_ADMIN_ADDR"])) {
+		t.Errorf("container ports %v lack the admin port", c.Ports)
+	}
+	if _, ok := r.services[svc]; !ok {
+		t.Errorf("no Service %s", svc)
+	}
+
+	// Shutdown: the pod gets at least preStop + drain + shutdown before SIGKILL.
+	var preStop time.Duration
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		t.Error("want a preStop sleep (endpoints drop the pod meanwhile)")
+	} else {
+		preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+	}
+	grace := 30 * time.Second
+	if pod.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+	}
+	if need := preStop + drainBudget(t, svc, env); grace < need {
+		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + drain and shutdown %v", grace, preStop, need-preStop)
+	}
+
+	// Certificates from the <svc>-tls Secret, mounted where the TLS variables point.
+	certDir := filepath.Dir(env[p+"_TLS_CERT_FILE"])
+	var mounted bool
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != certDir || !m.ReadOnly {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == svc+"-tls" {
+				mounted = true
+			}
+		}
+	}
+	if !mounted || filepath.Dir(env[p+"_TLS_CA_FILE"]) != certDir || filepath.Dir(env[p+"_TLS_KEY_FILE"]) != certDir {
+		t.Errorf("TLS files %s/%s/%s are not all in the read-only mount of Secret %s-tls", env[p+"_TLS_CA_FILE"],
+			env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"], svc)
+	}
+}
+
+func resolvePort(c corev1.Container, p string) string {
+	for _, cp := range c.Ports {
+		if cp.Name == p {
+			return strconv.Itoa(int(cp.ContainerPort))
+		}
+	}
+	return p
+}
+
+func hasPort(c corev1.Container, p string) bool {
+	return slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return strconv.Itoa(int(cp.ContainerPort)) == p })
+}
+
+// selects reports whether selector matches labels.
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func portAllowed(ports []networkingv1.NetworkPolicyPort, port int32) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(ports, func(p networkingv1.NetworkPolicyPort) bool {
+		return p.Port != nil && p.Port.IntValue() == int(port)
+	})
+}
+
+// peerAllowed reports whether peers admit pods named app ("" = any destination: an empty peer list).
+func peerAllowed(peers []networkingv1.NetworkPolicyPeer, app string) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	return app != "" && slices.ContainsFunc(peers, func(p networkingv1.NetworkPolicyPeer) bool {
+		return p.PodSelector != nil && p.PodSelector.MatchLabels["app.kubernetes.io/name"] == app
+	})
+}
+
+func allowsIngress(rules []networkingv1.NetworkPolicyIngressRule, from string, port int32) bool {
+	return slices.ContainsFunc(rules, func(r networkingv1.NetworkPolicyIngressRule) bool {
+		return len(r.From) > 0 && peerAllowed(r.From, from) && portAllowed(r.Ports, port)
+	})
+}
+
+// allows is allowsIngress that also accepts a rule open to everyone.
+func allows(rules []networkingv1.NetworkPolicyIngressRule, from string, port int32) bool {
+	return slices.ContainsFunc(rules, func(r networkingv1.NetworkPolicyIngressRule) bool {
+		return peerAllowed(r.From, from) && portAllowed(r.Ports, port)
+	})
+}
+
+func allowsEgress(rules []networkingv1.NetworkPolicyEgressRule, to string, port int32) bool {
+	return slices.ContainsFunc(rules, func(r networkingv1.NetworkPolicyEgressRule) bool {
+		if to == "" {
+			return len(r.To) == 0 && len(r.Ports) > 0 && portAllowed(r.Ports, port)
+		}
+		return len(r.To) > 0 && peerAllowed(r.To, to) && portAllowed(r.Ports, port)
+	})
+}

@@ -1,0 +1,258 @@
+// Command bench runs the side-by-side benchmarks behind `make bench`: interleaved A/B rounds after a
+// warm-up, CPU time per request (getrusage, plus /proc of the stack's processes) first, QPS and p50/p99
+// second. It writes Go-benchmark-format files per variant into -out (compare with `benchstat a.txt
+// b.txt`), runs benchstat when it resolves, and prints a markdown summary for docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/loadtest/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	root := fs.String("root", ".", "repository root")
+	casesFlag := fs.String("cases", "chain,mtls,gateway,orders,orders-pg,outbox,outbox-real", "comma-separated: chain, mtls, gateway, orders, orders-pg (needs -pg/-kafka), outbox (embedded), outbox-real (-pg/-kafka/-nats)")
+	rounds := fs.Int("rounds", 5, "measured rounds per case (each variant once per round, order rotating)")
+	each := fs.Duration("each", 2*time.Second, "length of one variant's run in a round")
+	warmup := fs.Duration("warmup", time.Second, "warm-up per variant before the rounds")
+	out := fs.String("out", "loadtest/out", "output directory (relative to -root)")
+	otlp := fs.String("otlp", os.Getenv("OTLP_ENDPOINT"), "OTLP gRPC endpoint: adds a chain variant exporting traces there (default $OTLP_ENDPOINT)")
+	sample := fs.Float64("sample", 0.1, "trace sampling ratio of the traced chain variant (the prod profile's default)")
+	dsn := fs.String("pg", os.Getenv("DATABASE_URL"), "PostgreSQL URL for orders-pg (one database per service is created: bench_<svc>_<pid>)")
+	kafka := fs.String("kafka", os.Getenv("KAFKA_BROKERS"), "Kafka brokers for orders-pg")
+	natsURL := fs.String("nats", os.Getenv("NATS_URL"), "NATS server for outbox-real (JetStream)")
+	outboxEvents := fs.Int("outbox-events", 20000, "backlog drained by the outbox relay case")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (chain, mtls cases: client and server run here)")
+	runBenchstat := fs.Bool("benchstat", true, "run golang.org/x/perf/cmd/benchstat on the A/B files (go run; skipped when it does not resolve)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rootDir, err := localstack.FindRoot(*root)
+	if err != nil {
+		return err
+	}
+	outDir := *out
+	if !filepath.IsAbs(outDir) {
+		outDir = filepath.Join(rootDir, outDir)
+	}
+	if err := bench.Ensure(outDir); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	want := strings.Split(*casesFlag, ",")
+	r := bench.Rounds{N: *rounds, Each: *each, Warmup: *warmup}
+	started := time.Now()
+	fmt.Printf("shopmesh bench %s, %s\n", started.UTC().Format(time.RFC3339), bench.Machine())
+	fmt.Printf("rounds %d × %v per variant, warm-up %v\n\n", r.N, r.Each, r.Warmup)
+
+	var outcomes []bench.Outcome
+	var files [][]string
+	record := func(o bench.Outcome) error {
+		outcomes = append(outcomes, o)
+		paths, err := bench.AppendFiles(outDir, bench.FileName(o.Case), o)
+		files = append(files, paths)
+		return err
+	}
+	runCases := func(cs []bench.Case) error {
+		for _, c := range cs {
+			fmt.Printf("== %s\n", c.Name)
+			if err := record(bench.RunCase(ctx, c, r, os.Stdout)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Fresh result files for this run.
+	for _, old := range must(filepath.Glob(filepath.Join(outDir, "*.txt"))) {
+		_ = os.Remove(old)
+	}
+
+	var cl bench.Cleanup
+	defer cl.Run()
+	if slices.Contains(want, "chain") {
+		cs, err := bench.ChainCases(ctx, &cl, *otlp, *sample)
+		if err != nil {
+			return err
+		}
+		if err := runCases(cs); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(want, "mtls") {
+		cs, err := bench.MTLSCases(ctx, &cl)
+		if err != nil {
+			return err
+		}
+		if err := runCases(cs); err != nil {
+			return err
+		}
+	}
+	var orderFigures []string
+	if slices.Contains(want, "gateway") || slices.Contains(want, "orders") {
+		fmt.Println("== starting the embedded stack (SQLite, kfake, embedded NATS) on free ports")
+		s, err := bench.StartStack(ctx, &cl, rootDir, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("   gateway %s, TLS %v, %d processes\n", s.Target.GatewayURL, s.Target.TLS, len(s.Pids))
+		if slices.Contains(want, "gateway") {
+			c, closeCase, err := bench.GatewayCase(s)
+			if err != nil {
+				return err
+			}
+			err = runCases([]bench.Case{c})
+			closeCase()
+			if err != nil {
+				return err
+			}
+		}
+		if slices.Contains(want, "orders") {
+			o, line, err := bench.Orders(ctx, s, "embedded", r, os.Stdout)
+			if err != nil {
+				return err
+			}
+			for _, x := range o {
+				if err := record(x); err != nil {
+					return err
+				}
+			}
+			orderFigures = append(orderFigures, line)
+		}
+	}
+	if slices.Contains(want, "orders-pg") {
+		if *dsn == "" || *kafka == "" {
+			fmt.Println("== orders-pg skipped: no -pg / -kafka (source .run/infra.env)")
+		} else {
+			env, drop, err := bench.PostgresEnv(ctx, *dsn, *kafka)
+			if err != nil {
+				return err
+			}
+			cl.Add(drop)
+			fmt.Println("== starting the stack on PostgreSQL + Kafka")
+			s, err := bench.StartStack(ctx, &cl, rootDir, env)
+			if err != nil {
+				return err
+			}
+			o, line, err := bench.Orders(ctx, s, "postgres-kafka", r, os.Stdout)
+			if err != nil {
+				return err
+			}
+			for _, x := range o {
+				if err := record(x); err != nil {
+					return err
+				}
+			}
+			orderFigures = append(orderFigures, line)
+		}
+	}
+
+	for _, mode := range []string{"outbox", "outbox-real"} {
+		if !slices.Contains(want, mode) {
+			continue
+		}
+		oc := bench.OutboxConfig{Events: *outboxEvents, Rate: 500, Duration: 4 * time.Second}
+		if mode == "outbox-real" {
+			if *dsn == "" || *kafka == "" || *natsURL == "" {
+				fmt.Println("== outbox-real skipped: no -pg / -kafka / -nats (source .run/infra.env)")
+				continue
+			}
+			oc.PostgresURL, oc.Kafka, oc.NATSURL = *dsn, strings.Split(*kafka, ","), *natsURL
+		}
+		fmt.Printf("== %s relay (kafka %v, nats %q, postgres %v; embedded when empty)\n", mode, oc.Kafka, oc.NATSURL, oc.PostgresURL != "")
+		rs, err := bench.Outbox(ctx, oc, os.Stdout)
+		if err != nil {
+			// A real broker can be down or restarting (other tests restart them): report, go on.
+			fmt.Printf("   %s failed: %v\n", mode, err)
+			orderFigures = append(orderFigures, fmt.Sprintf("%s: failed: %v", mode, err))
+		}
+		for _, x := range rs {
+			orderFigures = append(orderFigures, fmt.Sprintf("outbox %s: %.0f events/s draining %d, %.1f µs CPU/event in process; "+
+				"commit-to-consume at %.0f/s: p50 %.2f ms, p99 %.2f ms, %d/%d received",
+				x.Name, x.Throughput, oc.Events, float64(x.CPUPerEvt)/1e3, oc.Rate, float64(x.P50)/1e6, float64(x.P99)/1e6, x.Got, x.Sent))
+		}
+	}
+
+	fmt.Printf("\n## Summary (medians over %d rounds; %s)\n\n", r.N, time.Since(started).Round(time.Second))
+	bench.WriteSummary(os.Stdout, outcomes)
+	for _, l := range orderFigures {
+		fmt.Println(l)
+	}
+	var sum strings.Builder
+	bench.WriteSummary(&sum, outcomes)
+	for _, l := range orderFigures {
+		sum.WriteString(l + "\n")
+	}
+	if err := os.WriteFile(filepath.Join(outDir, "summary.md"), []byte(sum.String()), 0o644); err != nil {
+		return err
+	}
+	if *runBenchstat {
+		for _, ps := range files {
+			if len(ps) < 2 {
+				continue
+			}
+			benchstat(outDir, ps)
+		}
+	}
+	fmt.Printf("\nfiles in %s (compare with: go run golang.org/x/perf/cmd/benchstat@latest A.txt B.txt)\n", outDir)
+	return nil
+}
+
+// benchstat runs benchstat on the files and saves its output next to them; it only warns when benchstat
+// does not resolve (no module proxy).
+func benchstat(dir string, files []string) {
+	args := append([]string{"run", "golang.org/x/perf/cmd/benchstat@latest"}, baseNames(files)...)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	outp, err := cmd.CombinedOutput()
+	if err != nil {
+		fmt.Printf("benchstat %v: %v\n%s\n", files, err, outp)
+		return
+	}
+	stem := strings.TrimSuffix(filepath.Base(files[0]), ".txt")
+	_ = os.WriteFile(filepath.Join(dir, "benchstat-"+stem+".txt"), outp, 0o644)
+	fmt.Printf("\n$ benchstat %s\n%s", strings.Join(baseNames(files), " "), outp)
+}
+
+func baseNames(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = filepath.Base(p)
+	}
+	return out
+}
+
+func must[T any](v T, _ error) T { return v }

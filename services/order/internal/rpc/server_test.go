@@ -1,0 +1,240 @@
+package rpc_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
+	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
+	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
+	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/order/internal/store"
+)
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type noFeed struct{}
+
+func (noFeed) Subscribe(context.Context, string) (<-chan int64, func(), error) {
+	return make(chan int64), func() {}, nil
+}
+
+func newPlatform(t *testing.T, cfg config.Config) *platform.Platform {
+	t.Helper()
+	p, err := platform.New(context.Background(), cfg, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// newApp is the order application on SQLite, calling fake inventory and payment servers.
+func newApp(t *testing.T) *app.App {
+	t.Helper()
+	inv := fakes.NewInventory(map[string]fakes.Product{"SKU-A": {Name: "Apple", PriceCents: 150, OnHand: 1000}})
+	pay := fakes.NewPayment()
+	inva := fakes.Serve(t, func(s *grpc.Server) { inventoryv1.RegisterInventoryServiceServer(s, inv) })
+	paya := fakes.Serve(t, func(s *grpc.Server) { paymentv1.RegisterPaymentServiceServer(s, pay) })
+	cfg := config.Default(config.Test)
+	cfg.Service = "order"
+	cfg.Targets["inventory"] = config.Target{Addresses: []string{inva}}
+	cfg.Targets["payment"] = config.Target{Addresses: []string{paya}}
+	p := newPlatform(t, cfg)
+	ic, err := p.Dial("inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := p.Dial("payment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := sqldbtest.SQLite(t)
+	if err := store.Migrate(t.Context(), dsn, discard()); err != nil {
+		t.Fatal(err)
+	}
+	db, d := sqldbtest.Open(t, dsn)
+	client := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second)
+	a, err := app.New(app.Deps{
+		Orders: store.New(db, d, outbox.New(d, nil), nil), Stock: client, Catalog: client, Feed: noFeed{}, Logger: discard(),
+		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second),
+	}, app.Settings{SagaTimeout: 5 * time.Second, RecoveryAfter: time.Minute, GiveUpAfter: time.Hour, RecoveryBatch: 20, WatchPoll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// serveOrder serves the OrderService from a platform built from cfg and returns its address.
+func serveOrder(t *testing.T, cfg config.Config, a *app.App) string {
+	t.Helper()
+	p := newPlatform(t, cfg)
+	srv := p.NewServer()
+	orderv1.RegisterOrderServiceServer(srv, rpc.NewServer(a, nil))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ctx, srv, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return lis.Addr().String()
+}
+
+func tlsFiles(dir, svc string) config.TLS {
+	return config.TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, svc+".pem"), KeyFile: filepath.Join(dir, svc+"-key.pem")}
+}
+
+// orderClient dials the order service at addr as identity (TLS when dir != "").
+func orderClient(t *testing.T, identity, dir, addr string) orderv1.OrderServiceClient {
+	t.Helper()
+	cfg := config.Default(config.Test)
+	cfg.Service = identity
+	if dir != "" {
+		cfg.TLS = tlsFiles(dir, identity)
+	}
+	cfg.Targets["order"] = config.Target{Addresses: []string{addr}}
+	conn, err := newPlatform(t, cfg).Dial("order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orderv1.NewOrderServiceClient(conn)
+}
+
+func as(ctx context.Context, customer string) context.Context {
+	if customer == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, authz.CustomerHeader, customer)
+}
+
+// A customer sees, cancels and watches only their own orders: another customer's order is NOT_FOUND,
+// like a missing one. Checked with mTLS on (the customer comes from the gateway's certificate) and off.
+func TestCustomerSeesOnlyOwnOrders(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := mtls.EnsureDir(mtls.DirOptions{Dir: dir, Services: []string{"order", "gateway"}, TTL: time.Hour, CATTL: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(t)
+	tlsCfg := config.Default(config.Test)
+	tlsCfg.Service, tlsCfg.ListenAddr, tlsCfg.TLS = "order", "127.0.0.1:0", tlsFiles(dir, "order")
+	plainCfg := config.Default(config.Test)
+	plainCfg.Service, plainCfg.ListenAddr = "order", "127.0.0.1:0"
+
+	for _, tc := range []struct {
+		name string
+		dir  string
+		addr string
+	}{
+		{"mtls", dir, serveOrder(t, tlsCfg, a)},
+		{"plaintext", "", serveOrder(t, plainCfg, a)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := orderClient(t, "gateway", tc.dir, tc.addr)
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			created, err := gw.CreateOrder(as(ctx, "alice"), &orderv1.CreateOrderRequest{
+				CustomerId: "alice", IdempotencyKey: "key-" + tc.name,
+				Items: []*orderv1.OrderItem{{Sku: "SKU-A", Quantity: 1}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := created.GetOrder().GetId()
+
+			// Claiming another customer than the authenticated one is refused.
+			_, err = gw.CreateOrder(as(ctx, "mallory"), &orderv1.CreateOrderRequest{
+				CustomerId: "alice", IdempotencyKey: "key2-" + tc.name, Items: []*orderv1.OrderItem{{Sku: "SKU-A", Quantity: 1}},
+			})
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("create for another customer: %v", err)
+			}
+
+			if got, err := gw.GetOrder(as(ctx, "alice"), &orderv1.GetOrderRequest{OrderId: id}); err != nil || got.GetOrder().GetCustomerId() != "alice" {
+				t.Errorf("owner get: %v %v", got, err)
+			}
+			_, missing := gw.GetOrder(as(ctx, "mallory"), &orderv1.GetOrderRequest{OrderId: "00000000-0000-0000-0000-000000000000"})
+			_, other := gw.GetOrder(as(ctx, "mallory"), &orderv1.GetOrderRequest{OrderId: id})
+			if status.Code(other) != codes.NotFound || status.Convert(other).Message() != status.Convert(missing).Message() {
+				t.Errorf("other's order: %v; missing order: %v", other, missing)
+			}
+			if _, err := gw.CancelOrder(as(ctx, "mallory"), &orderv1.CancelOrderRequest{OrderId: id, Reason: "mine now"}); status.Code(err) != codes.NotFound {
+				t.Errorf("cancel other's order: %v", err)
+			}
+			if st, err := gw.WatchOrder(as(ctx, "mallory"), &orderv1.WatchOrderRequest{OrderId: id}); err == nil {
+				if _, err = st.Recv(); status.Code(err) != codes.NotFound {
+					t.Errorf("watch other's order: %v", err)
+				}
+			}
+			// Without customer metadata the gateway acts for itself (no customer) and sees the order.
+			got, err := gw.GetOrder(ctx, &orderv1.GetOrderRequest{OrderId: id})
+			if err != nil || got.GetOrder().GetStatus() == orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
+				t.Errorf("service get: %v %v (must not have been cancelled by mallory)", got, err)
+			}
+			st, err := gw.WatchOrder(as(ctx, "alice"), &orderv1.WatchOrderRequest{OrderId: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first, err := st.Recv(); err != nil || first.GetOrder().GetId() != id {
+				t.Errorf("owner watch: %v %v", first, err)
+			}
+		})
+	}
+}
+
+// Every method of the three services has at least one caller in the built-in policy (a method nobody
+// may call is a policy bug), and no policy key names a method that does not exist.
+func TestDefaultPolicyMatchesContracts(t *testing.T) {
+	t.Parallel()
+	p := authz.DefaultPolicy()
+	callers := []string{"gateway", "order", "inventory", "payment"}
+	known := map[string]bool{}
+	for _, sd := range []grpc.ServiceDesc{orderv1.OrderService_ServiceDesc, inventoryv1.InventoryService_ServiceDesc, paymentv1.PaymentService_ServiceDesc} {
+		known["/"+sd.ServiceName+"/*"] = true
+		var names []string
+		for _, m := range sd.Methods {
+			names = append(names, m.MethodName)
+		}
+		for _, s := range sd.Streams {
+			names = append(names, s.StreamName)
+		}
+		for _, n := range names {
+			full := "/" + sd.ServiceName + "/" + n
+			known[full] = true
+			allowed := 0
+			for _, c := range callers {
+				if p.Allowed(mtls.SPIFFEID(c).String(), full) {
+					allowed++
+				}
+			}
+			if allowed == 0 {
+				t.Errorf("%s: no service may call it", full)
+			}
+		}
+	}
+	for _, k := range p.Keys() {
+		if !known[k] {
+			t.Errorf("policy names %s, which no service has", k)
+		}
+	}
+}
