@@ -100,6 +100,39 @@ infra-up: ## Install (cached) and start PostgreSQL, Kafka, NATS, Nacos and Jaege
 infra-down: ## Stop the real servers started by infra-up.
 	bash deploy/infra/infra.sh down
 
+# Container images and the compose stack (deploy/docker, deploy/compose) need a Docker engine with the
+# buildx and compose plugins; deploy/docker/require-docker.sh says what is missing.
+SERVICES          := order inventory payment gateway
+IMAGE_TAG         ?= dev
+COMPOSE           := docker compose -f deploy/compose/compose.yaml
+# What deploy/compose/compose.yaml mounts read-only at /certs (../../.run/certs).
+COMPOSE_CERTS_DIR := $(ROOT)/.run/certs
+
+.PHONY: images
+images: ## docker build each service from deploy/docker/Dockerfile, tagged shopmesh/<svc>:dev (IMAGE_TAG=...).
+	@bash deploy/docker/require-docker.sh $@ buildx
+	@set -e; for s in $(SERVICES); do echo "== image shopmesh/$$s:$(IMAGE_TAG)"; \
+		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s -t shopmesh/$$s:$(IMAGE_TAG) .; done
+
+# The services run as your uid:gid (they must read the 0600 key files of `make certs`) unless
+# SHOPMESH_UID / SHOPMESH_GID are set; the environment wins over deploy/compose/.env.
+.PHONY: compose-up
+compose-up: ## make certs, then build and start the compose stack, waiting for health; gateway on 127.0.0.1:8080.
+	@bash deploy/docker/require-docker.sh $@ buildx compose
+	@$(MAKE) --no-print-directory certs CERTS_DIR=$(COMPOSE_CERTS_DIR)
+	SHOPMESH_UID=$${SHOPMESH_UID:-$$(id -u)} SHOPMESH_GID=$${SHOPMESH_GID:-$$(id -g)} $(COMPOSE) up -d --build --wait
+
+.PHONY: compose-down
+compose-down: ## Stop and remove the compose stack's containers (volumes kept; add -v by hand to drop them).
+	@bash deploy/docker/require-docker.sh $@ compose
+	$(COMPOSE) down
+
+K8S_OUT ?= $(ROOT)/deploy/k8s/out
+
+.PHONY: k8s-render
+k8s-render: ## Render the kustomize overlays dev and prod into deploy/k8s/out/<overlay>.yaml (K8S_OUT=- for stdout).
+	@cd deploy && go run ./cmd/k8s-render -k8s $(ROOT)/deploy/k8s -out $(K8S_OUT) dev prod
+
 .PHONY: e2e
 e2e: ## End-to-end: the whole stack as processes (make run's code), driven over gRPC and HTTP, invariants checked.
 	cd deploy && go test -count=1 -v -run '^TestStack$$' ./localstack/

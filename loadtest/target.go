@@ -101,9 +101,12 @@ type StackOptions struct {
 	Logger *slog.Logger
 	// ServiceEnv adds "KEY=VALUE" per service (after the stack's own, so it wins: e.g. a PostgreSQL DSN).
 	ServiceEnv map[string][]string
+	// Replicas is the number of inventory and of payment instances (default 2, as `make run`).
+	Replicas int
 }
 
-// StartStack starts the `make run` stack (order ×1, inventory ×2, payment ×2, gateway) on free loopback
+// StartStack starts the `make run` stack (order ×1, inventory ×2, payment ×2 unless o.Replicas says
+// otherwise, gateway) on free loopback
 // ports with its data and logs in a fresh temporary directory, and returns it with the matching
 // Target. The gateway's per-client rate limit is raised so it measures the services, not the limiter.
 // Stop the stack and remove dir when done.
@@ -116,8 +119,12 @@ func StartStack(ctx context.Context, o StackOptions) (*localstack.Stack, Target,
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.RunDir = filepath.Join(dir, "run")
 	cfg.Order = localstack.Addrs("127.0.0.1", 0, 1)
-	cfg.Inventory = localstack.Addrs("127.0.0.1", 0, 2)
-	cfg.Payment = localstack.Addrs("127.0.0.1", 0, 2)
+	replicas := o.Replicas
+	if replicas <= 0 {
+		replicas = 2
+	}
+	cfg.Inventory = localstack.Addrs("127.0.0.1", 0, replicas)
+	cfg.Payment = localstack.Addrs("127.0.0.1", 0, replicas)
 	cfg.GatewayHTTP = "127.0.0.1:0"
 	cfg.NATSAddr = "127.0.0.1:0"
 	cfg.KafkaAddr = "127.0.0.1:0"

@@ -160,6 +160,7 @@ func checkCompose(t *testing.T, root, bins string) {
 			t.Errorf("%s: environment differs from %s's", job, svc)
 		}
 	}
+	checkAdvertisedHosts(t, p, jobs)
 	nats, err := os.ReadFile(filepath.Join(dir, "config", "nats.conf"))
 	if err != nil || !strings.Contains(string(nats), "sync_interval: always") {
 		t.Errorf("NATS config must fsync every write (sync_interval: always): %v", err)
@@ -171,5 +172,34 @@ func checkCompose(t *testing.T, root, bins string) {
 	}
 	if img := p.Services["kafka"].Image; img != "apache/kafka:3.9.1" {
 		t.Errorf("kafka image %q, want apache/kafka:3.9.1", img)
+	}
+}
+
+// checkAdvertisedHosts: no two registering containers announce the same fixed address in Nacos. A
+// replicated service must not set <P>_REGISTRY_NACOS_ADVERTISE_HOST at all (its replicas share one
+// environment, so they would all register one address and Nacos would hold a single instance): without
+// it each container registers its own interface address. A fixed host may appear once in the project.
+// One-shot jobs do not register and are skipped.
+func checkAdvertisedHosts(t *testing.T, p *types.Project, jobs map[string]bool) {
+	t.Helper()
+	const key = "_REGISTRY_NACOS_ADVERTISE_HOST"
+	owner := map[string]string{}
+	for _, name := range sortedKeys(p.Services) {
+		s := p.Services[name]
+		if jobs[name] {
+			continue
+		}
+		for k, v := range s.Environment {
+			if !strings.HasSuffix(k, key) || v == nil || *v == "" {
+				continue
+			}
+			if n := s.GetScale(); n > 1 {
+				t.Errorf("%s: %d replicas all advertise %s=%s in Nacos; remove it so each registers its own address", name, n, k, *v)
+			}
+			if other, dup := owner[*v]; dup {
+				t.Errorf("%s and %s both advertise %s in Nacos", other, name, *v)
+			}
+			owner[*v] = name
+		}
 	}
 }

@@ -44,17 +44,37 @@ func decodeStrict(data []byte, v any) error {
 	return errors.Join(strict...)
 }
 
-func into[T any](t *testing.T, m map[string]*T, name string, data []byte) {
-	t.Helper()
-	v := new(T)
-	if err := decodeStrict(data, v); err != nil {
-		t.Errorf("%T %s: %v", v, name, err)
-		return
+// kinds is every kind an overlay may render ("apiVersion/Kind"), each with what decodes one object of
+// it into its map of r.
+func (r *rendered) kinds() map[string]func(t *testing.T, name string, data []byte) {
+	return map[string]func(*testing.T, string, []byte){
+		"apps/v1/Deployment":                     into(&r.deployments),
+		"apps/v1/StatefulSet":                    into(&r.statefulSets),
+		"v1/Service":                             into(&r.services),
+		"v1/ConfigMap":                           into(&r.configMaps),
+		"v1/Secret":                              into(&r.secrets),
+		"v1/Namespace":                           into(&r.namespaces),
+		"autoscaling/v2/HorizontalPodAutoscaler": into(&r.hpas),
+		"policy/v1/PodDisruptionBudget":          into(&r.pdbs),
+		"networking.k8s.io/v1/NetworkPolicy":     into(&r.policies),
 	}
-	if _, dup := m[name]; dup {
-		t.Errorf("%T %s twice", v, name)
+}
+
+// into returns a decoder of objects of type T into *m (created empty), by name: strict, each name once.
+func into[T any](m *map[string]*T) func(t *testing.T, name string, data []byte) {
+	*m = map[string]*T{}
+	return func(t *testing.T, name string, data []byte) {
+		t.Helper()
+		v := new(T)
+		if err := decodeStrict(data, v); err != nil {
+			t.Errorf("%T %s: %v", v, name, err)
+			return
+		}
+		if _, dup := (*m)[name]; dup {
+			t.Errorf("%T %s twice", v, name)
+		}
+		(*m)[name] = v
 	}
-	m[name] = v
 }
 
 func render(t *testing.T, dir string) rendered {
@@ -63,42 +83,82 @@ func render(t *testing.T, dir string) rendered {
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
-	r := rendered{
-		deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
-		services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		policies: map[string]*networkingv1.NetworkPolicy{}, namespaces: map[string]*corev1.Namespace{},
-	}
+	var r rendered
+	kinds := r.kinds()
 	for _, res := range res.Resources() {
 		data, err := res.MarshalJSON()
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := res.GetName()
-		switch gvk := res.GetGvk(); gvk.ApiVersion() + "/" + gvk.Kind {
-		case "apps/v1/Deployment":
-			into(t, r.deployments, name, data)
-		case "apps/v1/StatefulSet":
-			into(t, r.statefulSets, name, data)
-		case "v1/Service":
-			into(t, r.services, name, data)
-		case "v1/ConfigMap":
-			into(t, r.configMaps, name, data)
-		case "v1/Secret":
-			into(t, r.secrets, name, data)
-		case "v1/Namespace":
-			into(t, r.namespaces, name, data)
-		case "autoscaling/v2/HorizontalPodAutoscaler":
-			into(t, r.hpas, name, data)
-		case "policy/v1/PodDisruptionBudget":
-			into(t, r.pdbs, name, data)
-		case "networking.k8s.io/v1/NetworkPolicy":
-			into(t, r.policies, name, data)
-		default:
-			t.Errorf("unexpected object %s %s", gvk, name)
+		gvk := res.GetGvk()
+		decode, ok := kinds[gvk.ApiVersion()+"/"+gvk.Kind]
+		if !ok {
+			t.Errorf("unexpected object %s %s", gvk, res.GetName())
+			continue
 		}
+		decode(t, res.GetName(), data)
 	}
 	return r
+}
+
+// workload is a pod template with what owns it.
+type workload struct {
+	kind, name string
+	replicas   *int32
+	pod        corev1.PodSpec
+}
+
+// workloads are the rendered Deployments and StatefulSets, in a stable order.
+func (r rendered) workloads() []workload {
+	var ws []workload
+	for _, name := range sortedKeys(r.deployments) {
+		d := r.deployments[name]
+		ws = append(ws, workload{"Deployment", name, d.Spec.Replicas, d.Spec.Template.Spec})
+	}
+	for _, name := range sortedKeys(r.statefulSets) {
+		s := r.statefulSets[name]
+		ws = append(ws, workload{"StatefulSet", name, s.Spec.Replicas, s.Spec.Template.Spec})
+	}
+	return ws
+}
+
+// companions are the objects each service's Deployment needs beside it, by kind, with their checks.
+var companions = []struct {
+	kind  string
+	check func(t *testing.T, r rendered, svc string, d *appsv1.Deployment)
+}{
+	{"HorizontalPodAutoscaler", func(t *testing.T, r rendered, svc string, d *appsv1.Deployment) {
+		hpa, ok := r.hpas[svc]
+		if !ok || hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != svc ||
+			hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas < 2 || hpa.Spec.MaxReplicas < *hpa.Spec.MinReplicas || len(hpa.Spec.Metrics) == 0 {
+			t.Errorf("no HorizontalPodAutoscaler for Deployment %s with min >= 2 and a metric", svc)
+			return
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas < *hpa.Spec.MinReplicas {
+			t.Errorf("replicas %v below the HPA minimum %d", d.Spec.Replicas, *hpa.Spec.MinReplicas)
+		}
+	}},
+	{"PodDisruptionBudget", func(t *testing.T, r rendered, svc string, d *appsv1.Deployment) {
+		if pdb, ok := r.pdbs[svc]; !ok || !selects(pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) ||
+			(pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil) {
+			t.Errorf("no PodDisruptionBudget selecting %s", svc)
+		}
+	}},
+	{"NetworkPolicy", func(t *testing.T, r rendered, svc string, d *appsv1.Deployment) {
+		np, ok := r.policies[svc]
+		if !ok || !selects(np.Spec.PodSelector.MatchLabels, d.Spec.Template.Labels) || len(np.Spec.PolicyTypes) != 2 {
+			t.Errorf("no NetworkPolicy (Ingress and Egress) selecting %s", svc)
+			return
+		}
+		if !allows(np.Spec.Ingress, "prometheus", 9090) {
+			t.Errorf("NetworkPolicy %s: Prometheus may not scrape the admin port 9090", svc)
+		}
+	}},
+	{"Service", func(t *testing.T, r rendered, svc string, d *appsv1.Deployment) {
+		if _, ok := r.services[svc]; !ok {
+			t.Errorf("no Service %s", svc)
+		}
+	}},
 }
 
 // containerEnv resolves a container's environment as the kubelet would: envFrom ConfigMaps, then env
@@ -141,6 +201,8 @@ func containerEnv(t *testing.T, r rendered, c corev1.Container) map[string]strin
 			default:
 				env[e.Name] = "placeholder-secret-provided-by-the-operator-" + strings.Repeat("x", 32)
 			}
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP":
+			env[e.Name] = "10.244.0.17" // what the kubelet puts there: this pod's address
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			ref := e.ValueFrom.ConfigMapKeyRef
 			env[e.Name] = r.configMaps[ref.Name].Data[ref.Key]
@@ -165,17 +227,10 @@ func checkKustomize(t *testing.T, root, bins, overlay string) {
 		len(deny.Spec.Ingress) != 0 || len(deny.Spec.Egress) != 0 || len(deny.Spec.PolicyTypes) != 2 {
 		t.Error("no default-deny NetworkPolicy (every pod, Ingress and Egress, no rule)")
 	}
-	for _, d := range r.deployments {
-		for _, c := range slices.Concat(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers) {
+	for _, w := range r.workloads() {
+		for _, c := range slices.Concat(w.pod.InitContainers, w.pod.Containers) {
 			if !pinned(c.Image) {
-				t.Errorf("Deployment %s: image %s is not pinned", d.Name, c.Image)
-			}
-		}
-	}
-	for _, s := range r.statefulSets {
-		for _, c := range s.Spec.Template.Spec.Containers {
-			if !pinned(c.Image) {
-				t.Errorf("StatefulSet %s: image %s is not pinned", s.Name, c.Image)
+				t.Errorf("%s %s: image %s is not pinned", w.kind, w.name, c.Image)
 			}
 		}
 	}
@@ -187,40 +242,31 @@ func checkKustomize(t *testing.T, root, bins, overlay string) {
 				t.Fatalf("no Deployment %s", svc)
 			}
 			checkDeployment(t, r, bins, svc, d, profile)
-			sel := d.Spec.Template.Labels
-			if hpa, ok := r.hpas[svc]; !ok || hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != svc ||
-				hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas < 2 || hpa.Spec.MaxReplicas < *hpa.Spec.MinReplicas || len(hpa.Spec.Metrics) == 0 {
-				t.Errorf("no HorizontalPodAutoscaler for Deployment %s with min >= 2 and a metric", svc)
-			} else if d.Spec.Replicas == nil || *d.Spec.Replicas < *hpa.Spec.MinReplicas {
-				t.Errorf("replicas %v below the HPA minimum %d", d.Spec.Replicas, *hpa.Spec.MinReplicas)
-			}
-			if pdb, ok := r.pdbs[svc]; !ok || !selects(pdb.Spec.Selector.MatchLabels, sel) ||
-				(pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil) {
-				t.Errorf("no PodDisruptionBudget selecting %s", svc)
-			}
-			np, ok := r.policies[svc]
-			if !ok || !selects(np.Spec.PodSelector.MatchLabels, sel) || len(np.Spec.PolicyTypes) != 2 {
-				t.Fatalf("no NetworkPolicy (Ingress and Egress) selecting %s", svc)
-			}
-			if !allows(np.Spec.Ingress, "prometheus", 9090) {
-				t.Errorf("NetworkPolicy %s: Prometheus may not scrape the admin port 9090", svc)
+			for _, c := range companions {
+				c.check(t, r, svc, d)
 			}
 		})
 	}
 
-	// The call graph, both ends.
-	for _, edge := range [][2]string{{"gateway", "order"}, {"gateway", "inventory"}, {"gateway", "payment"}, {"order", "inventory"}, {"order", "payment"}} {
-		from, to := edge[0], edge[1]
-		if np := r.policies[to]; np == nil || !allowsIngress(np.Spec.Ingress, from, 50051) {
-			t.Errorf("NetworkPolicy %s does not admit %s on 50051", to, from)
+	// The call graph, both ends: every edge is admitted by the callee's ingress and the caller's egress,
+	// and no reverse edge is admitted.
+	for _, e := range []struct {
+		from, to string
+		allowed  bool
+	}{
+		{"gateway", "order", true}, {"gateway", "inventory", true}, {"gateway", "payment", true},
+		{"order", "inventory", true}, {"order", "payment", true},
+		{"inventory", "order", false}, {"payment", "order", false}, {"payment", "inventory", false}, {"order", "gateway", false},
+	} {
+		in, out := r.policies[e.to], r.policies[e.from]
+		switch {
+		case e.allowed && (in == nil || !allowsIngress(in.Spec.Ingress, e.from, 50051)):
+			t.Errorf("NetworkPolicy %s does not admit %s on 50051", e.to, e.from)
+		case !e.allowed && in != nil && allowsIngress(in.Spec.Ingress, e.from, 50051):
+			t.Errorf("NetworkPolicy %s admits %s, which is not in the call graph", e.to, e.from)
 		}
-		if np := r.policies[from]; np == nil || !allowsEgress(np.Spec.Egress, to, 50051) {
-			t.Errorf("NetworkPolicy %s does not let it call %s on 50051", from, to)
-		}
-	}
-	for _, edge := range [][2]string{{"inventory", "order"}, {"payment", "order"}, {"payment", "inventory"}, {"order", "gateway"}} {
-		if np := r.policies[edge[1]]; np != nil && allowsIngress(np.Spec.Ingress, edge[0], 50051) {
-			t.Errorf("NetworkPolicy %s admits %s, which is not in the call graph", edge[1], edge[0])
+		if e.allowed && (out == nil || !allowsEgress(out.Spec.Egress, e.to, 50051)) {
+			t.Errorf("NetworkPolicy %s does not let it call %s on 50051", e.from, e.to)
 		}
 	}
 	infra := map[string]int32{"order": 5432, "inventory": 5432, "payment": 5432}
@@ -280,6 +326,7 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 	}
 	checkEnv(t, bins, svc, env, profile)
 	p := prefix(svc)
+	checkAdvertiseHost(t, r, c)
 
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %v: want CPU and memory requests and a memory limit", c.Resources)
@@ -324,10 +371,6 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 	if !hasPort(c, port(t, env[p+"_ADMIN_ADDR"])) {
 		t.Errorf("container ports %v lack the admin port", c.Ports)
 	}
-	if _, ok := r.services[svc]; !ok {
-		t.Errorf("no Service %s", svc)
-	}
-
 	// Shutdown: the pod gets at least preStop + drain + shutdown before SIGKILL.
 	var preStop time.Duration
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
@@ -359,6 +402,32 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 	if !mounted || filepath.Dir(env[p+"_TLS_CA_FILE"]) != certDir || filepath.Dir(env[p+"_TLS_KEY_FILE"]) != certDir {
 		t.Errorf("TLS files %s/%s/%s are not all in the read-only mount of Secret %s-tls", env[p+"_TLS_CA_FILE"],
 			env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"], svc)
+	}
+}
+
+// checkAdvertiseHost: the replicas of a Deployment share its pod template, so a fixed
+// <P>_REGISTRY_NACOS_ADVERTISE_HOST (a value, or a ConfigMap key) would register every pod under one
+// address in Nacos. Only the pod's own IP from the downward API (status.podIP) may be set; without the
+// variable each pod registers its interface address (eth0), which is the pod IP too.
+func checkAdvertiseHost(t *testing.T, r rendered, c corev1.Container) {
+	t.Helper()
+	const key = "_REGISTRY_NACOS_ADVERTISE_HOST"
+	for _, src := range c.EnvFrom {
+		if src.ConfigMapRef == nil {
+			continue // reported by containerEnv
+		}
+		if cm := r.configMaps[src.ConfigMapRef.Name]; cm != nil {
+			for k := range cm.Data {
+				if strings.HasSuffix(src.Prefix+k, key) {
+					t.Errorf("ConfigMap %s sets %s%s: every pod would advertise the same address; use the downward API (status.podIP) or nothing", cm.Name, src.Prefix, k)
+				}
+			}
+		}
+	}
+	for _, e := range c.Env {
+		if strings.HasSuffix(e.Name, key) && (e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP") {
+			t.Errorf("%s is not the pod IP (valueFrom.fieldRef status.podIP): every pod would advertise the same address", e.Name)
+		}
 	}
 }
 

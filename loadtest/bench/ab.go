@@ -25,6 +25,9 @@ type Case struct {
 	Name     string
 	Conc     int
 	Variants []Variant
+	// ServerProcess says the variants' Pids are the server, in its own process: the log then also
+	// gives the server's CPU per request and the rate one core sustains at that cost.
+	ServerProcess bool
 }
 
 // Rounds configures the interleaving.
@@ -59,6 +62,10 @@ func RunCase(ctx context.Context, c Case, r Rounds, log io.Writer) Outcome {
 			if log != nil {
 				fmt.Fprintf(log, "  %-28s round %d %-16s %8.0f req/s  cpu %7.1f µs/req  p50 %6.3f ms  p99 %6.3f ms  errors %d\n",
 					c.Name, i+1, v.Name, st.QPS(), st.CPUPerOp()/1e3, ms(st.P50), ms(st.P99), st.Errors)
+				if c.ServerProcess && st.PidsCPU > 0 {
+					fmt.Fprintf(log, "  %-28s         %-16s server process %7.1f µs/req → %.0f req/s per core (server side alone)\n",
+						"", v.Name, st.PidsCPUPerOp()/1e3, 1e9/st.PidsCPUPerOp())
+				}
 			}
 		}
 	}

@@ -1,6 +1,8 @@
 package bench_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +12,18 @@ import (
 
 	"github.com/shopmesh/shopmesh/loadtest/bench"
 )
+
+// TestMain lets the test binary be the mTLS handshake case's server process, as cmd/bench is.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(bench.HandshakeServerEnv); dir != "" {
+		if err := bench.ServeHandshakes(context.Background(), dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // A benchmark line benchstat accepts: name with -GOMAXPROCS, iterations, then value/unit pairs.
 var benchLine = regexp.MustCompile(`^Benchmark\S+-\d+\t\d+(\t[0-9.]+ [a-z0-9/-]+)+$`)

@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/credentials/insecure"
@@ -68,25 +73,13 @@ func MTLSCases(ctx context.Context, cl *Cleanup) ([]Case, error) {
 	}
 
 	// Handshakes: a TLS listener that completes the handshake and closes; the client never resumes
-	// (no session cache), so each one is a full ECDHE + two ECDSA P-256 certificate verifications.
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", ssrc.ServerConfig())
+	// (no session cache), so each one is a full ECDHE + two ECDSA P-256 certificate verifications. The
+	// listener runs in a child process (this binary again, see HandshakeServerEnv) so the server's CPU
+	// per handshake is measured apart from the client's.
+	addr, pid, err := startHandshakeServer(ctx, cl, dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("handshake server: %w", err)
 	}
-	cl.Add(func() { _ = lis.Close() })
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_ = c.(*tls.Conn).HandshakeContext(ctx)
-				_ = c.Close()
-			}()
-		}
-	}()
-	addr := lis.Addr().String()
 	handshake := func(curves []tls.CurveID) Op {
 		return func(ctx context.Context) error {
 			cfg := csrc.ClientConfig("echo")
@@ -106,7 +99,97 @@ func MTLSCases(ctx context.Context, cl *Cleanup) ([]Case, error) {
 		{Name: "MTLS/steady/conc=50", Conc: 50, Variants: []Variant{
 			{Name: "plaintext", Op: unaryOp(plain)}, {Name: "mtls", Op: unaryOp(secure)}}},
 		// default: Go's key shares (X25519MLKEM768 hybrid first); x25519: classic ECDHE only.
-		{Name: "MTLS/handshake/conc=4", Conc: 4, Variants: []Variant{
-			{Name: "default", Op: handshake(nil)}, {Name: "x25519", Op: handshake([]tls.CurveID{tls.X25519})}}},
+		{Name: "MTLS/handshake/conc=4", Conc: 4, ServerProcess: true, Variants: []Variant{
+			{Name: "default", Op: handshake(nil), Pids: []int{pid}},
+			{Name: "x25519", Op: handshake([]tls.CurveID{tls.X25519}), Pids: []int{pid}}}},
 	}, nil
+}
+
+// HandshakeServerEnv, set to a certificate directory, makes the bench binary serve TLS handshakes
+// (ServeHandshakes) instead of benchmarking: the handshake case's server process.
+const HandshakeServerEnv = "SHOPMESH_BENCH_HANDSHAKE_SERVER"
+
+// ServeHandshakes listens on a loopback port with the "echo" identity of the certificates in dir,
+// prints the address on stdout, completes every TLS handshake and closes the connection, until stdin
+// closes (the parent ended).
+func ServeHandshakes(ctx context.Context, dir string) error {
+	src, err := source(dir, "echo")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", src.ServerConfig())
+	if err != nil {
+		return err
+	}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		_ = lis.Close()
+	}()
+	fmt.Println(lis.Addr().String())
+	for {
+		c, err := lis.Accept()
+		if err != nil {
+			return nil
+		}
+		go func() {
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_ = c.(*tls.Conn).HandshakeContext(hctx)
+			_ = c.Close()
+		}()
+	}
+}
+
+// startHandshakeServer runs ServeHandshakes in a child process and returns its address and pid.
+func startHandshakeServer(ctx context.Context, cl *Cleanup, dir string) (string, int, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", 0, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), HandshakeServerEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", 0, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", 0, err
+	}
+	cl.Add(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	type line struct {
+		s   string
+		err error
+	}
+	got := make(chan line, 1)
+	go func() {
+		s, err := bufio.NewReader(stdout).ReadString('\n')
+		got <- line{strings.TrimSpace(s), err}
+	}()
+	select {
+	case l := <-got:
+		if l.err != nil {
+			return "", 0, fmt.Errorf("no address from the child: %w", l.err)
+		}
+		return l.s, cmd.Process.Pid, nil
+	case <-time.After(30 * time.Second):
+		return "", 0, errors.New("no address from the child within 30 s")
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
 }

@@ -47,10 +47,12 @@ type Cleanup []func()
 // Add registers a teardown step.
 func (c *Cleanup) Add(f func()) { *c = append(*c, f) }
 
-// Run runs the steps in reverse order.
-func (c Cleanup) Run() {
-	for i := len(c) - 1; i >= 0; i-- {
-		c[i]()
+// Run runs the steps in reverse order (a pointer receiver: `defer cl.Run()` must see steps added later).
+func (c *Cleanup) Run() {
+	steps := *c
+	*c = nil
+	for i := len(steps) - 1; i >= 0; i-- {
+		steps[i]()
 	}
 }
 

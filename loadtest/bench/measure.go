@@ -26,8 +26,21 @@ type Stats struct {
 	Ops, Errors int
 	Wall        time.Duration
 	// CPU is user+sys time of this process and of the variant's extra processes during the run.
-	CPU           time.Duration
+	CPU time.Duration
+	// PidsCPU is the part of CPU spent by the variant's extra processes (a server in its own process).
+	PidsCPU       time.Duration
 	P50, P99, Max time.Duration
+}
+
+// PidsCPUPerOp is PidsCPU per request.
+func (s Stats) PidsCPUPerOp() float64 { return float64(s.PidsCPU) / float64(max(1, s.Ops)) }
+
+func pidsCPU(pids []int) time.Duration {
+	var d time.Duration
+	for _, p := range pids {
+		d += procCPU(p)
+	}
+	return d
 }
 
 // CPUPerOp is the primary figure.
@@ -73,7 +86,7 @@ func ClosedLoop(ctx context.Context, op Op, conc int, d time.Duration, pids []in
 	errs := make([]int, conc)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	cpu0, t0 := cpuNow(pids), time.Now()
+	cpu0, p0, t0 := cpuNow(pids), pidsCPU(pids), time.Now()
 	for g := range conc {
 		wg.Go(func() {
 			l := make([]time.Duration, 0, 4096)
@@ -97,7 +110,7 @@ func ClosedLoop(ctx context.Context, op Op, conc int, d time.Duration, pids []in
 	wg.Wait()
 	wall, cpu := time.Since(t0), cpuNow(pids)-cpu0
 	var all []time.Duration
-	st := Stats{Wall: wall, CPU: cpu}
+	st := Stats{Wall: wall, CPU: cpu, PidsCPU: pidsCPU(pids) - p0}
 	for g := range conc {
 		all = append(all, lats[g]...)
 		st.Errors += errs[g]

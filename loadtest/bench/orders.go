@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +30,15 @@ func Orders(ctx context.Context, s *Stack, label string, r Rounds, log io.Writer
 	for _, p := range s.Pids {
 		before[p] = procCPU(p)
 	}
+	machine0, infra0 := machineCPU(), infraCPU(s.Infra)
+	// The profile covers the warm-up and the measured rounds.
+	waitProfiles := s.ProfileProcs(ctx, label, r.Warmup+time.Duration(r.N)*r.Each)
 	oc := RunCase(ctx, closed, r, log)
+	if err := waitProfiles(); err != nil {
+		fmt.Fprintf(log, "  profiles: %v\n", err)
+	} else if s.ProfileDir != "" {
+		fmt.Fprintf(log, "  CPU profiles of every process: %s/%s-*.pprof (go tool pprof -top <file>)\n", s.ProfileDir, label)
+	}
 	maxRate := Summarize(oc)[0].QPS
 	ops := 0
 	for _, st := range oc.Stats["max"] {
@@ -41,14 +51,29 @@ func Orders(ctx context.Context, s *Stack, label string, r Rounds, log io.Writer
 			split = append(split, fmt.Sprintf("%s %.0f µs", s.Procs[p], float64(d)/float64(max(1, ops))/1e3))
 		}
 	}
+	for _, name := range []string{"postgres", "kafka"} {
+		if pid, ok := s.Infra[name]; ok {
+			if d := treeCPU(pid) - infra0[name]; d > 0 {
+				split = append(split, fmt.Sprintf("%s server %.0f µs", name, float64(d)/float64(max(1, ops))/1e3))
+			}
+		}
+	}
+	split = append(split, fmt.Sprintf("whole machine %.0f µs", float64(machineCPU()-machine0)/float64(max(1, ops))/1e3))
 	fmt.Fprintf(log, "  CPU per order by process (closed loop, warm-up included): %s\n", strings.Join(split, ", "))
 	if maxRate < 2 {
 		return nil, "", fmt.Errorf("orders %s: %.1f orders/s closed loop; see the stack logs", label, maxRate)
 	}
 	rate := maxRate / 2
+	if s.OpenRate > 0 {
+		rate = s.OpenRate
+	}
 	name := fmt.Sprintf("Orders/%s/open/rate=%.0f", label, rate)
-	fmt.Fprintf(log, "== %s (50%% of %.0f orders/s) for %v\n", name, maxRate, 4*r.Each)
+	fmt.Fprintf(log, "== %s (%.0f%% of %.0f orders/s) for %v\n", name, 100*rate/maxRate, maxRate, 4*r.Each)
+	waitProfiles = s.ProfileProcs(ctx, label+"-open", 4*r.Each)
 	st := OpenLoop(ctx, s.PlaceOrder, rate, 4*r.Each, s.Pids)
+	if err := waitProfiles(); err != nil {
+		fmt.Fprintf(log, "  profiles: %v\n", err)
+	}
 	fmt.Fprintf(log, "  %s: %d orders, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms, cpu %.0f µs/order\n",
 		name, st.Ops, st.Errors, ms(st.P50), ms(st.P99), ms(st.Max), st.CPUPerOp()/1e3)
 	oo := Outcome{Case: name, Order: []string{"open"}, Stats: map[string][]Stats{"open": {st}}}
@@ -59,39 +84,171 @@ func Orders(ctx context.Context, s *Stack, label string, r Rounds, log io.Writer
 	return []Outcome{oc, oo}, line, nil
 }
 
-// PostgresEnv creates one fresh database per service on the server of dsn and returns the stack's
-// ServiceEnv pointing order, inventory and payment at them and at the Kafka brokers, plus a function
-// dropping the databases.
-func PostgresEnv(ctx context.Context, dsn, kafka string) (map[string][]string, func(), error) {
+// PGStack is one fresh database per service on a PostgreSQL server, for the stack's ServiceEnv.
+type PGStack struct {
+	// Env points order, inventory and payment at their databases and everything at the Kafka brokers.
+	Env  map[string][]string
+	conn *pgx.Conn
+	dbs  map[string]string // service → database
+}
+
+// PostgresEnv creates one fresh database per service on the server of dsn (bench_<svc>_<pid>).
+func PostgresEnv(ctx context.Context, dsn, kafka string) (*PGStack, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: %w", err)
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return nil, nil, err
+		_ = conn.Close(ctx)
+		return nil, err
 	}
-	env := map[string][]string{}
-	var dbs []string
+	p := &PGStack{Env: map[string][]string{}, conn: conn, dbs: map[string]string{}}
 	for _, svc := range []string{localstack.Order, localstack.Inventory, localstack.Payment} {
 		db := fmt.Sprintf("bench_%s_%d", svc, os.Getpid())
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-			_ = conn.Close(ctx)
-			return nil, nil, fmt.Errorf("create database %s: %w", db, err)
+			p.Drop()
+			return nil, fmt.Errorf("create database %s: %w", db, err)
 		}
-		dbs = append(dbs, db)
+		p.dbs[svc] = db
 		su := *u
 		su.Path = "/" + db
-		env[svc] = []string{strings.ToUpper(svc) + "_DSN=" + su.String(), "KAFKA_BROKERS=" + kafka}
+		p.Env[svc] = []string{strings.ToUpper(svc) + "_DSN=" + su.String(), "KAFKA_BROKERS=" + kafka}
 	}
-	env[localstack.Gateway] = []string{"KAFKA_BROKERS=" + kafka}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, db := range dbs {
-			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	p.Env[localstack.Gateway] = []string{"KAFKA_BROKERS=" + kafka}
+	return p, nil
+}
+
+// Drop drops the databases and closes the connection.
+func (p *PGStack) Drop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, db := range p.dbs {
+		_, _ = p.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	}
+	_ = p.conn.Close(ctx)
+}
+
+// DBStats is PostgreSQL's own count of committed transactions and of rows written (inserted + updated
+// + deleted) per service database, from pg_stat_database.
+type DBStats map[string][2]int64
+
+// Stats reads DBStats now. PostgreSQL publishes these counters with a delay of up to a second
+// (stats_fetch_consistency, PGSTAT_MIN_INTERVAL); callers wait before the final read.
+func (p *PGStack) Stats(ctx context.Context) (DBStats, error) {
+	out := DBStats{}
+	for svc, db := range p.dbs {
+		var x, w int64
+		if err := p.conn.QueryRow(ctx, `SELECT xact_commit, tup_inserted + tup_updated + tup_deleted
+			FROM pg_stat_database WHERE datname = $1`, db).Scan(&x, &w); err != nil {
+			return nil, fmt.Errorf("pg_stat_database %s: %w", db, err)
 		}
-		_ = conn.Close(ctx)
+		out[svc] = [2]int64{x, w}
 	}
-	return env, drop, nil
+	return out, nil
+}
+
+// Orders counts the orders in the order service's database.
+func (p *PGStack) Orders(ctx context.Context) (int64, error) {
+	cfg := p.conn.Config().Copy()
+	cfg.Database = p.dbs[localstack.Order]
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = c.Close(ctx) }()
+	var n int64
+	err = c.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n)
+	return n, err
+}
+
+// StmtStats are pg_stat_statements' cumulative calls and execution time per (service, statement), when
+// the server loads the extension (deploy/infra/infra.sh does); nil otherwise.
+type StmtStats map[[2]string]StmtStat
+
+// StmtStat is one statement's cumulative figures.
+type StmtStat struct {
+	Calls  int64
+	TimeMs float64
+}
+
+// Statements reads StmtStats now; an error when pg_stat_statements is not available.
+func (p *PGStack) Statements(ctx context.Context) (StmtStats, error) {
+	svcOf := map[string]string{}
+	var dbs []string
+	for svc, db := range p.dbs {
+		svcOf[db] = svc
+		dbs = append(dbs, db)
+	}
+	rows, err := p.conn.Query(ctx, `SELECT d.datname, s.query, sum(s.calls)::bigint, sum(s.total_exec_time)
+		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+		WHERE d.datname = ANY($1) GROUP BY 1, 2`, dbs)
+	if err != nil {
+		return nil, fmt.Errorf("pg_stat_statements: %w", err)
+	}
+	defer rows.Close()
+	out := StmtStats{}
+	for rows.Next() {
+		var (
+			db, q string
+			st    StmtStat
+		)
+		if err := rows.Scan(&db, &q, &st.Calls, &st.TimeMs); err != nil {
+			return nil, err
+		}
+		out[[2]string{svcOf[db], q}] = st
+	}
+	return out, rows.Err()
+}
+
+// StatementReport formats statements per order by service and the statements with the most execution
+// time between two StmtStats readings.
+func StatementReport(before, after StmtStats, orders int64, top int) string {
+	type row struct {
+		svc, q string
+		calls  int64
+		ms     float64
+	}
+	var rs []row
+	perSvc := map[string]int64{}
+	var totalMs float64
+	for k, a := range after {
+		b := before[k]
+		if a.Calls-b.Calls <= 0 {
+			continue
+		}
+		r := row{k[0], k[1], a.Calls - b.Calls, a.TimeMs - b.TimeMs}
+		rs = append(rs, r)
+		perSvc[r.svc] += r.calls
+		totalMs += r.ms
+	}
+	slices.SortFunc(rs, func(x, y row) int { return cmp.Compare(y.ms, x.ms) })
+	n := float64(max(1, orders))
+	var b strings.Builder
+	fmt.Fprintf(&b, "statements per order (pg_stat_statements): order %.1f, inventory %.1f, payment %.1f; "+
+		"execution time %.0f µs per order in all\n", float64(perSvc[localstack.Order])/n,
+		float64(perSvc[localstack.Inventory])/n, float64(perSvc[localstack.Payment])/n, 1000*totalMs/n)
+	for i, r := range rs {
+		if i == top {
+			break
+		}
+		q := strings.Join(strings.Fields(r.q), " ")
+		if len(q) > 90 {
+			q = q[:90] + "…"
+		}
+		fmt.Fprintf(&b, "  %-9s %5.2f/order %6.1f µs/call %5.1f%%  %s\n", r.svc, float64(r.calls)/n,
+			1000*r.ms/float64(r.calls), 100*r.ms/max(totalMs, 1e-9), q)
+	}
+	return b.String()
+}
+
+// PerOrder formats (after − before) / orders per service: transactions and rows written per order.
+func PerOrder(before, after DBStats, orders int64) string {
+	var parts []string
+	for _, svc := range []string{localstack.Order, localstack.Inventory, localstack.Payment} {
+		b, a := before[svc], after[svc]
+		parts = append(parts, fmt.Sprintf("%s %.1f tx, %.1f rows", svc,
+			float64(a[0]-b[0])/float64(max(1, orders)), float64(a[1]-b[1])/float64(max(1, orders))))
+	}
+	return strings.Join(parts, "; ")
 }

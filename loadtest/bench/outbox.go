@@ -37,6 +37,8 @@ type OutboxConfig struct {
 	Events   int
 	Rate     float64
 	Duration time.Duration
+	// BatchSize is the relay's RelayConfig.BatchSize (0: the default, 100).
+	BatchSize int
 }
 
 // OutboxResult is one (database, broker) pair.
@@ -249,7 +251,7 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 			return res, fmt.Errorf("backlog: %w", err)
 		}
 	}
-	relay, err := outbox.NewRelay(db, pub, slog.New(slog.DiscardHandler), nil, outbox.RelayConfig{})
+	relay, err := outbox.NewRelay(db, pub, slog.New(slog.DiscardHandler), nil, outbox.RelayConfig{BatchSize: cfg.BatchSize})
 	if err != nil {
 		return res, err
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,25 +28,39 @@ type Stack struct {
 	Target loadtest.Target
 	Pids   []int
 	// Procs names each pid ("order-1").
-	Procs  map[int]string
+	Procs map[int]string
+	// Admin is each pid's admin HTTP address (/metrics, /debug/pprof/).
+	Admin map[int]string
+	// ProfileDir, when set, makes the order cases save a CPU profile of every stack process there
+	// (<label>-<instance>.pprof), taken over the closed-loop rounds.
+	ProfileDir string
+	// SKUs is how many catalogue products orders pick from at random (the seeded SKU-0001…; default 24,
+	// the dev catalogue). Few SKUs make concurrent orders wait on the same product rows.
+	SKUs int
+	// OpenRate, when > 0, replaces half the closed-loop maximum as the order cases' open-loop rate.
+	OpenRate float64
+	// Infra are servers the stack uses whose CPU the order cases report too (name → pid, see InfraPids).
+	Infra  map[string]int
 	client *http.Client
 	tokens []string
 }
 
 // StartStack starts the `make run` stack on free ports (serviceEnv adds per-service variables, e.g. a
-// PostgreSQL DSN) and mints customer tokens.
-func StartStack(ctx context.Context, cl *Cleanup, root string, serviceEnv map[string][]string) (*Stack, error) {
-	s, t, dir, err := loadtest.StartStack(ctx, loadtest.StackOptions{Root: root, Env: environ(), ServiceEnv: serviceEnv})
+// PostgreSQL DSN; replicas is the number of inventory and payment instances, 0 = 2) and mints customer
+// tokens.
+func StartStack(ctx context.Context, cl *Cleanup, root string, serviceEnv map[string][]string, replicas int) (*Stack, error) {
+	s, t, dir, err := loadtest.StartStack(ctx, loadtest.StackOptions{Root: root, Env: environ(), ServiceEnv: serviceEnv, Replicas: replicas})
 	if err != nil {
 		return nil, err
 	}
 	cl.Add(func() { s.Stop(); removeAll(dir) })
 	st := &Stack{Target: t, client: &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000}, Timeout: 30 * time.Second}}
-	st.Procs = map[int]string{}
+	st.Procs, st.Admin = map[int]string{}, map[int]string{}
 	for _, i := range s.Instances() {
 		st.Pids = append(st.Pids, i.PID)
 		st.Procs[i.PID] = i.Name()
+		st.Admin[i.PID] = i.AdminAddr
 	}
 	for i := 1; i <= 200; i++ {
 		tok, err := st.token(ctx, fmt.Sprintf("cust-%04d", i))
@@ -131,8 +148,72 @@ func GatewayCase(s *Stack) (Case, func(), error) {
 
 // PlaceOrder is POST /v1/orders for one unit of a random SKU through the gateway (201 expected).
 func (s *Stack) PlaceOrder(ctx context.Context) error {
-	return s.do(ctx, http.MethodPost, "/v1/orders", fmt.Appendf(nil, `{"items":[{"sku":"SKU-%04d","quantity":1}]}`, 1+rand.IntN(24)),
+	return s.do(ctx, http.MethodPost, "/v1/orders", fmt.Appendf(nil, `{"items":[{"sku":"SKU-%04d","quantity":1}]}`, 1+rand.IntN(s.skus())),
 		map[string]string{"Content-Type": "application/json", "Idempotency-Key": uuid.NewString()}, http.StatusCreated)
+}
+
+// ProfileProcs fetches a CPU profile of d from every stack process's /debug/pprof/profile into
+// s.ProfileDir/<label>-<instance>.pprof; the returned function waits for them and reports failures.
+func (s *Stack) ProfileProcs(ctx context.Context, label string, d time.Duration) func() error {
+	if s.ProfileDir == "" {
+		return func() error { return nil }
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	errs := make(chan error, len(s.Pids))
+	for _, pid := range s.Pids {
+		go func() { errs <- s.fetchProfile(ctx, pid, label, secs) }()
+	}
+	return func() error {
+		var all []error
+		for range s.Pids {
+			if err := <-errs; err != nil {
+				all = append(all, err)
+			}
+		}
+		return errors.Join(all...)
+	}
+}
+
+func (s *Stack) fetchProfile(ctx context.Context, pid int, label string, secs int) error {
+	name := s.Procs[pid]
+	if s.Admin[pid] == "" {
+		return fmt.Errorf("profile %s: no admin address", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.Admin[pid], secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", name, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: %s (is %s_ADMIN_PPROF on?)", name, resp.Status, strings.ToUpper(strings.SplitN(name, "-", 2)[0]))
+	}
+	if err := os.MkdirAll(s.ProfileDir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(s.ProfileDir, label+"-"+name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("profile %s: %w", name, err)
+	}
+	return f.Close()
+}
+
+func (s *Stack) skus() int {
+	if s.SKUs > 0 {
+		return s.SKUs
+	}
+	return 24
 }
 
 func environ() []string { return os.Environ() }

@@ -123,7 +123,11 @@ func (p *Platform) adminHandler() http.Handler {
 		st, err := p.health.Check(ctx, "")
 		return err == nil && st == healthgrpc.HealthCheckResponse_SERVING
 	}
-	return p.obs.tel.AdminHandler(nil, telemetry.WithReadiness(ready))
+	opts := []telemetry.AdminOption{telemetry.WithReadiness(ready)}
+	if p.cfg.AdminPprof {
+		opts = append(opts, telemetry.WithPprof())
+	}
+	return p.obs.tel.AdminHandler(nil, opts...)
 }
 
 func (p *Platform) serveAdmin(ctx context.Context, lis net.Listener) error {

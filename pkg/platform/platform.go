@@ -45,6 +45,7 @@ type Platform struct {
 
 	mu         sync.Mutex
 	breakerCfg breaker.Config // starts as cfg.Client.Breaker; replaced by UpdateBreakers
+	center     *liveConfig    // nil without a config center
 	breakers   map[string]*breaker.Breaker
 	conns      []*grpc.ClientConn
 	closed     bool
@@ -61,10 +62,15 @@ type options struct {
 	unaryClient  []grpc.UnaryClientInterceptor
 	streamClient []grpc.StreamClientInterceptor
 	telemetry    []telemetry.Option
+	logLevel     *slog.LevelVar
 }
 
 // Option customizes New.
 type Option func(*options)
+
+// WithLogLevel lets the config center change the level of the logger main built on lv
+// (log_level in its documents).
+func WithLogLevel(lv *slog.LevelVar) Option { return func(o *options) { o.logLevel = lv } }
 
 // WithResolver replaces the resolver chosen by Config.Registry (e.g. by a registry-backed one).
 func WithResolver(r discovery.Resolver) Option { return func(o *options) { o.resolver = r } }
@@ -171,7 +177,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	if cfg.Fault.Enabled {
 		logger.Warn("fault injection is enabled", "rules", len(cfg.Fault.Rules))
 	}
-	return &Platform{
+	p := &Platform{
 		cfg:      cfg,
 		logger:   logger.With("service", cfg.Service),
 		health:   newHealth(),
@@ -186,7 +192,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		breakers: map[string]*breaker.Breaker{},
 
 		breakerCfg: cfg.Client.Breaker,
-	}, nil
+	}
+	if err := p.newConfigCenter(); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	return p, nil
 }
 
 // Config returns the configuration the platform was built with.
@@ -226,6 +237,15 @@ func (p *Platform) Close() error {
 	if backend != nil {
 		if err := backend.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close registry: %w", err))
+		}
+	}
+	p.mu.Lock()
+	center := p.center
+	p.center = nil
+	p.mu.Unlock()
+	if center != nil {
+		if err := center.src.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close config center: %w", err))
 		}
 	}
 	if err := p.sec.close(); err != nil {

@@ -34,6 +34,15 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 		return err
 	}
 	defer sc.stop()
+	cctx, stopCenter := context.WithCancel(ctx)
+	centerDone := make(chan struct{})
+	go func() {
+		defer close(centerDone)
+		if err := p.RunConfigCenter(cctx); err != nil {
+			p.logger.Warn("config center stopped", "err", err)
+		}
+	}()
+	defer func() { stopCenter(); <-centerDone }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 

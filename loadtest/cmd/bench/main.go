@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -25,6 +26,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if dir := os.Getenv(bench.HandshakeServerEnv); dir != "" {
+		if err := bench.ServeHandshakes(ctx, dir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench handshake server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		stop()
@@ -46,7 +54,12 @@ func run(ctx context.Context, args []string) error {
 	kafka := fs.String("kafka", os.Getenv("KAFKA_BROKERS"), "Kafka brokers for orders-pg")
 	natsURL := fs.String("nats", os.Getenv("NATS_URL"), "NATS server for outbox-real (JetStream)")
 	outboxEvents := fs.Int("outbox-events", 20000, "backlog drained by the outbox relay case")
+	relayBatch := fs.Int("relay-batch", 0, "outbox relay batch size of the outbox cases (0: the relay's default)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (chain, mtls cases: client and server run here)")
+	stackProfiles := fs.String("stack-profiles", "", "directory: save a CPU profile of every stack process (order, inventory, payment, gateway) over the closed-loop order rounds")
+	openRate := fs.Float64("open-rate", 0, "orders/s of the order cases' open loop (default: half the closed-loop maximum)")
+	skus := fs.Int("skus", 24, "catalogue size of the order cases: inventory seeds this many products and orders pick among them (the dev catalogue has 24)")
+	replicas := fs.Int("replicas", 2, "inventory and payment instances of the stack cases (make run has 2)")
 	runBenchstat := fs.Bool("benchstat", true, "run golang.org/x/perf/cmd/benchstat on the A/B files (go run; skipped when it does not resolve)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -123,7 +136,7 @@ func run(ctx context.Context, args []string) error {
 	var orderFigures []string
 	if slices.Contains(want, "gateway") || slices.Contains(want, "orders") {
 		fmt.Println("== starting the embedded stack (SQLite, kfake, embedded NATS) on free ports")
-		s, err := bench.StartStack(ctx, &cl, rootDir, nil)
+		s, err := bench.StartStack(ctx, &cl, rootDir, catalogueEnv(nil, *skus), *replicas)
 		if err != nil {
 			return err
 		}
@@ -133,14 +146,20 @@ func run(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
+			s.ProfileDir = *stackProfiles
+			wait := s.ProfileProcs(ctx, "gateway-case", *warmup*2+time.Duration(*rounds)*2**each)
 			err = runCases([]bench.Case{c})
+			if perr := wait(); perr != nil {
+				fmt.Printf("  profiles: %v\n", perr)
+			}
 			closeCase()
 			if err != nil {
 				return err
 			}
 		}
 		if slices.Contains(want, "orders") {
-			o, line, err := bench.Orders(ctx, s, "embedded", r, os.Stdout)
+			s.ProfileDir, s.OpenRate, s.SKUs = *stackProfiles, *openRate, *skus
+			o, line, err := bench.Orders(ctx, s, "embedded"+stackSuffix(*replicas, *skus), r, os.Stdout)
 			if err != nil {
 				return err
 			}
@@ -156,19 +175,43 @@ func run(ctx context.Context, args []string) error {
 		if *dsn == "" || *kafka == "" {
 			fmt.Println("== orders-pg skipped: no -pg / -kafka (source .run/infra.env)")
 		} else {
-			env, drop, err := bench.PostgresEnv(ctx, *dsn, *kafka)
+			pg, err := bench.PostgresEnv(ctx, *dsn, *kafka)
 			if err != nil {
 				return err
 			}
-			cl.Add(drop)
+			cl.Add(pg.Drop)
 			fmt.Println("== starting the stack on PostgreSQL + Kafka")
-			s, err := bench.StartStack(ctx, &cl, rootDir, env)
+			s, err := bench.StartStack(ctx, &cl, rootDir, catalogueEnv(pg.Env, *skus), *replicas)
 			if err != nil {
 				return err
 			}
-			o, line, err := bench.Orders(ctx, s, "postgres-kafka", r, os.Stdout)
+			s.ProfileDir, s.OpenRate, s.SKUs = *stackProfiles, *openRate, *skus
+			s.Infra = bench.InfraPids(rootDir)
+			n0, err0 := pg.Orders(ctx)
+			st0, err1 := pg.Stats(ctx)
+			stmts0, stmtErr := pg.Statements(ctx)
+			o, line, err := bench.Orders(ctx, s, "postgres-kafka"+stackSuffix(*replicas, *skus), r, os.Stdout)
 			if err != nil {
 				return err
+			}
+			time.Sleep(2 * time.Second) // the last events settle and PostgreSQL publishes its counters
+			n1, err2 := pg.Orders(ctx)
+			st1, err3 := pg.Stats(ctx)
+			if err := errors.Join(err0, err1, err2, err3); err != nil {
+				fmt.Printf("  pg_stat_database: %v\n", err)
+			} else {
+				per := fmt.Sprintf("PostgreSQL work per order (pg_stat_database, %d orders): %s", n1-n0, bench.PerOrder(st0, st1, n1-n0))
+				fmt.Println("  " + per)
+				line += "\n" + per
+				if stmtErr == nil {
+					if stmts1, err := pg.Statements(ctx); err == nil {
+						rep := bench.StatementReport(stmts0, stmts1, n1-n0, 12)
+						fmt.Print("  " + rep)
+						line += "\n" + rep
+					}
+				} else {
+					fmt.Printf("  no per-statement figures: %v\n", stmtErr)
+				}
 			}
 			for _, x := range o {
 				if err := record(x); err != nil {
@@ -183,7 +226,7 @@ func run(ctx context.Context, args []string) error {
 		if !slices.Contains(want, mode) {
 			continue
 		}
-		oc := bench.OutboxConfig{Events: *outboxEvents, Rate: 500, Duration: 4 * time.Second}
+		oc := bench.OutboxConfig{Events: *outboxEvents, Rate: 500, Duration: 4 * time.Second, BatchSize: *relayBatch}
 		if mode == "outbox-real" {
 			if *dsn == "" || *kafka == "" || *natsURL == "" {
 				fmt.Println("== outbox-real skipped: no -pg / -kafka / -nats (source .run/infra.env)")
@@ -256,3 +299,29 @@ func baseNames(ps []string) []string {
 }
 
 func must[T any](v T, _ error) T { return v }
+
+// stackSuffix labels order runs whose stack differs from make run's (two inventory and payment
+// instances, 24 products).
+func stackSuffix(replicas, skus int) string {
+	out := ""
+	if replicas != 2 && replicas > 0 {
+		out += fmt.Sprintf("-%dx", replicas)
+	}
+	if skus != 24 && skus > 0 {
+		out += fmt.Sprintf("-%dsku", skus)
+	}
+	return out
+}
+
+// catalogueEnv adds INVENTORY_SEED_PRODUCTS when the order cases use a catalogue other than the dev one.
+func catalogueEnv(env map[string][]string, skus int) map[string][]string {
+	if skus == 24 || skus <= 0 {
+		return env
+	}
+	out := map[string][]string{}
+	for k, v := range env {
+		out[k] = append([]string(nil), v...)
+	}
+	out[localstack.Inventory] = append(out[localstack.Inventory], fmt.Sprintf("INVENTORY_SEED_PRODUCTS=%d", skus))
+	return out
+}

@@ -207,25 +207,47 @@ func (b *Breaker) Counts() Counts {
 // Allow asks to make one call. If admitted, done must be called exactly once with the call's outcome;
 // later calls of done are ignored. If not, err is ErrOpen or ErrTooManyRequests.
 func (b *Breaker) Allow() (done func(error), err error) {
+	p, err := b.Admit()
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func(err error) { once.Do(func() { p.Done(err) }) }, nil
+}
+
+// Pass is one admitted call: Allow's done without its allocations, for the interceptors. Call Done
+// exactly once.
+type Pass struct {
+	b   *Breaker // nil while the breaker is disabled: nothing to record
+	gen uint64
+}
+
+// Done records the call's outcome.
+func (p Pass) Done(err error) {
+	if p.b != nil {
+		p.b.done(p.gen, err)
+	}
+}
+
+// Admit is Allow returning a Pass; err is ErrOpen or ErrTooManyRequests when the call is refused.
+func (b *Breaker) Admit() (Pass, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.disabled {
-		return func(error) {}, nil
+		return Pass{}, nil
 	}
 	now := b.s.Now()
 	switch b.current(now) {
 	case StateOpen:
-		return nil, ErrOpen
+		return Pass{}, ErrOpen
 	case StateHalfOpen:
 		if b.inFlight+b.counts.ConsecutiveSuccesses >= b.s.MaxRequests {
-			return nil, ErrTooManyRequests
+			return Pass{}, ErrTooManyRequests
 		}
 		b.inFlight++
 	}
 	b.counts.Requests++
-	gen := b.generation
-	var once sync.Once
-	return func(err error) { once.Do(func() { b.done(gen, err) }) }, nil
+	return Pass{b: b, gen: b.generation}, nil
 }
 
 func (b *Breaker) done(gen uint64, err error) {
@@ -316,16 +338,19 @@ func (b *Breaker) rejected(method string) error {
 }
 
 // UnaryClientInterceptor guards unary calls with b.
-func UnaryClientInterceptor(b *Breaker) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		done, err := b.Allow()
-		if err != nil {
-			return b.rejected(method)
-		}
-		err = invoker(ctx, method, req, reply, cc, opts...)
-		done(err)
-		return err
+func UnaryClientInterceptor(b *Breaker) grpc.UnaryClientInterceptor { return b.Invoke }
+
+// Invoke is b's unary client interceptor: it calls invoker if b admits the call and records the outcome,
+// or fails fast with UNAVAILABLE (reason CIRCUIT_OPEN). Callers that fold several client stages into one
+// interceptor call it directly.
+func (b *Breaker) Invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	p, err := b.Admit()
+	if err != nil {
+		return b.rejected(method)
 	}
+	err = invoker(ctx, method, req, reply, cc, opts...)
+	p.Done(err)
+	return err
 }
 
 // StreamClientInterceptor guards streams with b. A stream's outcome is its final status: recorded when

@@ -44,6 +44,10 @@ type Config struct {
 	ListenAddr string
 	// AdminAddr serves HTTP /metrics, /healthz and /readyz; "" disables it.
 	AdminAddr string
+	// AdminPprof also serves /debug/pprof/ on AdminAddr (<P>_ADMIN_PPROF). The local stack turns it on
+	// (admin ports on loopback) so benchmarks can profile every process; keep it off where the admin
+	// port is reachable from outside.
+	AdminPprof bool
 	// HealthAddr serves a plaintext gRPC server with only grpc.health.v1 (Kubernetes gRPC probes cannot
 	// do TLS), sharing the main server's health state; "" disables it.
 	HealthAddr string
@@ -61,10 +65,27 @@ type Config struct {
 	// TLS turns on mutual TLS for every server and client of the process (<P>_TLS_CA_FILE,
 	// <P>_TLS_CERT_FILE, <P>_TLS_KEY_FILE). Required in the compose, k8s and prod profiles.
 	TLS TLS
+	// ConfigCenter selects where run-time settings (rate limits, breaker thresholds, fault rules) come
+	// from while the process runs (<P>_CONFIG_CENTER_BACKEND).
+	ConfigCenter ConfigCenter
 	// AuthzPolicyFile is a YAML per-method authorization policy (see package authz); "" selects the
 	// built-in shopmesh policy. Enforced only with TLS on, since identities come from certificates.
 	AuthzPolicyFile string
 }
+
+// ConfigCenter configures the config center. Backend "" (or "none") reads nothing; "nacos" reads the
+// data ids shopmesh.yaml (shared) and <service>.yaml from the Nacos servers, namespace and group of
+// Registry.Nacos (whatever Registry.Backend is) and applies every valid change while the process runs;
+// an invalid document is refused and the previous settings stay (see package configcenter).
+type ConfigCenter struct {
+	Backend string
+}
+
+// ConfigCenterNacos is the Nacos config center backend.
+const ConfigCenterNacos = "nacos"
+
+// Enabled reports whether a config center is configured.
+func (c ConfigCenter) Enabled() bool { return c.Backend != "" && c.Backend != "none" }
 
 // TLS names the PEM files of the service's mTLS identity; all three are set or none.
 type TLS struct {
@@ -319,6 +340,15 @@ func (c Config) Validate() error {
 	}
 
 	add("registry", c.Registry.Validate())
+	switch c.ConfigCenter.Backend {
+	case "", "none":
+	case ConfigCenterNacos:
+		if err := c.Registry.Nacos.Validate(); err != nil {
+			addf("config_center.backend", "nacos reads the registry.nacos section: %v", err)
+		}
+	default:
+		addf("config_center.backend", "must be none or nacos, got %q", c.ConfigCenter.Backend)
+	}
 	add("tls", c.TLS.validate(c.Profile))
 	static := c.Registry.Backend == registry.Static || c.Registry.Backend == ""
 	for name, t := range c.Targets {

@@ -21,19 +21,20 @@ type Policy struct {
 
 // Apply returns ctx bounded by the policy, and a cancel function to release it.
 func (p Policy) Apply(ctx context.Context) (context.Context, context.CancelFunc) {
+	cur, has := ctx.Deadline()
+	if !has && p.Default <= 0 && p.Max <= 0 {
+		return ctx, noop
+	}
 	now := time.Now()
-	dl, ok := ctx.Deadline()
+	dl, ok := cur, has
 	if !ok && p.Default > 0 {
 		dl, ok = now.Add(p.Default), true
 	}
 	if p.Max > 0 && (!ok || dl.Sub(now) > p.Max) {
 		dl, ok = now.Add(p.Max), true
 	}
-	if !ok {
-		return ctx, func() {}
-	}
-	if cur, has := ctx.Deadline(); has && !dl.Before(cur) {
-		return ctx, func() {}
+	if !ok || has && !dl.Before(cur) {
+		return ctx, noop
 	}
 	return context.WithDeadline(ctx, dl)
 }
@@ -70,14 +71,22 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 // UnaryClientInterceptor gives outgoing unary calls without a deadline the default timeout d.
 func UnaryClientInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if _, ok := ctx.Deadline(); !ok && d > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
-		}
+		ctx, cancel := WithDefault(ctx, d)
+		defer cancel()
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 }
+
+// WithDefault returns ctx with the timeout d when it has no deadline (and d > 0), else ctx itself; call
+// cancel when the call ends. It is the client rule, for callers that fold it into another interceptor.
+func WithDefault(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || d <= 0 {
+		return ctx, noop
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func noop() {}
 
 // StreamClientInterceptor gives outgoing streams without a deadline the default timeout d. The timer is
 // released when the stream ends (the caller read to the end or got an error) or the caller's context ends.

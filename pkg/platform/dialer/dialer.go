@@ -5,6 +5,7 @@
 package dialer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,7 +289,8 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	unary := []grpc.UnaryClientInterceptor{deadline.UnaryClientInterceptor(o.DefaultDeadline)}
 	stream := []grpc.StreamClientInterceptor{deadline.StreamClientInterceptor(o.StreamDefaultDeadline)}
 	if o.Breaker != nil {
-		unary = append(unary, breaker.UnaryClientInterceptor(o.Breaker))
+		// One interceptor for both unary stages: grpc allocates a closure per chained interceptor per call.
+		unary[0] = guardUnary(o.DefaultDeadline, o.Breaker)
 		stream = append(stream, breaker.StreamClientInterceptor(o.Breaker))
 	}
 	unary = append(unary, o.Unary...)
@@ -319,6 +321,16 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 		opts = append(opts, grpc.WithStatsHandler(h))
 	}
 	return append(opts, o.Extra...), nil
+}
+
+// guardUnary is deadline.UnaryClientInterceptor(d) followed by breaker.UnaryClientInterceptor(b), in one
+// function.
+func guardUnary(d time.Duration, b *breaker.Breaker) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, cancel := deadline.WithDefault(ctx, d)
+		defer cancel()
+		return b.Invoke(ctx, method, req, reply, cc, invoker, opts...)
+	}
 }
 
 // Dial creates a (lazily connecting) client for target with the options of o.

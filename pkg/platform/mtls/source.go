@@ -250,6 +250,13 @@ func (s *Source) ServerConfig() *tls.Config {
 				// it re-checks the chain against the bundle current now, so a
 				// removed CA cannot come back through a session ticket.
 				VerifyConnection: func(cs tls.ConnectionState) error {
+					if !cs.DidResume && len(cs.VerifiedChains) > 0 {
+						// A full handshake: crypto/tls has just verified the chain against
+						// m.pool for client auth; verifying it again would double the
+						// handshake's most expensive step.
+						_, err := ServiceFromCert(cs.PeerCertificates[0])
+						return err
+					}
 					_, err := verifyPeer(cs, m.pool, x509.ExtKeyUsageClientAuth)
 					return err
 				},

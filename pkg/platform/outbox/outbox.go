@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -89,50 +90,93 @@ type Message struct {
 
 // Outbox writes events in the caller's transaction.
 type Outbox struct {
-	insert string
-	prop   propagation.TextMapPropagator
+	d       sqldb.Dialect
+	inserts []string // inserts[n-1] writes n rows
+	prop    propagation.TextMapPropagator
 }
 
 // New returns an Outbox for a dialect. prop, when not nil, injects the trace context of Enqueue's ctx
 // (W3C traceparent with propagation.TraceContext{}) into each event's headers, so the consumer's span
 // continues the trace of the request that caused the event.
 func New(d sqldb.Dialect, prop propagation.TextMapPropagator) *Outbox {
-	return &Outbox{
-		insert: d.Rebind(`INSERT INTO outbox (event_id, topic, msg_key, payload, headers, created_at)
-			VALUES (?, ?, ?, ?, ?, ?)`),
-		prop: prop,
+	o := &Outbox{d: d, prop: prop}
+	for n := 1; n <= 4; n++ {
+		o.inserts = append(o.inserts, buildInsert(d, n))
 	}
+	return o
 }
 
 // Enqueue writes msg in tx and returns its event id. The event is published only if tx commits.
 func (o *Outbox) Enqueue(ctx context.Context, tx *sql.Tx, msg Message) (string, error) {
-	if msg.Topic == "" {
-		return "", errors.New("outbox: empty topic")
-	}
-	if msg.ID == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return "", fmt.Errorf("outbox event id: %w", err)
-		}
-		msg.ID = id.String()
-	}
-	headers := make(map[string]string, len(msg.Headers)+2)
-	for k, v := range msg.Headers {
-		headers[k] = v
-	}
-	if o.prop != nil {
-		o.prop.Inject(ctx, propagation.MapCarrier(headers))
-	}
-	h, err := json.Marshal(headers)
+	ids, err := o.EnqueueAll(ctx, tx, msg)
 	if err != nil {
-		return "", fmt.Errorf("outbox headers: %w", err)
+		return "", err
 	}
-	if msg.Payload == nil {
-		msg.Payload = []byte{}
+	return ids[0], nil
+}
+
+// enqueueChunk bounds the rows of one INSERT (6 parameters each; PostgreSQL allows 65,535).
+const enqueueChunk = 100
+
+// EnqueueAll writes msgs in tx with one INSERT (per 100 messages) and returns their event ids: one
+// database round trip for all the events of a state change. They are published in the order given.
+func (o *Outbox) EnqueueAll(ctx context.Context, tx *sql.Tx, msgs ...Message) ([]string, error) {
+	ids := make([]string, 0, len(msgs))
+	for start := 0; start < len(msgs); start += enqueueChunk {
+		part := msgs[start:min(start+enqueueChunk, len(msgs))]
+		args := make([]any, 0, 6*len(part))
+		now := time.Now().UTC()
+		for _, msg := range part {
+			if msg.Topic == "" {
+				return nil, errors.New("outbox: empty topic")
+			}
+			if msg.ID == "" {
+				id, err := uuid.NewV7()
+				if err != nil {
+					return nil, fmt.Errorf("outbox event id: %w", err)
+				}
+				msg.ID = id.String()
+			}
+			headers := make(map[string]string, len(msg.Headers)+2)
+			for k, v := range msg.Headers {
+				headers[k] = v
+			}
+			if o.prop != nil {
+				o.prop.Inject(ctx, propagation.MapCarrier(headers))
+			}
+			h, err := json.Marshal(headers)
+			if err != nil {
+				return nil, fmt.Errorf("outbox headers: %w", err)
+			}
+			if msg.Payload == nil {
+				msg.Payload = []byte{}
+			}
+			args = append(args, msg.ID, msg.Topic, msg.Key, msg.Payload, string(h), now)
+			ids = append(ids, msg.ID)
+		}
+		if _, err := tx.ExecContext(ctx, o.insertN(len(part)), args...); err != nil {
+			return nil, fmt.Errorf("outbox insert %s: %w", part[0].Topic, err)
+		}
 	}
-	if _, err := tx.ExecContext(ctx, o.insert, msg.ID, msg.Topic, msg.Key, msg.Payload, string(h),
-		time.Now().UTC()); err != nil {
-		return "", fmt.Errorf("outbox insert %s: %w", msg.Topic, err)
+	return ids, nil
+}
+
+// insertN is the INSERT of n rows; the one- and two-row forms (the common ones) are built once.
+func (o *Outbox) insertN(n int) string {
+	if n <= len(o.inserts) {
+		return o.inserts[n-1]
 	}
-	return msg.ID, nil
+	return buildInsert(o.d, n)
+}
+
+func buildInsert(d sqldb.Dialect, n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO outbox (event_id, topic, msg_key, payload, headers, created_at) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?)")
+	}
+	return d.Rebind(b.String())
 }

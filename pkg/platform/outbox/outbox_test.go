@@ -336,3 +336,68 @@ func TestConcurrentRelaysKeepPerKeyOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestEnqueueAllWritesEveryMessageInOrder(t *testing.T) {
+	t.Parallel()
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db, d := setup(t, b.DSN(t))
+			ctx := testCtx(t, 30*time.Second)
+			ob := outbox.New(d, nil)
+			// 250 messages: two full INSERT chunks and a partial one, keys interleaved.
+			msgs := make([]outbox.Message, 250)
+			for i := range msgs {
+				msgs[i] = outbox.Message{Topic: "stock", Key: fmt.Sprintf("k%d", i%7), Payload: fmt.Appendf(nil, "%d", i)}
+			}
+			msgs[3].ID = "caller-chosen-id"
+			var ids []string
+			if err := sqldb.InTx(ctx, db, func(tx *sql.Tx) error {
+				var err error
+				ids, err = ob.EnqueueAll(ctx, tx, msgs...)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != len(msgs) || ids[3] != "caller-chosen-id" {
+				t.Fatalf("ids: %d returned, ids[3] = %q", len(ids), ids[3])
+			}
+			// A rolled-back batch writes nothing; an empty topic is refused before anything is written.
+			_ = sqldb.InTx(ctx, db, func(tx *sql.Tx) error {
+				if _, err := ob.EnqueueAll(ctx, tx, outbox.Message{Topic: "stock"}, outbox.Message{Topic: "stock"}); err != nil {
+					return err
+				}
+				return errors.New("abort")
+			})
+			if err := sqldb.InTx(ctx, db, func(tx *sql.Tx) error {
+				_, err := ob.EnqueueAll(ctx, tx, outbox.Message{Topic: "stock"}, outbox.Message{})
+				return err
+			}); err == nil {
+				t.Fatal("EnqueueAll with an empty topic: no error")
+			}
+			rec := &recorder{}
+			relay, err := outbox.NewRelay(db, rec, discard(), nil, outbox.RelayConfig{BatchSize: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				n, err := relay.RelayOnce(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
+			}
+			got := rec.got()
+			if len(got) != len(msgs) {
+				t.Fatalf("published %d, want %d", len(got), len(msgs))
+			}
+			for i, m := range got {
+				if m.ID != ids[i] || string(m.Payload) != fmt.Sprint(i) || m.Key != msgs[i].Key {
+					t.Fatalf("published[%d] = %s %q key %s; want %s %d key %s", i, m.ID, m.Payload, m.Key, ids[i], i, msgs[i].Key)
+				}
+			}
+		})
+	}
+}

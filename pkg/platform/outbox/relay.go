@@ -27,7 +27,9 @@ type Publisher interface {
 
 // RelayConfig tunes a Relay. The zero value gets the defaults.
 type RelayConfig struct {
-	// BatchSize is the most rows claimed at once (default 100).
+	// BatchSize is the most rows claimed and published at once (default 500: with a broker round trip
+	// per batch, 100 drained a backlog at ~10k events/s to a real Kafka and 500 at ~21k, docs/BENCHMARKS.md;
+	// a failed batch is retried whole, and consumers drop the repeats through their inbox).
 	BatchSize int
 	// PollInterval is how often the table is looked at when nobody calls Notify (default 200 ms).
 	PollInterval time.Duration
@@ -47,7 +49,7 @@ type RelayConfig struct {
 
 func (c RelayConfig) withDefaults() RelayConfig {
 	if c.BatchSize <= 0 {
-		c.BatchSize = 100
+		c.BatchSize = 500
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 200 * time.Millisecond

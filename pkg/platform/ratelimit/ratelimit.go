@@ -101,6 +101,17 @@ func (l Limits) rule(method string) (Rule, string) {
 type state struct {
 	limits  Limits
 	buckets sync.Map // bucket key -> *bucket
+	// resolved caches, per method name, its rule, bucket and in-flight counter, so a call does no map
+	// lookup by composed key and builds no "/pkg.Service/*" string.
+	resolved sync.Map // method -> *entry
+}
+
+// entry is what one method needs on every call under one generation of limits.
+type entry struct {
+	rule    Rule
+	key     string
+	bucket  *bucket       // nil when rule.RPS is 0
+	counter *atomic.Int64 // nil when rule.MaxInFlight is 0
 }
 
 type bucket struct {
@@ -164,23 +175,45 @@ func (l *Limiter) Limits() Limits { return l.state.Load().limits }
 // Acquire admits one call of method or returns a RESOURCE_EXHAUSTED error with RetryInfo. On success the
 // caller must call release when the call ends.
 func (l *Limiter) Acquire(method string) (release func(), err error) {
-	st := l.state.Load()
-	rule, key := st.limits.rule(method)
+	t, err := l.Admit(method)
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(t.Release) }, nil
+}
 
-	if rule.RPS > 0 {
-		v, ok := st.buckets.Load(key)
-		if !ok {
-			v, _ = st.buckets.LoadOrStore(key, &bucket{rule: rule, limiter: rate.NewLimiter(rate.Limit(rule.RPS), rule.burst())})
-		}
+// Ticket is one admitted call; Release it exactly once when the call ends. It is what Acquire's release
+// wraps, without the allocation, for the interceptors.
+type Ticket struct {
+	l       *Limiter
+	counter *atomic.Int64
+}
+
+// Release gives back the call's in-flight slots.
+func (t Ticket) Release() {
+	if t.counter != nil {
+		t.counter.Add(-1)
+	}
+	t.l.inFlight.Add(-1)
+}
+
+// Admit is Acquire returning a Ticket: admits one call of method or returns a RESOURCE_EXHAUSTED error
+// with RetryInfo.
+func (l *Limiter) Admit(method string) (Ticket, error) {
+	st := l.state.Load()
+	e := l.entry(st, method)
+
+	if e.bucket != nil {
 		now := l.now()
-		res := v.(*bucket).limiter.ReserveN(now, 1)
+		res := e.bucket.limiter.ReserveN(now, 1)
 		if d := res.DelayFrom(now); !res.OK() || d > 0 {
 			res.CancelAt(now)
 			if !res.OK() {
 				d = time.Second
 			}
 			l.rejected(method, rpcerr.ReasonRateLimited)
-			return nil, rpcerr.RetryAfter(codes.ResourceExhausted, rpcerr.ReasonRateLimited,
+			return Ticket{}, rpcerr.RetryAfter(codes.ResourceExhausted, rpcerr.ReasonRateLimited,
 				"rate limit exceeded for "+method, d)
 		}
 	}
@@ -189,34 +222,45 @@ func (l *Limiter) Acquire(method string) (release func(), err error) {
 		if n := l.inFlight.Add(1); n > int64(limit) {
 			l.inFlight.Add(-1)
 			l.rejected(method, rpcerr.ReasonOverloaded)
-			return nil, l.overloaded(st, "server is at its concurrency limit")
+			return Ticket{}, l.overloaded(st, "server is at its concurrency limit")
 		}
 	} else {
 		l.inFlight.Add(1)
 	}
-	var counter *atomic.Int64
-	if limit := rule.MaxInFlight; limit > 0 {
+	if e.counter != nil {
+		if n := e.counter.Add(1); n > int64(e.rule.MaxInFlight) {
+			e.counter.Add(-1)
+			l.inFlight.Add(-1)
+			l.rejected(method, rpcerr.ReasonOverloaded)
+			return Ticket{}, l.overloaded(st, "concurrency limit reached for "+method)
+		}
+	}
+	return Ticket{l: l, counter: e.counter}, nil
+}
+
+// entry resolves method under st once; later calls of the same method reuse it.
+func (l *Limiter) entry(st *state, method string) *entry {
+	if v, ok := st.resolved.Load(method); ok {
+		return v.(*entry)
+	}
+	rule, key := st.limits.rule(method)
+	e := &entry{rule: rule, key: key}
+	if rule.RPS > 0 {
+		v, ok := st.buckets.Load(key)
+		if !ok {
+			v, _ = st.buckets.LoadOrStore(key, &bucket{rule: rule, limiter: rate.NewLimiter(rate.Limit(rule.RPS), rule.burst())})
+		}
+		e.bucket = v.(*bucket)
+	}
+	if rule.MaxInFlight > 0 {
 		v, ok := l.methods.Load(key)
 		if !ok {
 			v, _ = l.methods.LoadOrStore(key, new(atomic.Int64))
 		}
-		counter = v.(*atomic.Int64)
-		if n := counter.Add(1); n > int64(limit) {
-			counter.Add(-1)
-			l.inFlight.Add(-1)
-			l.rejected(method, rpcerr.ReasonOverloaded)
-			return nil, l.overloaded(st, "concurrency limit reached for "+method)
-		}
+		e.counter = v.(*atomic.Int64)
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			if counter != nil {
-				counter.Add(-1)
-			}
-			l.inFlight.Add(-1)
-		})
-	}, nil
+	v, _ := st.resolved.LoadOrStore(method, e)
+	return v.(*entry)
 }
 
 func (l *Limiter) overloaded(st *state, msg string) error {
@@ -233,11 +277,11 @@ func (l *Limiter) InFlight() int { return int(l.inFlight.Load()) }
 // UnaryServerInterceptor enforces the limits on unary calls.
 func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		release, err := l.Acquire(info.FullMethod)
+		t, err := l.Admit(info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
-		defer release()
+		defer t.Release()
 		return handler(ctx, req)
 	}
 }
@@ -245,11 +289,11 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // StreamServerInterceptor enforces the limits on streams; a stream holds its in-flight slot until it ends.
 func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		release, err := l.Acquire(info.FullMethod)
+		t, err := l.Admit(info.FullMethod)
 		if err != nil {
 			return err
 		}
-		defer release()
+		defer t.Release()
 		return handler(srv, ss)
 	}
 }

@@ -32,8 +32,9 @@ type Config struct {
 }
 
 // Default returns the static backend, with the other sections holding their defaults so that selecting
-// one needs only its addresses: for Nacos Addrs, CacheDir and LogDir (and AdvertiseHost when the service
-// listens on every interface), for DNS the Suffix.
+// one needs only its addresses: for Nacos Addrs, CacheDir and LogDir (a service listening on every
+// interface advertises its first non-loopback interface address unless AdvertiseHost says otherwise),
+// for DNS the Suffix.
 func Default() Config {
 	return Config{
 		Backend: Static,

@@ -117,9 +117,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 		if err != nil {
 			return nil, "", fmt.Errorf("open sqlite: %w", err)
 		}
-		if opts.TracerProvider != nil {
-			db = traced(db, name, d, opts.TracerProvider)
-		}
+		// Always wrapped: the wrapper also keeps prepared statements (tracing stays off without a
+		// TracerProvider).
+		db = traced(db, name, d, opts.TracerProvider)
 		db.SetMaxOpenConns(1)
 		db.SetMaxIdleConns(1)
 		db.SetConnMaxLifetime(0)

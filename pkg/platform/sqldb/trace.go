@@ -9,19 +9,25 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // A small database/sql driver wrapper instead of a dependency (otelsql): it gives every statement and
 // transaction a client span, but only inside an existing trace, so background pollers (the outbox
 // relay) do not start a root trace per poll. Rows are not traced past Query's return.
 
-// traced reopens db's driver behind the tracing wrapper; db is closed.
+// traced reopens db's driver behind the wrapper; db is closed. The wrapper traces with tp (no spans
+// when it is nil) and, for SQLite, keeps prepared statements per connection (see stmtCache).
 func traced(db *sql.DB, name string, d Dialect, tp trace.TracerProvider) *sql.DB {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	drv := db.Driver()
 	_ = db.Close()
 	t := &tracing{
 		tracer: tp.Tracer("github.com/shopmesh/shopmesh/pkg/platform/sqldb"),
 		system: attribute.String("db.system.name", map[Dialect]string{Postgres: "postgresql", SQLite: "sqlite"}[d]),
+		cache:  d == SQLite,
 	}
 	var inner driver.Connector = dsnConnector{drv: drv, name: name}
 	if dc, ok := drv.(driver.DriverContext); ok {
@@ -35,6 +41,15 @@ func traced(db *sql.DB, name string, d Dialect, tp trace.TracerProvider) *sql.DB
 type tracing struct {
 	tracer trace.Tracer
 	system attribute.KeyValue
+	cache  bool // keep prepared statements per connection
+}
+
+func (t *tracing) conn(inner driver.Conn) *tracedConn {
+	c := &tracedConn{inner: inner, t: t}
+	if t.cache {
+		c.stmts = stmtCache{}
+	}
+	return c
 }
 
 var clientKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
@@ -82,7 +97,7 @@ func (c *tracedConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tracedConn{inner: conn, t: c.t}, nil
+	return c.t.conn(conn), nil
 }
 
 func (c *tracedConnector) Driver() driver.Driver { return c.drv }
@@ -98,12 +113,13 @@ func (d *tracedDriver) Open(name string) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tracedConn{inner: conn, t: d.t}, nil
+	return d.t.conn(conn), nil
 }
 
 type tracedConn struct {
 	inner driver.Conn
 	t     *tracing
+	stmts stmtCache // nil: no statement cache
 }
 
 var (
@@ -118,7 +134,11 @@ var (
 )
 
 func (c *tracedConn) Prepare(query string) (driver.Stmt, error) { return c.inner.Prepare(query) }
-func (c *tracedConn) Close() error                              { return c.inner.Close() }
+
+func (c *tracedConn) Close() error {
+	c.stmts.close()
+	return c.inner.Close()
+}
 
 // Begin is required by driver.Conn; database/sql calls BeginTx.
 func (c *tracedConn) Begin() (driver.Tx, error) {
@@ -157,7 +177,15 @@ func (c *tracedConn) ExecContext(ctx context.Context, query string, args []drive
 		return nil, driver.ErrSkip
 	}
 	ctx, end := c.t.start(ctx, "sql.exec", query)
-	res, err := e.ExecContext(ctx, query, args)
+	var (
+		res driver.Result
+		err error
+	)
+	if cs := c.stmts.get(ctx, c.inner, query); cs != nil {
+		res, err = cs.exec(ctx, args)
+	} else {
+		res, err = e.ExecContext(ctx, query, args)
+	}
 	end(err)
 	return res, err
 }
@@ -168,7 +196,15 @@ func (c *tracedConn) QueryContext(ctx context.Context, query string, args []driv
 		return nil, driver.ErrSkip
 	}
 	ctx, end := c.t.start(ctx, "sql.query", query)
-	rows, err := q.QueryContext(ctx, query, args)
+	var (
+		rows driver.Rows
+		err  error
+	)
+	if cs := c.stmts.get(ctx, c.inner, query); cs != nil {
+		rows, err = cs.query(ctx, args)
+	} else {
+		rows, err = q.QueryContext(ctx, query, args)
+	}
 	end(err)
 	return rows, err
 }

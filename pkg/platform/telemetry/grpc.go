@@ -27,6 +27,11 @@ import (
 // same names ("pkg.Service/Method") and rpc.* attributes, but an unsampled
 // call costs no attribute or event work, metric children are cached, and with
 // tracing off only the W3C context is passed along (see the platform benchmark).
+//
+// On the server the caller's trace context and baggage, and the server span, are read from the request
+// headers grpc passes with stats.InHeader, right after TagRPC: interceptors and handlers see them in
+// their context, another stats handler's TagRPC does not. Method names, span attributes and metric
+// children are computed once per method and kept by the handler.
 func (t *Telemetry) ServerStatsHandler() stats.Handler { return t.newRPCHandler(false) }
 
 // ClientStatsHandler is ServerStatsHandler for outgoing calls:
@@ -127,15 +132,104 @@ type rpcStatsHandler struct {
 	prop    propagation.TextMapPropagator
 	metrics *rpcMetrics
 	kind    []trace.SpanStartOption
+
+	// methods caches what TagRPC derives from a full method name; at most maxMethods of them, since on
+	// the server the name comes from the caller (unknown ones included).
+	methods  sync.Map // full method name -> *methodInfo
+	nmethods atomic.Int32
+	last     atomic.Pointer[methodInfo] // the latest one cached, checked first: many services call one method
+}
+
+// maxMethods bounds the method cache: far above the methods a shopmesh server registers.
+const maxMethods = 1024
+
+// methodInfo is the per-method part of every call: names, span attributes and metric children.
+type methodInfo struct {
+	full            string
+	service, method string
+	name            string               // span name, "pkg.Service/Method"
+	attrs           []attribute.KeyValue // span attributes of a recorded span
+	// children holds the metric children per call kind and status code, made on first use.
+	children [len(kindNames)][maxCode + 1]atomic.Pointer[rpcChild]
+}
+
+const maxCode = codes.Unauthenticated // the last code grpc defines; others take the slow path
+
+func newMethodInfo(full string) *methodInfo {
+	mi := &methodInfo{full: full, name: strings.TrimPrefix(full, "/")}
+	mi.service, mi.method = splitMethod(full)
+	mi.attrs = []attribute.KeyValue{attrSystem,
+		attribute.String("rpc.service", mi.service), attribute.String("rpc.method", mi.method)}
+	return mi
+}
+
+func (h *rpcStatsHandler) methodInfo(full string) *methodInfo {
+	if mi := h.last.Load(); mi != nil && mi.full == full {
+		return mi
+	}
+	if v, ok := h.methods.Load(full); ok {
+		return v.(*methodInfo)
+	}
+	mi := newMethodInfo(full)
+	if h.nmethods.Load() >= maxMethods {
+		return mi // not cached: a caller inventing method names must not grow memory
+	}
+	v, loaded := h.methods.LoadOrStore(full, mi)
+	if !loaded {
+		h.nmethods.Add(1)
+		h.last.Store(mi) // never written on the hot path: no cache-line ping-pong between cores
+	}
+	return v.(*methodInfo)
+}
+
+// child returns the metric child for one finished call of this method.
+func (mi *methodInfo) child(m *rpcMetrics, kind rpcKind, service, method string, code codes.Code) *rpcChild {
+	if code > maxCode || int(kind) >= len(kindNames) || service != mi.service || method != mi.method {
+		return m.child(kind, service, method, code)
+	}
+	p := &mi.children[kind][code]
+	if c := p.Load(); c != nil {
+		return c
+	}
+	c := m.child(kind, service, method, code)
+	p.Store(c)
+	return c
 }
 
 type rpcKey struct{}
 
-// rpcState is one call (one attempt on the client) from TagRPC to End.
+// rpcState is one call (one attempt on the client) from TagRPC to End. It is also the context TagRPC
+// returns (the parent's values plus itself under rpcKey), which saves a context.WithValue per call.
 type rpcState struct {
-	service, method string
-	kind            atomic.Uint32 // rpcKind, set on Begin
-	span            trace.Span    // nil with tracing off
+	context.Context
+	info *methodInfo
+	kind atomic.Uint32 // rpcKind, set on Begin
+	span trace.Span    // nil with tracing off
+	// trace holds, on the server, the caller's trace context and baggage and the server span: a context
+	// of its own, set from the request headers (stats.InHeader, which grpc delivers after TagRPC and
+	// before the handler runs, on the same goroutine) and consulted first by Value. nil when the call
+	// carries no trace headers and tracing is off.
+	trace context.Context
+}
+
+func (s *rpcState) Value(key any) any {
+	if _, ok := key.(rpcKey); ok {
+		return s
+	}
+	if s.trace != nil {
+		if v := s.trace.Value(key); v != nil {
+			return v
+		}
+	}
+	return s.Context.Value(key)
+}
+
+func stateOf(ctx context.Context) (*rpcState, bool) {
+	if st, ok := ctx.(*rpcState); ok {
+		return st, true
+	}
+	st, ok := ctx.Value(rpcKey{}).(*rpcState)
+	return st, ok
 }
 
 type rpcKind uint32
@@ -154,64 +248,94 @@ var (
 )
 
 func (h *rpcStatsHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	st := &rpcState{}
-	st.service, st.method = splitMethod(info.FullMethodName)
-	name := strings.TrimPrefix(info.FullMethodName, "/")
+	mi := h.methodInfo(info.FullMethodName)
 	if !h.client {
-		// Continue the caller's trace (also with tracing off, so this process does not cut it).
-		ctx = h.prop.Extract(ctx, incomingCarrier{ctx})
+		// The caller's trace context is read from the headers grpc hands to InHeader (already copied
+		// there), rather than looked up again here; see serverHeaders.
+		return &rpcState{Context: ctx, info: mi}
+	}
+	var span trace.Span
+	if h.tracing {
+		ctx, span = h.tracer.Start(ctx, mi.name, h.kind...)
+		if span.IsRecording() {
+			span.SetAttributes(mi.attrs...)
+		}
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		c := &outgoingCarrier{}
+		c.kv = c.buf[:0]
+		h.prop.Inject(ctx, c)
+		if len(c.kv) > 0 {
+			ctx = metadata.AppendToOutgoingContext(ctx, c.kv...)
+		}
+	}
+	return &rpcState{Context: ctx, info: mi, span: span}
+}
+
+// serverHeaders continues the caller's trace on the server (also with tracing off, so this process does
+// not cut it) and starts the server span. Extract runs only when the caller sent trace headers.
+func (h *rpcStatsHandler) serverHeaders(st *rpcState, md metadata.MD) {
+	var tc context.Context
+	if len(md["traceparent"]) > 0 || len(md["baggage"]) > 0 {
+		tc = h.prop.Extract(context.Background(), headerCarrier(md))
 	}
 	if h.tracing {
-		ctx, st.span = h.tracer.Start(ctx, name, h.kind...)
+		if tc == nil {
+			tc = context.Background()
+		}
+		tc, st.span = h.tracer.Start(tc, st.info.name, h.kind...)
 		if st.span.IsRecording() {
-			st.span.SetAttributes(attrSystem,
-				attribute.String("rpc.service", st.service), attribute.String("rpc.method", st.method))
+			st.span.SetAttributes(st.info.attrs...)
 		}
 	}
-	if h.client {
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			var c outgoingCarrier
-			h.prop.Inject(ctx, &c)
-			if len(c.kv) > 0 {
-				ctx = metadata.AppendToOutgoingContext(ctx, c.kv...)
-			}
-		}
-	}
-	return context.WithValue(ctx, rpcKey{}, st)
+	st.trace = tc
 }
 
 func (h *rpcStatsHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	st, ok := ctx.Value(rpcKey{}).(*rpcState)
-	if !ok {
-		return
-	}
 	switch s := s.(type) {
+	case *stats.InHeader:
+		if h.client {
+			return
+		}
+		if st, ok := stateOf(ctx); ok && st.trace == nil && st.span == nil {
+			h.serverHeaders(st, s.Header)
+		}
 	case *stats.Begin:
+		st, ok := stateOf(ctx)
+		if !ok {
+			return
+		}
 		st.kind.Store(uint32(rpcKindOf(s.IsClientStream, s.IsServerStream)))
 		if s.IsClient() && h.metrics.retries != nil {
 			// grpc tags every attempt separately; the call's counter (ClientInterceptors) spans them.
 			if n, ok := ctx.Value(attemptsKey{}).(*atomic.Int32); ok && n.Add(1) > 1 {
-				h.metrics.retries.WithLabelValues(st.service, st.method).Inc()
+				h.metrics.retries.WithLabelValues(st.info.service, st.info.method).Inc()
 			}
 		}
 	case *stats.End:
+		st, ok := stateOf(ctx)
+		if !ok {
+			return
+		}
 		code := status.Code(s.Error)
-		service, method := st.service, st.method
+		service, method := st.info.service, st.info.method
 		if !h.client && code == codes.Unimplemented {
 			// Unknown methods come from the caller; don't let them mint label values.
 			service, method = "unknown", "unknown"
 		}
-		m := h.metrics.child(rpcKind(st.kind.Load()), service, method, code)
+		m := st.info.child(h.metrics, rpcKind(st.kind.Load()), service, method, code)
 		m.handled.Inc()
 		m.seconds.Observe(s.EndTime.Sub(s.BeginTime).Seconds())
 		if st.span == nil {
 			return
 		}
-		if st.span.IsRecording() {
-			st.span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
-			if code != codes.OK && (h.client || serverFault(code)) {
-				st.span.SetStatus(otelcodes.Error, status.Convert(s.Error).Message())
-			}
+		if !st.span.IsRecording() {
+			st.span.End() // nothing to time: skip building the timestamp option
+			return
+		}
+		st.span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
+		if code != codes.OK && (h.client || serverFault(code)) {
+			st.span.SetStatus(otelcodes.Error, status.Convert(s.Error).Message())
 		}
 		st.span.End(trace.WithTimestamp(s.EndTime))
 	}
@@ -233,20 +357,24 @@ func (h *rpcStatsHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) con
 
 func (h *rpcStatsHandler) HandleConn(context.Context, stats.ConnStats) {}
 
-// incomingCarrier reads trace headers from the incoming metadata without copying all of it.
-type incomingCarrier struct{ ctx context.Context }
+// headerCarrier reads trace headers from the request headers grpc passes to InHeader (lower-case keys).
+type headerCarrier metadata.MD
 
-func (c incomingCarrier) Get(key string) string {
-	if v := metadata.ValueFromIncomingContext(c.ctx, key); len(v) > 0 {
+func (c headerCarrier) Get(key string) string {
+	if v := c[key]; len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
-func (incomingCarrier) Set(string, string) {}
-func (incomingCarrier) Keys() []string     { return nil }
+func (headerCarrier) Set(string, string) {}
+func (headerCarrier) Keys() []string     { return nil }
 
-// outgoingCarrier collects what the propagator injects, for AppendToOutgoingContext.
-type outgoingCarrier struct{ kv []string }
+// outgoingCarrier collects what the propagator injects, for AppendToOutgoingContext; buf holds
+// traceparent, tracestate and baggage without growing kv.
+type outgoingCarrier struct {
+	buf [6]string
+	kv  []string
+}
 
 func (c *outgoingCarrier) Get(string) string     { return "" }
 func (c *outgoingCarrier) Set(key, value string) { c.kv = append(c.kv, key, value) }
@@ -281,11 +409,24 @@ type attemptsKey struct{}
 func (t *Telemetry) ClientInterceptors() (grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) {
 	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
 		invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		return invoker(context.WithValue(ctx, attemptsKey{}, new(atomic.Int32)), method, req, reply, cc, opts...)
+		return invoker(&attemptsCtx{Context: ctx}, method, req, reply, cc, opts...)
 	}
 	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		return streamer(context.WithValue(ctx, attemptsKey{}, new(atomic.Int32)), desc, cc, method, opts...)
+		return streamer(&attemptsCtx{Context: ctx}, desc, cc, method, opts...)
 	}
 	return unary, stream
+}
+
+// attemptsCtx is ctx plus the call's attempt counter under attemptsKey, in one allocation.
+type attemptsCtx struct {
+	context.Context
+	n atomic.Int32
+}
+
+func (c *attemptsCtx) Value(key any) any {
+	if _, ok := key.(attemptsKey); ok {
+		return &c.n
+	}
+	return c.Context.Value(key)
 }

@@ -52,13 +52,22 @@ func violations(err error) ([]rpcerr.FieldViolation, bool) {
 // UnaryServerInterceptor validates the request of every unary call.
 func UnaryServerInterceptor(validate Func) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if m, ok := req.(proto.Message); ok {
-			if err := validate(m); err != nil {
-				return nil, ToStatus(err)
-			}
+		if err := Check(validate, req); err != nil {
+			return nil, err
 		}
 		return handler(ctx, req)
 	}
+}
+
+// Check is what the interceptors do with one received message: validate it if it is a proto message and
+// return the status the caller gets (nil when valid). For chains that fold validation into another stage.
+func Check(validate Func, req any) error {
+	if m, ok := req.(proto.Message); ok {
+		if err := validate(m); err != nil {
+			return ToStatus(err)
+		}
+	}
+	return nil
 }
 
 // StreamServerInterceptor validates every message the handler receives on a stream; an invalid message
@@ -78,10 +87,5 @@ func (s *validatingStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if pm, ok := m.(proto.Message); ok {
-		if err := s.validate(pm); err != nil {
-			return ToStatus(err)
-		}
-	}
-	return nil
+	return Check(s.validate, m)
 }

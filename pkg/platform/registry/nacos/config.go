@@ -37,6 +37,8 @@ type Config struct {
 	HealthInterval time.Duration
 
 	// AdvertiseHost replaces an unspecified listen host (":50051", "[::]:50051") in registered addresses.
+	// Empty: the first IPv4 (else IPv6) global unicast address of the first up, non-loopback interface,
+	// so that each container or pod registers its own address (replicas sharing one environment too).
 	AdvertiseHost string
 	// Weight (> 0) is announced with the instance and passed to clients as an address attribute.
 	Weight float64

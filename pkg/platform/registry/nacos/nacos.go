@@ -42,6 +42,12 @@ type Client struct {
 	up     prometheus.Gauge
 	// afterFunc schedules the application of an empty instance set (time.AfterFunc; tests replace it).
 	afterFunc func(d time.Duration, f func()) timer
+	// interfaces lists the host's network interfaces for the advertised address (systemInterfaces;
+	// tests replace it).
+	interfaces func() ([]iface, error)
+
+	hostMu sync.Mutex
+	host   string // the interface address chosen for unspecified listen hosts, once
 
 	mu      sync.Mutex
 	watches map[string]*watch
@@ -91,14 +97,15 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Client, e
 		return nil, fmt.Errorf("nacos: naming client: %w", err)
 	}
 	c := &Client{
-		cfg:       cfg,
-		logger:    logger.With("registry", "nacos"),
-		naming:    naming,
-		up:        up,
-		afterFunc: afterFunc,
-		watches:   map[string]*watch{},
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		cfg:        cfg,
+		logger:     logger.With("registry", "nacos"),
+		naming:     naming,
+		up:         up,
+		afterFunc:  afterFunc,
+		interfaces: systemInterfaces,
+		watches:    map[string]*watch{},
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	go c.watchHealth()
 	return c, nil
@@ -232,22 +239,4 @@ func (c *Client) call(ctx context.Context, f func() (bool, error)) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-func (c *Client) advertised(addr string) (string, uint64, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, fmt.Errorf("nacos: address %q: %w", addr, err)
-	}
-	port, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || port == 0 {
-		return "", 0, fmt.Errorf("nacos: address %q: bad port", addr)
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		if c.cfg.AdvertiseHost == "" {
-			return "", 0, fmt.Errorf("nacos: address %q listens on every interface: set advertise_host", addr)
-		}
-		host = c.cfg.AdvertiseHost
-	}
-	return host, port, nil
 }

@@ -1,90 +1,26 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"maps"
-	"net"
-	"strings"
 	"testing"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/config/configtest"
 )
 
-// checkHealth runs the healthcheck subcommand the way a container runtime does, against the service
-// TestRun started (the bound address in place of the :0 one) and asserts it passes.
+func checkSuite() configtest.CheckSuite {
+	return configtest.CheckSuite{Run: run, Prefix: "GATEWAY_", AddrVar: "HTTP_ADDR",
+		Required: map[string]string{"GATEWAY_JWT_SECRET": "0123456789abcdef0123456789abcdef"}}
+}
+
+// TestCheckCommands runs the healthcheck and check-config checks every service binary must pass.
+func TestCheckCommands(t *testing.T) {
+	t.Parallel()
+	configtest.CheckCommandSuite(t, checkSuite())
+}
+
+// checkHealth runs the healthcheck subcommand against the service a test started (addr is the bound
+// address in place of the :0 one in env) and asserts it passes.
 func checkHealth(ctx context.Context, t *testing.T, env map[string]string, addr string) {
 	t.Helper()
-	e := maps.Clone(env)
-	e["GATEWAY_HTTP_ADDR"] = addr
-	var out bytes.Buffer
-	if err := run(ctx, []string{"healthcheck"}, func(k string) (string, bool) { v, ok := e[k]; return v, ok }, &out); err != nil {
-		t.Errorf("healthcheck against the running service: %v", err)
-	}
-}
-
-func TestHealthcheckNothingListening(t *testing.T) {
-	t.Parallel()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	env := map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_HTTP_ADDR": addr, "GATEWAY_JWT_SECRET": "0123456789abcdef0123456789abcdef"}
-	if err := run(context.Background(), []string{"healthcheck"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &bytes.Buffer{}); err == nil {
-		t.Fatal("healthcheck with nothing listening: want an error")
-	}
-}
-
-func TestCheckConfig(t *testing.T) {
-	t.Parallel()
-	good := map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_HTTP_ADDR": "127.0.0.1:1", "GATEWAY_JWT_SECRET": "0123456789abcdef0123456789abcdef"}
-	tests := []struct {
-		name    string
-		env     map[string]string
-		environ []string
-		wantErr []string
-	}{
-		{"valid", good, []string{"GATEWAY_PROFILE=test", "PATH=/bin"}, nil},
-		{"typo", good, []string{"GATEWAY_PROFILE=test", "GATEWAY_LISTEN_ADR=:1", "GATEWAY_SERVER_DRAIN_DELAYS=1s"},
-			[]string{"GATEWAY_LISTEN_ADR: unknown variable", "GATEWAY_SERVER_DRAIN_DELAYS: unknown variable"}},
-		{"invalid value", merge(good, map[string]string{"GATEWAY_TELEMETRY_SAMPLE_RATIO": "2"}), nil, []string{"telemetry.sample_ratio"}},
-		{"compose profile needs TLS", merge(good, map[string]string{"GATEWAY_PROFILE": "compose"}), nil, []string{"tls"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			var out bytes.Buffer
-			err := run(context.Background(), append([]string{"check-config"}, tt.environ...),
-				func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }, &out)
-			if len(tt.wantErr) == 0 {
-				if err != nil || !strings.Contains(out.String(), "config ok") {
-					t.Fatalf("err = %v, out = %q", err, out.String())
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("want an error")
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not name %q", err, w)
-				}
-			}
-		})
-	}
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"check-config", "-keys"}, func(string) (string, bool) { return "", false }, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"GATEWAY_PROFILE", "GATEWAY_HTTP_ADDR", "GATEWAY_TLS_CA_FILE", "GATEWAY_HEALTH_ADDR", "GATEWAY_ADMIN_ADDR", "GATEWAY_TELEMETRY_OTLP_ENDPOINT"} {
-		if !strings.Contains(out.String(), k+"\n") {
-			t.Errorf("-keys lacks %s", k)
-		}
-	}
-}
-
-func merge(a, b map[string]string) map[string]string {
-	m := maps.Clone(a)
-	maps.Copy(m, b)
-	return m
+	checkSuite().CheckHealth(ctx, t, env, addr)
 }

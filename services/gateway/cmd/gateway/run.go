@@ -39,9 +39,11 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return healthCheck(ctx, cfg)
 	}
 	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
-	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
+	// The config center may change the level at run time (log_level in its documents).
+	level := new(slog.LevelVar)
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))).With("service", cfg.Service)
 
-	p, err := platform.New(ctx, cfg.Config, logger)
+	p, err := platform.New(ctx, cfg.Config, logger, platform.WithLogLevel(level))
 	if err != nil {
 		return err
 	}
@@ -107,6 +109,16 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	actx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	adminDone := make(chan error, 1)
 	go func() { adminDone <- p.ServeAdmin(actx) }()
+	// Rate limits, breaker thresholds and the log level from the config center (<P>_CONFIG_CENTER_BACKEND);
+	// returns at once without one.
+	centerDone := make(chan error, 1)
+	go func() { centerDone <- p.RunConfigCenter(actx) }()
+	defer func() {
+		stopAdmin()
+		if err := <-centerDone; err != nil {
+			logger.Warn("config center", "err", err)
+		}
+	}()
 	defer func() {
 		stopAdmin()
 		if err := <-adminDone; err != nil {

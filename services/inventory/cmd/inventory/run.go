@@ -41,7 +41,9 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 		return fmt.Errorf("config: %w", err)
 	}
 	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
-	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
+	// The config center may change the level at run time (log_level in its documents).
+	level := new(slog.LevelVar)
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))).With("service", cfg.Service)
 	if len(args) > 0 && args[0] == "migrate" {
 		if len(args) == 2 && args[1] == "up" {
 			return migrations.Up(ctx, cfg.DSN, logger)
@@ -56,7 +58,7 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 	}
 
 	// Built first: its tracer and registry feed the relay and the consumer; closed last, flushing spans.
-	p, err := platform.New(ctx, cfg.Config, logger)
+	p, err := platform.New(ctx, cfg.Config, logger, platform.WithLogLevel(level))
 	if err != nil {
 		return err
 	}
@@ -114,7 +116,7 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 	}
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
-		MaxWait: 250 * time.Millisecond,
+		MaxWait: 250 * time.Millisecond, CommitInterval: cfg.ConsumerCommitInterval,
 		Observe: consumer.Observe{TracerProvider: p.TracerProvider(), Metrics: p.Metrics()},
 	}, events.OrderHandler(svc), logger)
 	if err != nil {

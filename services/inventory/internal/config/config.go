@@ -31,6 +31,10 @@ type Config struct {
 	TopicPartitions int
 	// RelayPollInterval is how often the outbox is polled when nothing notified the relay.
 	RelayPollInterval time.Duration
+	// ConsumerCommitInterval batches the order-event consumer's Kafka offset commits (0 commits every
+	// message synchronously: one broker round trip each). Handled events are deduplicated by the
+	// inbox, so a crash redelivering up to one interval of them changes nothing.
+	ConsumerCommitInterval time.Duration
 }
 
 // Default returns the defaults for a profile.
@@ -41,6 +45,8 @@ func Default(profile platformcfg.Profile) Config {
 		SeedStock:         10_000,
 		TopicPartitions:   6,
 		RelayPollInterval: 200 * time.Millisecond,
+		// One commit per second instead of one per event.
+		ConsumerCommitInterval: time.Second,
 	}
 	c.Service = "inventory"
 	c.ListenAddr = ":50052"

@@ -45,6 +45,7 @@ func NewOutbox(ob *outbox.Outbox) *Outbox {
 
 // WriteStockChanges enqueues one StockChanged per change in tx.
 func (o *Outbox) WriteStockChanges(ctx context.Context, tx *sql.Tx, changes []domain.StockChange) error {
+	msgs := make([]outbox.Message, 0, len(changes))
 	for _, c := range changes {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -55,12 +56,16 @@ func (o *Outbox) WriteStockChanges(ctx context.Context, tx *sql.Tx, changes []do
 		if err != nil {
 			return fmt.Errorf("marshal StockChanged: %w", err)
 		}
-		if _, err := o.ob.Enqueue(ctx, tx, outbox.Message{
+		msgs = append(msgs, outbox.Message{
 			ID: ev.GetEventId(), Topic: InventoryTopic, Key: c.Level.SKU, Payload: payload,
 			Headers: map[string]string{HeaderEventType: string(ev.ProtoReflect().Descriptor().FullName())},
-		}); err != nil {
-			return fmt.Errorf("enqueue StockChanged %s: %w", c.Level.SKU, err)
-		}
+		})
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if _, err := o.ob.EnqueueAll(ctx, tx, msgs...); err != nil {
+		return fmt.Errorf("enqueue %d StockChanged: %w", len(msgs), err)
 	}
 	return nil
 }

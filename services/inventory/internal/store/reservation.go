@@ -20,17 +20,10 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 	var res domain.Reservation
 	written := false
 	err := sqldbInTx(ctx, s, func(tx *sql.Tx) error {
-		existing, err := s.reservation(ctx, tx, orderID)
-		if err == nil {
-			res = existing
-			return nil
-		}
-		if !errors.Is(err, domain.ErrReservationNotFound) {
-			return err
-		}
 		now := s.utcNow()
-		// On PostgreSQL a concurrent reservation of the same order makes this insert wait for it; it then
-		// conflicts and the winner's reservation is returned.
+		// The insert is the existence check too (one round trip on the common, first-time path): a retry,
+		// a tombstone or a concurrent reservation of the same order conflicts (on PostgreSQL after waiting
+		// for the concurrent one), and the stored reservation is returned.
 		ins, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO reservations
 				(order_id, status, currency, total_cents, created_at, updated_at) VALUES (?, ?, '', 0, ?, ?)
 			ON CONFLICT (order_id) DO NOTHING`), orderID, string(domain.StatusHeld), now, now)

@@ -45,7 +45,9 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return err
 	}
 	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
-	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, nil))).With("service", cfg.Service)
+	// The config center may change the level at run time (log_level in its documents).
+	level := new(slog.LevelVar)
+	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))).With("service", cfg.Service)
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate.Command(ctx, cfg.DSN, migrations.FS, migrate.Options{Logger: logger}, args[1:], stdout)
 	}
@@ -57,7 +59,7 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	}
 
 	// Built first: its tracer and registry feed the relay; closed last, flushing spans.
-	p, err := platform.New(ctx, cfg.Config, logger)
+	p, err := platform.New(ctx, cfg.Config, logger, platform.WithLogLevel(level))
 	if err != nil {
 		return err
 	}

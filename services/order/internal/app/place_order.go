@@ -52,15 +52,23 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 		return a.settle(ctx, o, domain.OutOfStock, err, false)
 	case errors.Is(err, domain.ErrUnknownProduct):
 		return a.settle(ctx, o, domain.UnknownProduct, err, false)
+	case errors.Is(err, domain.ErrStockReleased):
+		// A compensation already ran for this order and this reserve lost the race: fail it, no retry.
+		// Compensate again (both calls idempotent) in case an earlier run authorized a payment.
+		return a.settle(ctx, o, domain.DependencyFailed, err, true)
 	case err != nil:
 		a.outcome(domain.Pending, RetryLater)
 		return o, nil // stays PENDING; recovery re-drives it
 	}
 
 	// Someone may have cancelled (or finished) the order while we reserved: do not charge for it.
-	if cur, err := a.orders.Get(ctx, o.ID); err != nil {
+	if st, err := a.orders.Status(ctx, o.ID); err != nil {
 		return o, fmt.Errorf("drive %s: %w", o.ID, err)
-	} else if cur.Status.Terminal() {
+	} else if st.Terminal() {
+		cur, err := a.orders.Get(ctx, o.ID)
+		if err != nil {
+			return o, fmt.Errorf("drive %s: %w", o.ID, err)
+		}
 		return a.lostRace(ctx, cur)
 	}
 
@@ -72,6 +80,11 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	auth, err := a.payment.AuthorizePayment(ctx, AuthorizeRequest{
 		OrderID: o.ID, CustomerID: o.CustomerID, AmountCents: priced.TotalCents, Currency: priced.Currency,
 	})
+	if errors.Is(err, domain.ErrPaymentVoided) {
+		// A void already ran for this order and this authorize lost the race: fail it, no retry, and give
+		// the stock this run holds back.
+		return a.settle(ctx, priced, domain.DependencyFailed, err, true)
+	}
 	if err != nil {
 		a.outcome(domain.Pending, RetryLater)
 		return o, nil // stays PENDING with stock held; recovery re-drives it

@@ -24,4 +24,11 @@ var (
 	ErrUnavailable = errors.New("dependency unavailable")
 	// ErrCartFull: a checkout cart may hold at most MaxCartLines SKUs.
 	ErrCartFull = errors.New("cart is full")
+	// ErrStockReleased: inventory refuses to reserve stock for the order because a release (a
+	// compensation) already ran for it; a reserve that raced the release lost. Final: the order must not
+	// go on, and retrying cannot change the answer.
+	ErrStockReleased = errors.New("stock was already released for this order")
+	// ErrPaymentVoided: payment refuses to authorize the order because a void (a compensation) already
+	// ran for it; an authorize that raced the void lost. Final, like ErrStockReleased.
+	ErrPaymentVoided = errors.New("payment was already voided for this order")
 )

@@ -22,6 +22,14 @@ const (
 	ReasonDependencyUnavailable = "DEPENDENCY_UNAVAILABLE"
 )
 
+// ErrorInfo reasons of inventory and payment that the clients tell apart from other refusals (see
+// services/{inventory,payment}/internal/rpc/errors.go): a reserve or authorize that lost the race with
+// the order's compensation.
+const (
+	inventoryReasonReleased = "RESERVATION_RELEASED"
+	paymentReasonVoided     = "AUTHORIZATION_VOIDED"
+)
+
 // toStatus maps an application error to the status the client sees; the one place that does.
 // Unexpected errors become INTERNAL without their text, so internals never reach clients.
 func toStatus(err error) error {

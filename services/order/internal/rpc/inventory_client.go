@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
@@ -29,7 +30,8 @@ func NewInventoryClient(c inventoryv1.InventoryServiceClient, timeout time.Durat
 	return &InventoryClient{c: c, timeout: timeout}
 }
 
-// ReserveStock implements app.StockReserver.
+// ReserveStock implements app.StockReserver. A reserve that lands after the order's release is
+// domain.ErrStockReleased.
 func (i *InventoryClient) ReserveStock(ctx context.Context, orderID string, lines []domain.Line) (app.Reservation, error) {
 	ctx, cancel := context.WithTimeout(ctx, i.timeout)
 	defer cancel()
@@ -75,14 +77,18 @@ func (i *InventoryClient) Product(ctx context.Context, sku string) (app.Product,
 	}, nil
 }
 
-// dependencyError turns an inventory or payment status into a domain error: the business refusals
-// (FAILED_PRECONDITION: not enough stock, NOT_FOUND: unknown SKU) keep their meaning; anything else —
+// dependencyError turns an inventory status into a domain error: the business refusals
+// (FAILED_PRECONDITION RESERVATION_RELEASED: the order's stock was already released, any other
+// FAILED_PRECONDITION: not enough stock, NOT_FOUND: unknown SKU) keep their meaning; anything else —
 // UNAVAILABLE and DEADLINE_EXCEEDED after the platform's retries, an open breaker, or an unexpected
 // answer — means "try again later", which leaves an order PENDING for recovery.
 func dependencyError(err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.FailedPrecondition:
+		if rpcerr.Reason(err) == inventoryReasonReleased {
+			return fmt.Errorf("%w: %s", domain.ErrStockReleased, st.Message())
+		}
 		return fmt.Errorf("%w: %s", domain.ErrOutOfStock, st.Message())
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", domain.ErrUnknownProduct, st.Message())

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
@@ -25,8 +27,10 @@ func NewPaymentClient(c paymentv1.PaymentServiceClient, timeout time.Duration) *
 	return &PaymentClient{c: c, timeout: timeout}
 }
 
-// AuthorizePayment implements app.PaymentAuthorizer. Every error is "unavailable": a decline is a
-// normal answer, and a retry of the same order with the same amount is idempotent.
+// AuthorizePayment implements app.PaymentAuthorizer. A decline is a normal answer. An authorize that
+// lands after the order's void (FAILED_PRECONDITION AUTHORIZATION_VOIDED) is domain.ErrPaymentVoided;
+// every other error is "unavailable", since a retry of the same order with the same amount is
+// idempotent.
 func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeRequest) (app.Authorization, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -35,6 +39,9 @@ func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeR
 	})
 	if err != nil {
 		st := status.Convert(err)
+		if st.Code() == codes.FailedPrecondition && rpcerr.Reason(err) == paymentReasonVoided {
+			return app.Authorization{}, fmt.Errorf("authorize payment: %w: %s", domain.ErrPaymentVoided, st.Message())
+		}
 		return app.Authorization{}, fmt.Errorf("authorize payment: %w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
 	}
 	a := resp.GetAuthorization()

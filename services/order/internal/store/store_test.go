@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -103,6 +104,16 @@ func testCreateGet(t *testing.T, e env) {
 	if got.ID != o.ID || got.Status != domain.Pending || got.Version != 1 || len(got.Lines) != 2 ||
 		got.Lines[0] != o.Lines[0] || !got.CreatedAt.Equal(t0) {
 		t.Fatalf("stored %+v, want %+v", got, o)
+	}
+	// Create returns what it wrote without reading it back: it must be exactly what a read returns.
+	if read, err := e.s.Get(ctx, o.ID); err != nil || !reflect.DeepEqual(read, got) {
+		t.Fatalf("get after create = %+v, %v; create returned %+v", read, err, got)
+	}
+	if st, err := e.s.Status(ctx, o.ID); err != nil || st != domain.Pending {
+		t.Fatalf("status = %q, %v; want PENDING", st, err)
+	}
+	if _, err := e.s.Status(ctx, "00000000-0000-0000-0000-00000000ffff"); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("status of unknown: %v", err)
 	}
 	if _, err := e.s.Get(ctx, "00000000-0000-0000-0000-00000000ffff"); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)

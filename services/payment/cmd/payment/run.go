@@ -41,7 +41,10 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	level, _ := cfg.Level()
+	start, _ := cfg.Level()
+	// The config center may change the level at run time (log_level in its documents).
+	level := new(slog.LevelVar)
+	level.Set(start.Level())
 	// Lines logged inside a request (a span in the ctx) carry trace_id and span_id.
 	logger := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})))
 
@@ -56,7 +59,7 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 	}
 
 	// Built first: its tracer and registry feed the relay and the consumer; closed last, flushing spans.
-	p, err := platform.New(ctx, cfg.Platform, logger)
+	p, err := platform.New(ctx, cfg.Platform, logger, platform.WithLogLevel(level))
 	if err != nil {
 		return err
 	}
@@ -90,7 +93,7 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 	}
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
-		MaxWait: cfg.ConsumerMaxWait,
+		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval,
 		Observe: consumer.Observe{TracerProvider: p.TracerProvider(), Metrics: p.Metrics()},
 	}, events.OrderHandler(svc, logger), logger)
 	if err != nil {

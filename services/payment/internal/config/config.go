@@ -38,6 +38,10 @@ type Config struct {
 	RelayPollInterval time.Duration
 	// ConsumerMaxWait is how long one Kafka fetch waits for new messages.
 	ConsumerMaxWait time.Duration
+	// ConsumerCommitInterval batches the consumer's Kafka offset commits (0 commits every message
+	// synchronously: one broker round trip each). Handled events are deduplicated by the inbox, so a
+	// crash redelivering up to one interval of them changes nothing.
+	ConsumerCommitInterval time.Duration
 }
 
 // Default returns the defaults of a profile: development seeds accounts into a local SQLite file.
@@ -52,6 +56,8 @@ func Default(profile config.Profile) Config {
 		LogLevel:          "info",
 		RelayPollInterval: 200 * time.Millisecond,
 		ConsumerMaxWait:   500 * time.Millisecond,
+		// One commit per second instead of one per event.
+		ConsumerCommitInterval: time.Second,
 	}
 	if profile == config.Dev {
 		c.DSN = "sqlite:payment.db"

@@ -3,7 +3,6 @@ package rpc_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,30 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/sagatest"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
-)
-
-// sagaPlan is what the order saga wanted for one order; the deliveries of its calls are then
-// duplicated and shuffled, as retries, timeouts and redeliveries do.
-type sagaPlan int
-
-const (
-	planCapture  sagaPlan = iota // authorize (retried), capture (retried)
-	planVoid                     // authorize (retried, maybe landing after the void), void (retried)
-	planConflict                 // a capture and a void both sent (confirm raced cancel)
-)
-
-func (p sagaPlan) String() string { return [...]string{"capture", "void", "conflict"}[p] }
-
-type delivery int
-
-const (
-	deliverAuthorize delivery = iota
-	deliverCapture
-	deliverVoid
 )
 
 // TestSagaDisorder is RELIABILITY.md R13 for payment: over real loopback gRPC, 200 orders get their
@@ -69,124 +49,67 @@ func sagaDisorder(t *testing.T, dsn string) {
 
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 13))
-	type script struct {
-		id         string
-		plan       sagaPlan
-		req        *paymentv1.AuthorizePaymentRequest
-		deliveries []delivery
-		concurrent bool
-	}
-	scripts := make([]script, orders)
-	for i := range scripts {
-		s := script{id: orderID(13_000 + i), plan: sagaPlan(rng.IntN(3)), concurrent: i%2 == 1}
-		s.req = &paymentv1.AuthorizePaymentRequest{OrderId: s.id, CustomerId: accounts[i%nCustomr].CustomerID,
-			AmountCents: int64(100 + rng.IntN(900)), Currency: "EUR"}
-		for range 1 + rng.IntN(3) {
-			s.deliveries = append(s.deliveries, deliverAuthorize)
-		}
-		switch s.plan {
-		case planCapture:
-			for range 1 + rng.IntN(2) {
-				s.deliveries = append(s.deliveries, deliverCapture)
-			}
-		case planVoid:
-			for range 1 + rng.IntN(2) {
-				s.deliveries = append(s.deliveries, deliverVoid)
-			}
-		case planConflict:
-			s.deliveries = append(s.deliveries, deliverCapture, deliverVoid)
-		}
-		rng.Shuffle(len(s.deliveries), func(a, b int) { s.deliveries[a], s.deliveries[b] = s.deliveries[b], s.deliveries[a] })
-		scripts[i] = s
-	}
+	// The sagatest plans in payment's terms, for the log.
+	planName := [...]string{sagatest.PlanConfirm: "capture", sagatest.PlanCompensate: "void", sagatest.PlanConflict: "conflict"}
+	scripts := sagatest.Scripts(rng, orders, func(i int) string { return orderID(13_000 + i) },
+		func(i int, id string) *paymentv1.AuthorizePaymentRequest {
+			return &paymentv1.AuthorizePaymentRequest{OrderId: id, CustomerId: accounts[i%nCustomr].CustomerID,
+				AmountCents: int64(100 + rng.IntN(900)), Currency: "EUR"}
+		})
 
 	var (
-		calls, authRefused, captureNotFound, capturePrecond, voidPrecond, voidBeforeAuth atomic.Int64
-		mu                                                                               sync.Mutex
-		capturedAck                                                                      = map[string]bool{}
-		failures                                                                         []string
+		authRefused, captureNotFound, capturePrecond, voidPrecond, voidBeforeAuth atomic.Int64
+		rec                                                                       sagatest.Recorder
 	)
-	fail := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		failures = append(failures, fmt.Sprintf(format, args...))
-	}
-	deliver := func(s script, d delivery) {
-		calls.Add(1)
-		switch d {
-		case deliverAuthorize:
-			resp, err := h.client.AuthorizePayment(ctx, s.req)
+	calls := sagatest.Drive(scripts, func(s sagatest.Script[*paymentv1.AuthorizePaymentRequest], c sagatest.Call) {
+		switch c {
+		case sagatest.CallAction:
+			resp, err := h.client.AuthorizePayment(ctx, s.Req)
 			switch {
 			case rpcerr.Code(err) == codes.FailedPrecondition && rpcerr.Reason(err) == rpc.ReasonAuthorizationVoided:
 				authRefused.Add(1)
 			case err != nil:
-				fail("authorize %s: %v", s.id, err)
+				rec.Fail("authorize %s: %v", s.ID, err)
 			case resp.GetAuthorization().GetStatus() == paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_DECLINED:
-				fail("authorize %s declined: balances are meant to cover every order", s.id)
+				rec.Fail("authorize %s declined: balances are meant to cover every order", s.ID)
 			}
-		case deliverCapture:
-			resp, err := h.client.CapturePayment(ctx, &paymentv1.CapturePaymentRequest{OrderId: s.id})
+		case sagatest.CallConfirm:
+			resp, err := h.client.CapturePayment(ctx, &paymentv1.CapturePaymentRequest{OrderId: s.ID})
 			switch {
 			case rpcerr.Code(err) == codes.NotFound: // arrived before any authorize
 				captureNotFound.Add(1)
 			case rpcerr.Code(err) == codes.FailedPrecondition: // voided first (tombstone or VOIDED)
 				capturePrecond.Add(1)
 			case err != nil:
-				fail("capture %s: %v", s.id, err)
+				rec.Fail("capture %s: %v", s.ID, err)
 			case resp.GetAuthorization().GetStatus() == paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED:
-				mu.Lock()
-				capturedAck[s.id] = true
-				mu.Unlock()
+				rec.Confirmed(s.ID)
 			}
-		case deliverVoid:
-			resp, err := h.client.VoidPayment(ctx, &paymentv1.VoidPaymentRequest{OrderId: s.id})
+		case sagatest.CallCompensate:
+			resp, err := h.client.VoidPayment(ctx, &paymentv1.VoidPaymentRequest{OrderId: s.ID})
 			switch {
 			case rpcerr.Code(err) == codes.FailedPrecondition: // captured first
 				voidPrecond.Add(1)
 			case err != nil:
-				fail("void %s: %v", s.id, err)
+				rec.Fail("void %s: %v", s.ID, err)
 			case resp.GetAuthorization() == nil:
 				voidBeforeAuth.Add(1)
 			}
 		}
-	}
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for _, s := range scripts {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if !s.concurrent {
-				for _, d := range s.deliveries {
-					deliver(s, d)
-				}
-				return
-			}
-			var inner sync.WaitGroup
-			for _, d := range s.deliveries {
-				inner.Go(func() { deliver(s, d) })
-			}
-			inner.Wait()
-		})
-	}
-	wg.Wait()
+	})
 	// The saga retries a capture until it is answered; an authorize of these orders has landed by now.
 	for _, s := range scripts {
-		if s.plan != planCapture {
+		if s.Plan != sagatest.PlanConfirm {
 			continue
 		}
-		if resp, err := h.client.CapturePayment(ctx, &paymentv1.CapturePaymentRequest{OrderId: s.id}); err != nil ||
+		if resp, err := h.client.CapturePayment(ctx, &paymentv1.CapturePaymentRequest{OrderId: s.ID}); err != nil ||
 			resp.GetAuthorization().GetStatus() != paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED {
-			fail("final capture %s = %v, %v", s.id, resp, err)
+			rec.Fail("final capture %s = %v, %v", s.ID, resp, err)
 		} else {
-			mu.Lock()
-			capturedAck[s.id] = true
-			mu.Unlock()
+			rec.Confirmed(s.ID)
 		}
 	}
-	for _, f := range failures {
-		t.Error(f)
-	}
+	rec.Report(t)
 
 	q := func(query string, args ...any) int64 {
 		t.Helper()
@@ -254,32 +177,29 @@ func sagaDisorder(t *testing.T, dsn string) {
 		tombstones[id] = true
 	}
 	_ = rows.Close()
-	perPlan := map[string]map[string]int{}
+	perPlan := sagatest.Tally{}
 	for _, s := range scripts {
-		st := final[s.id]
-		if tombstones[s.id] {
+		st := final[s.ID]
+		if tombstones[s.ID] {
 			st = "TOMBSTONE"
 		}
-		if perPlan[s.plan.String()] == nil {
-			perPlan[s.plan.String()] = map[string]int{}
-		}
-		perPlan[s.plan.String()][st]++
+		perPlan.Add(planName[s.Plan], st)
 		switch {
-		case s.plan == planCapture && st != "CAPTURED":
-			t.Errorf("%s (capture plan) ended %s", s.id, st)
-		case s.plan == planVoid && st != "VOIDED" && st != "TOMBSTONE":
-			t.Errorf("%s (void plan) ended %s", s.id, st)
-		case s.plan == planConflict && st != "CAPTURED" && st != "VOIDED" && st != "TOMBSTONE":
-			t.Errorf("%s (conflict) ended %s", s.id, st)
+		case s.Plan == sagatest.PlanConfirm && st != "CAPTURED":
+			t.Errorf("%s (capture plan) ended %s", s.ID, st)
+		case s.Plan == sagatest.PlanCompensate && st != "VOIDED" && st != "TOMBSTONE":
+			t.Errorf("%s (void plan) ended %s", s.ID, st)
+		case s.Plan == sagatest.PlanConflict && st != "CAPTURED" && st != "VOIDED" && st != "TOMBSTONE":
+			t.Errorf("%s (conflict) ended %s", s.ID, st)
 		}
-		if capturedAck[s.id] && st != "CAPTURED" {
-			t.Errorf("%s: capture acknowledged, ended %s", s.id, st)
+		if rec.WasConfirmed(s.ID) && st != "CAPTURED" {
+			t.Errorf("%s: capture acknowledged, ended %s", s.ID, st)
 		}
 	}
 	t.Logf("R13 payment %s: seed %d, %d orders, %d calls; AUTHORIZATION_VOIDED refusals %d, voids before authorize %d, "+
 		"captures before authorize %d, captures refused %d, voids refused (captured) %d; final by plan %v; "+
 		"balances %d + captured %d = %d (initial %d), held %d, double charges %d",
-		t.Name(), seed, orders, calls.Load(), authRefused.Load(), voidBeforeAuth.Load(), captureNotFound.Load(), capturePrecond.Load(),
+		t.Name(), seed, orders, calls, authRefused.Load(), voidBeforeAuth.Load(), captureNotFound.Load(), capturePrecond.Load(),
 		voidPrecond.Load(), perPlan, sumBalance, sumCaptured, sumBalance+sumCaptured, initial, sumHeld, doubleCharges)
 	if authRefused.Load() == 0 || voidBeforeAuth.Load() == 0 {
 		t.Errorf("the run never put a void before its authorize; the disorder was not exercised")

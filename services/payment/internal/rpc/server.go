@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
@@ -74,8 +75,19 @@ func (s *Server) VoidPayment(ctx context.Context, req *paymentv1.VoidPaymentRequ
 	return &paymentv1.VoidPaymentResponse{Authorization: toProto(a)}, nil
 }
 
-// GetAccount implements paymentv1.PaymentServiceServer.
+// GetAccount implements paymentv1.PaymentServiceServer. A customer sees only their own account: the
+// customer is the one the gateway authenticated (authz.CustomerFrom believes x-customer-id only from
+// the gateway's certificate), and another customer's account is NOT_FOUND, the same answer as a
+// missing one, so that its existence does not leak. A call acting for no customer (a service the
+// authorization policy lets call GetAccount) reads the account it names.
 func (s *Server) GetAccount(ctx context.Context, req *paymentv1.GetAccountRequest) (*paymentv1.GetAccountResponse, error) {
+	customer, err := authz.CustomerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if customer != "" && customer != req.GetCustomerId() {
+		return nil, s.toStatus(ctx, domain.ErrAccountNotFound)
+	}
 	acct, err := s.uc.GetAccount(ctx, req.GetCustomerId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)

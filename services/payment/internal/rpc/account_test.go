@@ -1,0 +1,183 @@
+package rpc_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/payment/internal/app"
+	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+	"github.com/shopmesh/shopmesh/services/payment/internal/events"
+	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+)
+
+// A customer reads only their own account: another customer's is NOT_FOUND, with the same answer as a
+// missing one. Checked with mTLS on (the customer is believed only from the gateway's certificate) and
+// off; under the default policy only the gateway may call GetAccount at all, and under a policy that
+// lets order call it, order reads any account for itself but cannot claim to act for a customer.
+func TestCustomerSeesOnlyOwnAccount(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := mtls.EnsureDir(mtls.DirOptions{Dir: dir, Services: []string{"payment", "gateway", "order"}, TTL: time.Hour, CATTL: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	orderMayRead := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(orderMayRead, []byte("methods:\n  /shopmesh.payment.v1.PaymentService/GetAccount:\n"+
+		"    - spiffe://shopmesh.local/gateway\n    - spiffe://shopmesh.local/order\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uc := newPayments(t, eur("alice", 1234), eur("bob", 500))
+	serverCfg := func(tls bool, policy string) config.Config {
+		cfg := config.Default(config.Test)
+		cfg.Service, cfg.ListenAddr, cfg.AuthzPolicyFile = "payment", "127.0.0.1:0", policy
+		if tls {
+			cfg.TLS = tlsFiles(dir, "payment")
+		}
+		return cfg
+	}
+	mtlsAddr := servePayment(t, serverCfg(true, ""), uc)
+	plainAddr := servePayment(t, serverCfg(false, ""), uc)
+	orderPolicyAddr := servePayment(t, serverCfg(true, orderMayRead), uc)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	get := func(c paymentv1.PaymentServiceClient, customer, account string) (*paymentv1.Account, error) {
+		callCtx := ctx
+		if customer != "" {
+			callCtx = metadata.AppendToOutgoingContext(ctx, authz.CustomerHeader, customer)
+		}
+		resp, err := c.GetAccount(callCtx, &paymentv1.GetAccountRequest{CustomerId: account})
+		return resp.GetAccount(), err
+	}
+	for _, tc := range []struct{ name, dir, addr string }{
+		{"mtls", dir, mtlsAddr},
+		{"plaintext", "", plainAddr},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := paymentClient(t, "gateway", tc.dir, tc.addr)
+			if a, err := get(gw, "alice", "alice"); err != nil || a.GetCustomerId() != "alice" || a.GetBalanceCents() != 1234 {
+				t.Errorf("owner get: %v %v", a, err)
+			}
+			_, other := get(gw, "mallory", "alice")
+			_, missing := get(gw, "mallory", "mallory")
+			if status.Code(other) != codes.NotFound || rpcerr.Reason(other) != rpc.ReasonAccountNotFound ||
+				status.Convert(other).Message() != status.Convert(missing).Message() || rpcerr.Reason(missing) != rpcerr.Reason(other) {
+				t.Errorf("other's account: %v; missing account: %v", other, missing)
+			}
+			if _, err := get(gw, "bob", "alice"); status.Code(err) != codes.NotFound {
+				t.Errorf("bob reads alice's account: %v", err)
+			}
+			// Without customer metadata the gateway acts for itself, which the policy allows.
+			if a, err := get(gw, "", "bob"); err != nil || a.GetBalanceCents() != 500 {
+				t.Errorf("service get: %v %v", a, err)
+			}
+		})
+	}
+	t.Run("policy", func(t *testing.T) {
+		// The default policy lets only the gateway call GetAccount, with or without a customer.
+		order := paymentClient(t, "order", dir, mtlsAddr)
+		for _, customer := range []string{"", "alice"} {
+			if _, err := get(order, customer, "alice"); status.Code(err) != codes.PermissionDenied {
+				t.Errorf("order (customer %q) under the default policy: %v", customer, err)
+			}
+		}
+		// A policy that lets order in: order acts for no customer and reads the account it names, but its
+		// customer metadata is not believed.
+		order = paymentClient(t, "order", dir, orderPolicyAddr)
+		if a, err := get(order, "", "alice"); err != nil || a.GetCustomerId() != "alice" {
+			t.Errorf("order, allowed, no customer: %v %v", a, err)
+		}
+		if _, err := get(order, "alice", "alice"); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("order claiming a customer: %v", err)
+		}
+		gw := paymentClient(t, "gateway", dir, orderPolicyAddr)
+		if _, err := get(gw, "bob", "alice"); status.Code(err) != codes.NotFound {
+			t.Errorf("bob reads alice's account: %v", err)
+		}
+	})
+}
+
+// newPayments is the payment use cases over a fresh SQLite database holding accounts.
+func newPayments(t *testing.T, accounts ...domain.Account) *app.Service {
+	t.Helper()
+	dsn := sqldbtest.SQLite(t)
+	if err := store.Migrate(t.Context(), dsn, nil); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := sqldbtest.Open(t, dsn)
+	st, err := store.New(db, events.Encode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SeedAccounts(t.Context(), accounts); err != nil {
+		t.Fatal(err)
+	}
+	return app.New(st)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newPlatform(t *testing.T, cfg config.Config) *platform.Platform {
+	t.Helper()
+	p, err := platform.New(context.Background(), cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// servePayment serves the PaymentService over uc from a platform built from cfg (its TLS, policy and
+// the whole server chain) and returns its address.
+func servePayment(t *testing.T, cfg config.Config, uc *app.Service) string {
+	t.Helper()
+	p := newPlatform(t, cfg)
+	srv := p.NewServer()
+	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(uc, quiet()))
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ctx, srv, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return lis.Addr().String()
+}
+
+func tlsFiles(dir, svc string) config.TLS {
+	return config.TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, svc+".pem"), KeyFile: filepath.Join(dir, svc+"-key.pem")}
+}
+
+// paymentClient dials the payment service at addr as identity (mTLS when dir != "").
+func paymentClient(t *testing.T, identity, dir, addr string) paymentv1.PaymentServiceClient {
+	t.Helper()
+	cfg := config.Default(config.Test)
+	cfg.Service = identity
+	if dir != "" {
+		cfg.TLS = tlsFiles(dir, identity)
+	}
+	cfg.Targets["payment"] = config.Target{Addresses: []string{addr}}
+	conn, err := newPlatform(t, cfg).Dial("payment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paymentv1.NewPaymentServiceClient(conn)
+}
