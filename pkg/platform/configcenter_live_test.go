@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nacos-group/nacos-sdk-go/v2/clients"
-	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
@@ -33,23 +30,7 @@ func TestConfigCenterFollowsNacos(t *testing.T) {
 	cfg.ConfigCenter.Backend = config.ConfigCenterNacos
 
 	// The publisher is a separate SDK client, as an operator's console or CI would be.
-	pubCfg := cfg.Registry.Nacos
-	pubCfg.CacheDir, pubCfg.LogDir = nacostest.Dir(t), nacostest.Dir(t)
-	cc, servers, err := pubCfg.SDKConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := clients.NewConfigClient(vo.NacosClientParam{ClientConfig: &cc, ServerConfigs: servers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.CloseClient)
-	publish := func(dataID, content string) {
-		t.Helper()
-		if ok, err := pub.PublishConfig(vo.ConfigParam{DataId: dataID, Group: cfg.Registry.Nacos.Group, Content: content}); err != nil || !ok {
-			t.Fatalf("publish %s: ok=%v err=%v", dataID, ok, err)
-		}
-	}
+	publish := nacostest.Publisher(t, cfg.Registry.Nacos)
 	publish(svc+".yaml", "rate_limit: {default: {rps: 25}}")
 
 	var level slog.LevelVar

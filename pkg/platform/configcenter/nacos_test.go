@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nacos-group/nacos-sdk-go/v2/clients"
-	"github.com/nacos-group/nacos-sdk-go/v2/vo"
-
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacostest"
@@ -27,23 +24,7 @@ func TestNacosPublishChangesRateLimit(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = src.Close() })
 
-	pubCfg := cfg
-	pubCfg.CacheDir, pubCfg.LogDir = nacostest.Dir(t), nacostest.Dir(t)
-	cc, servers, err := pubCfg.SDKConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := clients.NewConfigClient(vo.NacosClientParam{ClientConfig: &cc, ServerConfigs: servers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.CloseClient)
-	publish := func(dataID, content string) {
-		t.Helper()
-		if ok, err := pub.PublishConfig(vo.ConfigParam{DataId: dataID, Group: cfg.Group, Content: content}); err != nil || !ok {
-			t.Fatalf("publish %s: ok=%v err=%v", dataID, ok, err)
-		}
-	}
+	publish := nacostest.Publisher(t, cfg)
 	publish("order.yaml", "rate_limit: {default: {rps: 10}}")
 
 	f := newFixture(t, src, configcenter.Options{})

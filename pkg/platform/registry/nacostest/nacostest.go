@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/clients"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
 	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
 )
 
 // Require returns NACOS_ADDR (skipping or failing per infratest) and holds a shared lock until the test
@@ -147,4 +151,26 @@ func Dir(t testing.TB) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// Publisher returns a function publishing config documents to cfg's Nacos group through a config client
+// of its own (as an operator's console would), failing t when Nacos refuses one.
+func Publisher(t testing.TB, cfg nacos.Config) func(dataID, content string) {
+	t.Helper()
+	cfg.CacheDir, cfg.LogDir = Dir(t), Dir(t)
+	cc, servers, err := cfg.SDKConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := clients.NewConfigClient(vo.NacosClientParam{ClientConfig: &cc, ServerConfigs: servers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.CloseClient)
+	return func(dataID, content string) {
+		t.Helper()
+		if ok, err := pub.PublishConfig(vo.ConfigParam{DataId: dataID, Group: cfg.Group, Content: content}); err != nil || !ok {
+			t.Fatalf("publish %s: ok=%v err=%v", dataID, ok, err)
+		}
+	}
 }
