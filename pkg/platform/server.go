@@ -5,18 +5,15 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/stats"
-	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/deadline"
 	"github.com/shopmesh/shopmesh/pkg/platform/recovery"
-	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	"github.com/shopmesh/shopmesh/pkg/platform/validation"
 )
 
@@ -175,7 +172,7 @@ func (p *Platform) unaryStages(dp deadline.Policy, validate validation.Func, az 
 			defer t.Release()
 		}
 		if err := az.Authorize(ctx, info.FullMethod); err != nil {
-			return nil, denied(err)
+			return nil, authz.Deny(err)
 		}
 		if !infra {
 			if err := faults.Inject(ctx, info.FullMethod); err != nil {
@@ -184,15 +181,6 @@ func (p *Platform) unaryStages(dp deadline.Policy, validate validation.Func, az 
 		}
 		return handler(ctx, req)
 	}
-}
-
-// denied is authz.UnaryServerInterceptor's mapping of a refusal: a status the authorizer chose, or
-// PERMISSION_DENIED without details.
-func denied(err error) error {
-	if rpcerr.IsStatus(err) {
-		return err
-	}
-	return status.Error(codes.PermissionDenied, "permission denied")
 }
 
 // exempt reports infrastructure methods that skip deadline, rate limits and fault injection.

@@ -31,7 +31,9 @@ type AllowAll struct{}
 // Authorize allows the call.
 func (AllowAll) Authorize(context.Context, string) error { return nil }
 
-func deny(err error) error {
+// Deny is the status a refusal maps to: the status the authorizer chose, or PERMISSION_DENIED without
+// details (the policy is not described to the caller).
+func Deny(err error) error {
 	if rpcerr.IsStatus(err) {
 		return err
 	}
@@ -42,7 +44,7 @@ func deny(err error) error {
 func UnaryServerInterceptor(a Authorizer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := a.Authorize(ctx, info.FullMethod); err != nil {
-			return nil, deny(err)
+			return nil, Deny(err)
 		}
 		return handler(ctx, req)
 	}
@@ -52,7 +54,7 @@ func UnaryServerInterceptor(a Authorizer) grpc.UnaryServerInterceptor {
 func StreamServerInterceptor(a Authorizer) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := a.Authorize(ss.Context(), info.FullMethod); err != nil {
-			return deny(err)
+			return Deny(err)
 		}
 		return handler(srv, ss)
 	}
