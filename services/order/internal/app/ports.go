@@ -36,7 +36,8 @@ type Orders interface {
 // idempotent per order id.
 type StockReserver interface {
 	// ReserveStock holds every line or none: domain.ErrOutOfStock / domain.ErrUnknownProduct for a
-	// business refusal, domain.ErrUnavailable when inventory could not be reached.
+	// business refusal, domain.ErrStockReleased when a release for the order already ran (this reserve
+	// lost the race and holds nothing), domain.ErrUnavailable when inventory could not be reached.
 	ReserveStock(ctx context.Context, orderID string, lines []domain.Line) (Reservation, error)
 	// ReleaseStock returns the order's held stock; releasing nothing succeeds.
 	ReleaseStock(ctx context.Context, orderID string) error
@@ -53,8 +54,9 @@ type Reservation struct {
 // PaymentAuthorizer holds and voids funds for orders (the payment service). Both calls are idempotent
 // per order id.
 type PaymentAuthorizer interface {
-	// AuthorizePayment returns the outcome; a decline is an outcome, not an error. domain.ErrUnavailable
-	// when payment could not be reached.
+	// AuthorizePayment returns the outcome; a decline is an outcome, not an error. domain.ErrPaymentVoided
+	// when a void for the order already ran (nothing is held), domain.ErrUnavailable when payment could
+	// not be reached.
 	AuthorizePayment(ctx context.Context, req AuthorizeRequest) (Authorization, error)
 	// VoidPayment releases held funds; voiding nothing succeeds.
 	VoidPayment(ctx context.Context, orderID string) error

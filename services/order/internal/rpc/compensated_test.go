@@ -8,20 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/config"
-	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
-	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
-	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
-	"github.com/shopmesh/shopmesh/services/order/internal/store"
 )
 
 // The refusals inventory and payment send when a late reserve / authorize lands after the order's
@@ -66,12 +60,9 @@ func (f *refusingPayment) AuthorizePayment(ctx context.Context, req *paymentv1.A
 
 // refusingWorld is the order application on SQLite over loopback gRPC to the refusing fakes.
 type refusingWorld struct {
-	inv    *refusingInventory
-	pay    *refusingPayment
-	orders *store.Store
-	app    *app.App
-	stock  *rpc.InventoryClient
-	money  *rpc.PaymentClient
+	*world
+	inv *refusingInventory
+	pay *refusingPayment
 }
 
 func newRefusingWorld(t *testing.T, reserve, authorize func() error) *refusingWorld {
@@ -80,35 +71,7 @@ func newRefusingWorld(t *testing.T, reserve, authorize func() error) *refusingWo
 		inv: &refusingInventory{Inventory: fakes.NewInventory(map[string]fakes.Product{"SKU-A": {Name: "Apple", PriceCents: 150, OnHand: 1000}}), refuse: reserve},
 		pay: &refusingPayment{Payment: fakes.NewPayment(), refuse: authorize},
 	}
-	inva := fakes.Serve(t, func(s *grpc.Server) { inventoryv1.RegisterInventoryServiceServer(s, w.inv) })
-	paya := fakes.Serve(t, func(s *grpc.Server) { paymentv1.RegisterPaymentServiceServer(s, w.pay) })
-	cfg := config.Default(config.Test)
-	cfg.Service = "order"
-	cfg.Targets["inventory"] = config.Target{Addresses: []string{inva}}
-	cfg.Targets["payment"] = config.Target{Addresses: []string{paya}}
-	p := newPlatform(t, cfg)
-	ic, err := p.Dial("inventory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := p.Dial("payment")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dsn := sqldbtest.SQLite(t)
-	if err := store.Migrate(t.Context(), dsn, discard()); err != nil {
-		t.Fatal(err)
-	}
-	db, d := sqldbtest.Open(t, dsn)
-	w.orders = store.New(db, d, outbox.New(d, nil), nil)
-	w.stock = rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second)
-	w.money = rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second)
-	w.app, err = app.New(app.Deps{
-		Orders: w.orders, Stock: w.stock, Catalog: w.stock, Payment: w.money, Feed: noFeed{}, Logger: discard(),
-	}, app.Settings{SagaTimeout: 5 * time.Second, RecoveryAfter: time.Minute, GiveUpAfter: time.Hour, RecoveryBatch: 20, WatchPoll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w.world = newWorld(t, w.inv, w.pay)
 	return w
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,11 +12,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/platformtest"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
@@ -37,28 +35,25 @@ func (noFeed) Subscribe(context.Context, string) (<-chan int64, func(), error) {
 	return make(chan int64), func() {}, nil
 }
 
-func newPlatform(t *testing.T, cfg config.Config) *platform.Platform {
-	t.Helper()
-	p, err := platform.New(context.Background(), cfg, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
+// world is the order application on SQLite, calling inventory and payment servers over loopback gRPC
+// through the rpc clients.
+type world struct {
+	orders *store.Store
+	app    *app.App
+	stock  *rpc.InventoryClient
+	money  *rpc.PaymentClient
 }
 
-// newApp is the order application on SQLite, calling fake inventory and payment servers.
-func newApp(t *testing.T) *app.App {
+// newWorld builds the order application over inv and pay, served on loopback.
+func newWorld(t *testing.T, inv inventoryv1.InventoryServiceServer, pay paymentv1.PaymentServiceServer) *world {
 	t.Helper()
-	inv := fakes.NewInventory(map[string]fakes.Product{"SKU-A": {Name: "Apple", PriceCents: 150, OnHand: 1000}})
-	pay := fakes.NewPayment()
 	inva := fakes.Serve(t, func(s *grpc.Server) { inventoryv1.RegisterInventoryServiceServer(s, inv) })
 	paya := fakes.Serve(t, func(s *grpc.Server) { paymentv1.RegisterPaymentServiceServer(s, pay) })
 	cfg := config.Default(config.Test)
 	cfg.Service = "order"
 	cfg.Targets["inventory"] = config.Target{Addresses: []string{inva}}
 	cfg.Targets["payment"] = config.Target{Addresses: []string{paya}}
-	p := newPlatform(t, cfg)
+	p := platformtest.New(t, cfg)
 	ic, err := p.Dial("inventory")
 	if err != nil {
 		t.Fatal(err)
@@ -72,52 +67,37 @@ func newApp(t *testing.T) *app.App {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, dsn)
-	client := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second)
-	a, err := app.New(app.Deps{
-		Orders: store.New(db, d, outbox.New(d, nil), nil), Stock: client, Catalog: client, Feed: noFeed{}, Logger: discard(),
-		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second),
+	w := &world{
+		orders: store.New(db, d, outbox.New(d, nil), nil),
+		stock:  rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second),
+		money:  rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second),
+	}
+	w.app, err = app.New(app.Deps{
+		Orders: w.orders, Stock: w.stock, Catalog: w.stock, Payment: w.money, Feed: noFeed{}, Logger: discard(),
 	}, app.Settings{SagaTimeout: 5 * time.Second, RecoveryAfter: time.Minute, GiveUpAfter: time.Hour, RecoveryBatch: 20, WatchPoll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	return w
+}
+
+// newApp is the order application on SQLite, calling fake inventory and payment servers.
+func newApp(t *testing.T) *app.App {
+	t.Helper()
+	inv := fakes.NewInventory(map[string]fakes.Product{"SKU-A": {Name: "Apple", PriceCents: 150, OnHand: 1000}})
+	return newWorld(t, inv, fakes.NewPayment()).app
 }
 
 // serveOrder serves the OrderService from a platform built from cfg and returns its address.
 func serveOrder(t *testing.T, cfg config.Config, a *app.App) string {
 	t.Helper()
-	p := newPlatform(t, cfg)
-	srv := p.NewServer()
-	orderv1.RegisterOrderServiceServer(srv, rpc.NewServer(a, nil))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, srv, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return lis.Addr().String()
-}
-
-func tlsFiles(dir, svc string) config.TLS {
-	return config.TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, svc+".pem"), KeyFile: filepath.Join(dir, svc+"-key.pem")}
+	return platformtest.Serve(t, cfg, func(s *grpc.Server) { orderv1.RegisterOrderServiceServer(s, rpc.NewServer(a, nil)) })
 }
 
 // orderClient dials the order service at addr as identity (TLS when dir != "").
 func orderClient(t *testing.T, identity, dir, addr string) orderv1.OrderServiceClient {
 	t.Helper()
-	cfg := config.Default(config.Test)
-	cfg.Service = identity
-	if dir != "" {
-		cfg.TLS = tlsFiles(dir, identity)
-	}
-	cfg.Targets["order"] = config.Target{Addresses: []string{addr}}
-	conn, err := newPlatform(t, cfg).Dial("order")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return orderv1.NewOrderServiceClient(conn)
+	return orderv1.NewOrderServiceClient(platformtest.Dial(t, identity, dir, "order", addr))
 }
 
 func as(ctx context.Context, customer string) context.Context {
@@ -137,7 +117,7 @@ func TestCustomerSeesOnlyOwnOrders(t *testing.T) {
 	}
 	a := newApp(t)
 	tlsCfg := config.Default(config.Test)
-	tlsCfg.Service, tlsCfg.ListenAddr, tlsCfg.TLS = "order", "127.0.0.1:0", tlsFiles(dir, "order")
+	tlsCfg.Service, tlsCfg.ListenAddr, tlsCfg.TLS = "order", "127.0.0.1:0", platformtest.TLSFiles(dir, "order")
 	plainCfg := config.Default(config.Test)
 	plainCfg.Service, plainCfg.ListenAddr = "order", "127.0.0.1:0"
 

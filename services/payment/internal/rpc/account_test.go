@@ -4,20 +4,20 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
+	"github.com/shopmesh/shopmesh/pkg/platform/platformtest"
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
@@ -48,7 +48,7 @@ func TestCustomerSeesOnlyOwnAccount(t *testing.T) {
 		cfg := config.Default(config.Test)
 		cfg.Service, cfg.ListenAddr, cfg.AuthzPolicyFile = "payment", "127.0.0.1:0", policy
 		if tls {
-			cfg.TLS = tlsFiles(dir, "payment")
+			cfg.TLS = platformtest.TLSFiles(dir, "payment")
 		}
 		return cfg
 	}
@@ -134,50 +134,17 @@ func newPayments(t *testing.T, accounts ...domain.Account) *app.Service {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newPlatform(t *testing.T, cfg config.Config) *platform.Platform {
-	t.Helper()
-	p, err := platform.New(context.Background(), cfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
 // servePayment serves the PaymentService over uc from a platform built from cfg (its TLS, policy and
 // the whole server chain) and returns its address.
 func servePayment(t *testing.T, cfg config.Config, uc *app.Service) string {
 	t.Helper()
-	p := newPlatform(t, cfg)
-	srv := p.NewServer()
-	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(uc, quiet()))
-	lis, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, srv, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return lis.Addr().String()
-}
-
-func tlsFiles(dir, svc string) config.TLS {
-	return config.TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, svc+".pem"), KeyFile: filepath.Join(dir, svc+"-key.pem")}
+	return platformtest.Serve(t, cfg, func(s *grpc.Server) {
+		paymentv1.RegisterPaymentServiceServer(s, rpc.NewServer(uc, quiet()))
+	})
 }
 
 // paymentClient dials the payment service at addr as identity (mTLS when dir != "").
 func paymentClient(t *testing.T, identity, dir, addr string) paymentv1.PaymentServiceClient {
 	t.Helper()
-	cfg := config.Default(config.Test)
-	cfg.Service = identity
-	if dir != "" {
-		cfg.TLS = tlsFiles(dir, identity)
-	}
-	cfg.Targets["payment"] = config.Target{Addresses: []string{addr}}
-	conn, err := newPlatform(t, cfg).Dial("payment")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return paymentv1.NewPaymentServiceClient(conn)
+	return paymentv1.NewPaymentServiceClient(platformtest.Dial(t, identity, dir, "payment", addr))
 }
