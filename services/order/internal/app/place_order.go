@@ -52,9 +52,10 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 		return a.settle(ctx, o, domain.OutOfStock, err, false)
 	case errors.Is(err, domain.ErrUnknownProduct):
 		return a.settle(ctx, o, domain.UnknownProduct, err, false)
-	case errors.Is(err, domain.ErrStockReleased):
-		// A compensation already ran for this order and this reserve lost the race: fail it, no retry.
-		// Compensate again (both calls idempotent) in case an earlier run authorized a payment.
+	case errors.Is(err, domain.ErrStockReleased), errors.Is(err, domain.ErrDependencyRefused):
+		// A compensation already ran for this order and this reserve lost the race, or inventory refused
+		// the order for good: fail it, no retry. Compensate again (both calls idempotent) in case an
+		// earlier run reserved or authorized something.
 		return a.settle(ctx, o, domain.DependencyFailed, err, true)
 	case err != nil:
 		a.outcome(domain.Pending, RetryLater)
@@ -80,9 +81,9 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	auth, err := a.payment.AuthorizePayment(ctx, AuthorizeRequest{
 		OrderID: o.ID, CustomerID: o.CustomerID, AmountCents: priced.TotalCents, Currency: priced.Currency,
 	})
-	if errors.Is(err, domain.ErrPaymentVoided) {
-		// A void already ran for this order and this authorize lost the race: fail it, no retry, and give
-		// the stock this run holds back.
+	if errors.Is(err, domain.ErrPaymentVoided) || errors.Is(err, domain.ErrDependencyRefused) {
+		// A void already ran for this order and this authorize lost the race, or payment refused it for
+		// good: fail it, no retry, and give the stock this run holds back.
 		return a.settle(ctx, priced, domain.DependencyFailed, err, true)
 	}
 	if err != nil {

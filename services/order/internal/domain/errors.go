@@ -31,4 +31,8 @@ var (
 	// ErrPaymentVoided: payment refuses to authorize the order because a void (a compensation) already
 	// ran for it; an authorize that raced the void lost. Final, like ErrStockReleased.
 	ErrPaymentVoided = errors.New("payment was already voided for this order")
+	// ErrDependencyRefused: inventory or payment refused the request for a reason retrying cannot change
+	// (items in several currencies, an order id already used with other items or another amount, a
+	// request it found invalid). Final: the order fails with the dependency's explanation.
+	ErrDependencyRefused = errors.New("a dependency refused the request")
 )

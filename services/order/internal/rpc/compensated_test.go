@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
@@ -26,6 +27,19 @@ func errReleased() error {
 
 func errVoided() error {
 	return rpcerr.WithReason(codes.FailedPrecondition, "AUTHORIZATION_VOIDED", "the order was voided before it was authorized", nil)
+}
+
+// Permanent refusals that are not about a compensation (inventory's and payment's errors.go).
+func errMixedCurrency() error {
+	return rpcerr.WithReason(codes.FailedPrecondition, "MIXED_CURRENCY", "items are priced in EUR and USD", nil)
+}
+
+func errPaymentConflict() error {
+	return rpcerr.WithReason(codes.AlreadyExists, "IDEMPOTENCY_CONFLICT", "order already has a different authorization", nil)
+}
+
+func errNoAccount() error {
+	return rpcerr.WithReason(codes.NotFound, "ACCOUNT_NOT_FOUND", "account not found", nil)
 }
 
 // refusingInventory is the fake inventory whose ReserveStock answers refuse when it is set.
@@ -95,7 +109,18 @@ func TestClientsMapCompensatedRefusals(t *testing.T) {
 			[]error{domain.ErrPaymentVoided}, []error{domain.ErrUnavailable, domain.ErrStockReleased}},
 		{"other payment refusal", nil, func() error {
 			return rpcerr.WithReason(codes.FailedPrecondition, "INVALID_AUTHORIZATION_STATE", "captured", nil)
-		}, []error{domain.ErrUnavailable}, []error{domain.ErrPaymentVoided}},
+		}, []error{domain.ErrDependencyRefused}, []error{domain.ErrPaymentVoided, domain.ErrUnavailable}},
+		{"mixed currencies", errMixedCurrency, nil,
+			[]error{domain.ErrDependencyRefused}, []error{domain.ErrOutOfStock, domain.ErrUnavailable}},
+		{"reservation mismatch", func() error {
+			return rpcerr.WithReason(codes.FailedPrecondition, "RESERVATION_MISMATCH", "order o-1 was reserved with other items", nil)
+		}, nil, []error{domain.ErrDependencyRefused}, []error{domain.ErrOutOfStock, domain.ErrUnavailable}},
+		{"payment idempotency conflict", nil, errPaymentConflict,
+			[]error{domain.ErrDependencyRefused}, []error{domain.ErrUnavailable}},
+		{"inventory outage", func() error { return status.Error(codes.Unavailable, "down") }, nil,
+			[]error{domain.ErrUnavailable}, []error{domain.ErrDependencyRefused}},
+		{"payment outage", nil, func() error { return status.Error(codes.Unavailable, "down") },
+			[]error{domain.ErrUnavailable}, []error{domain.ErrDependencyRefused}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -122,9 +147,9 @@ func TestClientsMapCompensatedRefusals(t *testing.T) {
 	}
 }
 
-// A reserve or authorize refused because the order was already compensated ends the order at once:
-// CANCELLED with DEPENDENCY_FAILED and a reason naming the compensation, no retry, nothing held, nothing
-// authorized, and a retry of the request finds the same single terminal state.
+// A reserve or authorize refused because the order was already compensated, or refused for good, ends
+// the order at once: CANCELLED with DEPENDENCY_FAILED and a detail naming the cause, no retry, nothing
+// held, nothing authorized, and a retry of the request finds the same single terminal state.
 func TestSagaFailsOrderAlreadyCompensated(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -134,6 +159,8 @@ func TestSagaFailsOrderAlreadyCompensated(t *testing.T) {
 	}{
 		{"reservation released", errReleased, nil, "stock was already released"},
 		{"authorization voided", nil, errVoided, "payment was already voided"},
+		{"inventory refuses: mixed currencies", errMixedCurrency, nil, "priced in EUR and USD"},
+		{"payment refuses: idempotency conflict", nil, errPaymentConflict, "different authorization"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -182,5 +209,30 @@ func TestSagaFailsOrderAlreadyCompensated(t *testing.T) {
 				t.Errorf("recovery after: %+v, %v", st, err)
 			}
 		})
+	}
+}
+
+// A customer without a payment account is a decline, not an outage: the order is cancelled at once
+// with PAYMENT_DECLINED naming it, and the stock comes back (before, it stayed PENDING for recovery).
+func TestSagaDeclinesCustomerWithoutAccount(t *testing.T) {
+	t.Parallel()
+	w := newRefusingWorld(t, nil, errNoAccount)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	o, err := w.app.PlaceOrder(ctx, app.PlaceOrder{CustomerID: "nobody", IdempotencyKey: "k-1", Lines: []domain.Line{{SKU: "SKU-A", Quantity: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != domain.Cancelled || o.CancelReason != domain.PaymentDeclined || !strings.Contains(o.CancelDetail, "ACCOUNT_NOT_FOUND") {
+		t.Fatalf("order = %s %s %q, want CANCELLED PAYMENT_DECLINED naming ACCOUNT_NOT_FOUND", o.Status, o.CancelReason, o.CancelDetail)
+	}
+	if got := w.inv.Available("SKU-A"); got != 1000 {
+		t.Errorf("SKU-A available %d, want 1000 (stock given back)", got)
+	}
+	if n := w.pay.authorizes.Load(); n != 1 {
+		t.Errorf("%d authorizes, want 1 (no retry)", n)
+	}
+	if st, err := w.app.RecoverOnce(ctx); err != nil || st.Claimed != 0 {
+		t.Errorf("recovery after: %+v, %v", st, err)
 	}
 }

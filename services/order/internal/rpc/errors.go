@@ -20,14 +20,19 @@ const (
 	ReasonConcurrentUpdate      = "CONCURRENT_UPDATE"
 	ReasonCartFull              = "CART_FULL"
 	ReasonDependencyUnavailable = "DEPENDENCY_UNAVAILABLE"
+	ReasonDependencyRefused     = "DEPENDENCY_REFUSED"
 )
 
 // ErrorInfo reasons of inventory and payment that the clients tell apart from other refusals (see
 // services/{inventory,payment}/internal/rpc/errors.go): a reserve or authorize that lost the race with
 // the order's compensation.
 const (
-	inventoryReasonReleased = "RESERVATION_RELEASED"
-	paymentReasonVoided     = "AUTHORIZATION_VOIDED"
+	inventoryReasonReleased      = "RESERVATION_RELEASED"
+	inventoryReasonOutOfStock    = "OUT_OF_STOCK"
+	inventoryReasonMixedCurrency = "MIXED_CURRENCY"
+	inventoryReasonMismatch      = "RESERVATION_MISMATCH"
+	paymentReasonVoided          = "AUTHORIZATION_VOIDED"
+	paymentReasonNoAccount       = "ACCOUNT_NOT_FOUND"
 )
 
 // toStatus maps an application error to the status the client sees; the one place that does.
@@ -49,6 +54,9 @@ func toStatus(err error) error {
 		return rpcerr.WithReason(codes.InvalidArgument, ReasonInvalidOrder, err.Error(), nil)
 	case errors.Is(err, domain.ErrVersionConflict):
 		return rpcerr.WithReason(codes.Aborted, ReasonConcurrentUpdate, "order changed concurrently; retry", nil)
+	case errors.Is(err, domain.ErrDependencyRefused):
+		// Inventory's or payment's own explanation (e.g. items in several currencies), no internals.
+		return rpcerr.WithReason(codes.FailedPrecondition, ReasonDependencyRefused, err.Error(), nil)
 	case errors.Is(err, domain.ErrUnavailable):
 		return rpcerr.RetryAfter(codes.Unavailable, ReasonDependencyUnavailable, "a dependency is unavailable", retryDelay)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

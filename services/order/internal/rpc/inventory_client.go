@@ -77,21 +77,27 @@ func (i *InventoryClient) Product(ctx context.Context, sku string) (app.Product,
 	}, nil
 }
 
-// dependencyError turns an inventory status into a domain error: the business refusals
-// (FAILED_PRECONDITION RESERVATION_RELEASED: the order's stock was already released, any other
-// FAILED_PRECONDITION: not enough stock, NOT_FOUND: unknown SKU) keep their meaning; anything else —
+// dependencyError turns an inventory status into a domain error: the business refusals keep their
+// meaning — FAILED_PRECONDITION OUT_OF_STOCK (or without a reason): not enough stock;
+// RESERVATION_RELEASED: the order's stock was already released; MIXED_CURRENCY or RESERVATION_MISMATCH,
+// and INVALID_ARGUMENT / ALREADY_EXISTS: refused for good; NOT_FOUND: unknown SKU. Anything else —
 // UNAVAILABLE and DEADLINE_EXCEEDED after the platform's retries, an open breaker, or an unexpected
 // answer — means "try again later", which leaves an order PENDING for recovery.
 func dependencyError(err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.FailedPrecondition:
-		if rpcerr.Reason(err) == inventoryReasonReleased {
+		switch rpcerr.Reason(err) {
+		case inventoryReasonReleased:
 			return fmt.Errorf("%w: %s", domain.ErrStockReleased, st.Message())
+		case inventoryReasonMixedCurrency, inventoryReasonMismatch:
+			return fmt.Errorf("%w: inventory: %s", domain.ErrDependencyRefused, st.Message())
 		}
 		return fmt.Errorf("%w: %s", domain.ErrOutOfStock, st.Message())
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", domain.ErrUnknownProduct, st.Message())
+	case codes.InvalidArgument, codes.AlreadyExists:
+		return fmt.Errorf("%w: inventory: %s", domain.ErrDependencyRefused, st.Message())
 	}
 	return fmt.Errorf("%w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
 }

@@ -27,10 +27,12 @@ func NewPaymentClient(c paymentv1.PaymentServiceClient, timeout time.Duration) *
 	return &PaymentClient{c: c, timeout: timeout}
 }
 
-// AuthorizePayment implements app.PaymentAuthorizer. A decline is a normal answer. An authorize that
-// lands after the order's void (FAILED_PRECONDITION AUTHORIZATION_VOIDED) is domain.ErrPaymentVoided;
-// every other error is "unavailable", since a retry of the same order with the same amount is
-// idempotent.
+// AuthorizePayment implements app.PaymentAuthorizer. A decline is a normal answer, and so is a customer
+// without an account (NOT_FOUND ACCOUNT_NOT_FOUND: declined with that detail). An authorize that lands
+// after the order's void (FAILED_PRECONDITION AUTHORIZATION_VOIDED) is domain.ErrPaymentVoided; the other
+// permanent refusals (INVALID_ARGUMENT, ALREADY_EXISTS IDEMPOTENCY_CONFLICT, FAILED_PRECONDITION) are
+// domain.ErrDependencyRefused; every other error is "unavailable", since a retry of the same order with
+// the same amount is idempotent.
 func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeRequest) (app.Authorization, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -39,8 +41,13 @@ func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeR
 	})
 	if err != nil {
 		st := status.Convert(err)
-		if st.Code() == codes.FailedPrecondition && rpcerr.Reason(err) == paymentReasonVoided {
+		switch reason := rpcerr.Reason(err); {
+		case st.Code() == codes.FailedPrecondition && reason == paymentReasonVoided:
 			return app.Authorization{}, fmt.Errorf("authorize payment: %w: %s", domain.ErrPaymentVoided, st.Message())
+		case st.Code() == codes.NotFound && reason == paymentReasonNoAccount:
+			return app.Authorization{Detail: paymentReasonNoAccount}, nil
+		case st.Code() == codes.InvalidArgument, st.Code() == codes.AlreadyExists, st.Code() == codes.FailedPrecondition:
+			return app.Authorization{}, fmt.Errorf("authorize payment: %w: payment: %s", domain.ErrDependencyRefused, st.Message())
 		}
 		return app.Authorization{}, fmt.Errorf("authorize payment: %w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
 	}
