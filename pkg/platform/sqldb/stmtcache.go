@@ -11,8 +11,9 @@ import (
 // prepares nothing by itself: the parse is ~15% of a service's CPU on its hot path. The wrapper keeps
 // each connection's prepared statements by query text (PostgreSQL needs none: pgx caches them itself).
 
-// maxCachedStmts bounds a connection's cache; queries past it (generated, e.g. multi-row inserts of
-// varying size) run unprepared as before.
+// maxCachedStmts bounds a connection's cache. Generated queries (an IN list or a multi-row insert of
+// varying size) would otherwise grow it without end; when it is full, a statement not in use is dropped
+// at random to make room, so statements still hot are prepared again on their next use at worst.
 const maxCachedStmts = 256
 
 // stmtCache is one connection's prepared statements. database/sql hands a connection to one
@@ -36,7 +37,7 @@ func (c stmtCache) get(ctx context.Context, conn driver.Conn, query string) *cac
 		}
 		return cs
 	}
-	if len(c) >= maxCachedStmts {
+	if len(c) >= maxCachedStmts && !c.evictOne() {
 		return nil
 	}
 	var (
@@ -60,6 +61,19 @@ func (c stmtCache) get(ctx context.Context, conn driver.Conn, query string) *cac
 	cs := &cachedStmt{st: st}
 	c[query] = cs
 	return cs
+}
+
+// evictOne closes and forgets one statement that is not in use (map order is random); false when all
+// are busy.
+func (c stmtCache) evictOne() bool {
+	for q, cs := range c {
+		if !cs.busy {
+			_ = cs.st.Close()
+			delete(c, q)
+			return true
+		}
+	}
+	return false
 }
 
 func (c stmtCache) close() {
