@@ -90,9 +90,10 @@ func TestConfigCenterBackendValidation(t *testing.T) {
 	}
 }
 
+// waitConfig waits for cond: within the Nacos push, or at worst the center's 30 s re-read.
 func waitConfig(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal(errors.New("timed out waiting for " + what))

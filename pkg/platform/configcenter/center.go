@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
@@ -42,6 +43,9 @@ type Targets struct {
 type Options struct {
 	// RefuseFault rejects documents that enable fault injection (set it in the prod profile).
 	RefuseFault bool
+	// Resync is how often Run reads every layer again besides watching it, so a change whose push was
+	// lost (a reconnect, a listener the server dropped) still arrives; 0 means 30 s, < 0 never.
+	Resync time.Duration
 }
 
 // Center keeps the layers and applies their combination.
@@ -55,6 +59,7 @@ type Center struct {
 
 	mu      sync.Mutex
 	layers  map[string]document // last accepted document per data id
+	seen    map[string]string   // last content read or pushed per data id, accepted or not
 	current Settings
 	applied bool
 }
@@ -73,7 +78,7 @@ func New(base Settings, dataIDs []string, src Source, targets Targets, opts Opti
 	}
 	return &Center{
 		base: base.clone(), dataIDs: dataIDs, src: src, targets: targets, opts: opts,
-		logger: logger.With("component", "configcenter"), layers: map[string]document{}, current: base.clone(),
+		logger: logger.With("component", "configcenter"), layers: map[string]document{}, seen: map[string]string{}, current: base.clone(),
 	}, nil
 }
 
@@ -113,6 +118,9 @@ func (c *Center) Run(ctx context.Context) error {
 			errc <- c.src.Watch(ctx, id, func(content string) { _ = c.Update(id, content) })
 		}()
 	}
+	if every := c.resync(); every > 0 {
+		go c.resyncLoop(ctx, every)
+	}
 	var errs []error
 	for range c.dataIDs {
 		if err := <-errc; err != nil && ctx.Err() == nil {
@@ -123,9 +131,48 @@ func (c *Center) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+func (c *Center) resync() time.Duration {
+	switch {
+	case c.opts.Resync < 0:
+		return 0
+	case c.opts.Resync == 0:
+		return 30 * time.Second
+	}
+	return c.opts.Resync
+}
+
+// resyncLoop reads every layer each interval and applies one whose content differs from the last seen.
+func (c *Center) resyncLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range c.dataIDs {
+			content, err := c.src.Get(ctx, id)
+			if err != nil {
+				continue // unreachable now: the watch or the next round brings it
+			}
+			c.mu.Lock()
+			same := c.seen[id] == content
+			c.mu.Unlock()
+			if !same {
+				c.logger.Info("config changed without a push; applying it", "data_id", id)
+				_ = c.Update(id, content)
+			}
+		}
+	}
+}
+
 // Update replaces the layer dataID with content and applies the combination when it is valid. On error
 // the layer keeps its previous content and nothing changes.
 func (c *Center) Update(dataID string, content string) error {
+	c.mu.Lock()
+	c.seen[dataID] = content
+	c.mu.Unlock()
 	err := c.update(dataID, content)
 	if err != nil {
 		c.logger.Error("config rejected; previous settings stay", "data_id", dataID, "err", err)

@@ -153,3 +153,52 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// silentSource serves documents to Get but never pushes a change, like a watch whose push was lost.
+type silentSource struct {
+	mu   sync.Mutex
+	docs map[string]string
+}
+
+func (s *silentSource) Get(_ context.Context, dataID string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.docs[dataID], nil
+}
+
+func (s *silentSource) Watch(ctx context.Context, _ string, _ func(string)) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (s *silentSource) set(dataID, content string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.docs[dataID] = content
+}
+
+// A change nobody pushed still reaches the targets through the periodic re-read, and a rejected one is
+// not re-applied (or re-logged) every round.
+func TestResyncAppliesChangesWithoutPush(t *testing.T) {
+	src := &silentSource{docs: map[string]string{"order.yaml": "rate_limit: {default: {rps: 10}}"}}
+	f := newFixture(t, src, configcenter.Options{Resync: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.center.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitRPS(t, f.limiter, 10)
+	src.set("order.yaml", "rate_limit: {default: {rps: 33}}")
+	waitRPS(t, f.limiter, 33)
+	src.set("order.yaml", "rate_limit: {default: {rps: -1}}")
+	time.Sleep(200 * time.Millisecond)
+	if got := f.limiter.Limits().Default.RPS; got != 33 {
+		t.Fatalf("after an invalid document rps = %v, want 33 kept", got)
+	}
+	src.set("shared.yaml", "rate_limit: {max_in_flight: 5}")
+	waitFor(t, func() bool { return f.limiter.Limits().MaxInFlight == 5 })
+}

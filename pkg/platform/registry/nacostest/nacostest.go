@@ -172,5 +172,16 @@ func Publisher(t testing.TB, cfg nacos.Config) func(dataID, content string) {
 		if ok, err := pub.PublishConfig(vo.ConfigParam{DataId: dataID, Group: cfg.Group, Content: content}); err != nil || !ok {
 			t.Fatalf("publish %s: ok=%v err=%v", dataID, ok, err)
 		}
+		// Wait until Nacos serves what it acknowledged (a fresh rnacos applies writes through its raft
+		// log a moment later), so a reader started next sees this version.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			got, err := pub.GetConfig(vo.ConfigParam{DataId: dataID, Group: cfg.Group})
+			if err == nil && got == content {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("published %s is not served back within 10 s: got %q, %v", dataID, got, err)
+			}
+		}
 	}
 }
