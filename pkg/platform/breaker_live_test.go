@@ -36,7 +36,9 @@ func TestConfigCenterChangesRunningBreaker(t *testing.T) {
 	src := configcenter.NewStatic(nil)
 	base := configcenter.Settings{RateLimit: cfg.RateLimit, Breaker: cfg.Client.Breaker}
 	center, err := configcenter.New(base, configcenter.DataIDs("order"), src,
-		configcenter.Targets{Limiter: p.RateLimiter(), Breaker: p.UpdateBreakers}, configcenter.Options{}, quiet())
+		// The Set below may land between the center's first read and its watch starting; the re-read
+		// covers that window (as it does in production), here quickly.
+		configcenter.Targets{Limiter: p.RateLimiter(), Breaker: p.UpdateBreakers}, configcenter.Options{Resync: 100 * time.Millisecond}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
