@@ -12,10 +12,14 @@ require (
 	github.com/shopmesh/shopmesh/deploy v0.0.0
 	github.com/shopmesh/shopmesh/pkg/platform v0.0.0
 	github.com/shopmesh/shopmesh/proto v0.0.0
+	github.com/shopmesh/shopmesh/services/inventory v0.0.0
+	github.com/shopmesh/shopmesh/services/order v0.0.0
+	github.com/shopmesh/shopmesh/services/payment v0.0.0
 	github.com/tsenart/vegeta/v12 v12.13.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
+	modernc.org/sqlite v1.62.0
 )
 
 require (
@@ -137,7 +141,6 @@ require (
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
-	modernc.org/sqlite v1.62.0 // indirect
 )
 
 replace github.com/shopmesh/shopmesh/deploy => ../deploy
@@ -145,3 +148,9 @@ replace github.com/shopmesh/shopmesh/deploy => ../deploy
 replace github.com/shopmesh/shopmesh/pkg/platform => ../pkg/platform
 
 replace github.com/shopmesh/shopmesh/proto => ../proto
+
+replace github.com/shopmesh/shopmesh/services/inventory => ../services/inventory
+
+replace github.com/shopmesh/shopmesh/services/order => ../services/order
+
+replace github.com/shopmesh/shopmesh/services/payment => ../services/payment

@@ -9,6 +9,8 @@
 #   infra.sh start <component...>   start (same as up for the given components)
 #   infra.sh stop <component...>    stop only those components
 #   infra.sh restart <component...> stop then start
+#   infra.sh kill <component...>    crash them: SIGKILL (postgres: immediate shutdown); start brings
+#                                   them back with the same data
 #   infra.sh status                 one line per component
 #   infra.sh env                    print <repo>/.run/infra.env
 #   infra.sh logs <component>       tail the component's log
@@ -788,6 +790,41 @@ cmd_stop() {
 	write_env
 }
 
+# kill_comp <component>: crash it without a clean shutdown, wait until it is gone. PostgreSQL gets
+# `pg_ctl stop -m immediate` (SIGQUIT to the postmaster: no checkpoint, crash recovery at the next
+# start): a SIGKILLed postmaster leaves its backends holding the shared memory, which blocks a restart.
+kill_comp() {
+	local c=$1 pid
+	case $c in
+	postgres)
+		pg_running || return 0
+		pid=$(head -n1 "$(pg_dir)/data/postmaster.pid" 2>/dev/null || true)
+		as_pg "$(pg_bin)/pg_ctl" -D "$(pg_dir)/data" -m immediate -w -t "${STOP_TIMEOUT:-20}" stop >/dev/null 2>&1 || true
+		;;
+	*)
+		pid=$(read_pid "$c")
+		pid_alive "$pid" || return 0
+		kill -KILL "$pid" 2>/dev/null || true
+		;;
+	esac
+	local deadline=$((SECONDS + ${STOP_TIMEOUT:-20}))
+	while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+	pid_alive "$pid" && die "$c: pid $pid still alive after kill"
+	return 0
+}
+
+cmd_kill() {
+	local c
+	resolve_components "$@"
+	for c in "${COMPS[@]}"; do
+		if comp_is_up "$c"; then
+			log "killing $c"
+			kill_comp "$c"
+		fi
+	done
+	write_env
+}
+
 cmd_down() {
 	local purge=0 a
 	for a in "$@"; do
@@ -825,7 +862,7 @@ cmd_env() {
 	cat "$ENV_FILE"
 }
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
 	local cmd=${1:-}
@@ -836,6 +873,10 @@ main() {
 	stop)
 		(($#)) || die "stop: name at least one component (or use down)"
 		cmd_stop "$@"
+		;;
+	kill)
+		(($#)) || die "kill: name at least one component"
+		cmd_kill "$@"
 		;;
 	restart)
 		(($#)) || die "restart: name at least one component"

@@ -49,6 +49,8 @@ type Config struct {
 	RunDir string
 	// BinDir receives the built service binaries. Default Root/bin.
 	BinDir string
+	// SkipBuild uses the binaries already in BinDir (a campaign that starts many stacks builds once).
+	SkipBuild bool
 
 	// Order, Inventory and Payment are the gRPC listen addresses, one per instance.
 	Order     []string
@@ -64,6 +66,11 @@ type Config struct {
 	// KafkaPersist keeps Kafka's log under DataDir/kafka (kfake's DataDir); otherwise the broker keeps
 	// its data in memory and a restart starts with empty topics.
 	KafkaPersist bool
+
+	// Infra, when set, runs the stack on real servers (`make run INFRA=1`): PostgreSQL (a database per
+	// service), Kafka, NATS, Nacos (registration, discovery, config center) and Jaeger; NATSAddr,
+	// KafkaAddr, KafkaPersist and the SQLite files are then unused.
+	Infra *InfraEndpoints
 
 	// OTLPEndpoint, when set, turns tracing on in every child (<P>_TELEMETRY_OTLP_ENDPOINT, plaintext
 	// OTLP/gRPC, every trace sampled), e.g. Jaeger's 127.0.0.1:4317.
@@ -192,7 +199,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Gateway != GatewayOff && c.GatewayHTTP == "" {
 		errs = append(errs, errors.New("gateway_http: must be set unless the gateway is off"))
 	}
-	if c.NATSAddr == "" || c.KafkaAddr == "" {
+	if c.Infra != nil {
+		if err := c.Infra.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("infra: %w", err))
+		}
+		inf := *c.Infra
+		c.Infra = &inf
+		if c.OTLPEndpoint == "" {
+			c.OTLPEndpoint = inf.OTLPEndpoint
+		}
+	} else if c.NATSAddr == "" || c.KafkaAddr == "" {
 		errs = append(errs, errors.New("nats_addr, kafka_addr: must be set (port 0 picks one)"))
 	}
 	for k := range c.ServiceEnv {

@@ -31,12 +31,23 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 		}
 		fmt.Fprintf(&b, "  %-12s pid %-7d %-24s metrics http://%s/metrics  log %s\n", i.Name(), i.PID, addr, i.AdminAddr, i.Log)
 	}
-	mem := ""
-	if info.KafkaInMemory {
-		mem = " (kfake, in memory: topics start empty after a restart)"
+	if inf := info.Infra; inf != nil {
+		nacos := "not running: static discovery, no config center"
+		if inf.NacosAddr != "" {
+			nacos = fmt.Sprintf("%s (namespace %q: registration, discovery, config center)", inf.NacosAddr, inf.NacosNamespace)
+		}
+		fmt.Fprintf(&b, "  real servers (infra.sh): nats %s, kafka %s, nacos %s\n", info.NATSURL, strings.Join(info.KafkaBrokers, ","), nacos)
+		for _, svc := range []string{Order, Inventory, Payment} {
+			fmt.Fprintf(&b, "  %-9s database %s\n", svc, redact(inf.Databases[svc]))
+		}
+	} else {
+		mem := ""
+		if info.KafkaInMemory {
+			mem = " (kfake, in memory: topics start empty after a restart)"
+		}
+		fmt.Fprintf(&b, "  nats  %s (JetStream under %s/nats)\n  kafka %s%s\n  data  %s\n",
+			info.NATSURL, info.DataDir, strings.Join(info.KafkaBrokers, ","), mem, info.DataDir)
 	}
-	fmt.Fprintf(&b, "  nats  %s (JetStream under %s/nats)\n  kafka %s%s\n  data  %s\n",
-		info.NATSURL, info.DataDir, strings.Join(info.KafkaBrokers, ","), mem, info.DataDir)
 	if info.CertsDir != "" {
 		fmt.Fprintf(&b, "  mtls  on: every gRPC port needs a client certificate from %s (ca.pem, <service>.pem)\n", info.CertsDir)
 	} else {

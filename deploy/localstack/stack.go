@@ -30,6 +30,8 @@ type Info struct {
 	// KafkaInMemory is true when the broker keeps its data in memory (lost on restart).
 	KafkaInMemory bool   `json:"kafka_in_memory"`
 	GatewayURL    string `json:"gateway_url,omitempty"`
+	// Infra is set when the stack runs on the real servers (`make run INFRA=1`).
+	Infra *InfraInfo `json:"infra,omitempty"`
 	// OTLPEndpoint receives every process's spans ("" = tracing off).
 	OTLPEndpoint string `json:"otlp_endpoint,omitempty"`
 	// CertsDir holds ca.pem and <service>.pem/<service>-key.pem; "" when the stack runs without mTLS.
@@ -51,6 +53,11 @@ type Stack struct {
 	mu       sync.Mutex
 	crashed  []string
 	admin    map[string]string // instance name → admin (metrics) address
+	// children maps an instance name to its current process; extraEnv holds SetEnv's additions. Both
+	// under mu, like the tiers once Start has returned.
+	children map[string]*child
+	extraEnv map[string][]string
+	stopped  bool
 }
 
 // Start builds the binaries, starts the brokers and every instance, waits until all are ready and
@@ -87,8 +94,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		a := "127.0.0.1:0"
 		admin[n] = &a
 	}
-	names = append(names, "nats", "kafka")
-	addrs = append(addrs, &cfg.NATSAddr, &cfg.KafkaAddr)
+	if cfg.Infra == nil {
+		names = append(names, "nats", "kafka")
+		addrs = append(addrs, &cfg.NATSAddr, &cfg.KafkaAddr)
+	}
 	if withGateway {
 		names = append(names, "gateway-1")
 		addrs = append(addrs, &cfg.GatewayHTTP)
@@ -103,10 +112,20 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 
-	log.Info("building the service binaries", "bin", cfg.BinDir)
-	withGateway, err = buildAll(ctx, cfg, withGateway)
-	if err != nil {
-		return nil, err
+	if cfg.SkipBuild {
+		for _, svc := range []string{Order, Inventory, Payment, Gateway} {
+			if svc == Gateway && !withGateway {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(cfg.BinDir, svc)); err != nil {
+				return nil, fmt.Errorf("skip build: %w", err)
+			}
+		}
+	} else {
+		log.Info("building the service binaries", "bin", cfg.BinDir)
+		if withGateway, err = buildAll(ctx, cfg, withGateway); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range []string{cfg.DataDir, cfg.RunDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -122,18 +141,31 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 		log.Info("mtls certificates", "dir", cfg.CertsDir, "issued", strings.Join(res.Issued, ","), "kept", strings.Join(res.Kept, ","))
 	}
-	b, err := startBrokers(cfg.NATSAddr, cfg.KafkaAddr, cfg.DataDir, cfg.KafkaPersist)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("brokers up", "nats", b.natsURL(), "kafka", strings.Join(b.kafkaAddrs(), ","), "kafka_in_memory", !cfg.KafkaPersist)
 	if cfg.Console != nil {
 		cfg.Console = &lockedWriter{w: cfg.Console}
 	}
-	s := &Stack{cfg: cfg, brokers: b, admin: map[string]string{}, info: Info{
-		NATSURL: b.natsURL(), KafkaBrokers: b.kafkaAddrs(), KafkaInMemory: !cfg.KafkaPersist, DataDir: cfg.DataDir,
-		OTLPEndpoint: cfg.OTLPEndpoint,
-	}}
+	s := &Stack{cfg: cfg, admin: map[string]string{}, children: map[string]*child{}, extraEnv: map[string][]string{},
+		info: Info{DataDir: cfg.DataDir, OTLPEndpoint: cfg.OTLPEndpoint}}
+	if inf := cfg.Infra; inf != nil {
+		if err := inf.prepareDatabases(ctx); err != nil {
+			return nil, err
+		}
+		s.info.NATSURL, s.info.KafkaBrokers = inf.NATSURL, inf.KafkaBrokers
+		s.info.Infra = &InfraInfo{NacosAddr: inf.NacosAddr, NacosNamespace: inf.NacosNamespace, Databases: map[string]string{}}
+		for _, svc := range []string{Order, Inventory, Payment} {
+			s.info.Infra.Databases[svc] = inf.DSN(svc)
+		}
+		log.Info("real servers", "postgres", redact(inf.DatabaseURL), "kafka", strings.Join(inf.KafkaBrokers, ","),
+			"nats", inf.NATSURL, "nacos", inf.NacosAddr, "namespace", inf.NacosNamespace, "otlp", cfg.OTLPEndpoint)
+	} else {
+		b, err := startBrokers(cfg.NATSAddr, cfg.KafkaAddr, cfg.DataDir, cfg.KafkaPersist)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("brokers up", "nats", b.natsURL(), "kafka", strings.Join(b.kafkaAddrs(), ","), "kafka_in_memory", !cfg.KafkaPersist)
+		s.brokers = b
+		s.info.NATSURL, s.info.KafkaBrokers, s.info.KafkaInMemory = b.natsURL(), b.kafkaAddrs(), !cfg.KafkaPersist
+	}
 	if !cfg.Plaintext {
 		s.info.CertsDir = cfg.CertsDir
 	}
@@ -205,6 +237,9 @@ func (s *Stack) Crashed() []string {
 // child gets SIGTERM and StopTimeout to exit, then SIGKILL. It removes stack.json.
 func (s *Stack) Stop() {
 	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.stopped = true
+		s.mu.Unlock()
 		for i := len(s.tiers) - 1; i >= 0; i-- {
 			if len(s.tiers[i]) == 0 {
 				continue
@@ -219,7 +254,14 @@ func (s *Stack) Stop() {
 			}
 		}
 		s.monitors.Wait()
-		s.brokers.close()
+		if s.brokers != nil {
+			s.brokers.close()
+		}
+		if s.cfg.Infra != nil {
+			if err := s.cfg.Infra.dropDatabases(); err != nil {
+				s.cfg.Logger.Warn("dropping the stack's databases", "err", err)
+			}
+		}
 		_ = os.Remove(s.StackFile())
 		s.cfg.Logger.Info("stack stopped")
 	})
@@ -275,7 +317,7 @@ func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) 
 		inst.GRPCAddr = ""
 	}
 	inst.AdminAddr = s.admin[inst.Name()]
-	env := s.env(svc, grpcAddr, httpAddr)
+	env := s.env(svc, inst.Name(), grpcAddr, httpAddr)
 	if inst.AdminAddr != "" {
 		// Before ServiceEnv, which is appended last by env and still wins.
 		// The admin port is on loopback: serve /debug/pprof/ too, so benchmarks can profile each process.
@@ -286,20 +328,23 @@ func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) 
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	s.children[inst.Name()] = c
+	s.mu.Unlock()
 	s.cfg.Logger.Info("started", "instance", inst.Name(), "pid", c.inst.PID, "grpc", inst.GRPCAddr, "http", httpAddr, "log", c.inst.Log)
 	return c, nil
 }
 
 // env is a child's environment: the base, the brokers, the service's own settings, then ServiceEnv.
-func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
+func (s *Stack) env(svc, instance, grpcAddr, httpAddr string) []string {
 	p := envName(svc)
 	env := append([]string{}, s.cfg.Env...)
 	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(s.gomaxprocs()))
 	}
 	env = append(env,
-		"KAFKA_BROKERS="+strings.Join(s.brokers.kafkaAddrs(), ","),
-		"NATS_URL="+s.brokers.natsURL(),
+		"KAFKA_BROKERS="+strings.Join(s.info.KafkaBrokers, ","),
+		"NATS_URL="+s.info.NATSURL,
 		p+"_PROFILE=dev",
 	)
 	if !s.cfg.Plaintext {
@@ -312,9 +357,13 @@ func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
 	if svc != Gateway { // the gateway serves HTTP only
 		env = append(env, p+"_LISTEN_ADDR="+grpcAddr)
 	}
-	switch svc {
-	case Order, Inventory, Payment:
-		env = append(env, p+"_DSN=sqlite:"+filepath.Join(s.cfg.DataDir, svc+".db"))
+	if s.cfg.Infra != nil {
+		env = append(env, s.infraEnv(svc, instance)...)
+	} else {
+		switch svc {
+		case Order, Inventory, Payment:
+			env = append(env, p+"_DSN=sqlite:"+filepath.Join(s.cfg.DataDir, svc+".db"))
+		}
 	}
 	switch svc {
 	case Order:
@@ -328,7 +377,10 @@ func (s *Stack) env(svc, grpcAddr, httpAddr string) []string {
 			p+"_TARGETS_INVENTORY_ADDRESSES="+strings.Join(s.cfg.Inventory, ","),
 			p+"_TARGETS_PAYMENT_ADDRESSES="+strings.Join(s.cfg.Payment, ","))
 	}
-	return append(env, s.cfg.ServiceEnv[svc]...)
+	env = append(env, s.cfg.ServiceEnv[svc]...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(env, s.extraEnv[instance]...)
 }
 
 // gomaxprocs shares the machine's CPUs among the stack's processes: each child gets NumCPU divided by

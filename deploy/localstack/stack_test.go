@@ -518,23 +518,36 @@ func newLedger(t *testing.T, ctx context.Context, oc orderv1.OrderServiceClient,
 	return l
 }
 
+// importStock imports lines under a new import id, then sends the same import again (round robin takes
+// it to the other inventory instance, if any): the resend must apply nothing.
 func (l *ledger) importStock(t *testing.T, ctx context.Context, ic inventoryv1.InventoryServiceClient, lines []*inventoryv1.ImportStockRequest) {
 	t.Helper()
-	st, err := ic.ImportStock(ctx)
-	if err != nil {
-		t.Fatal(err)
+	id := fmt.Sprintf("stack-%d", time.Now().UnixNano())
+	for i, line := range lines {
+		line.ImportId, line.Seq = id, int64(i+1)
 	}
-	for _, line := range lines {
-		if err := st.Send(line); err != nil {
+	for attempt := range 2 {
+		st, err := ic.ImportStock(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	resp, err := st.CloseAndRecv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.GetLinesApplied() != int64(len(lines)) {
-		t.Fatalf("import applied %d of %d lines: %v", resp.GetLinesApplied(), len(lines), resp.GetErrors())
+		for _, line := range lines {
+			if err := st.Send(line); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := st.CloseAndRecv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		applied, skipped := int64(len(lines)), int64(0)
+		if attempt == 1 {
+			applied, skipped = 0, int64(len(lines))
+		}
+		if resp.GetLinesApplied() != applied || resp.GetLinesSkipped() != skipped {
+			t.Fatalf("import (attempt %d) applied %d and skipped %d of %d lines: %v", attempt+1,
+				resp.GetLinesApplied(), resp.GetLinesSkipped(), len(lines), resp.GetErrors())
+		}
 	}
 	for _, line := range lines {
 		l.imported[line.GetSku()] += line.GetQuantity()
@@ -910,7 +923,7 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 		len(products.Products), created.ID, short.OrderID, declined.OrderID)
 
 	// raw sends a request with a non-JSON body or reads a non-JSON answer.
-	raw := func(method, path, token, contentType, body string) (int, string) {
+	raw := func(method, path, token, contentType, body string, headers ...string) (int, string) {
 		t.Helper()
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
@@ -920,6 +933,10 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 		}
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
+		}
+		for _, h := range headers {
+			k, v, _ := strings.Cut(h, ": ")
+			req.Header.Set(k, v)
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
@@ -991,9 +1008,15 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 	}
 	var admin struct{ Token string }
 	call(http.MethodPost, "/v1/dev/token", "", "", map[string]any{"customer_id": "cust-0001", "scopes": []string{"admin"}}, http.StatusOK, &admin)
-	code, body = raw(http.MethodPost, "/v1/stock:import", admin.Token, "application/x-ndjson", ndjson)
+	key := fmt.Sprintf("Idempotency-Key: stack-ndjson-%d", time.Now().UnixNano())
+	code, body = raw(http.MethodPost, "/v1/stock:import", admin.Token, "application/x-ndjson", ndjson, key)
 	if code != http.StatusOK || !strings.Contains(body, `"lines_applied":2`) {
 		t.Fatalf("import: %d %s", code, body)
+	}
+	// Retried with the same key (say the answer was lost): nothing is added again; the ledger checks it.
+	code, body = raw(http.MethodPost, "/v1/stock:import", admin.Token, "application/x-ndjson", ndjson, key)
+	if code != http.StatusOK || !strings.Contains(body, `"lines_applied":0`) || !strings.Contains(body, `"lines_skipped":2`) {
+		t.Fatalf("import retried with its Idempotency-Key: %d %s", code, body)
 	}
 	l.imported["SKU-0005"] += 3
 	l.imported["SKU-0006"] += 4
@@ -1005,7 +1028,7 @@ func gatewayHTTP(t *testing.T, ctx context.Context, base string, l *ledger) {
 	if me.CustomerID != "cust-0001" {
 		t.Fatalf("accounts/me: %+v", me)
 	}
-	t.Logf("gateway: idempotent retry, own/foreign order, SSE, cancel, NDJSON import and accounts/me behave")
+	t.Logf("gateway: idempotent retry, own/foreign order, SSE, cancel, NDJSON import (retried once) and accounts/me behave")
 }
 
 // mtlsOnly checks that the services speak mTLS only: a plaintext client, and a client whose certificate

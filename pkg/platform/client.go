@@ -9,12 +9,22 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 )
 
 // Dial returns a connection to the logical target name (a key of Config.Targets, or a name the configured
 // Resolver knows). The connection is lazy: it connects on first use and keeps reconnecting, so a
-// dependency that is down at start does not fail the caller's start. Each target gets its own circuit
-// breaker; Close closes the connection.
+// dependency that is down at start does not fail the caller's start. Close closes the connection.
+//
+// Calls are retried (Config.Client.Retry) only for methods that are safe to repeat: those whose proto
+// declares `option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`, and those listed in the
+// target's Idempotent; every other method is attempted once (grpc's transparent retries aside, which
+// only cover attempts no server handler saw). See package dialer.
+//
+// An address that fails or is slow while its peers are fine is ejected from the rotation for a growing
+// time (Config.Client.Outlier; logged), and a retried call avoids the address that just failed it. Each
+// target gets its own circuit breaker, which opens only when the target as a whole fails: while some
+// address still serves well, failures confined to outliers do not open it.
 func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
 	retryUnary, retryStream := p.obs.tel.ClientInterceptors() // lets the stats handler count retries
 	target, builder, err := p.resolver.Resolve(name)
@@ -43,6 +53,14 @@ func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
 	// Every connection gets its target's breaker, a pass-through while disabled, so UpdateBreakers can
 	// enable it later.
 	o.Breaker = p.breaker(name)
+	logger := p.logger
+	o.OnOutlier = func(e outlier.Event) {
+		if e.Ejected {
+			logger.Warn("outlier ejected", "target", name, "addr", e.Addr, "for", e.For, "reason", e.Reason)
+			return
+		}
+		logger.Info("outlier back in rotation", "target", name, "addr", e.Addr)
+	}
 	conn, err := dialer.Dial(target, o)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", name, err)

@@ -123,7 +123,7 @@ func (p *Platform) adminHandler() http.Handler {
 		st, err := p.health.Check(ctx, "")
 		return err == nil && st == healthgrpc.HealthCheckResponse_SERVING
 	}
-	opts := []telemetry.AdminOption{telemetry.WithReadiness(ready)}
+	opts := []telemetry.AdminOption{telemetry.WithReadiness(ready), telemetry.WithReadinessReport(p.health.DependencyReport)}
 	if p.cfg.AdminPprof {
 		opts = append(opts, telemetry.WithPprof())
 	}

@@ -3,6 +3,11 @@
 // connections with load balancing, health checking, retries, circuit breaking and deadlines. A service's
 // main creates one Platform, registers its handlers on NewServer, dials its dependencies with Dial and
 // blocks in Serve.
+//
+// Retries: a client retries a method only if repeating it is safe, as its proto declares with
+// `option idempotency_level = NO_SIDE_EFFECTS` (reads, watch streams) or `IDEMPOTENT` (repeats are
+// recognised by an order id or idempotency key); a method without the option is attempted once. Give
+// every new RPC a level, or leave it out on purpose (see the retry decision table in dialer's tests).
 package platform
 
 import (

@@ -88,7 +88,8 @@ func echoServer(t testing.TB, cfg config.Config, echo *testserver.Echo, opts ...
 // client dials target "echo" at addrs through a client platform.
 func client(t testing.TB, cfg config.Config, addrs []string, opts ...platform.Option) (testgrpc.TestServiceClient, *platform.Platform) {
 	t.Helper()
-	cfg.Targets = map[string]config.Target{"echo": {Addresses: addrs}}
+	// The echo service's proto declares no idempotency_level; declare it here so retries stay on.
+	cfg.Targets = map[string]config.Target{"echo": {Addresses: addrs, Idempotent: []string{"/grpc.testing.TestService/*"}}}
 	p := newPlatform(t, cfg, opts...)
 	conn, err := p.Dial("echo")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 )
@@ -26,6 +27,10 @@ import (
 // plaintext gRPC server with only grpc.health.v1 on Config.HealthAddr (for Kubernetes probes), both on
 // the same health state; they stop after srv, so probes see NOT_SERVING through the drain.
 //
+// While serving it checks the dependencies added with AddDependencies: while a required one is down,
+// the whole server ("" and every service registered on srv) reports NOT_SERVING, and it comes back
+// with the dependency; the checks stop when shutdown begins, and nothing turns SERVING after that.
+//
 // It returns nil after a shutdown caused by ctx, and the server's error otherwise.
 func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
 	sc, err := p.startSidecars(ctx)
@@ -43,6 +48,13 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 		}
 	}()
 	defer func() { stopCenter(); <-centerDone }()
+	for name := range srv.GetServiceInfo() {
+		if name != healthgrpc.Health_ServiceDesc.ServiceName {
+			p.health.track(name)
+		}
+	}
+	stopChecks := p.health.runDependencies(ctx, p.logger)
+	defer stopChecks()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 
@@ -60,6 +72,7 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 
 	select {
 	case err := <-errc:
+		stopChecks()
 		p.health.shutdown()
 		if registered {
 			p.deregister(inst)
@@ -73,6 +86,7 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 
 	s := p.cfg.Server
 	p.logger.Info("shutting down", "drain_delay", s.DrainDelay, "timeout", s.ShutdownTimeout)
+	stopChecks()
 	if registered {
 		p.deregister(inst)
 	}

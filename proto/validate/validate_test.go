@@ -71,6 +71,7 @@ func TestValidate(t *testing.T) {
 		{"customer dev account", order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "cust-broke" }), nil},
 		{"empty create order", &orderv1.CreateOrderRequest{}, []v{
 			{"customer_id", "must not be empty"},
+			{"idempotency_key", "must not be empty"},
 			{"items", "must not be empty"},
 		}},
 		{"customer id pattern", order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "Cust_1" }), []v{
@@ -136,10 +137,21 @@ func TestValidate(t *testing.T) {
 		{"watch too many", &inventoryv1.WatchStockRequest{Skus: skus(101)}, []v{
 			{"skus", "must contain at most 100 items"},
 		}},
-		{"import existing sku", &inventoryv1.ImportStockRequest{Sku: "SKU-1", Quantity: 1_000_000}, nil},
-		{"import new sku", &inventoryv1.ImportStockRequest{Sku: "SKU-9", Quantity: 5,
+		{"import existing sku", &inventoryv1.ImportStockRequest{ImportId: "imp-1", Seq: 1, Sku: "SKU-1", Quantity: 1_000_000}, nil},
+		{"import new sku", &inventoryv1.ImportStockRequest{ImportId: "0b0e6f2a-5a4e-4f1e-9c1d-2f3a4b5c6d7e", Seq: 2, Sku: "SKU-9", Quantity: 5,
 			Name: proto.String("Mug"), PriceCents: proto.Int64(1299), Currency: proto.String("EUR")}, nil},
-		{"import bad optional fields", &inventoryv1.ImportStockRequest{Sku: "SKU-9", Quantity: 1_000_001,
+		{"import without identity", &inventoryv1.ImportStockRequest{Sku: "SKU-1", Quantity: 1}, []v{
+			{"import_id", "must not be empty"},
+			{"seq", "must be at least 1"},
+		}},
+		{"import bad identity", &inventoryv1.ImportStockRequest{ImportId: "-x y", Seq: -1, Sku: "SKU-1", Quantity: 1}, []v{
+			{"import_id", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]*$"},
+			{"seq", "must be at least 1"},
+		}},
+		{"import id too long", &inventoryv1.ImportStockRequest{ImportId: strings.Repeat("a", 129), Seq: 1, Sku: "SKU-1", Quantity: 1}, []v{
+			{"import_id", "must be at most 128 characters"},
+		}},
+		{"import bad optional fields", &inventoryv1.ImportStockRequest{ImportId: "imp-1", Seq: 3, Sku: "SKU-9", Quantity: 1_000_001,
 			Name: proto.String(""), PriceCents: proto.Int64(0), Currency: proto.String("eur")}, []v{
 			{"quantity", "must be at most 1000000"},
 			{"name", "must not be empty"},
@@ -177,7 +189,7 @@ func checkViolations(t *testing.T, err error, want []v) {
 }
 
 func TestErrorString(t *testing.T) {
-	err := validate.Validate(&orderv1.CreateOrderRequest{CustomerId: "cust-1", Items: []*orderv1.OrderItem{{Sku: "SKU-1"}}})
+	err := validate.Validate(&orderv1.CreateOrderRequest{CustomerId: "cust-1", IdempotencyKey: "k-1", Items: []*orderv1.OrderItem{{Sku: "SKU-1"}}})
 	const want = "invalid message: items[0].quantity: must be at least 1"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %q, want %q", err, want)

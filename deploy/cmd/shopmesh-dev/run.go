@@ -38,6 +38,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		stopTimeout  = fs.Duration("stop-timeout", 0, "SIGTERM-to-SIGKILL grace per child (default 15s)")
 		certsDir     = fs.String("certs", "", "mTLS certificates (make certs layout), issued when missing (default <run-dir>/certs)")
 		plaintext    = fs.Bool("plaintext", false, "run the services without mTLS (debugging only; the authorization policy is then not enforced)")
+		infraEnv     = fs.String("infra", "", "run on the real servers of `make infra-up`: path of their env file (.run/infra.env); PostgreSQL database per service, Kafka, NATS, Nacos, Jaeger")
+		nacosNS      = fs.String("nacos-namespace", "", "with -infra: Nacos namespace id for registrations and config documents (default public)")
+		freshDBs     = fs.String("db-prefix", "", "with -infra: create fresh databases <prefix>_<service> (dropped at exit) instead of using order_svc, inventory_svc, payment_svc")
 		otlp         = fs.String("otlp", "", "OTLP/gRPC endpoint (e.g. Jaeger's 127.0.0.1:4317): every service traces every request there; default off")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -74,6 +77,16 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	cfg.Env = environ
 	cfg.CertsDir, cfg.Plaintext = *certsDir, *plaintext
 	cfg.OTLPEndpoint = *otlp
+	if *infraEnv != "" {
+		inf, err := localstack.ReadInfraEnv(*infraEnv)
+		if err != nil {
+			return err
+		}
+		inf.NacosNamespace, inf.DBPrefix = *nacosNS, *freshDBs
+		cfg.Infra = &inf
+	} else if *nacosNS != "" || *freshDBs != "" {
+		return errors.New("-nacos-namespace and -db-prefix need -infra")
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "shopmesh-dev")
 	if !*quiet {
 		cfg.Console = stdout

@@ -32,6 +32,8 @@ func TestRunRejects(t *testing.T) {
 		{"stray argument", []string{"up"}, "unexpected arguments"},
 		{"bad flag", []string{"-nope"}, "flag provided but not defined"},
 		{"bad gateway mode", []string{"-gateway", "maybe", "-order-port", "0", "-inventory-port", "0", "-payment-port", "0"}, "gateway: want auto, on or off"},
+		{"infra env missing", []string{"-infra", dir + "/nope.env"}, "make infra-up"},
+		{"db prefix without infra", []string{"-db-prefix", "x"}, "need -infra"},
 		{"taken port", []string{"-order-port", "0", "-inventory-port", "0", "-gateway", "off", "-payment-port", strconv.Itoa(busyPort)}, "payment-1: address 127.0.0.1:" + strconv.Itoa(busyPort)},
 	} {
 		t.Run(c.name, func(t *testing.T) {

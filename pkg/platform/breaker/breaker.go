@@ -110,6 +110,7 @@ type Breaker struct {
 	inFlight   uint32    // probes admitted in the current half-open generation and not yet done
 	started    time.Time // when the current generation began
 	expiry     time.Time
+	holds      []func() bool
 }
 
 // New returns a closed breaker.
@@ -184,6 +185,26 @@ func (b *Breaker) Update(c Config) error {
 		b.expiry = b.started.Add(b.s.Timeout)
 	}
 	return nil
+}
+
+// HoldWhile keeps the closed breaker from opening while healthy reports true, whatever its trip rules
+// say: the dialer passes its outlier ejection's view, "some instance of the target still serves well",
+// so failures confined to one bad replica (which ejection takes out of rotation) never cut the whole
+// target off. healthy is asked only when a trip rule fires; it must not call back into the breaker.
+// Half-open probes are not held: a failed probe reopens the breaker as before.
+func (b *Breaker) HoldWhile(healthy func() bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holds = append(b.holds, healthy)
+}
+
+func (b *Breaker) held() bool {
+	for _, h := range b.holds {
+		if h() {
+			return true
+		}
+	}
+	return false
 }
 
 // Name returns the breaker's name.
@@ -277,7 +298,7 @@ func (b *Breaker) done(gen uint64, err error) {
 		b.counts.ConsecutiveSuccesses = 0
 		switch state {
 		case StateClosed:
-			if b.s.ReadyToTrip(b.counts) {
+			if b.s.ReadyToTrip(b.counts) && !b.held() {
 				b.setState(StateOpen, now)
 			}
 		case StateHalfOpen:

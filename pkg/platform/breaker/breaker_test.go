@@ -347,3 +347,39 @@ func TestConfig(t *testing.T) {
 		t.Errorf("settings = %+v", s)
 	}
 }
+
+// While a hold reports the target healthy (some instance serves well), failures do not open the breaker;
+// once no hold does, the next failure that meets a trip rule opens it. A failed half-open probe reopens
+// it whatever the holds say.
+func TestHoldWhileKeepsBreakerClosed(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	var tr transitions
+	b := breaker.New(breaker.Settings{
+		Name: "payment", MaxRequests: 1, Timeout: 5 * time.Second,
+		ReadyToTrip: breaker.Trip(3, 0, 0), Now: clk.Now, OnStateChange: tr.record,
+	})
+	var healthy atomic.Bool
+	healthy.Store(true)
+	b.HoldWhile(func() bool { return false }) // another connection with nothing healthy
+	b.HoldWhile(healthy.Load)
+	for range 10 {
+		if err := call(t, b, errDown); err != nil {
+			t.Fatalf("held breaker refused a call: %v", err)
+		}
+	}
+	if b.State() != breaker.StateClosed {
+		t.Fatalf("state = %v with a healthy instance, want closed", b.State())
+	}
+	healthy.Store(false)
+	_ = call(t, b, errDown)
+	if b.State() != breaker.StateOpen {
+		t.Fatalf("state = %v once nothing is healthy, want open", b.State())
+	}
+	clk.Advance(5 * time.Second)
+	healthy.Store(true)
+	_ = call(t, b, errDown) // the probe fails
+	if got := tr.get(); !slices.Equal(got, []string{"closed>open", "open>half-open", "half-open>open"}) {
+		t.Fatalf("transitions = %v", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry"
@@ -154,6 +155,8 @@ type Client struct {
 	MaxRecvMsgSize        int
 	Retry                 dialer.RetryPolicy
 	Breaker               breaker.Config
+	// Outlier ejects a slow or failing address from round_robin/least_request (see package outlier).
+	Outlier outlier.Config
 }
 
 // Target is one dependency.
@@ -222,6 +225,7 @@ func Default(profile Profile) Config {
 				OpenTimeout:         5 * time.Second,
 				HalfOpenProbes:      3,
 			},
+			Outlier: outlier.Default(),
 		},
 		RateLimit: ratelimit.Limits{MaxInFlight: 1000, RetryAfter: 100 * time.Millisecond},
 		Targets:   map[string]Target{},
@@ -331,6 +335,7 @@ func (c Config) Validate() error {
 	}
 	add("client.retry", cl.Retry.Validate())
 	add("client.breaker", cl.Breaker.Validate())
+	add("client.outlier", cl.Outlier.Validate())
 	add("client.lb", dialer.Target{LB: cl.LB, Retry: dialer.RetryPolicy{MaxAttempts: 1}}.Validate())
 
 	add("rate_limit", c.RateLimit.Validate())
@@ -366,6 +371,7 @@ func (c Config) Validate() error {
 		}
 		dt := c.DialTarget(name)
 		dt.Retry = dialer.RetryPolicy{MaxAttempts: 1} // validated once above
+		dt.Outlier = outlier.Config{}
 		add(field, dt.Validate())
 	}
 	return errors.Join(errs...)
@@ -385,6 +391,7 @@ func (c Config) DialTarget(name string) dialer.Target {
 		Retry:           c.Client.Retry,
 		Idempotent:      t.Idempotent,
 		IdempotentCodes: t.IdempotentCodes,
+		Outlier:         c.Client.Outlier,
 	}
 }
 

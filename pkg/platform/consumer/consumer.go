@@ -1,17 +1,44 @@
 // Package consumer runs the loops that feed broker messages to an event handler — a Kafka consumer
-// group and a JetStream durable consumer — with the same contract: a message is acknowledged only after
-// its handler succeeded, failures are retried with backoff, a message that keeps failing goes to
-// "<topic>.dlq" with the reason in its headers and the stream moves on, and stopping finishes the
-// message in hand but acknowledges nothing it has not processed. Delivery is at least once; handlers
-// make their effect idempotent with the inbox package (inbox.ErrAlreadyProcessed counts as success).
+// group and a JetStream durable consumer — with one contract:
+//
+//   - A message is acknowledged only after its handler succeeded or it was dead-lettered; stopping
+//     finishes the message in hand but acknowledges nothing it has not settled.
+//   - A failure is transient unless the handler marks it permanent (Permanent, ErrPermanent). A
+//     transient failure (database or broker unreachable, deadline, serialization conflict, anything
+//     not known to be permanent) is retried without limit, with capped, jittered exponential backoff,
+//     and the message is held meanwhile: the consumer does not move past it, so a partition (Kafka) or
+//     the consumer instance (JetStream) keeps its order. Retry.MaxAttempts can cap this; by default it
+//     does not, because an event dead-lettered during a database outage is an effect silently lost.
+//   - A permanent failure, or a handler panic, goes to "<topic>.dlq" (JetStream: "<subject>.dlq") with
+//     the reason in its headers, and the stream moves on. The dlq subpackage and the dlq command list
+//     and replay dead letters.
+//   - JetStream counts deliveries on the server: a message delivered more than Retry.MaxDeliveries
+//     times without being settled (its consumer crashed or was stopped while handling it, again and
+//     again) is dead-lettered before the handler sees it again. Kafka keeps no delivery count: there a
+//     handler panic is caught and dead-lettered, but a message that kills the process otherwise (out of
+//     memory, a fatal runtime error) is redelivered to the next member each time; the held gauge and
+//     the lag show the stuck partition.
+//
+// Delivery is at least once; handlers make their effect idempotent with the inbox package
+// (inbox.ErrAlreadyProcessed counts as success).
+//
+// Metrics (Observe.Metrics): shopmesh_consumer_messages_total{consumer,topic,outcome} per handler call
+// (ok, retry, dead_lettered); shopmesh_consumer_dead_lettered_total{consumer,topic,cause} per dead
+// letter written (cause: permanent, max_attempts, max_deliveries) — alert on any increase;
+// shopmesh_consumer_held_messages{consumer,topic} messages currently held in retry and
+// shopmesh_consumer_held_oldest_seconds{consumer,topic} since when the oldest of them has been failing
+// — alert when it stays above a few minutes; shopmesh_consumer_lag_messages.
 package consumer
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,10 +57,45 @@ const (
 	HeaderDLQAttempts = "dlq-attempts"
 	HeaderDLQTopic    = "dlq-topic"
 	HeaderDLQPosition = "dlq-position"
+	// HeaderDLQCause is why the message was dead-lettered: one of the Cause values.
+	HeaderDLQCause = "dlq-cause"
+	// HeaderDLQConsumer names the consumer group (Kafka) or durable (JetStream) that gave up on it.
+	HeaderDLQConsumer = "dlq-consumer"
+	// HeaderDLQTime is when it was dead-lettered, RFC 3339 in UTC.
+	HeaderDLQTime = "dlq-time"
 )
 
-// DeadLetterTopic is where messages of topic (or subject) go after the last failed attempt.
+// Causes of a dead letter (HeaderDLQCause, label cause of shopmesh_consumer_dead_lettered_total).
+const (
+	// CausePermanent: the handler returned a permanent error, or panicked.
+	CausePermanent = "permanent"
+	// CauseMaxAttempts: transient failures reached Retry.MaxAttempts (only when it is set).
+	CauseMaxAttempts = "max_attempts"
+	// CauseMaxDeliveries: JetStream delivered it more than Retry.MaxDeliveries times without it being
+	// settled — the consumer crashed or stopped while handling it, each time.
+	CauseMaxDeliveries = "max_deliveries"
+)
+
+// DeadLetterTopic is where messages of topic (or subject) go when they cannot be applied.
 func DeadLetterTopic(topic string) string { return topic + ".dlq" }
+
+// ErrPermanent marks a failure that no retry can fix (an undecodable or invalid event): the message
+// is dead-lettered at once. Test with errors.Is; mark with Permanent.
+var ErrPermanent = errors.New("permanent failure")
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string   { return e.err.Error() }
+func (e *permanentError) Unwrap() []error { return []error{ErrPermanent, e.err} }
+
+// Permanent marks err as permanent (errors.Is(err, ErrPermanent) holds, and err stays reachable with
+// errors.Is/As). Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
 
 // Message is one delivered event.
 type Message struct {
@@ -43,45 +105,64 @@ type Message struct {
 	Key     []byte
 	Payload []byte
 	Headers map[string]string
-	// Attempt counts deliveries of this message to the handler, from 1.
+	// Attempt counts handler calls for this delivery, from 1.
 	Attempt int
+	// Delivery is how many times the broker has delivered the message, from 1: JetStream's count
+	// (above 1 after a crash or a stop while it was in hand); Kafka keeps none and says 1.
+	Delivery int
 }
 
-// Handler applies one message. Returning nil (or inbox.ErrAlreadyProcessed) acknowledges it; any other
-// error is retried. Its ctx carries the producer's trace context and a deadline, and is not cancelled
-// when the consumer is asked to stop: the message in hand is finished.
+// Handler applies one message. Returning nil (or inbox.ErrAlreadyProcessed) acknowledges it; an error
+// marked Permanent dead-letters it; any other error is retried while the message is held. Its ctx
+// carries the producer's trace context and a deadline, and is not cancelled when the consumer is asked
+// to stop: the call in progress is finished.
 type Handler func(ctx context.Context, m Message) error
 
 // Retry is the policy for failing messages. The zero value gets the defaults.
 type Retry struct {
-	// MaxAttempts is how many times a message is handled before it is dead-lettered (default 5).
+	// MaxAttempts, when positive, dead-letters a message after that many failed handler calls even if
+	// the failures are transient. Zero (the default) retries transient failures without limit.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the exponential, jittered wait between attempts
 	// (defaults 100 ms and 10 s).
 	MinBackoff, MaxBackoff time.Duration
+	// MaxDeliveries (JetStream only) dead-letters a message the server has delivered more than this
+	// many times: every delivery but the last ended without the message being settled, because its
+	// consumer crashed or stopped while handling it (default 10). A held message does not add
+	// deliveries: the consumer keeps it in progress.
+	MaxDeliveries int
+	// LogInterval is how often a held message is reported at WARN (default 30 s); the failures in
+	// between are logged at DEBUG.
+	LogInterval time.Duration
 }
 
 func (r Retry) withDefaults() Retry {
-	if r.MaxAttempts <= 0 {
-		r.MaxAttempts = 5
-	}
+	r.MaxAttempts = max(r.MaxAttempts, 0)
 	if r.MinBackoff <= 0 {
 		r.MinBackoff = 100 * time.Millisecond
 	}
 	if r.MaxBackoff <= 0 {
 		r.MaxBackoff = 10 * time.Second
 	}
+	r.MaxBackoff = max(r.MaxBackoff, r.MinBackoff)
+	if r.MaxDeliveries <= 0 {
+		r.MaxDeliveries = 10
+	}
+	if r.LogInterval <= 0 {
+		r.LogInterval = 30 * time.Second
+	}
 	return r
 }
 
-// backoff is the wait after the attempt-th failure: doubling from MinBackoff, jittered ±20%.
+// backoff is the wait after the attempt-th failure: doubling from MinBackoff, jittered ±20%, capped
+// at MaxBackoff.
 func (r Retry) backoff(attempt int) time.Duration {
 	d := r.MinBackoff
 	for i := 1; i < attempt && d < r.MaxBackoff; i++ {
 		d *= 2
 	}
 	d = min(d, r.MaxBackoff)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(time.Duration(float64(d)*(0.8+0.4*rand.Float64())), r.MaxBackoff)
 }
 
 // Observe is what a consumer reports; the zero value reports nothing.
@@ -95,9 +176,11 @@ type Observe struct {
 
 // observer is an Observe made ready: a tracer and the metric families, either possibly absent.
 type observer struct {
-	tracer  trace.Tracer
-	handled *prometheus.CounterVec // consumer, topic, outcome
-	lag     *prometheus.GaugeVec   // consumer, topic, partition
+	tracer       trace.Tracer
+	handled      *prometheus.CounterVec // consumer, topic, outcome
+	deadLettered *prometheus.CounterVec // consumer, topic, cause
+	lag          *prometheus.GaugeVec   // consumer, topic, partition
+	held         *heldCollector
 }
 
 func (o Observe) build() (*observer, error) {
@@ -111,8 +194,15 @@ func (o Observe) build() (*observer, error) {
 	var err error
 	ob.handled, err = register(o.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shopmesh_consumer_messages_total",
-		Help: "Handler outcomes per delivery: ok, retry (failed, will be redelivered) or dead_lettered.",
+		Help: "Handler outcomes per call: ok, retry (failed transiently, held and retried) or dead_lettered.",
 	}, []string{"consumer", "topic", "outcome"}))
+	if err != nil {
+		return nil, err
+	}
+	ob.deadLettered, err = register(o.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shopmesh_consumer_dead_lettered_total",
+		Help: "Dead letters written, by cause (permanent, max_attempts, max_deliveries); each needs an operator (dlq list / replay).",
+	}, []string{"consumer", "topic", "cause"}))
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +210,10 @@ func (o Observe) build() (*observer, error) {
 		Name: "shopmesh_consumer_lag_messages",
 		Help: "Messages after the one last handled: Kafka high watermark per partition, JetStream pending.",
 	}, []string{"consumer", "topic", "partition"}))
+	if err != nil {
+		return nil, err
+	}
+	ob.held, err = register(o.Metrics, newHeldCollector())
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +226,88 @@ func (ob *observer) outcome(consumer, topic, outcome string) {
 	}
 }
 
+func (ob *observer) deadLetter(consumer, topic, cause string) {
+	if ob.deadLettered != nil {
+		ob.deadLettered.WithLabelValues(consumer, topic, cause).Inc()
+	}
+}
+
 func (ob *observer) setLag(consumer, topic, partition string, lag int64) {
 	if ob.lag != nil {
 		ob.lag.WithLabelValues(consumer, topic, partition).Set(float64(max(lag, 0)))
+	}
+}
+
+// hold records a message held in retry since now; the returned func releases it.
+func (ob *observer) hold(consumer, topic string) func() {
+	if ob.held == nil {
+		return func() {}
+	}
+	return ob.held.add(heldKey{consumer, topic}, time.Now())
+}
+
+type heldKey struct{ consumer, topic string }
+
+// heldCollector exports the messages held in retry and the age of the oldest, computed at scrape time
+// so a stuck consumer shows a growing age even while nothing else happens.
+type heldCollector struct {
+	count, oldest *prometheus.Desc
+
+	mu    sync.Mutex
+	next  uint64
+	holds map[heldKey]map[uint64]time.Time
+	seen  map[heldKey]bool // keys reported once stay reported (at 0) so alerts see them clear
+}
+
+func newHeldCollector() *heldCollector {
+	return &heldCollector{
+		count: prometheus.NewDesc("shopmesh_consumer_held_messages",
+			"Messages held in retry after a transient failure: the consumer does not move past them.",
+			[]string{"consumer", "topic"}, nil),
+		oldest: prometheus.NewDesc("shopmesh_consumer_held_oldest_seconds",
+			"Seconds since the oldest held message first failed (0 when none is held).",
+			[]string{"consumer", "topic"}, nil),
+		holds: map[heldKey]map[uint64]time.Time{},
+		seen:  map[heldKey]bool{},
+	}
+}
+
+func (c *heldCollector) add(k heldKey, since time.Time) func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.next++
+	id := c.next
+	if c.holds[k] == nil {
+		c.holds[k] = map[uint64]time.Time{}
+	}
+	c.holds[k][id] = since
+	c.seen[k] = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			delete(c.holds[k], id)
+		})
+	}
+}
+
+func (c *heldCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.count
+	ch <- c.oldest
+}
+
+func (c *heldCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	for k := range c.seen {
+		var age float64
+		for _, since := range c.holds[k] {
+			age = max(age, now.Sub(since).Seconds())
+		}
+		ch <- prometheus.MustNewConstMetric(c.count, prometheus.GaugeValue, float64(len(c.holds[k])), k.consumer, k.topic)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age, k.consumer, k.topic)
 	}
 }
 
@@ -153,38 +326,133 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, nil
 }
 
-// handle runs h once under a deadline, detached from the stop signal, with the trace context of the
-// message's headers, inside a consumer span when tracing is on.
-// dest names the span: the Kafka topic, or the JetStream stream (subjects carry ids).
-func handle(ctx context.Context, h Handler, prop propagation.TextMapPropagator, ob *observer, system, dest, group string,
-	timeout time.Duration, m Message) error {
-	hctx := prop.Extract(context.WithoutCancel(ctx), propagation.MapCarrier(m.Headers))
+// pipeline is what both consumers share: the handler and how it is called, retried and reported.
+type pipeline struct {
+	h       Handler
+	retry   Retry
+	prop    propagation.TextMapPropagator
+	obs     *observer
+	system  string // messaging.system: kafka or nats
+	name    string // consumer group or durable
+	timeout time.Duration
+}
+
+// verdict is how a message ended: applied (err nil) or to be dead-lettered for cause.
+type verdict struct {
+	err      error
+	cause    string
+	attempts int
+}
+
+// settle calls the handler until the message is applied or must be dead-lettered. Between failed
+// attempts the message is held: it waits with backoff, calling beat (when not nil) at least every
+// beatEvery so the broker keeps it assigned. It reports false when ctx ended first: the message is
+// then unsettled. dest names the span and the metrics' topic.
+func (p *pipeline) settle(ctx context.Context, m Message, dest string, log *slog.Logger,
+	beat func(), beatEvery time.Duration) (verdict, bool) {
+	var (
+		release   func()
+		heldSince time.Time
+		lastWarn  time.Time
+	)
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	for attempt := 1; ; attempt++ {
+		m.Attempt = attempt
+		err := p.handle(ctx, m, dest, log)
+		switch {
+		case err == nil:
+			p.obs.outcome(p.name, dest, "ok")
+			if attempt > 1 {
+				log.InfoContext(ctx, "held message applied", "attempts", attempt, "held_for", time.Since(heldSince).Round(time.Millisecond))
+			}
+			return verdict{attempts: attempt}, true
+		case errors.Is(err, ErrPermanent):
+			p.obs.outcome(p.name, dest, "dead_lettered")
+			return verdict{err: err, cause: CausePermanent, attempts: attempt}, true
+		case p.retry.MaxAttempts > 0 && attempt >= p.retry.MaxAttempts:
+			p.obs.outcome(p.name, dest, "dead_lettered")
+			return verdict{err: err, cause: CauseMaxAttempts, attempts: attempt}, true
+		}
+		p.obs.outcome(p.name, dest, "retry")
+		wait := p.retry.backoff(attempt)
+		now := time.Now()
+		switch {
+		case attempt == 1:
+			heldSince, lastWarn = now, now
+			release = p.obs.hold(p.name, dest)
+			log.WarnContext(ctx, "handler failed, holding the message and retrying", "retry_in", wait, "err", err)
+		case now.Sub(lastWarn) >= p.retry.LogInterval:
+			lastWarn = now
+			log.WarnContext(ctx, "message still held", "attempts", attempt, "held_for", now.Sub(heldSince).Round(time.Second),
+				"retry_in", wait, "err", err)
+		default:
+			log.DebugContext(ctx, "handler failed", "attempt", attempt, "retry_in", wait, "err", err)
+		}
+		if !p.wait(ctx, wait, beat, beatEvery) {
+			log.InfoContext(ctx, "stopping with a held message unsettled", "attempts", attempt)
+			return verdict{}, false
+		}
+	}
+}
+
+// wait sleeps d, calling beat every beatEvery (and once at the end) when beat is set; false when ctx
+// ended first.
+func (p *pipeline) wait(ctx context.Context, d time.Duration, beat func(), beatEvery time.Duration) bool {
+	if beat == nil || beatEvery <= 0 {
+		return sleep(ctx, d)
+	}
+	for d > 0 {
+		step := min(d, beatEvery)
+		if !sleep(ctx, step) {
+			return false
+		}
+		d -= step
+		beat()
+	}
+	return true
+}
+
+// handle runs the handler once under a deadline, detached from the stop signal, with the trace context
+// of the message's headers, inside a consumer span when tracing is on. A panic is returned as a
+// permanent error: the same message would panic again.
+func (p *pipeline) handle(ctx context.Context, m Message, dest string, log *slog.Logger) (err error) {
+	hctx := p.prop.Extract(context.WithoutCancel(ctx), propagation.MapCarrier(m.Headers))
 	var span trace.Span
-	if ob.tracer != nil {
-		hctx, span = ob.tracer.Start(hctx, dest+" process",
+	if p.obs.tracer != nil {
+		hctx, span = p.obs.tracer.Start(hctx, dest+" process",
 			trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(
-				attribute.String("messaging.system", system),
+				attribute.String("messaging.system", p.system),
 				attribute.String("messaging.operation.type", "process"),
 				attribute.String("messaging.destination.name", dest),
-				attribute.String("messaging.consumer.group.name", group),
+				attribute.String("messaging.consumer.group.name", p.name),
 				attribute.String("messaging.message.id", m.ID),
 				attribute.Int("messaging.delivery.attempt", m.Attempt),
 			))
 		defer span.End()
 	}
-	hctx, cancel := context.WithTimeout(hctx, timeout)
+	hctx, cancel := context.WithTimeout(hctx, p.timeout)
 	defer cancel()
-	err := h(hctx, m)
+	defer func() {
+		if r := recover(); r != nil {
+			log.ErrorContext(ctx, "handler panicked", "panic", r, "stack", string(debug.Stack()))
+			err = Permanent(fmt.Errorf("handler panicked: %v", r))
+		}
+		if err != nil && span != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "handler failed")
+		}
+	}()
+	err = p.h(hctx, m)
 	if errors.Is(err, inbox.ErrAlreadyProcessed) {
 		if span != nil {
 			span.SetAttributes(attribute.Bool("shopmesh.inbox.duplicate", true))
 		}
 		return nil
-	}
-	if err != nil && span != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "handler failed")
 	}
 	return err
 }
@@ -201,21 +469,24 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func deadLetterHeaders(m Message, reason error, attempts int, position string) map[string]string {
-	h := make(map[string]string, len(m.Headers)+4)
-	for k, v := range m.Headers {
-		h[k] = v
+func deadLetterHeaders(m Message, consumer string, v verdict, position string) map[string]string {
+	h := make(map[string]string, len(m.Headers)+7)
+	for k, val := range m.Headers {
+		h[k] = val
 	}
 	if m.ID != "" {
 		h[outbox.HeaderEventID] = m.ID
 	}
-	msg := reason.Error()
+	msg := v.err.Error()
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
 	h[HeaderDLQReason] = msg
-	h[HeaderDLQAttempts] = strconv.Itoa(attempts)
+	h[HeaderDLQAttempts] = strconv.Itoa(v.attempts)
 	h[HeaderDLQTopic] = m.Topic
 	h[HeaderDLQPosition] = position
+	h[HeaderDLQCause] = v.cause
+	h[HeaderDLQConsumer] = consumer
+	h[HeaderDLQTime] = time.Now().UTC().Format(time.RFC3339Nano)
 	return h
 }

@@ -21,18 +21,25 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 )
 
-var testRetry = consumer.Retry{MaxAttempts: 3, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+// testRetry is the kits' default policy: the production one (transient failures held without limit)
+// with short waits.
+var testRetry = consumer.Retry{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 
 // kit is one broker as the tests see it.
 type kit struct {
-	topic     string
+	topic string
+	// retry and observe configure the consumers run starts from now on.
+	retry     *consumer.Retry
+	observe   *consumer.Observe
 	publisher outbox.Publisher
 	// run runs one consumer instance until ctx ends.
 	run func(ctx context.Context, h consumer.Handler) error
 	// stored counts the messages the broker kept for topic, or -1 when it cannot tell.
 	stored func(ctx context.Context) int
-	// deadLetter returns the first dead letter's headers, waiting for it.
-	deadLetter func(ctx context.Context) map[string]string
+	// deadLetters returns the headers of the first n dead letters, waiting for them.
+	deadLetters func(ctx context.Context, n int) []map[string]string
+	// deadLettered counts the dead letters stored now.
+	deadLettered func(ctx context.Context) int
 	// streamOrder returns each key's event ids in the order the broker stored them; nil when the
 	// broker cannot tell apart from delivery (Kafka: a partition is read in stored order).
 	streamOrder func(ctx context.Context, n int) map[string][]string
@@ -48,12 +55,15 @@ func kafkaKit(t *testing.T, e env, commitInterval time.Duration, restartable boo
 	pub := outbox.NewKafka(brokers)
 	t.Cleanup(func() { _ = pub.Close() })
 	group := uniq("g-")
+	retry, observe := testRetry, consumer.Observe{}
 	return kit{
 		topic:     topic,
+		retry:     &retry,
+		observe:   &observe,
 		publisher: pub,
 		run: func(ctx context.Context, h consumer.Handler) error {
 			c, err := consumer.NewKafka(consumer.KafkaConfig{
-				Brokers: brokers, GroupID: group, Topics: []string{topic}, Retry: testRetry, MaxWait: 100 * time.Millisecond,
+				Brokers: brokers, GroupID: group, Topics: []string{topic}, Retry: retry, Observe: observe, MaxWait: 100 * time.Millisecond,
 				CommitInterval: commitInterval,
 			}, h, logger(t))
 			if err != nil {
@@ -64,14 +74,18 @@ func kafkaKit(t *testing.T, e env, commitInterval time.Duration, restartable boo
 		stored:    func(context.Context) int { return -1 },
 		restart:   restart,
 		noRestart: "kfake keeps its log in the test process and cannot be restarted in place",
-		deadLetter: func(ctx context.Context) map[string]string {
-			m := readKafkaDLQ(t, ctx, brokers, topic)
-			h := map[string]string{}
-			for _, kh := range m.Headers {
-				h[kh.Key] = string(kh.Value)
+		deadLetters: func(ctx context.Context, n int) []map[string]string {
+			var out []map[string]string
+			for _, m := range readKafkaDLQ(t, ctx, brokers, topic, n) {
+				h := map[string]string{}
+				for _, kh := range m.Headers {
+					h[kh.Key] = string(kh.Value)
+				}
+				out = append(out, h)
 			}
-			return h
+			return out
 		},
+		deadLettered: func(ctx context.Context) int { return kafkaDLQCount(t, ctx, brokers, topic) },
 	}
 }
 
@@ -80,8 +94,11 @@ func jetStreamKit(t *testing.T, e env, restartable bool) kit {
 	js, restart := e.jetStream(t, restartable)
 	stream, subject := jsSubject(t, js)
 	durable := uniq("d")
+	retry, observe := testRetry, consumer.Observe{}
 	return kit{
 		topic:     subject,
+		retry:     &retry,
+		observe:   &observe,
 		publisher: outbox.NewJetStream(js),
 		restart:   restart,
 		streamOrder: func(ctx context.Context, n int) map[string][]string {
@@ -107,8 +124,8 @@ func jetStreamKit(t *testing.T, e env, restartable bool) kit {
 		},
 		run: func(ctx context.Context, h consumer.Handler) error {
 			c, err := consumer.NewJetStream(js, consumer.JetStreamConfig{
-				Stream: stream, Durable: durable, FilterSubjects: []string{subject}, Retry: testRetry,
-				AckWait: 2 * time.Second,
+				Stream: stream, Durable: durable, FilterSubjects: []string{subject}, Retry: retry, Observe: observe,
+				AckWait: 2 * time.Second, FetchWait: 500 * time.Millisecond,
 			}, h, logger(t))
 			if err != nil {
 				return err
@@ -126,26 +143,41 @@ func jetStreamKit(t *testing.T, e env, restartable bool) kit {
 			}
 			return int(info.State.Msgs)
 		},
-		deadLetter: func(ctx context.Context) map[string]string {
-			for {
-				s, err := js.Stream(ctx, stream+"_DLQ")
-				if err != nil {
-					t.Fatal(err)
-				}
-				m, err := s.GetMsg(ctx, 1)
+		deadLetters: func(ctx context.Context, n int) []map[string]string {
+			s, err := js.Stream(ctx, stream+"_DLQ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []map[string]string
+			for seq := uint64(1); len(out) < n; {
+				m, err := s.GetMsg(ctx, seq)
 				if err == nil {
 					h := map[string]string{}
 					for k, v := range m.Header {
 						h[k] = v[0]
 					}
-					return h
+					out = append(out, h)
+					seq++
+					continue
 				}
 				select {
 				case <-ctx.Done():
-					t.Fatalf("no dead letter: %v", err)
+					t.Fatalf("%d of %d dead letters: %v", len(out), n, err)
 				case <-time.After(50 * time.Millisecond):
 				}
 			}
+			return out
+		},
+		deadLettered: func(ctx context.Context) int {
+			s, err := js.Stream(ctx, stream+"_DLQ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(info.State.Msgs)
 		},
 	}
 }
@@ -560,42 +592,68 @@ func TestJetStreamPoisonToDeadLetter(t *testing.T) {
 	}
 }
 
-// poison sends one message the handler can never apply: after MaxAttempts it is dead-lettered with the
-// reason, and the messages behind it are applied.
+// poison sends three messages the handler can never apply: one it marks permanent and one it panics
+// on are dead-lettered at their first attempt; one failing with a plain error is dead-lettered after
+// Retry.MaxAttempts, set for this test. Each dead letter carries its reason and cause, and the
+// messages behind them are applied.
 func poison(t *testing.T, e env, k kit) {
 	ctx := timeout(t, 2*time.Minute)
 	fx := e.consumerDB(t)
-	const n = 10
+	const n, maxAttempts = 10, 3
+	k.retry.MaxAttempts = maxAttempts
 	ids := publishDirect(t, ctx, k, n)
-	bad := ids[3]
+	permanent, panics, failing := ids[3], ids[5], ids[7]
 	h := fx.handler("dlq")
 	c, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		done <- k.run(c, func(ctx context.Context, m consumer.Message) error {
-			if m.ID == bad {
+			switch m.ID {
+			case permanent:
 				fx.note(m)
-				return errors.New("poison: cannot decode payload")
+				return fmt.Errorf("decode %s: %w", m.ID, consumer.Permanent(errors.New("poison: cannot decode payload")))
+			case panics:
+				fx.note(m)
+				panic("unexpected payload shape")
+			case failing:
+				fx.note(m)
+				return errors.New("still failing")
 			}
 			return h(ctx, m)
 		})
 	}()
-	fx.waitEffects(t, ctx, n-1)
-	dl := k.deadLetter(ctx)
+	fx.waitEffects(t, ctx, n-3)
+	dls := k.deadLetters(ctx, 3)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	rows, distinct := fx.count(t)
-	t.Logf("poison handled %d times, dead letter headers %v; %d effects", fx.deliveries(bad), dl, rows)
-	if got := fx.deliveries(bad); got != testRetry.MaxAttempts {
-		t.Errorf("poison handled %d times, want %d", got, testRetry.MaxAttempts)
+	byID := map[string]map[string]string{}
+	for _, dl := range dls {
+		byID[dl[outbox.HeaderEventID]] = dl
+		t.Logf("dead letter %s: cause %s, attempts %s, reason %q", dl[outbox.HeaderEventID], dl[consumer.HeaderDLQCause],
+			dl[consumer.HeaderDLQAttempts], dl[consumer.HeaderDLQReason])
 	}
-	if dl[outbox.HeaderEventID] != bad || !strings.Contains(dl[consumer.HeaderDLQReason], "poison") ||
-		dl[consumer.HeaderDLQAttempts] != fmt.Sprint(testRetry.MaxAttempts) || dl[consumer.HeaderDLQTopic] != k.topic {
-		t.Errorf("dead letter headers = %v", dl)
+	for _, want := range []struct {
+		id, cause, reason string
+		attempts          int
+	}{
+		{permanent, consumer.CausePermanent, "poison: cannot decode payload", 1},
+		{panics, consumer.CausePermanent, "handler panicked", 1},
+		{failing, consumer.CauseMaxAttempts, "still failing", maxAttempts},
+	} {
+		dl := byID[want.id]
+		if got := fx.deliveries(want.id); got != want.attempts {
+			t.Errorf("%s handled %d times, want %d", want.id, got, want.attempts)
+		}
+		if dl == nil || dl[consumer.HeaderDLQCause] != want.cause || !strings.Contains(dl[consumer.HeaderDLQReason], want.reason) ||
+			dl[consumer.HeaderDLQAttempts] != fmt.Sprint(want.attempts) || dl[consumer.HeaderDLQTopic] != k.topic ||
+			dl[consumer.HeaderDLQConsumer] == "" || dl[consumer.HeaderDLQTime] == "" {
+			t.Errorf("dead letter of %s = %v", want.id, dl)
+		}
 	}
-	if rows != n-1 || distinct != n-1 || fx.countOf(t, bad) != 0 {
-		t.Errorf("effects rows=%d distinct=%d poison=%d", rows, distinct, fx.countOf(t, bad))
+	if rows != n-3 || distinct != n-3 || fx.countOf(t, permanent)+fx.countOf(t, panics)+fx.countOf(t, failing) != 0 {
+		t.Errorf("effects rows=%d distinct=%d, want %d", rows, distinct, n-3)
 	}
 }

@@ -187,6 +187,12 @@ func (e env) producerDB(t *testing.T) (*sql.DB, sqldb.Dialect) {
 // consumerDB returns a database with the inbox schema and an effects table, one row per applied effect.
 func (e env) consumerDB(t *testing.T) *effects {
 	t.Helper()
+	return e.consumerDBVia(t, func(dsn string) string { return dsn })
+}
+
+// consumerDBVia is consumerDB with the handler's connections opened on via(dsn) (a proxy).
+func (e env) consumerDBVia(t *testing.T, via func(dsn string) string) *effects {
+	t.Helper()
 	dsn := e.dsn(t)
 	d, _ := sqldb.ParseDialect(dsn)
 	src, err := inbox.Migrations(d)
@@ -197,7 +203,7 @@ func (e env) consumerDB(t *testing.T) *effects {
 	if err := migrate.Up(ctx, dsn, src, migrate.Options{Table: inbox.MigrationsTable}); err != nil {
 		t.Fatal(err)
 	}
-	db, _ := sqldbtest.Open(t, dsn)
+	db, _ := sqldbtest.Open(t, via(dsn))
 	if _, err := db.ExecContext(ctx, "CREATE TABLE effects (event_id TEXT NOT NULL, agg TEXT NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
@@ -309,14 +315,35 @@ func jsSubject(t *testing.T, js jetstream.JetStream) (stream, subject string) {
 	return stream, subject
 }
 
-// readKafkaDLQ returns the first dead letter of topic.
-func readKafkaDLQ(t *testing.T, ctx context.Context, brokers []string, topic string) kafka.Message {
+// readKafkaDLQ returns the first n dead letters of topic.
+func readKafkaDLQ(t *testing.T, ctx context.Context, brokers []string, topic string, n int) []kafka.Message {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: consumer.DeadLetterTopic(topic), Partition: 0, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
-	m, err := r.ReadMessage(ctx)
-	if err != nil {
-		t.Fatalf("read dead letter: %v", err)
+	var out []kafka.Message
+	for len(out) < n {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("read dead letter %d of %d: %v", len(out)+1, n, err)
+		}
+		out = append(out, m)
 	}
-	return m
+	return out
+}
+
+// kafkaDLQCount is how many dead letters topic has (its dead-letter topic has one partition).
+func kafkaDLQCount(t *testing.T, ctx context.Context, brokers []string, topic string) int {
+	t.Helper()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		consumer.DeadLetterTopic(topic): {kafka.FirstOffsetOf(0), kafka.LastOffsetOf(0)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := res.Topics[consumer.DeadLetterTopic(topic)]
+	if len(parts) != 1 || parts[0].Error != nil {
+		t.Fatalf("dead-letter partitions: %+v", parts)
+	}
+	return int(parts[0].LastOffset - parts[0].FirstOffset)
 }

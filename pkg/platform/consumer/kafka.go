@@ -21,7 +21,8 @@ type KafkaConfig struct {
 	// GroupID names the consumer group; its committed offsets are where a restart resumes.
 	GroupID string
 	Topics  []string
-	Retry   Retry
+	// Retry: Retry.MaxDeliveries does not apply (Kafka keeps no delivery count).
+	Retry Retry
 	// HandleTimeout bounds one handler call (default 30 s).
 	HandleTimeout time.Duration
 	// CommitTimeout bounds one offset commit or dead-letter write (default 10 s).
@@ -45,13 +46,13 @@ type KafkaConfig struct {
 	Observe Observe
 }
 
-// Kafka is one member of a consumer group. Offsets are committed synchronously after each message's
-// handler succeeded (or it was dead-lettered), never before: kafka-go's ReadMessage would commit first.
+// Kafka is one member of a consumer group. Offsets are committed after each message's handler
+// succeeded (or it was dead-lettered), never before: kafka-go's ReadMessage would commit first. A
+// message failing transiently is held: the member fetches nothing else until it is settled.
 type Kafka struct {
 	cfg KafkaConfig
-	h   Handler
 	log *slog.Logger
-	obs *observer
+	p   *pipeline
 }
 
 // NewKafka returns a consumer of cfg.Topics that feeds h.
@@ -79,7 +80,9 @@ func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Kafka{cfg: cfg, h: h, log: log.With("group", cfg.GroupID), obs: obs}, nil
+	return &Kafka{cfg: cfg, log: log.With("group", cfg.GroupID), p: &pipeline{
+		h: h, retry: cfg.Retry, prop: cfg.Propagator, obs: obs, system: "kafka", name: cfg.GroupID, timeout: cfg.HandleTimeout,
+	}}, nil
 }
 
 // topicWaitInterval is how often a consumer started before its topics exist checks for them.
@@ -195,10 +198,10 @@ func (c *Kafka) Run(ctx context.Context) error {
 	}
 }
 
-// process handles one message to its end: success or dead letter, then commit. It returns false when
-// asked to stop before the message was settled; the message is then left uncommitted.
+// process handles one message to its end: applied or dead-lettered, then committed. It returns false
+// when asked to stop before the message was settled; the message is then left uncommitted.
 func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, km kafka.Message) bool {
-	m := Message{Topic: km.Topic, Key: km.Key, Payload: km.Value, Headers: make(map[string]string, len(km.Headers))}
+	m := Message{Topic: km.Topic, Key: km.Key, Payload: km.Value, Headers: make(map[string]string, len(km.Headers)), Delivery: 1}
 	for _, h := range km.Headers {
 		m.Headers[h.Key] = string(h.Value)
 	}
@@ -209,27 +212,15 @@ func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer,
 	}
 	log := c.log.With("event_id", m.ID, "position", position)
 	if km.HighWaterMark > 0 {
-		c.obs.setLag(c.cfg.GroupID, km.Topic, strconv.Itoa(km.Partition), km.HighWaterMark-km.Offset-1)
+		c.p.obs.setLag(c.cfg.GroupID, km.Topic, strconv.Itoa(km.Partition), km.HighWaterMark-km.Offset-1)
 	}
-	for attempt := 1; ; attempt++ {
-		m.Attempt = attempt
-		err := handle(ctx, c.h, c.cfg.Propagator, c.obs, "kafka", km.Topic, c.cfg.GroupID, c.cfg.HandleTimeout, m)
-		if err == nil {
-			c.obs.outcome(c.cfg.GroupID, km.Topic, "ok")
-			break
-		}
-		if attempt >= c.cfg.Retry.MaxAttempts {
-			c.obs.outcome(c.cfg.GroupID, km.Topic, "dead_lettered")
-			log.ErrorContext(ctx, "dead-lettering message", "attempts", attempt, "err", err)
-			if !c.deadLetter(ctx, dlq, km, m, err, attempt, position) {
-				return false
-			}
-			break
-		}
-		c.obs.outcome(c.cfg.GroupID, km.Topic, "retry")
-		wait := c.cfg.Retry.backoff(attempt)
-		log.WarnContext(ctx, "handler failed", "attempt", attempt, "retry_in", wait, "err", err)
-		if !sleep(ctx, wait) {
+	v, ok := c.p.settle(ctx, m, km.Topic, log, nil, 0)
+	if !ok {
+		return false
+	}
+	if v.err != nil {
+		log.ErrorContext(ctx, "dead-lettering message", "cause", v.cause, "attempts", v.attempts, "err", v.err)
+		if !c.deadLetter(ctx, dlq, km, m, v, position) {
 			return false
 		}
 	}
@@ -242,8 +233,10 @@ func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer,
 	return true
 }
 
-func (c *Kafka) deadLetter(ctx context.Context, w *kafka.Writer, km kafka.Message, m Message, reason error, attempts int, position string) bool {
-	headers := deadLetterHeaders(m, reason, attempts, position)
+// deadLetter writes the message to its dead-letter topic, retrying until it is written (the message
+// is not committed before) or ctx ends.
+func (c *Kafka) deadLetter(ctx context.Context, w *kafka.Writer, km kafka.Message, m Message, v verdict, position string) bool {
+	headers := deadLetterHeaders(m, c.cfg.GroupID, v, position)
 	out := kafka.Message{Topic: DeadLetterTopic(km.Topic), Key: km.Key, Value: km.Value}
 	for k, v := range headers {
 		out.Headers = append(out.Headers, kafka.Header{Key: k, Value: []byte(v)})
@@ -253,6 +246,7 @@ func (c *Kafka) deadLetter(ctx context.Context, w *kafka.Writer, km kafka.Messag
 		err := w.WriteMessages(wctx, out)
 		cancel()
 		if err == nil {
+			c.p.obs.deadLetter(c.cfg.GroupID, km.Topic, v.cause)
 			return true
 		}
 		wait := c.cfg.Retry.backoff(try)

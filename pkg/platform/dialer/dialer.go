@@ -1,7 +1,20 @@
 // Package dialer builds client connections the way every shopmesh service needs them: load balancing,
-// health checking and retries declared in gRPC service config (never hand-written loops), a circuit
-// breaker per target above the retry layer, a default deadline for calls that carry none, and keepalive
-// settings the servers accept.
+// health checking and retries declared in gRPC service config (never hand-written loops), per-address
+// outlier ejection (package outlier), a circuit breaker per target above the retry layer, a default
+// deadline for calls that carry none, and keepalive settings the servers accept.
+//
+// Retry only what is safe. The service config retries a method only when repeating it cannot do harm:
+//
+//   - its proto declares `option idempotency_level = NO_SIDE_EFFECTS` (reads, watch streams) or
+//     `IDEMPOTENT` (a repeat with the same request, e.g. the same order id or idempotency key, returns the
+//     first outcome instead of doing the work again); the levels are read from the file descriptors the
+//     generated code registered (protoregistry.GlobalFiles, or Target.Files);
+//   - or the Target lists it in Idempotent (for services whose protos we do not own).
+//
+// Every other method gets no retry policy: an UNAVAILABLE from a replica that died after committing
+// must not be repeated on another replica. grpc-go's transparent retries still happen for those methods,
+// which is safe: they cover attempts that never reached a server's handler (REFUSED_STREAM, GOAWAY before
+// the stream was processed). A stream is retried only before its response headers arrive (gRFC A6).
 package dialer
 
 import (
@@ -10,6 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +36,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/deadline"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 )
 
@@ -44,8 +63,8 @@ type RetryPolicy struct {
 	InitialBackoff    time.Duration
 	MaxBackoff        time.Duration
 	BackoffMultiplier float64
-	// Codes are retried for every method; by default only UNAVAILABLE, which is safe because the server
-	// never started the work (or told us it did not).
+	// Codes are retried for the methods that are safe to repeat (see the package comment); by default
+	// only UNAVAILABLE.
 	Codes []string
 	// ThrottleMaxTokens and ThrottleTokenRatio configure retryThrottling: each failure costs a token, each
 	// success gives back ThrottleTokenRatio, and retries stop while tokens <= max/2. 0 disables throttling.
@@ -103,10 +122,15 @@ type Target struct {
 	HealthCheck   bool
 	HealthService string
 	Retry         RetryPolicy
-	// Idempotent lists methods ("/pkg.Service/Method" or "/pkg.Service/*") that may also retry
-	// IdempotentCodes, because repeating them is harmless.
+	// Idempotent lists methods ("/pkg.Service/Method" or "/pkg.Service/*") that are safe to repeat
+	// although their protos declare no idempotency_level; they retry Retry.Codes and IdempotentCodes.
 	Idempotent      []string
 	IdempotentCodes []string
+	// Files holds the descriptors whose idempotency_level options decide which methods are retried;
+	// nil is protoregistry.GlobalFiles, where generated code registers itself.
+	Files *protoregistry.Files
+	// Outlier ejects slow or failing addresses (round_robin and least_request only).
+	Outlier outlier.Config
 }
 
 // Validate names the fields that are wrong.
@@ -127,6 +151,9 @@ func (t Target) Validate() error {
 	}
 	if err := validCodes(t.IdempotentCodes); err != nil {
 		errs = append(errs, fmt.Errorf("idempotent_codes: %w", err))
+	}
+	if err := t.Outlier.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("outlier: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -182,14 +209,20 @@ func ServiceConfig(t Target) (string, error) {
 		return "", err
 	}
 	var sc jsonServiceConfig
+	var lb map[string]any
 	switch t.LB {
 	case PickFirst:
-		sc.LoadBalancingConfig = []map[string]any{{"pick_first": map[string]any{}}}
+		lb = map[string]any{"pick_first": map[string]any{}}
 	case LeastRequest:
-		sc.LoadBalancingConfig = []map[string]any{{"least_request_experimental": map[string]any{"choiceCount": 2}}}
+		lb = map[string]any{"least_request_experimental": map[string]any{"choiceCount": 2}}
 	default:
-		sc.LoadBalancingConfig = []map[string]any{{"round_robin": map[string]any{}}}
+		lb = map[string]any{"round_robin": map[string]any{}}
 	}
+	if t.Outlier.Enabled && t.LB != PickFirst {
+		outlier.Register()
+		lb = t.Outlier.LBConfig(lb)
+	}
+	sc.LoadBalancingConfig = []map[string]any{lb}
 	if t.HealthCheck {
 		sc.HealthCheckConfig = &struct {
 			ServiceName string `json:"serviceName"`
@@ -212,14 +245,29 @@ func ServiceConfig(t Target) (string, error) {
 				RetryableStatusCodes: upper(codes),
 			}
 		}
-		// The empty name is the default for every method of every service on this channel.
-		sc.MethodConfig = append(sc.MethodConfig, jsonMethodConfig{Name: []jsonName{{}}, RetryPolicy: policy(r.Codes)})
-		if len(t.Idempotent) > 0 && len(t.IdempotentCodes) > 0 {
+		// No default entry (the empty name): a method nobody declared safe is not retried.
+		listed := map[string]bool{} // "svc/" for a whole service, "svc/method"
+		if len(t.Idempotent) > 0 {
 			mc := jsonMethodConfig{RetryPolicy: policy(union(r.Codes, t.IdempotentCodes))}
 			for _, m := range t.Idempotent {
 				svc, method, _ := splitMethod(m)
+				if listed[svc+"/"+method] {
+					continue // grpc refuses a name twice
+				}
+				listed[svc+"/"+method] = true
 				mc.Name = append(mc.Name, jsonName{Service: svc, Method: method})
 			}
+			sc.MethodConfig = append(sc.MethodConfig, mc)
+		}
+		mc := jsonMethodConfig{RetryPolicy: policy(r.Codes)}
+		for _, m := range RetryableMethods(t.Files) {
+			svc, method, _ := splitMethod(m)
+			if listed[svc+"/"] || listed[svc+"/"+method] {
+				continue
+			}
+			mc.Name = append(mc.Name, jsonName{Service: svc, Method: method})
+		}
+		if len(mc.Name) > 0 {
 			sc.MethodConfig = append(sc.MethodConfig, mc)
 		}
 	}
@@ -228,6 +276,39 @@ func ServiceConfig(t Target) (string, error) {
 		return "", fmt.Errorf("service config: %w", err)
 	}
 	return string(b), nil
+}
+
+// RetryableMethods lists ("/pkg.Service/Method", sorted) the methods of files (nil: GlobalFiles) whose
+// idempotency_level is NO_SIDE_EFFECTS or IDEMPOTENT: those the service config retries.
+func RetryableMethods(files *protoregistry.Files) []string {
+	if files == nil {
+		files = protoregistry.GlobalFiles
+	}
+	var out []string
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		svcs := fd.Services()
+		for i := range svcs.Len() {
+			sd := svcs.Get(i)
+			ms := sd.Methods()
+			for j := range ms.Len() {
+				if IdempotencyLevel(ms.Get(j)) != descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN {
+					out = append(out, "/"+string(sd.FullName())+"/"+string(ms.Get(j).Name()))
+				}
+			}
+		}
+		return true
+	})
+	slices.Sort(out)
+	return out
+}
+
+// IdempotencyLevel returns the method's declared idempotency_level (IDEMPOTENCY_UNKNOWN when absent).
+func IdempotencyLevel(md protoreflect.MethodDescriptor) descriptorpb.MethodOptions_IdempotencyLevel {
+	opts, ok := md.Options().(*descriptorpb.MethodOptions)
+	if !ok || opts == nil {
+		return descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN
+	}
+	return opts.GetIdempotencyLevel()
 }
 
 func upper(ss []string) []string {
@@ -270,7 +351,10 @@ type Options struct {
 	Keepalive             Keepalive
 	MaxRecvMsgSize        int
 	Breaker               *breaker.Breaker // nil: no breaker
-	StatsHandlers         []stats.Handler
+	// OnOutlier (may be nil) hears of every address ejected or returned; it runs under the balancer's
+	// lock, so keep it to a log line.
+	OnOutlier     func(outlier.Event)
+	StatsHandlers []stats.Handler
 	// Unary and Stream interceptors run inside the deadline and the breaker (tracing, metrics, auth).
 	Unary  []grpc.UnaryClientInterceptor
 	Stream []grpc.StreamClientInterceptor
@@ -288,10 +372,28 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	}
 	unary := []grpc.UnaryClientInterceptor{deadline.UnaryClientInterceptor(o.DefaultDeadline)}
 	stream := []grpc.StreamClientInterceptor{deadline.StreamClientInterceptor(o.StreamDefaultDeadline)}
-	if o.Breaker != nil {
-		// One interceptor for both unary stages: grpc allocates a closure per chained interceptor per call.
-		unary[0] = guardUnary(o.DefaultDeadline, o.Breaker)
+	if o.Target.Outlier.Enabled && o.Target.LB != PickFirst {
+		// Streams count for failures only: their attempt lasts as long as the stream.
+		stream = append(stream, markStream)
+		if o.Resolver != nil {
+			link := outlier.NewLink(o.OnOutlier)
+			o.Resolver = linkedBuilder{Builder: o.Resolver, link: link}
+			if o.Breaker != nil {
+				o.Breaker.HoldWhile(link.Healthy)
+			}
+		}
+	}
+	var retried func(string) bool // retries of these calls avoid the address that failed them
+	if o.Target.Outlier.Enabled && o.Target.LB != PickFirst && o.Target.Retry.MaxAttempts > 1 {
+		retried = o.Target.retried()
+	}
+	switch {
+	case o.Breaker != nil:
+		// One interceptor for the unary stages: grpc allocates a closure per chained interceptor per call.
+		unary[0] = guardUnary(o.DefaultDeadline, o.Breaker, retried)
 		stream = append(stream, breaker.StreamClientInterceptor(o.Breaker))
+	case retried != nil:
+		unary = append(unary, retryElsewhere(retried))
 	}
 	unary = append(unary, o.Unary...)
 	stream = append(stream, o.Stream...)
@@ -323,18 +425,81 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	return append(opts, o.Extra...), nil
 }
 
-// guardUnary is deadline.UnaryClientInterceptor(d) followed by breaker.UnaryClientInterceptor(b), in one
-// function.
-func guardUnary(d time.Duration, b *breaker.Breaker) grpc.UnaryClientInterceptor {
+// guardUnary is deadline.UnaryClientInterceptor(d) followed by breaker.UnaryClientInterceptor(b) and,
+// when retried is set, retryElsewhere(retried), in one function.
+func guardUnary(d time.Duration, b *breaker.Breaker, retried func(string) bool) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		ctx, cancel := deadline.WithDefault(ctx, d)
 		defer cancel()
+		if retried != nil && retried(method) {
+			ctx = outlier.RetryElsewhere(ctx)
+		}
 		return b.Invoke(ctx, method, req, reply, cc, invoker, opts...)
 	}
 }
 
-// Dial creates a (lazily connecting) client for target with the options of o.
+// retried returns whether the service config retries a method ("/pkg.Service/Method").
+func (t Target) retried() func(string) bool {
+	set := map[string]bool{}
+	for _, m := range RetryableMethods(t.Files) {
+		set[m] = true
+	}
+	for _, m := range t.Idempotent {
+		if svc, method, err := splitMethod(m); err == nil {
+			set["/"+svc+"/"+method] = true // "/svc/" for a whole service
+		}
+	}
+	return func(m string) bool {
+		if set[m] {
+			return true
+		}
+		i := strings.LastIndexByte(m, '/')
+		return i > 0 && set[m[:i+1]]
+	}
+}
+
+// retryElsewhere lets the retries of a retried unary call avoid the address that just failed it.
+func retryElsewhere(retried func(string) bool) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if retried(method) {
+			ctx = outlier.RetryElsewhere(ctx)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+func markStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(outlier.MarkStream(ctx), desc, cc, method, opts...)
+}
+
+// linkedBuilder hands the outlier Link to the balancer in the resolver state's attributes.
+type linkedBuilder struct {
+	resolver.Builder
+	link *outlier.Link
+}
+
+func (b linkedBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
+	return b.Builder.Build(t, linkedCC{ClientConn: cc, link: b.link}, o)
+}
+
+type linkedCC struct {
+	resolver.ClientConn
+	link *outlier.Link
+}
+
+func (c linkedCC) UpdateState(s resolver.State) error {
+	return c.ClientConn.UpdateState(c.link.Attach(s))
+}
+
+// Dial creates a (lazily connecting) client for target with the options of o. With outlier ejection on
+// and no o.Resolver, the resolver grpc registered for target's scheme (dns, passthrough) is used, so that
+// the ejection can be linked to o.Breaker.
 func Dial(target string, o Options) (*grpc.ClientConn, error) {
+	if o.Resolver == nil && o.Target.Outlier.Enabled {
+		if u, err := url.Parse(target); err == nil && u.Scheme != "" {
+			o.Resolver = resolver.Get(u.Scheme)
+		}
+	}
 	opts, err := DialOptions(o)
 	if err != nil {
 		return nil, err

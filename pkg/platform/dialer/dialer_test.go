@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/internal/testserver"
 )
@@ -29,6 +30,10 @@ func retryPolicy(attempts int) dialer.RetryPolicy {
 		BackoffMultiplier: 2, Codes: []string{"UNAVAILABLE"},
 	}
 }
+
+// unaryCall is the echo method, declared safe to repeat by the tests that exercise retries: its proto
+// has no idempotency_level, so without the declaration it is never retried.
+var unaryCall = []string{"/grpc.testing.TestService/UnaryCall"}
 
 func dial(t *testing.T, target string, o dialer.Options) testpb.TestServiceClient {
 	t.Helper()
@@ -57,7 +62,7 @@ func TestRetriesUnavailable(t *testing.T) {
 	t.Parallel()
 	echo, attempts := failing(2, codes.Unavailable)
 	addr := testserver.Start(t, grpc.NewServer(), echo)
-	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(4)}})
+	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(4), Idempotent: unaryCall}})
 	if _, err := client.UnaryCall(t.Context(), &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("call should succeed on the 3rd attempt: %v", err)
 	}
@@ -70,7 +75,7 @@ func TestRetriesStopAtMaxAttempts(t *testing.T) {
 	t.Parallel()
 	echo, attempts := failing(100, codes.Unavailable)
 	addr := testserver.Start(t, grpc.NewServer(), echo)
-	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(3)}})
+	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(3), Idempotent: unaryCall}})
 	if _, err := client.UnaryCall(t.Context(), &testpb.SimpleRequest{}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("code = %v", status.Code(err))
 	}
@@ -86,7 +91,7 @@ func TestNoRetryOnCallerError(t *testing.T) {
 			t.Parallel()
 			echo, attempts := failing(100, code)
 			addr := testserver.Start(t, grpc.NewServer(), echo)
-			client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(5)}})
+			client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(5), Idempotent: unaryCall}})
 			if _, err := client.UnaryCall(t.Context(), &testpb.SimpleRequest{}); status.Code(err) != code {
 				t.Fatalf("code = %v", status.Code(err))
 			}
@@ -121,7 +126,7 @@ func TestRetryThrottlingStopsRetriesWhenFailuresDominate(t *testing.T) {
 	addr := testserver.Start(t, grpc.NewServer(), echo)
 	rp := retryPolicy(5)
 	rp.ThrottleMaxTokens, rp.ThrottleTokenRatio = 10, 0.1
-	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: rp}})
+	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: rp, Idempotent: unaryCall}})
 
 	// Each failed attempt costs a token; retries stop once tokens <= 5. The first call uses 5 attempts
 	// (10→5 tokens); from then on every call gets exactly one attempt.
@@ -149,7 +154,7 @@ func TestServerPushbackStopsRetry(t *testing.T) {
 		return nil, status.Error(codes.Unavailable, "overloaded, do not retry")
 	}}
 	addr := testserver.Start(t, grpc.NewServer(), echo)
-	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(5)}})
+	client := dial(t, "passthrough:///"+addr, dialer.Options{Target: dialer.Target{Retry: retryPolicy(5), Idempotent: unaryCall}})
 	_, _ = client.UnaryCall(t.Context(), &testpb.SimpleRequest{})
 	if got := attempts.Load(); got != 1 {
 		t.Errorf("attempts = %d, want 1: pushback must stop retries", got)
@@ -164,10 +169,16 @@ type backend struct {
 
 func startBackends(t *testing.T, n int) []*backend {
 	t.Helper()
+	return startBackendsWith(t, make([]func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error), n))
+}
+
+// startBackendsWith starts one backend per handler (nil: the echo).
+func startBackendsWith(t *testing.T, handlers []func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error)) []*backend {
+	t.Helper()
 	var out []*backend
-	for range n {
+	for _, h := range handlers {
 		srv := grpc.NewServer()
-		b := &backend{echo: &testserver.Echo{}, health: health.NewServer()}
+		b := &backend{echo: &testserver.Echo{Unary: h}, health: health.NewServer()}
 		healthgrpc.RegisterHealthServer(srv, b.health)
 		b.addr = testserver.Start(t, srv, b.echo)
 		out = append(out, b)
@@ -245,7 +256,8 @@ func TestPickFirstAndLeastRequest(t *testing.T) {
 	if c := counts(t, pf, bs, 20); !(c[0] == 20 && c[1] == 0) {
 		t.Errorf("pick_first spread = %v, want all on the first", c)
 	}
-	lr := dial(t, target, dialer.Options{Target: dialer.Target{LB: dialer.LeastRequest, HealthCheck: true, Retry: retryPolicy(1)}, Resolver: builder})
+	// With outlier ejection wrapping it, as the platform dials.
+	lr := dial(t, target, dialer.Options{Target: dialer.Target{LB: dialer.LeastRequest, HealthCheck: true, Retry: retryPolicy(1), Outlier: testOutlier()}, Resolver: builder})
 	eventually(t, "least_request uses both", func() bool {
 		c := counts(t, lr, bs, 20)
 		return c[0] > 0 && c[1] > 0
@@ -272,15 +284,16 @@ func TestServiceConfigJSON(t *testing.T) {
 		`"loadBalancingConfig":[{"round_robin":{}}]`,
 		`"healthCheckConfig":{"serviceName":"shopmesh.inventory.v1.InventoryService"}`,
 		`"retryThrottling":{"maxTokens":10,"tokenRatio":0.1}`,
-		`"name":[{}]`,
 		`"initialBackoff":"0.05s"`,
-		`"retryableStatusCodes":["UNAVAILABLE"]`,
 		`"name":[{"service":"shopmesh.inventory.v1.InventoryService","method":"GetStock"}]`,
 		`"retryableStatusCodes":["UNAVAILABLE","DEADLINE_EXCEEDED"]`,
 	} {
 		if !strings.Contains(sc, want) {
 			t.Errorf("service config lacks %s:\n%s", want, sc)
 		}
+	}
+	if strings.Contains(sc, `"name":[{}]`) {
+		t.Errorf("service config has a default retry policy for every method:\n%s", sc)
 	}
 	// grpc itself must accept it.
 	conn, err := grpc.NewClient("passthrough:///x", grpc.WithDefaultServiceConfig(sc), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -299,6 +312,8 @@ func TestTargetValidation(t *testing.T) {
 		"idempotent":           {Retry: retryPolicy(1), Idempotent: []string{"GetStock"}},
 		"initial_backoff":      {Retry: dialer.RetryPolicy{MaxAttempts: 2, BackoffMultiplier: 1, Codes: []string{"UNAVAILABLE"}}},
 		"throttle_token_ratio": {Retry: dialer.RetryPolicy{MaxAttempts: 1, ThrottleMaxTokens: 10}},
+		"max_ejection_percent": {Retry: retryPolicy(1), Outlier: func() outlier.Config { c := outlier.Default(); c.MaxEjectionPercent = 0; return c }()},
+		"failure_ratio, consecutive_failures or latency_factor": {Retry: retryPolicy(1), Outlier: outlier.Config{Enabled: true, Interval: 1, MinRequests: 1, BaseEjection: 1, MaxEjection: 1, MaxEjectionPercent: 50}},
 	}
 	for field, target := range cases {
 		err := target.Validate()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -81,4 +82,95 @@ func Purge(ctx context.Context, db *sql.DB, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("inbox purge: %w", err)
 	}
 	return n, nil
+}
+
+// PurgeBatch deletes at most limit records older than before, oldest first, and returns how many it
+// deleted: a purge in bounded batches holds no long lock and writes no huge transaction.
+func PurgeBatch(ctx context.Context, db *sql.DB, before time.Time, limit int) (int64, error) {
+	d, err := sqldb.DialectOf(db)
+	if err != nil {
+		return 0, err
+	}
+	res, err := db.ExecContext(ctx, d.Rebind(`DELETE FROM inbox WHERE (consumer, event_id) IN (
+		SELECT consumer, event_id FROM inbox WHERE processed_at < ? ORDER BY processed_at LIMIT ?)`), before.UTC(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("inbox purge: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("inbox purge: %w", err)
+	}
+	return n, nil
+}
+
+// PurgerConfig configures RunPurger; the zero value gets the defaults.
+type PurgerConfig struct {
+	// Retention is how long a record is kept (default 7 days). It must exceed any redelivery: the
+	// broker's retention of the consumed topics and any dead-letter replay, or a replayed event would
+	// be applied again.
+	Retention time.Duration
+	// Interval is the time between purges (default 1 h).
+	Interval time.Duration
+	// BatchSize bounds one DELETE (default 1000).
+	BatchSize int
+	// Timeout bounds one batch (default 30 s).
+	Timeout time.Duration
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+func (c PurgerConfig) withDefaults() PurgerConfig {
+	if c.Retention <= 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.Interval <= 0 {
+		c.Interval = time.Hour
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// RunPurger deletes the records older than cfg.Retention now and then every cfg.Interval, in batches,
+// until ctx ends; then it returns nil. A failed purge is logged and tried again at the next interval.
+// Several instances of a service may run it at once: deleting is idempotent.
+func RunPurger(ctx context.Context, db *sql.DB, cfg PurgerConfig, log *slog.Logger) error {
+	cfg = cfg.withDefaults()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		before := cfg.Now().Add(-cfg.Retention)
+		var total int64
+		for ctx.Err() == nil {
+			bctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+			n, err := PurgeBatch(bctx, db, before, cfg.BatchSize)
+			cancel()
+			total += n
+			if err != nil {
+				if ctx.Err() == nil {
+					log.WarnContext(ctx, "inbox purge", "deleted", total, "err", err)
+				}
+				break
+			}
+			if n < int64(cfg.BatchSize) {
+				if total > 0 {
+					log.InfoContext(ctx, "inbox purged", "deleted", total, "older_than", before)
+				}
+				break
+			}
+		}
+		t.Reset(cfg.Interval)
+	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -134,4 +137,83 @@ func TestProcessConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The purger deletes, in batches, exactly the records older than the retention, for every consumer,
+// and keeps the recent ones: a redelivery of a kept event is still refused.
+func TestPurger(t *testing.T) {
+	t.Parallel()
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db := setup(t, b.DSN(t))
+			d, _ := sqldb.DialectOf(db)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			now := time.Now().UTC()
+			const old, recent = 25, 5
+			ins := d.Rebind("INSERT INTO inbox (consumer, event_id, processed_at) VALUES (?, ?, ?)")
+			for i := range old + recent {
+				at := now.Add(-8 * 24 * time.Hour).Add(time.Duration(i) * time.Minute) // 8 days ago
+				if i >= old {
+					at = now.Add(-time.Duration(i) * time.Minute) // within the retention
+				}
+				if _, err := db.ExecContext(ctx, ins, fmt.Sprint("c", i%2), fmt.Sprint("e", i), at); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() {
+				done <- inbox.RunPurger(pctx, db, inbox.PurgerConfig{BatchSize: 4, Interval: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			}()
+			left := func() int {
+				var n int
+				if err := db.QueryRowContext(ctx, "SELECT count(*) FROM inbox").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			for left() > recent && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			var oldest time.Time
+			if err := db.QueryRowContext(ctx, "SELECT min(processed_at) FROM inbox").Scan(&sqlTime{&oldest}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d records left, oldest %v ago", left(), now.Sub(oldest).Round(time.Minute))
+			if left() != recent || now.Sub(oldest) > 7*24*time.Hour {
+				t.Fatalf("%d records left (oldest %v), want the %d recent ones", left(), oldest, recent)
+			}
+			if err := inbox.Process(ctx, db, fmt.Sprint("c", (old+1)%2), fmt.Sprint("e", old+1), func(*sql.Tx) error { return nil }); !errors.Is(err, inbox.ErrAlreadyProcessed) {
+				t.Fatalf("kept record: %v, want ErrAlreadyProcessed", err)
+			}
+			if err := inbox.Process(ctx, db, "c1", "e1", func(*sql.Tx) error { return nil }); err != nil {
+				t.Fatalf("purged record: %v, want it processed anew", err)
+			}
+		})
+	}
+}
+
+// sqlTime scans a timestamp that SQLite may return as text.
+type sqlTime struct{ t *time.Time }
+
+func (s *sqlTime) Scan(v any) error {
+	switch x := v.(type) {
+	case time.Time:
+		*s.t = x
+		return nil
+	case string:
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999-07:00", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05"} {
+			if t, err := time.Parse(layout, x); err == nil {
+				*s.t = t
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("timestamp %T %v", v, v)
 }

@@ -13,8 +13,14 @@ import (
 // Kafka publishes to Kafka with every replica's acknowledgement and keys hashed to partitions, so the
 // events of one aggregate stay in one partition, in order.
 type Kafka struct {
-	w *kafka.Writer
+	w        *kafka.Writer
+	maxBytes int
 }
+
+// MaxKafkaMessageBytes is the largest message (key, value and headers) NewKafka's publisher sends: the
+// broker's default message.max.bytes (1 MiB + 12). A larger one is refused as Permanent, so the relay
+// parks it instead of retrying it for ever.
+const MaxKafkaMessageBytes = 1048588
 
 // NewKafka returns a publisher to the brokers ("host:port"). Topics must exist (EnsureTopics): auto
 // creation would give them the broker's default partition count.
@@ -30,24 +36,83 @@ func NewKafka(brokers []string) *Kafka {
 		MaxAttempts:  3,
 		ReadTimeout:  10 * time.Second,
 		WriteTimeout: 10 * time.Second,
-	}}
+		// Above any message Publish lets through, so the writer never refuses a whole batch for one.
+		BatchBytes: MaxKafkaMessageBytes + 64<<10,
+	}, maxBytes: MaxKafkaMessageBytes}
 }
 
-// Publish writes msgs and returns once all are acknowledged.
+// Publish writes msgs and returns once all are acknowledged. A failure is a *PublishError naming the
+// first message not acknowledged: Permanent when the message itself is refused (larger than
+// MaxKafkaMessageBytes, invalid topic, invalid record), Transient when the cluster is the cause
+// (unreachable, timeouts, no leader, authorization), Retryable otherwise.
 func (k *Kafka) Publish(ctx context.Context, msgs []Message) error {
 	km := make([]kafka.Message, len(msgs))
+	tooLarge := -1
 	for i, m := range msgs {
 		headers := make([]kafka.Header, 0, len(m.Headers)+1)
 		headers = append(headers, kafka.Header{Key: HeaderEventID, Value: []byte(m.ID)})
+		size := len(m.Key) + len(m.Payload) + len(HeaderEventID) + len(m.ID)
 		for k, v := range m.Headers {
 			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
+			size += len(k) + len(v)
 		}
 		km[i] = kafka.Message{Topic: m.Topic, Key: []byte(m.Key), Value: m.Payload, Headers: headers, Time: m.CreatedAt}
+		if tooLarge < 0 && size > k.maxBytes {
+			tooLarge = i
+		}
 	}
-	if err := k.w.WriteMessages(ctx, km...); err != nil {
-		return fmt.Errorf("kafka write: %w", err)
+	if tooLarge >= 0 {
+		// Send what comes before it; the relay parks it and holds back its key's later events.
+		km = km[:tooLarge]
+	}
+	if len(km) > 0 {
+		if err := k.w.WriteMessages(ctx, km...); err != nil {
+			return kafkaError(err)
+		}
+	}
+	if tooLarge >= 0 {
+		return &PublishError{Index: tooLarge, Kind: Permanent, Err: fmt.Errorf("kafka message of %s over %d bytes: %w",
+			msgs[tooLarge].ID, k.maxBytes, kafka.MessageSizeTooLarge)}
 	}
 	return nil
+}
+
+// kafkaError turns a writer error into a *PublishError at the first message that failed.
+func kafkaError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for i, e := range we {
+			if e != nil {
+				return &PublishError{Index: i, Kind: kafkaKind(e), Err: fmt.Errorf("kafka write: %w", e)}
+			}
+		}
+	}
+	var mtl kafka.MessageTooLargeError
+	if errors.As(err, &mtl) {
+		// Not expected (BatchBytes is above maxBytes); the writer sent nothing and does not say which.
+		return &PublishError{Index: 0, Kind: Retryable, Err: fmt.Errorf("kafka write: %w", err)}
+	}
+	return &PublishError{Index: 0, Kind: kafkaKind(err), Err: fmt.Errorf("kafka write: %w", err)}
+}
+
+// kafkaKind classifies a Kafka error for the relay.
+func kafkaKind(err error) ErrorKind {
+	var ke kafka.Error
+	if !errors.As(err, &ke) {
+		return Transient // network, timeouts, a closed writer: the cluster, not the message
+	}
+	switch ke {
+	case kafka.MessageSizeTooLarge, kafka.InvalidTopic, kafka.RecordListTooLarge, kafka.InvalidRecord,
+		kafka.InvalidMessageSize, kafka.InvalidTimestamp:
+		return Permanent
+	case kafka.TopicAuthorizationFailed, kafka.ClusterAuthorizationFailed, kafka.SASLAuthenticationFailed,
+		kafka.BrokerNotAvailable, kafka.ReplicaNotAvailable:
+		return Transient
+	}
+	if ke.Temporary() || ke.Timeout() {
+		return Transient
+	}
+	return Retryable
 }
 
 // Close flushes and closes the writer.

@@ -1,34 +1,63 @@
 // Package outbox publishes domain events exactly when the state change that caused them commits: the
-// event is written as a row in the caller's transaction (Enqueue) and a Relay later publishes pending
-// rows to Kafka and/or JetStream and marks them sent. Delivery is at least once — a relay that dies
-// between publishing and marking re-sends the batch — so consumers de-duplicate by event id (inbox).
+// event is written as a row in the caller's transaction (Enqueue) and a Relay later delivers pending
+// rows to its destinations — Kafka and/or JetStream — and marks them. Delivery is at least once — a
+// relay that dies between publishing and marking re-sends the batch — so consumers de-duplicate by
+// event id (inbox).
 //
-// # Claiming on PostgreSQL: a status column and FOR UPDATE SKIP LOCKED
+// # One row per event, one lane per destination
 //
-// Rows are pending while sent_at IS NULL. A relay claims the oldest pending rows with
-// SELECT ... ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED inside a transaction it holds while it
-// publishes, then sets sent_at and commits. It was chosen over a cursor (and over watermill's
-// pg_snapshot_xmin cursor) because it needs no offsets table and is correct by construction:
+// A Relay built on a Router (Fanout, or a service's own) gives each Destination a lane: its own claim,
+// batch, backoff, parking and metrics, and its own bit in the row's done and parked columns. Every
+// row goes to every lane; a lane's Route picks the rows it sends (and may rewrite topic or subject),
+// the others count as done for it. A row is complete (sent_at set, deleted after Retention) when all
+// lanes are done. So a NATS outage leaves the Kafka lane delivering — and the reverse — and the lagging
+// lane catches up, in order, when its broker returns. A plain Publisher is one lane, "default".
 //
-//   - Nothing in flight is skipped. seq is taken at INSERT, so a transaction still open keeps a low seq
-//     invisible while later rows commit; a reader that remembers "last seq seen" would step over it for
-//     ever. Here the row simply is not visible yet, stays pending, and the next claim after its commit
-//     picks it up, however late.
-//   - Several relays run at once (one per replica). SKIP LOCKED hands each a disjoint batch, and a relay
-//     that dies leaves its locks to the server, which rolls the transaction back: the rows become pending
-//     again and are re-sent (at least once).
-//   - Per-aggregate order survives concurrent relays: the claim drops any row whose key still has an
-//     earlier pending row it did not claim itself (locked by another relay), so the events of one
-//     aggregate (key) are published in seq order. Writers of one aggregate serialize on its row, so seq
-//     order is their commit order.
+// # Claiming: a status per lane, one relay per lane at a time
 //
-// The cost is a transaction open for one publish (bounded by RelayConfig.PublishTimeout).
+// A lane's pending rows are those with its done and parked bits clear (sent_at IS NULL; a partial index
+// per lane), read in seq order. This needs no offsets table and never skips a row of a transaction
+// still in flight: seq is taken at INSERT, so an open transaction keeps a low seq invisible while later
+// rows commit; a reader that remembered "last seq seen" would step over it for ever. Here the row
+// simply is not visible yet, stays pending, and the next claim after its commit picks it up.
+//
+// On PostgreSQL a lane's batch runs in a transaction holding a transaction-level advisory lock on
+// (schema, lane) — pg_try_advisory_xact_lock — taken before the claim's snapshot: one relay at a time
+// delivers a lane (the others wait a poll interval and try again), so per-key order holds across
+// relays and none re-sends what another just marked; a relay that dies leaves its lock to the server,
+// which rolls its transaction back, and another relay takes the lane over (its rows are re-sent: at
+// least once). The lanes of one relay, and of several, run in parallel. Writers of one aggregate
+// serialize on its row, so seq order is their commit order and a lane publishes each key in order.
+// Lanes mark their rows in seq order (FOR UPDATE in seq order), so two lanes never deadlock. The cost
+// is a transaction open for one publish (bounded by RelayConfig.PublishTimeout); a replica's relay is
+// a standby for the lanes another replica's relay is running. (Before lanes, relays shared one lane
+// through FOR UPDATE SKIP LOCKED row locks; with one row per event and several destinations those
+// locks would make one destination's slow publish hold back the others.)
+//
+// # Poison rows are parked, and their key waits
+//
+// A Publisher reports a failed message with a *PublishError: Permanent (the message can never be
+// sent: too large, invalid topic or subject, undecodable row), Retryable (it may be the message), or
+// Transient (the broker: unreachable, timeouts, no leader — retried with backoff for as long as it
+// takes, never parked). A Permanent row, or a Retryable one that failed RelayConfig.MaxAttempts times
+// (default 20), is parked on that lane: its parked bit is set, outbox_failures keeps the attempts and
+// the last error, an error is logged with the row's seq, event id, destination and error, and
+// shopmesh_outbox_parked_rows{destination} / shopmesh_outbox_parked_total{destination} count it. The
+// later rows of the same key on that lane are not published past it: they wait (counted as pending,
+// so the lag gauges grow too) until the row is unparked, because a consumer applying OrderConfirmed
+// before the OrderCreated it depends on, or a money event out of order, is worse than a delay. Other
+// keys, and the same key on other lanes, go on. Operators list parked rows with ListParked, fix the
+// cause (topic, size limit, subject) and call Unpark(ctx, db, eventIDs...): the row and then its
+// key's waiting rows are delivered in order. Per message acknowledgements mean that a broker-side
+// refusal of one message in an asynchronous JetStream batch can let a later message of its key through
+// before it; the Kafka and JetStream publishers check size and subject before sending so that the
+// common poison rows never get that far.
 //
 // # SQLite
 //
 // SQLite has one writer: a transaction holding an outbox row holds the database's write lock, so no
-// later row can commit before it and seq order is commit order — a held row cannot be overtaken. The
-// relay reads pending rows, publishes outside any transaction (so the service's writes are not blocked
+// later row can commit before it and seq order is commit order — a held row cannot be overtaken. A
+// lane reads pending rows, publishes outside any transaction (so the service's writes are not blocked
 // by the broker) and marks them in a short write. Two relays on one SQLite file both publish the same
 // rows (duplicates, never gaps); run one.
 package outbox

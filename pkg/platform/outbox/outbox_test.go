@@ -183,7 +183,7 @@ func TestRelayRetriesAndMetrics(t *testing.T) {
 				t.Fatalf("Run = %v", err)
 			}
 			n, err := testutil.GatherAndCount(reg)
-			if err != nil || n != 4 {
+			if err != nil || n != 6 { // pending, oldest, parked, published, errors, parks; destination="default"
 				t.Fatalf("metrics = %d, %v", n, err)
 			}
 		})

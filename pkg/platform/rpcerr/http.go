@@ -2,6 +2,7 @@ package rpcerr
 
 import (
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -18,7 +19,19 @@ type HTTPError struct {
 	Message string       `json:"message"`
 	Details []HTTPDetail `json:"details,omitempty"`
 	Status  int          `json:"status"`
+	// RetryAfter is what to send as the Retry-After header (0: none). Every 503 and 429 has one: the
+	// RetryInfo delay the status carries (at least a second, the header's unit), else
+	// DefaultRetryAfter; other statuses only when they carry a RetryInfo.
+	RetryAfter time.Duration `json:"-"`
 }
+
+// DefaultRetryAfter is the wait suggested with a 503 or 429 whose status carries no RetryInfo (e.g.
+// UNAVAILABLE from the transport: no instance is reachable or healthy).
+const DefaultRetryAfter = time.Second
+
+// unavailableMessage replaces the message of an UNAVAILABLE status that no shopmesh code produced (it
+// has no ErrorInfo): those come from the transport and name internal addresses.
+const unavailableMessage = "service unavailable; retry later"
 
 // StatusClientClosedRequest is the non-standard 499 used (as by nginx and grpc-gateway) for CANCELED.
 const StatusClientClosedRequest = 499
@@ -103,7 +116,9 @@ func codeName(code codes.Code) string {
 
 // ToHTTP maps err to the HTTP error body the gateway returns. The body code is the ErrorInfo reason when
 // there is one, else a name derived from the gRPC code. INTERNAL, UNKNOWN and DATA_LOSS (and errors that
-// are not gRPC statuses at all) become a generic 500 so that internal details never reach clients.
+// are not gRPC statuses at all) become a generic 500 so that internal details never reach clients;
+// UNAVAILABLE without an ErrorInfo (the transport's) keeps its 503 with a generic message. RetryAfter is
+// set on every 503 and 429.
 func ToHTTP(err error) HTTPError {
 	st, ok := fromError(err)
 	if !ok {
@@ -111,7 +126,7 @@ func ToHTTP(err error) HTTPError {
 		if code == codes.Unknown {
 			return HTTPError{Code: "INTERNAL", Message: genericMessage, Status: http.StatusInternalServerError}
 		}
-		return HTTPError{Code: codeName(code), Message: code.String(), Status: HTTPStatus(code)}
+		return withRetryAfter(HTTPError{Code: codeName(code), Message: code.String(), Status: HTTPStatus(code)}, err)
 	}
 	code := st.Code()
 	// Codes outside the 17 defined ones (a peer can put any number on the wire) are 500s too.
@@ -121,9 +136,20 @@ func ToHTTP(err error) HTTPError {
 	out := HTTPError{Code: codeName(code), Message: st.Message(), Status: HTTPStatus(code)}
 	if r := Reason(err); r != "" {
 		out.Code = r
+	} else if code == codes.Unavailable {
+		out.Message = unavailableMessage
 	}
 	for _, v := range Violations(err) {
 		out.Details = append(out.Details, HTTPDetail{Field: v.Field, Issue: v.Description})
 	}
-	return out
+	return withRetryAfter(out, err)
+}
+
+func withRetryAfter(h HTTPError, err error) HTTPError {
+	if d, ok := RetryDelay(err); ok {
+		h.RetryAfter = max(d, time.Second)
+	} else if h.Status == http.StatusServiceUnavailable || h.Status == http.StatusTooManyRequests {
+		h.RetryAfter = DefaultRetryAfter
+	}
+	return h
 }

@@ -3,6 +3,7 @@
 package rpcerr
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -69,6 +70,15 @@ func build(code codes.Code, msg string, details ...protoadapt.MessageV1) error {
 		return st.Err()
 	}
 	return withDetails.Err()
+}
+
+// FromContext returns the status for an error caused by a context ending: CANCELED or
+// DEADLINE_EXCEEDED with a fixed message, not err's text (which may name hosts, users and databases).
+func FromContext(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	}
+	return status.Error(codes.Canceled, "canceled")
 }
 
 // Code returns the gRPC code of err: OK for nil, the status code for status errors (also wrapped),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,5 +182,58 @@ func TestIsCallerError(t *testing.T) {
 	}
 	if !rpcerr.IsCallerError(context.Canceled) {
 		t.Error("context.Canceled is the caller's doing")
+	}
+}
+
+// Every 503 and 429 tells the client when to come back: a client seeing a dependency down must get
+// 503 + Retry-After, never a bare 503 (or a 500).
+func TestToHTTPRetryAfter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		want   time.Duration
+	}{
+		{"transport unavailable", status.Error(codes.Unavailable, "connection error: dial tcp 10.0.0.7:50051: connect: connection refused"), 503, rpcerr.DefaultRetryAfter},
+		{"unavailable with RetryInfo", rpcerr.RetryAfter(codes.Unavailable, "PAYMENT_STORE_UNAVAILABLE", "store down", 3*time.Second), 503, 3 * time.Second},
+		{"sub-second RetryInfo", rpcerr.RetryAfter(codes.Unavailable, "X", "x", 200*time.Millisecond), 503, time.Second},
+		{"circuit open without RetryInfo", rpcerr.WithReason(codes.Unavailable, rpcerr.ReasonCircuitOpen, "payment unavailable", nil), 503, rpcerr.DefaultRetryAfter},
+		{"rate limited", rpcerr.RetryAfter(codes.ResourceExhausted, rpcerr.ReasonRateLimited, "slow down", 2500*time.Millisecond), 429, 2500 * time.Millisecond},
+		{"exhausted without RetryInfo", status.Error(codes.ResourceExhausted, "grpc: received message larger than max"), 429, rpcerr.DefaultRetryAfter},
+		{"aborted with RetryInfo", rpcerr.RetryAfter(codes.Aborted, "CONCURRENT_UPDATE", "retry", 2*time.Second), 409, 2 * time.Second},
+		{"not found", status.Error(codes.NotFound, "nope"), 404, 0},
+		{"internal", status.Error(codes.Internal, "boom"), 500, 0},
+		{"deadline", context.DeadlineExceeded, 504, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := rpcerr.ToHTTP(tt.err)
+			if got.Status != tt.status || got.RetryAfter != tt.want {
+				t.Fatalf("ToHTTP(%v) = status %d, RetryAfter %v; want %d, %v", tt.err, got.Status, got.RetryAfter, tt.status, tt.want)
+			}
+		})
+	}
+	// The transport's UNAVAILABLE names internal addresses: the body must not.
+	if got := rpcerr.ToHTTP(tests[0].err); got.Code != "UNAVAILABLE" || got.Message != "service unavailable; retry later" {
+		t.Fatalf("transport UNAVAILABLE body = %+v", got)
+	}
+}
+
+func TestFromContextSaysNothingOfTheCause(t *testing.T) {
+	t.Parallel()
+	cause := "failed to connect to `user=shopmesh database=payment`: 10.0.0.9:5432"
+	for _, tt := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("begin: %s: %w", cause, context.DeadlineExceeded), codes.DeadlineExceeded},
+		{fmt.Errorf("begin: %s: %w", cause, context.Canceled), codes.Canceled},
+	} {
+		got := rpcerr.FromContext(tt.err)
+		if rpcerr.Code(got) != tt.code || strings.Contains(status.Convert(got).Message(), "shopmesh") {
+			t.Errorf("FromContext(%v) = %v", tt.err, got)
+		}
 	}
 }

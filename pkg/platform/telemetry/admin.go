@@ -17,13 +17,20 @@ import (
 type AdminOption func(*adminOptions)
 
 type adminOptions struct {
-	pprof bool
-	ready func() bool
+	pprof  bool
+	ready  func() bool
+	report func() string
 }
 
 // WithReadiness serves /readyz: 200 while ready reports true, 503 otherwise (e.g. the gRPC health
-// status, which turns NOT_SERVING when the server starts draining).
+// status, which turns NOT_SERVING when the server starts draining or a required dependency is down).
 func WithReadiness(ready func() bool) AdminOption { return func(o *adminOptions) { o.ready = ready } }
+
+// WithReadinessReport adds report's text to the body of /readyz?verbose (e.g. one line per dependency
+// and its state), whatever the answer; the status code is still WithReadiness's alone.
+func WithReadinessReport(report func() string) AdminOption {
+	return func(o *adminOptions) { o.report = report }
+}
 
 // WithPprof serves /debug/pprof/. Leave it off on ports reachable from outside.
 func WithPprof() AdminOption { return func(o *adminOptions) { o.pprof = true } }
@@ -51,14 +58,17 @@ func (t *Telemetry) AdminHandler(health func() bool, opts ...AdminOption) http.H
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	if o.ready != nil {
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			body := "ready\n"
 			if !o.ready() {
 				w.WriteHeader(http.StatusServiceUnavailable)
-				_, _ = w.Write([]byte("not ready\n"))
-				return
+				body = "not ready\n"
 			}
-			_, _ = w.Write([]byte("ready\n"))
+			if o.report != nil && r.URL.Query().Has("verbose") {
+				body += o.report()
+			}
+			_, _ = w.Write([]byte(body))
 		})
 	}
 	if o.pprof {

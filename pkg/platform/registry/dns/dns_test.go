@@ -30,10 +30,10 @@ func TestResolvesThroughDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b != nil || target != "dns:///localhost:"+p {
+	if b == nil || b.Scheme() != "dns" || target != "dns:///localhost:"+p {
 		t.Fatalf("target=%q builder=%v", target, b)
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,8 @@ func TestResolvesThroughDNS(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	for _, c := range []dns.Config{{Port: 0}, {Port: 70000}, {Port: 1, Suffix: "a/b"}} {
+	for _, c := range []dns.Config{{Port: 0}, {Port: 70000}, {Port: 1, Suffix: "a/b"}, {Port: 1, Refresh: -1},
+		{Port: 1, MinInterval: -1}, {Port: 1, Server: "8.8.8.8"}} {
 		if _, err := dns.New(c); err == nil {
 			t.Errorf("accepted %+v", c)
 		}

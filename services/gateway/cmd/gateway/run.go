@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
-
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/telemetry"
@@ -48,7 +46,7 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return err
 	}
 	defer p.Close()
-	conns := map[string]healthgrpc.HealthClient{}
+	backends := map[string]httpapi.Backend{}
 	var clients struct {
 		order     orderv1.OrderServiceClient
 		inventory inventoryv1.InventoryServiceClient
@@ -59,7 +57,7 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		if err != nil {
 			return err
 		}
-		conns[name] = healthgrpc.NewHealthClient(conn)
+		backends[name] = conn
 		switch name {
 		case "order":
 			clients.order = orderv1.NewOrderServiceClient(conn)
@@ -74,7 +72,7 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 		return err
 	}
 	api, err := httpapi.New(httpapi.Deps{
-		Orders: clients.order, Inventory: clients.inventory, Payment: clients.payment, Health: conns,
+		Orders: clients.order, Inventory: clients.inventory, Payment: clients.payment, Backends: backends,
 		Tokens: tokens, Logger: logger, Metrics: p.Metrics(), TracerProvider: p.TracerProvider(),
 	}, httpapi.Settings{
 		CallTimeout: cfg.CallTimeout, CreateTimeout: cfg.CreateTimeout, StreamMaxDuration: cfg.StreamMaxDuration,

@@ -311,12 +311,13 @@ type Inventory struct {
 
 	mu       sync.Mutex
 	products map[string]*inventoryv1.Product
-	received int // import lines received so far
+	received int             // import lines received so far
+	imported map[string]bool // import_id + "\x00" + seq of the lines applied
 }
 
 // NewInventory returns a fake with five products SKU-1..SKU-5 (10 units each, 100..500 cents).
 func NewInventory() *Inventory {
-	f := &Inventory{PageSize: 2, products: map[string]*inventoryv1.Product{}}
+	f := &Inventory{PageSize: 2, products: map[string]*inventoryv1.Product{}, imported: map[string]bool{}}
 	for i := 1; i <= 5; i++ {
 		sku := fmt.Sprintf("SKU-%d", i)
 		f.products[sku] = &inventoryv1.Product{Sku: sku, Name: "Product " + sku, PriceCents: int64(i) * 100,
@@ -385,7 +386,8 @@ func (f *Inventory) ListProducts(ctx context.Context, req *inventoryv1.ListProdu
 }
 
 // ImportStock implements inventoryv1.InventoryServiceServer like the real one: each line is validated
-// and applied as it arrives, invalid ones are counted and itemised.
+// and applied as it arrives, at most once per (import_id, seq) (a line applied before is skipped),
+// invalid ones are counted and itemised, and a line without a valid import_id or seq ends the stream.
 func (f *Inventory) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
 	f.enter(stream.Context(), "ImportStock")
 	sum := &inventoryv1.ImportStockResponse{}
@@ -397,20 +399,28 @@ func (f *Inventory) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Im
 		if err != nil {
 			return err
 		}
+		if err := importKey(req); err != nil {
+			return err
+		}
+		sum.ImportId = req.GetImportId()
 		f.mu.Lock()
 		f.received++
 		sum.LinesReceived++
 		reject := func(reason string) {
 			sum.LinesRejected++
-			sum.Errors = append(sum.Errors, &inventoryv1.ImportStockError{Line: sum.LinesReceived, Sku: req.GetSku(), Reason: reason})
+			sum.Errors = append(sum.Errors, &inventoryv1.ImportStockError{Line: sum.LinesReceived, Sku: req.GetSku(), Reason: reason, Seq: req.GetSeq()})
 		}
 		p, known := f.products[req.GetSku()]
+		key := fmt.Sprintf("%s\x00%d", req.GetImportId(), req.GetSeq())
 		switch err := validate.Validate(req); {
 		case err != nil:
 			reject(err.Error())
+		case f.imported[key]:
+			sum.LinesSkipped++
 		case !known && (req.Name == nil || req.PriceCents == nil):
 			reject("new product needs name and price_cents")
 		default:
+			f.imported[key] = true
 			if !known {
 				p = &inventoryv1.Product{Sku: req.GetSku(), Name: req.GetName(), PriceCents: req.GetPriceCents(), Currency: "EUR"}
 				f.products[req.GetSku()] = p
@@ -423,6 +433,20 @@ func (f *Inventory) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Im
 		}
 		f.mu.Unlock()
 	}
+}
+
+// importKey refuses a line whose import_id or seq is invalid, as inventory does, ending the stream.
+func importKey(req *inventoryv1.ImportStockRequest) error {
+	var vs []rpcerr.FieldViolation
+	for _, v := range rpcerr.Violations(validation.ToStatus(validate.Validate(req))) {
+		if v.Field == "import_id" || v.Field == "seq" {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) > 0 {
+		return rpcerr.InvalidArgument(vs...)
+	}
+	return nil
 }
 
 // Payment is a fake payment service holding one EUR account per customer that asked for GetAccount,

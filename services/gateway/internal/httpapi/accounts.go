@@ -1,14 +1,8 @@
 package httpapi
 
 import (
-	"context"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
-	"time"
-
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/gateway/internal/auth"
@@ -61,33 +55,4 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, Health{Status: "ok"})
-}
-
-// readyCheckTimeout bounds each backend's health check.
-const readyCheckTimeout = time.Second
-
-// readyz asks every backend's gRPC health service, over the same connections the API uses.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	backends := map[string]string{}
-	var bad []ErrorDetail
-	names := slices.Sorted(maps.Keys(s.deps.Health))
-	for _, name := range names {
-		hc := s.deps.Health[name]
-		ctx, cancel := context.WithTimeout(r.Context(), readyCheckTimeout)
-		resp, err := hc.Check(ctx, &healthgrpc.HealthCheckRequest{})
-		cancel()
-		st := resp.GetStatus().String()
-		if err != nil {
-			st = "UNREACHABLE"
-		}
-		backends[name] = st
-		if resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
-			bad = append(bad, ErrorDetail{Field: name, Issue: st})
-		}
-	}
-	if len(bad) > 0 {
-		writeError(w, newError(http.StatusServiceUnavailable, codeNotReady, "backends are not serving", bad...))
-		return
-	}
-	writeJSON(w, http.StatusOK, Health{Status: "ok", Backends: backends})
 }

@@ -8,10 +8,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 
 	"github.com/shopmesh/shopmesh/services/gateway/internal/fakes"
 	"github.com/shopmesh/shopmesh/services/gateway/internal/httpapi"
@@ -115,6 +121,60 @@ func TestCreateOrderIsIdempotentPerKey(t *testing.T) {
 	}
 	if calls, created := h.fakes.Order.Calls("CreateOrder"), h.fakes.Order.Created(); calls != 2 || created != 1 {
 		t.Fatalf("CreateOrder calls %d (want 2, same key), orders created %d (want 1)", calls, created)
+	}
+}
+
+// diesAfterCommit is the order service of a replica that dies after its first CreateOrder committed:
+// the order exists, but the caller sees UNAVAILABLE (and the platform retries it).
+type diesAfterCommit struct {
+	*fakes.Order
+	died atomic.Bool
+}
+
+func (d *diesAfterCommit) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRequest) (*orderv1.CreateOrderResponse, error) {
+	resp, err := d.Order.CreateOrder(ctx, req)
+	if err == nil && d.died.CompareAndSwap(false, true) {
+		return nil, status.Error(codes.Unavailable, "connection reset after commit")
+	}
+	return resp, err
+}
+
+// A request without an Idempotency-Key gets one from the gateway: the platform's retry of
+// CreateOrder after the replica died behind the commit finds the order the first attempt placed, so
+// one order exists, and the key comes back in the response header so the client can retry with it.
+func TestCreateOrderWithoutKeyGetsOneTheRetriesReuse(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWithOrder(t, func(o *fakes.Order) orderv1.OrderServiceServer { return &diesAfterCommit{Order: o} })
+	tok := h.token("cust-1")
+	body := `{"items":[{"sku":"SKU-1","quantity":1}]}`
+	r := h.do("POST", "/v1/orders", tok, str(body))
+	if r.status != http.StatusCreated {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	key := r.header.Get("Idempotency-Key")
+	if _, err := uuid.Parse(key); err != nil {
+		t.Fatalf("Idempotency-Key response header %q is not a UUID: %v", key, err)
+	}
+	if calls, created := h.fakes.Order.Calls("CreateOrder"), h.fakes.Order.Created(); calls != 2 || created != 1 {
+		t.Fatalf("CreateOrder calls %d (want 2: the platform retried), orders created %d (want 1)", calls, created)
+	}
+	// The client retries with the key it was given: still the same order.
+	again := h.do("POST", "/v1/orders", tok, str(body), "Idempotency-Key: "+key)
+	if again.status != http.StatusCreated || again.json(t)["id"] != r.json(t)["id"] || again.header.Get("Idempotency-Key") != key {
+		t.Fatalf("retry with the echoed key: %d %s (key %q), first %s", again.status, again.body, again.header.Get("Idempotency-Key"), r.body)
+	}
+	// Another request without a key is another order with another key.
+	other := h.do("POST", "/v1/orders", tok, str(body))
+	if other.status != http.StatusCreated || other.json(t)["id"] == r.json(t)["id"] || other.header.Get("Idempotency-Key") == key {
+		t.Fatalf("a new request reused the order or key: %d %s (key %q)", other.status, other.body, other.header.Get("Idempotency-Key"))
+	}
+	if created := h.fakes.Order.Created(); created != 2 {
+		t.Fatalf("orders created %d, want 2", created)
+	}
+	// A client's own key is used and echoed as sent.
+	mine := h.do("POST", "/v1/orders", tok, str(body), "Idempotency-Key: my-key-1")
+	if mine.status != http.StatusCreated || mine.header.Get("Idempotency-Key") != "my-key-1" {
+		t.Fatalf("client key: %d %s (key %q)", mine.status, mine.body, mine.header.Get("Idempotency-Key"))
 	}
 }
 
@@ -523,21 +583,53 @@ func TestHealthReadinessMetrics(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("readyz %d %s", r.status, r.body)
 	}
-	if b := r.json(t)["backends"].(map[string]any); len(b) != 3 || b["payment"] != "SERVING" {
+	if b := r.json(t)["backends"].(map[string]any); len(b) != 3 || b["payment"] == nil {
 		t.Fatalf("backends %v", b)
+	}
+	metrics := h.do("GET", "/metrics", "", nil)
+	if metrics.status != http.StatusOK || !strings.Contains(string(metrics.body), `gateway_http_requests_total{code="200",route="GET /healthz"} 1`) ||
+		!strings.Contains(string(metrics.body), `shopmesh_gateway_backend_up{backend="payment"} 1`) {
+		t.Fatalf("metrics %d:\n%s", metrics.status, metrics.body)
+	}
+}
+
+// Defect 11: one backend down must not take the gateway out of its load balancer (and the catalogue
+// with it). Payment without a healthy instance: the gateway stays ready, the catalogue answers, the
+// account route answers 503 with Retry-After; payment back: the account route answers again.
+func TestBackendDownDegradesItsRoutesOnly(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	tok := h.token("cust-1")
+	if r := h.do("GET", "/v1/accounts/me", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("accounts/me with payment up: %d %s", r.status, r.body)
 	}
 	h.fakes.Health["payment"].SetServingStatus("", grpc_health_v1.HealthCheckResponse_NOT_SERVING)
 	var last reply
-	eventually(t, "readyz to report payment", func() bool {
-		last = h.do("GET", "/readyz", "", nil)
-		return last.status == http.StatusServiceUnavailable
+	eventually(t, "accounts/me to answer BACKEND_UNAVAILABLE", func() bool {
+		last = h.do("GET", "/v1/accounts/me", tok, nil)
+		return last.status == http.StatusServiceUnavailable && strings.Contains(string(last.body), "BACKEND_UNAVAILABLE")
 	})
-	m := wantError(t, last, http.StatusServiceUnavailable, "NOT_READY")
-	if d := m["details"].([]any); len(d) != 1 || d[0].(map[string]any)["field"] != "payment" {
-		t.Fatalf("details %v", d)
+	wantError(t, last, http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE")
+	if ra := last.header.Get("Retry-After"); ra == "" {
+		t.Fatal("503 without Retry-After")
 	}
-	metrics := h.do("GET", "/metrics", "", nil)
-	if metrics.status != http.StatusOK || !strings.Contains(string(metrics.body), `gateway_http_requests_total{code="200",route="GET /healthz"} 1`) {
-		t.Fatalf("metrics %d:\n%s", metrics.status, metrics.body)
+	if r := h.do("GET", "/readyz", "", nil); r.status != http.StatusOK {
+		t.Fatalf("readyz with payment down: %d %s", r.status, r.body)
+	} else if b := r.json(t)["backends"].(map[string]any); b["payment"] != "TRANSIENT_FAILURE" {
+		t.Fatalf("backends %v", b)
 	}
+	if r := h.do("GET", "/v1/products", "", nil); r.status != http.StatusOK {
+		t.Fatalf("products with payment down: %d %s", r.status, r.body)
+	}
+	if r := h.do("GET", "/v1/orders/"+"00000000-0000-4000-8000-000000000000", tok, nil); r.status == http.StatusServiceUnavailable {
+		t.Fatalf("an order route with payment down: %d %s", r.status, r.body)
+	}
+	if m := h.do("GET", "/metrics", "", nil); !strings.Contains(string(m.body), `shopmesh_gateway_backend_up{backend="payment"} 0`) {
+		t.Fatalf("metrics:\n%s", m.body)
+	}
+
+	h.fakes.Health["payment"].SetServingStatus("", grpc_health_v1.HealthCheckResponse_SERVING)
+	eventually(t, "accounts/me to answer again", func() bool {
+		return h.do("GET", "/v1/accounts/me", tok, nil).status == http.StatusOK
+	})
 }

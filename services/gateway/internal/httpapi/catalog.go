@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"time"
+
+	"github.com/google/uuid"
 
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 )
@@ -56,11 +59,38 @@ func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
 // only the first 100 rejections anyway.
 const maxLocalRejects = 100
 
+// importKeyPattern is inventory's rule for import ids, checked here so a bad header is named as such.
+var importKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// importID is the import id of an upload: its Idempotency-Key, or a new random one.
+func importID(r *http.Request) (string, *Error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return uuid.NewString(), nil
+	}
+	if !importKeyPattern.MatchString(key) {
+		e := newError(http.StatusBadRequest, codeValidation, "invalid Idempotency-Key",
+			ErrorDetail{Field: "Idempotency-Key", Issue: "must be 1 to 128 letters, digits or ._:- starting with a letter or digit"})
+		return "", &e
+	}
+	return key, nil
+}
+
 // importStock streams the NDJSON body to ImportStock line by line (nothing is buffered beyond one line),
-// so lines are applied while the upload is still arriving. A line that is not a valid ImportLine is
-// still sent, as an empty message, so inventory rejects it and the line numbers of its summary stay
-// those of the body; its reason is replaced by the parse error here. Empty lines are skipped.
+// so lines are applied while the upload is still arriving. Every line carries the import id (the
+// Idempotency-Key, or one made up here and returned in that header) and its number among the non-empty
+// lines as seq, so inventory applies each line once: an upload repeated with the same key — after a
+// timeout, a dropped connection or a 5xx — adds only the lines that were not applied yet. A line that is
+// not a valid ImportLine is still sent, as a message without content, so inventory rejects it and the
+// line numbers of its summary stay those of the body; its reason is replaced by the parse error here.
+// Empty lines are skipped.
 func (s *Server) importStock(w http.ResponseWriter, r *http.Request) {
+	id, bad := importID(r)
+	if bad != nil {
+		writeError(w, *bad)
+		return
+	}
+	w.Header().Set("Idempotency-Key", id)
 	rc := http.NewResponseController(w)
 	deadline := time.Now().Add(s.set.ImportTimeout)
 	_ = rc.SetReadDeadline(deadline)
@@ -83,6 +113,7 @@ func (s *Server) importStock(w http.ResponseWriter, r *http.Request) {
 		}
 		n++
 		req, reason := parseImportLine(line)
+		req.ImportId, req.Seq = id, n
 		if reason != "" && len(local) < maxLocalRejects {
 			local[n] = reason
 		}
@@ -114,6 +145,7 @@ func (s *Server) importStock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := summaryDTO(resp)
+	sum.ImportID = id // also when the body had no line
 	for i, e := range sum.Errors {
 		if reason, ok := local[e.Line]; ok {
 			sum.Errors[i].Reason = reason

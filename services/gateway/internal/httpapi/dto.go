@@ -72,10 +72,12 @@ type ImportLine struct {
 
 // ImportSummary is the result of a stock import.
 type ImportSummary struct {
+	ImportID      string        `json:"import_id" doc:"The Idempotency-Key the import ran under (made up when the request had none)."`
 	LinesReceived int64         `json:"lines_received" doc:"Non-empty lines read."`
-	LinesApplied  int64         `json:"lines_applied"`
+	LinesApplied  int64         `json:"lines_applied" doc:"Lines this request applied."`
+	LinesSkipped  int64         `json:"lines_skipped" doc:"Lines an earlier request with the same Idempotency-Key had applied; not applied again."`
 	LinesRejected int64         `json:"lines_rejected"`
-	UnitsAdded    int64         `json:"units_added"`
+	UnitsAdded    int64         `json:"units_added" doc:"Units this request added."`
 	Errors        []ImportError `json:"errors" doc:"The first 100 rejections."`
 }
 
@@ -108,7 +110,7 @@ type Token struct {
 // Health is the body of /healthz and a successful /readyz.
 type Health struct {
 	Status   string            `json:"status" enum:"ok"`
-	Backends map[string]string `json:"backends,omitempty" doc:"gRPC health of each backend."`
+	Backends map[string]string `json:"backends,omitempty" doc:"Connection state of each backend: READY, IDLE, CONNECTING or TRANSIENT_FAILURE (no healthy instance: its routes answer 503)."`
 }
 
 // Error is the body of every failed request.
@@ -161,8 +163,9 @@ func accountDTO(a *paymentv1.Account) Account {
 
 func summaryDTO(s *inventoryv1.ImportStockResponse) ImportSummary {
 	out := ImportSummary{
-		LinesReceived: s.GetLinesReceived(), LinesApplied: s.GetLinesApplied(), LinesRejected: s.GetLinesRejected(),
-		UnitsAdded: s.GetUnitsAdded(), Errors: make([]ImportError, 0, len(s.GetErrors())),
+		ImportID: s.GetImportId(), LinesReceived: s.GetLinesReceived(), LinesApplied: s.GetLinesApplied(),
+		LinesSkipped: s.GetLinesSkipped(), LinesRejected: s.GetLinesRejected(), UnitsAdded: s.GetUnitsAdded(),
+		Errors: make([]ImportError, 0, len(s.GetErrors())),
 	}
 	for _, e := range s.GetErrors() {
 		out.Errors = append(out.Errors, ImportError{Line: e.GetLine(), SKU: e.GetSku(), Reason: e.GetReason()})

@@ -47,7 +47,7 @@ func newError(status int, code, msg string, details ...ErrorDetail) Error {
 }
 
 // rpcError turns a backend error into the error body (rpcerr.ToHTTP decides code, status and what may
-// be said), adds Retry-After when the backend sent a RetryInfo, and logs server-side failures.
+// be said) and logs server-side failures.
 func (s *Server) rpcError(r *http.Request, err error) Error {
 	h := rpcerr.ToHTTP(err)
 	out := Error{Code: h.Code, Message: h.Message, Status: h.Status}
@@ -60,9 +60,11 @@ func (s *Server) rpcError(r *http.Request, err error) Error {
 	return out
 }
 
+// writeRPCError writes a backend error. Every 503 and 429 carries Retry-After (the backend's RetryInfo
+// delay, else rpcerr.DefaultRetryAfter), so a client knows a dependency outage is worth waiting out.
 func (s *Server) writeRPCError(w http.ResponseWriter, r *http.Request, err error) {
-	if d, ok := rpcerr.RetryDelay(err); ok {
-		w.Header().Set("Retry-After", retryAfter(d.Seconds()))
+	if wait := rpcerr.ToHTTP(err).RetryAfter; wait > 0 {
+		w.Header().Set("Retry-After", retryAfter(wait.Seconds()))
 	}
 	writeError(w, s.rpcError(r, err))
 }

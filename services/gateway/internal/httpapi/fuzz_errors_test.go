@@ -32,6 +32,7 @@ func FuzzErrorMapping(f *testing.F) {
 	f.Add(uint32(codes.NotFound), "order not found", "ORDER_NOT_FOUND", "", "", int64(0), false)
 	f.Add(uint32(codes.Unavailable), "down", "DEPENDENCY_UNAVAILABLE", "", "", int64(1500), false)
 	f.Add(uint32(codes.ResourceExhausted), "slow down", "RATE_LIMITED", "", "", int64(-5), false)
+	f.Add(uint32(codes.Unavailable), "connection error: dial tcp 10.0.0.7:50051: connect: connection refused", "", "", "", int64(0), false)
 	f.Add(uint32(99), "\xff\xfe", "\x00", "\xff", "", int64(1<<62), false)
 	f.Add(uint32(codes.Unknown), "", "", "", "", int64(0), true)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
@@ -71,7 +72,11 @@ func FuzzErrorMapping(f *testing.F) {
 		if w.Code == http.StatusInternalServerError && body.Message != "internal error" {
 			t.Fatalf("%v: a 500 says %q", err, body.Message)
 		}
-		if ra := w.Header().Get("Retry-After"); ra != "" {
+		ra := w.Header().Get("Retry-After")
+		if (w.Code == http.StatusServiceUnavailable || w.Code == http.StatusTooManyRequests) && ra == "" {
+			t.Fatalf("%v: %d without Retry-After", err, w.Code)
+		}
+		if ra != "" {
 			if n, serr := strconv.Atoi(ra); serr != nil || n < 1 {
 				t.Fatalf("Retry-After %q", ra)
 			}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
@@ -51,7 +51,20 @@ func settings() httpapi.Settings {
 // newHarness serves the API over loopback in front of fake backends reached through platform.Dial.
 func newHarness(t testing.TB, tune func(*httpapi.Settings)) *harness {
 	t.Helper()
+	return harnessOn(t, fakes.Start(t), tune)
+}
+
+// newHarnessWithOrder is newHarness with the order service served through wrap (to script faults
+// around the fake order service).
+func newHarnessWithOrder(t testing.TB, wrap func(*fakes.Order) orderv1.OrderServiceServer) *harness {
+	t.Helper()
 	b := fakes.Start(t)
+	b.Addrs["order"], b.Health["order"] = fakes.Serve(t, func(s *grpc.Server) { orderv1.RegisterOrderServiceServer(s, wrap(b.Order)) })
+	return harnessOn(t, b, nil)
+}
+
+func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings)) *harness {
+	t.Helper()
 	cfg := platformcfg.Default(platformcfg.Test)
 	cfg.Service = "gateway"
 	for name, addr := range b.Addrs {
@@ -63,14 +76,13 @@ func newHarness(t testing.TB, tune func(*httpapi.Settings)) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	health := map[string]healthgrpc.HealthClient{}
-	deps := httpapi.Deps{Logger: logger, Health: health}
+	deps := httpapi.Deps{Logger: logger, Backends: map[string]httpapi.Backend{}}
 	for name := range b.Addrs {
 		conn, err := p.Dial(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		health[name] = healthgrpc.NewHealthClient(conn)
+		deps.Backends[name] = conn
 		switch name {
 		case "order":
 			deps.Orders = orderv1.NewOrderServiceClient(conn)

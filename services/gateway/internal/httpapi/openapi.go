@@ -45,7 +45,7 @@ func buildOpenAPI(routes []route) ([]byte, error) {
 				return
 			}
 			resp := map[string]any{"description": desc, "content": map[string]any{ctJSON: map[string]any{"schema": errRef}}}
-			if status == http.StatusTooManyRequests {
+			if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 				resp["headers"] = map[string]any{"Retry-After": map[string]any{
 					"description": "Seconds to wait before retrying.", "schema": map[string]any{"type": "integer"},
 				}}
@@ -72,6 +72,10 @@ func buildOpenAPI(routes []route) ([]byte, error) {
 		}
 		if rt.limited {
 			errResp(http.StatusTooManyRequests, "RATE_LIMITED.")
+		}
+		if rt.backend != "" {
+			errResp(http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE (the "+rt.backend+" service has no healthy instance) "+
+				"or the service's own UNAVAILABLE reason; retry after Retry-After.")
 		}
 		responses["default"] = map[string]any{"description": "Any other error.", "content": map[string]any{ctJSON: map[string]any{"schema": errRef}}}
 		op["responses"] = responses

@@ -10,19 +10,34 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 )
 
+// headerIdempotencyKey names the request header that makes POST /v1/orders safe to repeat.
+const headerIdempotencyKey = "Idempotency-Key"
+
 // createOrder places an order for the token's customer. The order service runs the saga before it
 // answers, so a cancelled outcome is known here and becomes 409 (stock) or 402 (payment).
+//
+// CreateOrder needs an idempotency key: without one, a retry after an order replica died between its
+// commit and its answer would place a second order. A request without the Idempotency-Key header gets
+// a fresh UUID, which every retry of this call (the platform's, after UNAVAILABLE) reuses; the key used
+// is echoed in the Idempotency-Key response header, on errors too, so the client can retry with it.
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 	claims, _ := claimsFrom(r.Context())
+	key := r.Header.Get(headerIdempotencyKey)
+	if key == "" {
+		key = uuid.NewString()
+	}
+	w.Header().Set(headerIdempotencyKey, key)
 	var req CreateOrderRequest
 	if e := decodeJSON(w, r, s.set.MaxBodyBytes, &req, false); e != nil {
 		writeError(w, *e)
 		return
 	}
-	in := &orderv1.CreateOrderRequest{CustomerId: claims.Subject, IdempotencyKey: r.Header.Get("Idempotency-Key")}
+	in := &orderv1.CreateOrderRequest{CustomerId: claims.Subject, IdempotencyKey: key}
 	for _, it := range req.Items {
 		in.Items = append(in.Items, &orderv1.OrderItem{Sku: it.SKU, Quantity: it.Quantity})
 	}

@@ -10,11 +10,14 @@ type route struct {
 	method, path string
 	// muxPath is the ServeMux path when it differs from the documented one (ServeMux cannot match
 	// "{id}:cancel", so that route is served by "/v1/orders/{rest}" and split on ':').
-	muxPath   string
-	id        string
-	summary   string
-	access    access
-	limited   bool
+	muxPath string
+	id      string
+	summary string
+	access  access
+	limited bool
+	// backend names the service the route calls (a key of Deps.Backends): while it has no healthy
+	// instance the route answers 503 BACKEND_UNAVAILABLE at once.
+	backend   string
 	params    []param
 	body      *body
 	responses []response
@@ -61,9 +64,9 @@ func (s *Server) table() []route {
 	orderID := param{name: "id", in: "path", desc: "Order id (lowercase UUID)."}
 	return []route{
 		{
-			method: http.MethodPost, path: "/v1/orders", id: "createOrder", access: customer, limited: true,
+			method: http.MethodPost, path: "/v1/orders", id: "createOrder", access: customer, limited: true, backend: "order",
 			summary: "Place an order for the token's customer (idempotent with Idempotency-Key).",
-			params:  []param{{name: "Idempotency-Key", in: "header", desc: "Repeating a request with the same key returns the original order."}},
+			params:  []param{{name: "Idempotency-Key", in: "header", desc: "Repeating a request with the same key returns the original order. Without it the gateway generates a UUID; the key used is returned in the Idempotency-Key response header."}},
 			body:    &body{contentType: ctJSON, typ: typeOf[CreateOrderRequest]()},
 			responses: []response{
 				{status: http.StatusCreated, desc: "The order (CONFIRMED, or PENDING while the saga still runs).", typ: typeOf[Order]()},
@@ -74,14 +77,14 @@ func (s *Server) table() []route {
 			handler: s.createOrder,
 		},
 		{
-			method: http.MethodGet, path: "/v1/orders/{id}", id: "getOrder", access: customer, limited: true,
+			method: http.MethodGet, path: "/v1/orders/{id}", id: "getOrder", access: customer, limited: true, backend: "order",
 			summary: "Read one of the caller's orders.", params: []param{orderID},
 			responses: []response{{status: http.StatusOK, desc: "The order.", typ: typeOf[Order]()}},
 			handler:   s.getOrder,
 		},
 		{
 			method: http.MethodPost, path: "/v1/orders/{id}:cancel", muxPath: "/v1/orders/{rest}", id: "cancelOrder",
-			access: customer, limited: true, summary: "Cancel a PENDING order of the caller (idempotent).",
+			access: customer, limited: true, backend: "order", summary: "Cancel a PENDING order of the caller (idempotent).",
 			params: []param{orderID},
 			body:   &body{contentType: ctJSON, typ: typeOf[CancelOrderRequest](), optional: true},
 			responses: []response{
@@ -90,7 +93,7 @@ func (s *Server) table() []route {
 			handler: s.orderAction,
 		},
 		{
-			method: http.MethodGet, path: "/v1/orders/{id}/events", id: "watchOrder", access: customer, limited: true,
+			method: http.MethodGet, path: "/v1/orders/{id}/events", id: "watchOrder", access: customer, limited: true, backend: "order",
 			summary: "Server-sent events: one `data:` line with the Order JSON per status change, the current " +
 				"status first; the stream ends after CONFIRMED or CANCELLED.",
 			params: []param{orderID},
@@ -100,29 +103,32 @@ func (s *Server) table() []route {
 			handler: s.watchOrder,
 		},
 		{
-			method: http.MethodGet, path: "/v1/products", id: "listProducts", access: public, limited: true,
+			method: http.MethodGet, path: "/v1/products", id: "listProducts", access: public, limited: true, backend: "inventory",
 			summary:   "The whole catalogue.",
 			responses: []response{{status: http.StatusOK, desc: "Every product, in SKU order.", typ: typeOf[ProductList]()}},
 			handler:   s.listProducts,
 		},
 		{
-			method: http.MethodGet, path: "/v1/products/{sku}", id: "getProduct", access: public, limited: true,
+			method: http.MethodGet, path: "/v1/products/{sku}", id: "getProduct", access: public, limited: true, backend: "inventory",
 			summary:   "One product.",
 			params:    []param{{name: "sku", in: "path", desc: "Product SKU."}},
 			responses: []response{{status: http.StatusOK, desc: "The product.", typ: typeOf[Product]()}},
 			handler:   s.getProduct,
 		},
 		{
-			method: http.MethodPost, path: "/v1/stock:import", id: "importStock", access: admin, limited: true,
-			summary: "Bulk-add stock: one ImportLine JSON object per line, streamed to inventory as it is read.",
-			body:    &body{contentType: ctNDJSON, typ: typeOf[ImportLine]()},
+			method: http.MethodPost, path: "/v1/stock:import", id: "importStock", access: admin, limited: true, backend: "inventory",
+			summary: "Bulk-add stock: one ImportLine JSON object per line, streamed to inventory as it is read (idempotent with Idempotency-Key).",
+			params: []param{{name: "Idempotency-Key", in: "header", desc: "Id of the import (1 to 128 letters, digits or ._:-); " +
+				"repeating the upload with the same key applies only the lines not applied yet. Made up when absent; " +
+				"returned in the Idempotency-Key response header and as import_id."}},
+			body: &body{contentType: ctNDJSON, typ: typeOf[ImportLine]()},
 			responses: []response{
 				{status: http.StatusOK, desc: "What was applied and what was rejected.", typ: typeOf[ImportSummary]()},
 			},
 			handler: s.importStock,
 		},
 		{
-			method: http.MethodGet, path: "/v1/accounts/me", id: "getMyAccount", access: customer, limited: true,
+			method: http.MethodGet, path: "/v1/accounts/me", id: "getMyAccount", access: customer, limited: true, backend: "payment",
 			summary:   "The caller's payment account.",
 			responses: []response{{status: http.StatusOK, desc: "The account.", typ: typeOf[Account]()}},
 			handler:   s.myAccount,
@@ -142,10 +148,11 @@ func (s *Server) table() []route {
 			handler:   s.healthz,
 		},
 		{
-			method: http.MethodGet, path: "/readyz", id: "readyz", summary: "Every backend reports SERVING.",
+			method: http.MethodGet, path: "/readyz", id: "readyz",
+			summary: "The gateway can serve (whatever its backends: a backend without a healthy instance makes its own routes answer 503).",
 			responses: []response{
-				{status: http.StatusOK, desc: "Ready.", typ: typeOf[Health]()},
-				{status: http.StatusServiceUnavailable, desc: "NOT_READY; details name the backends that are not serving.", typ: typeOf[Error]()},
+				{status: http.StatusOK, desc: "Ready; backends shows each backend's connection state.", typ: typeOf[Health]()},
+				{status: http.StatusServiceUnavailable, desc: "NOT_READY: shutting down.", typ: typeOf[Error]()},
 			},
 			handler: s.readyz,
 		},

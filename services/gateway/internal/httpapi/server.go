@@ -21,7 +21,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
@@ -58,10 +57,12 @@ type Deps struct {
 	Orders    orderv1.OrderServiceClient
 	Inventory inventoryv1.InventoryServiceClient
 	Payment   paymentv1.PaymentServiceClient
-	// Health checks each backend (by name) for /readyz.
-	Health map[string]healthgrpc.HealthClient
-	Tokens *auth.Tokens
-	Logger *slog.Logger
+	// Backends are the connections of "order", "inventory" and "payment" (the *grpc.ClientConns the
+	// clients above use): a route whose backend has no healthy instance answers 503 at once, and
+	// /readyz and shopmesh_gateway_backend_up show their state.
+	Backends map[string]Backend
+	Tokens   *auth.Tokens
+	Logger   *slog.Logger
 	// Metrics receives the API's collectors; nil means a fresh registry (never the global one).
 	// The Go runtime and process collectors are added unless it already has them.
 	Metrics *prometheus.Registry
@@ -138,6 +139,9 @@ func New(deps Deps, set Settings) (*Server, error) {
 	}
 	if deps.TracerProvider != nil {
 		s.tracer = deps.TracerProvider.Tracer("github.com/shopmesh/shopmesh/services/gateway/internal/httpapi")
+	}
+	if err := s.registerBackendMetrics(); err != nil {
+		return nil, err
 	}
 	s.routes = s.table()
 	doc, err := buildOpenAPI(s.routes)
@@ -225,10 +229,13 @@ func claimsFrom(ctx context.Context) (auth.Claims, bool) {
 	return c, ok
 }
 
-// wrap adds, outside in: metrics, panic recovery, authentication, the rate limit.
+// wrap adds, outside in: metrics, panic recovery, authentication, the rate limit, the backend check.
 func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.path
 	h := http.Handler(rt.handler)
+	if rt.backend != "" {
+		h = s.requireBackend(rt.backend, h)
+	}
 	if rt.limited {
 		h = s.rateLimit(h)
 	}

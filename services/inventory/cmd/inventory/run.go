@@ -16,6 +16,8 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/depcheck"
+	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -127,11 +129,24 @@ func run(ctx context.Context, args []string, lookup platformcfg.Lookup, stdout i
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Readiness: without its database no call can succeed, so the instance leaves the rotation while it
+	// is down; the brokers are only reported (the outbox and the consumers wait them out).
+	if err := p.AddDependencies(
+		platform.Dependency{Name: "database", Check: db.PingContext, Required: true},
+		platform.Dependency{Name: "kafka", Check: depcheck.Kafka(cfg.KafkaBrokers)},
+		platform.Dependency{Name: "nats", Check: depcheck.NATS(nc)},
+	); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	srv := p.NewServer()
 	rpc.NewServer(svc, logger, gctx.Done()).Register(srv)
 	g.Go(func() error { return relay.Run(gctx) })
 	g.Go(func() error { return orders.Run(gctx) })
+	// The order events' inbox would grow without bound: ids far older than any redelivery go.
+	g.Go(func() error {
+		return inbox.RunPurger(gctx, db, inbox.PurgerConfig{Retention: cfg.InboxRetention}, logger)
+	})
 	g.Go(func() error { return p.Serve(gctx, srv, lis) })
 	return g.Wait()
 }

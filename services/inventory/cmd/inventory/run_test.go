@@ -117,19 +117,29 @@ func TestRun(t *testing.T) {
 		t.Fatalf("watched change = %v, %v", change, err)
 	}
 
-	// Import: one good line, one bad.
-	imp, err := client.ImportStock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range []*inventoryv1.ImportStockRequest{{Sku: "SKU-0005", Quantity: 50}, {Sku: "NEW-0001", Quantity: 1}} {
-		if err := imp.Send(l); err != nil {
+	// Import: one good line, one bad; sent again, nothing is added.
+	for attempt := range 2 {
+		imp, err := client.ImportStock(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	sum, err := imp.CloseAndRecv()
-	if err != nil || sum.GetLinesApplied() != 1 || sum.GetLinesRejected() != 1 || sum.GetUnitsAdded() != 50 {
-		t.Fatalf("import summary = %v, %v", sum, err)
+		for _, l := range []*inventoryv1.ImportStockRequest{
+			{ImportId: "run-test", Seq: 1, Sku: "SKU-0005", Quantity: 50},
+			{ImportId: "run-test", Seq: 2, Sku: "NEW-0001", Quantity: 1},
+		} {
+			if err := imp.Send(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum, err := imp.CloseAndRecv()
+		applied, skipped, units := int64(1), int64(0), int64(50)
+		if attempt == 1 {
+			applied, skipped, units = 0, 1, 0
+		}
+		if err != nil || sum.GetLinesApplied() != applied || sum.GetLinesSkipped() != skipped || sum.GetLinesRejected() != 1 ||
+			sum.GetUnitsAdded() != units {
+			t.Fatalf("import summary (attempt %d) = %v, %v", attempt+1, sum, err)
+		}
 	}
 
 	// OrderConfirmed, delivered twice, commits the stock once.

@@ -19,7 +19,8 @@ type Stock interface {
 	Product(ctx context.Context, sku string) (domain.Product, error)
 	Products(ctx context.Context, afterSKU string, limit int) ([]domain.Product, error)
 	ProductsBySKU(ctx context.Context, skus []string) ([]domain.Product, error)
-	Import(ctx context.Context, line domain.ImportLine) (domain.Product, error)
+	// Import applies a line at most once per (ImportID, Seq); see store.Store.Import.
+	Import(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error)
 	Seed(ctx context.Context, products []domain.Product) (int, error)
 }
 
@@ -108,8 +109,9 @@ func (s *Service) ListProducts(ctx context.Context, afterSKU string, pageSize in
 	return ps, false, nil
 }
 
-// ImportLine applies one import line.
-func (s *Service) ImportLine(ctx context.Context, line domain.ImportLine) (domain.Product, error) {
+// ImportLine applies one import line, unless an earlier stream of its import applied it already
+// (ImportResult.Skipped).
+func (s *Service) ImportLine(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error) {
 	return s.stock.Import(ctx, line)
 }
 

@@ -35,6 +35,9 @@ type Config struct {
 	// message synchronously: one broker round trip each). Handled events are deduplicated by the
 	// inbox, so a crash redelivering up to one interval of them changes nothing.
 	ConsumerCommitInterval time.Duration
+	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
+	// above the order topic's retention and any dead-letter replay.
+	InboxRetention time.Duration
 }
 
 // Default returns the defaults for a profile.
@@ -47,6 +50,7 @@ func Default(profile platformcfg.Profile) Config {
 		RelayPollInterval: 200 * time.Millisecond,
 		// One commit per second instead of one per event.
 		ConsumerCommitInterval: time.Second,
+		InboxRetention:         7 * 24 * time.Hour,
 	}
 	c.Service = "inventory"
 	c.ListenAddr = ":50052"

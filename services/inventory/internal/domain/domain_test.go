@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,13 +93,18 @@ func TestImportLine(t *testing.T) {
 		validErr string // field of the Validate error
 		newErr   string // field of the NewProduct error
 	}{
-		{"restock", domain.ImportLine{SKU: "SKU-1", Quantity: 5}, "", "sku"},
-		{"new product", domain.ImportLine{SKU: "NEW-1", Quantity: 5, Name: ptr("Mug"), PriceCents: ptr(int64(250)), Currency: ptr("EUR")}, "", ""},
-		{"zero quantity", domain.ImportLine{SKU: "SKU-1", Quantity: 0}, "quantity", "quantity"},
-		{"price without currency", domain.ImportLine{SKU: "SKU-1", Quantity: 1, PriceCents: ptr(int64(1))}, "currency", "currency"},
-		{"bad currency", domain.ImportLine{SKU: "SKU-1", Quantity: 1, PriceCents: ptr(int64(1)), Currency: ptr("eur")}, "currency", "currency"},
-		{"empty name", domain.ImportLine{SKU: "SKU-1", Quantity: 1, Name: ptr("")}, "name", "name"},
-		{"new without price", domain.ImportLine{SKU: "NEW-2", Quantity: 1, Name: ptr("Mug")}, "", "sku"},
+		{"restock", domain.ImportLine{ImportID: "imp-1", Seq: 1, SKU: "SKU-1", Quantity: 5}, "", "sku"},
+		{"new product", domain.ImportLine{ImportID: "imp-1", Seq: 2, SKU: "NEW-1", Quantity: 5, Name: ptr("Mug"), PriceCents: ptr(int64(250)), Currency: ptr("EUR")}, "", ""},
+		{"zero quantity", domain.ImportLine{ImportID: "imp-1", Seq: 3, SKU: "SKU-1", Quantity: 0}, "quantity", "quantity"},
+		{"price without currency", domain.ImportLine{ImportID: "imp-1", Seq: 4, SKU: "SKU-1", Quantity: 1, PriceCents: ptr(int64(1))}, "currency", "currency"},
+		{"bad currency", domain.ImportLine{ImportID: "imp-1", Seq: 5, SKU: "SKU-1", Quantity: 1, PriceCents: ptr(int64(1)), Currency: ptr("eur")}, "currency", "currency"},
+		{"empty name", domain.ImportLine{ImportID: "imp-1", Seq: 6, SKU: "SKU-1", Quantity: 1, Name: ptr("")}, "name", "name"},
+		{"new without price", domain.ImportLine{ImportID: "imp-1", Seq: 7, SKU: "NEW-2", Quantity: 1, Name: ptr("Mug")}, "", "sku"},
+		{"no import id", domain.ImportLine{Seq: 1, SKU: "SKU-1", Quantity: 1}, "import_id", "import_id"},
+		{"import id with a space", domain.ImportLine{ImportID: "imp 1", Seq: 1, SKU: "SKU-1", Quantity: 1}, "import_id", "import_id"},
+		{"import id too long", domain.ImportLine{ImportID: strings.Repeat("a", 129), Seq: 1, SKU: "SKU-1", Quantity: 1}, "import_id", "import_id"},
+		{"longest import id", domain.ImportLine{ImportID: strings.Repeat("a", 128), Seq: 1, SKU: "SKU-1", Quantity: 1}, "", "sku"},
+		{"no seq", domain.ImportLine{ImportID: "imp-1", SKU: "SKU-1", Quantity: 1}, "seq", "seq"},
 	}
 	field := func(err error) string {
 		var ie *domain.InvalidError
@@ -124,6 +130,29 @@ func TestImportLine(t *testing.T) {
 				t.Errorf("NewProduct = %+v", p)
 			}
 		})
+	}
+}
+
+// TestImportLineFingerprint: the fingerprint covers the content, not the identity, and tells an absent
+// optional field from an empty one.
+func TestImportLineFingerprint(t *testing.T) {
+	t.Parallel()
+	base := domain.ImportLine{ImportID: "imp-1", Seq: 1, SKU: "SKU-1", Quantity: 5, Name: ptr("Mug")}
+	same := base
+	same.ImportID, same.Seq = "imp-2", 9
+	if base.Fingerprint() != same.Fingerprint() {
+		t.Error("identity changed the fingerprint")
+	}
+	for name, l := range map[string]domain.ImportLine{
+		"quantity":    {SKU: "SKU-1", Quantity: 6, Name: ptr("Mug")},
+		"sku":         {SKU: "SKU-2", Quantity: 5, Name: ptr("Mug")},
+		"no name":     {SKU: "SKU-1", Quantity: 5},
+		"empty name":  {SKU: "SKU-1", Quantity: 5, Name: ptr("")},
+		"price added": {SKU: "SKU-1", Quantity: 5, Name: ptr("Mug"), PriceCents: ptr(int64(1)), Currency: ptr("EUR")},
+	} {
+		if l.Fingerprint() == base.Fingerprint() {
+			t.Errorf("%s: same fingerprint as the base line", name)
+		}
 	}
 }
 

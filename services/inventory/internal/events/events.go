@@ -96,29 +96,36 @@ func LevelOf(ev *eventsv1.StockChanged) domain.StockLevel {
 
 // Fanout publishes InventoryTopic rows to Kafka and, for live views, to shopmesh.stock.<key> on
 // JetStream, with the same event id (the JetStream copy is de-duplicated by Nats-Msg-Id). Any other
-// topic goes to Kafka only. A failure on either side fails the batch, which the relay re-sends whole
-// (at least once on both).
+// topic goes to Kafka only. As an outbox.Router it gives the relay one lane per broker (Kafka lane 0,
+// NATS lane 1; fixed while rows are pending), so either broker's outage leaves the other's events
+// flowing, each at least once.
 type Fanout struct {
 	Kafka     outbox.Publisher
 	JetStream outbox.Publisher
 }
 
-var _ outbox.Publisher = Fanout{}
+var _ outbox.Router = Fanout{}
 
-// Publish sends msgs to Kafka, then their live copies to JetStream, each in order.
+// Destinations returns the Kafka lane and, when JetStream is set, the NATS lane.
+func (f Fanout) Destinations() []outbox.Destination {
+	d := []outbox.Destination{{Lane: 0, Name: "kafka", Publisher: f.Kafka}}
+	if f.JetStream != nil {
+		d = append(d, outbox.Destination{Lane: 1, Name: "nats", Publisher: f.JetStream, Route: liveCopy})
+	}
+	return d
+}
+
+// liveCopy is the JetStream copy of a StockChanged row.
+func liveCopy(m outbox.Message) (outbox.Message, bool) {
+	if m.Topic != InventoryTopic || m.Key == "" || strings.ContainsAny(m.Key, ". *>") {
+		return m, false
+	}
+	m.Topic = StockSubject + m.Key
+	return m, true
+}
+
+// Publish sends msgs to Kafka, then their live copies to JetStream (tools and tests; the relay uses
+// the lanes).
 func (f Fanout) Publish(ctx context.Context, msgs []outbox.Message) error {
-	if err := f.Kafka.Publish(ctx, msgs); err != nil {
-		return err
-	}
-	live := make([]outbox.Message, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Topic == InventoryTopic && m.Key != "" && !strings.ContainsAny(m.Key, ". *>") {
-			m.Topic = StockSubject + m.Key
-			live = append(live, m)
-		}
-	}
-	if len(live) == 0 || f.JetStream == nil {
-		return nil
-	}
-	return f.JetStream.Publish(ctx, live)
+	return outbox.Fanout(f.Destinations()).Publish(ctx, msgs)
 }

@@ -15,7 +15,9 @@ import (
 const ConsumerGroup = "inventory"
 
 // OrderHandler turns order events into stock effects: OrderConfirmed commits the order's reservation,
-// OrderCancelled releases it; other order events are acknowledged and ignored.
+// OrderCancelled releases it; other order events are acknowledged and ignored. An event that does not
+// decode or names no order is a permanent failure (dead-lettered); any other error is transient and
+// the consumer holds the event until it applies.
 func OrderHandler(svc *app.Service) consumer.Handler {
 	confirmed := string((&eventsv1.OrderConfirmed{}).ProtoReflect().Descriptor().FullName())
 	cancelled := string((&eventsv1.OrderCancelled{}).ProtoReflect().Descriptor().FullName())
@@ -24,13 +26,19 @@ func OrderHandler(svc *app.Service) consumer.Handler {
 		case confirmed:
 			var ev eventsv1.OrderConfirmed
 			if err := proto.Unmarshal(m.Payload, &ev); err != nil {
-				return fmt.Errorf("decode OrderConfirmed: %w", err)
+				return consumer.Permanent(fmt.Errorf("decode OrderConfirmed: %w", err))
+			}
+			if ev.GetOrderId() == "" {
+				return consumer.Permanent(fmt.Errorf("OrderConfirmed %s has no order id", eventID(m, ev.GetEventId())))
 			}
 			return svc.OnOrderConfirmed(ctx, eventID(m, ev.GetEventId()), ev.GetOrderId())
 		case cancelled:
 			var ev eventsv1.OrderCancelled
 			if err := proto.Unmarshal(m.Payload, &ev); err != nil {
-				return fmt.Errorf("decode OrderCancelled: %w", err)
+				return consumer.Permanent(fmt.Errorf("decode OrderCancelled: %w", err))
+			}
+			if ev.GetOrderId() == "" {
+				return consumer.Permanent(fmt.Errorf("OrderCancelled %s has no order id", eventID(m, ev.GetEventId())))
 			}
 			return svc.OnOrderCancelled(ctx, eventID(m, ev.GetEventId()), ev.GetOrderId())
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
@@ -21,10 +23,16 @@ const (
 	ReasonReservationReleased  = "RESERVATION_RELEASED"
 	ReasonReservationCommitted = "RESERVATION_COMMITTED"
 	ReasonReservationMismatch  = "RESERVATION_MISMATCH"
+	ReasonStoreUnavailable     = "INVENTORY_STORE_UNAVAILABLE"
 )
 
-// toStatus maps domain errors to gRPC statuses — the one place that does. Anything unexpected becomes
-// INTERNAL without its text; context errors keep their meaning.
+// retryAfterUnavailable is the RetryInfo delay sent while the database cannot be reached.
+const retryAfterUnavailable = time.Second
+
+// toStatus maps domain errors to gRPC statuses — the one place that does. The database being
+// unreachable or refusing for the moment (sqldb.Unavailable) is UNAVAILABLE with a retry delay, so
+// clients wait an outage out instead of seeing INTERNAL; anything else unexpected becomes INTERNAL
+// without its text; context errors keep their meaning.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -50,8 +58,10 @@ func toStatus(err error) error {
 		return rpcerr.WithReason(codes.FailedPrecondition, ReasonReservationCommitted, domain.ErrReservationCommitted.Error(), nil)
 	case errors.Is(err, domain.ErrReservationMismatch):
 		return rpcerr.WithReason(codes.AlreadyExists, ReasonReservationMismatch, domain.ErrReservationMismatch.Error(), nil)
+	case sqldb.Unavailable(err):
+		return rpcerr.RetryAfter(codes.Unavailable, ReasonStoreUnavailable, "inventory store unavailable; retry later", retryAfterUnavailable)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
+		return rpcerr.FromContext(err)
 	case rpcerr.IsStatus(err):
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -130,16 +131,19 @@ func (s *Server) WatchStock(req *inventoryv1.WatchStockRequest, stream grpc.Serv
 // maxImportErrors bounds the rejections itemised in an import summary.
 const maxImportErrors = 100
 
-// ImportStock implements InventoryService: each line is applied in its own transaction as it arrives;
-// a line that is invalid (including one the validation interceptor refused) or cannot be applied is
-// counted and itemised, and the stream goes on.
+// ImportStock implements InventoryService: each line is applied in its own transaction as it arrives,
+// at most once per (import_id, seq) across streams and instances. A line that is invalid (including one
+// the validation interceptor refused) or cannot be applied is counted and itemised, and the stream goes
+// on; a line whose identity is wrong ends the stream with INVALID_ARGUMENT, since nothing after it
+// could be applied exactly once.
 func (s *Server) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
 	ctx := stream.Context()
 	sum := &inventoryv1.ImportStockResponse{}
-	reject := func(line int64, sku, reason string) {
+	var lastSeq int64
+	reject := func(line int64, req *inventoryv1.ImportStockRequest, reason string) {
 		sum.LinesRejected++
 		if len(sum.Errors) < maxImportErrors {
-			sum.Errors = append(sum.Errors, &inventoryv1.ImportStockError{Line: line, Sku: sku, Reason: reason})
+			sum.Errors = append(sum.Errors, &inventoryv1.ImportStockError{Line: line, Sku: req.GetSku(), Reason: reason, Seq: req.GetSeq()})
 		}
 	}
 	for {
@@ -153,26 +157,60 @@ func (s *Server) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impor
 		}
 		sum.LinesReceived++
 		n := sum.LinesReceived
+		if kerr := checkImportKey(req, err, n, sum.ImportId, lastSeq); kerr != nil {
+			return kerr
+		}
+		sum.ImportId, lastSeq = req.GetImportId(), req.GetSeq()
 		if err != nil {
 			// The message was decoded; the validation interceptor refused it.
-			reject(n, req.GetSku(), violationText(err))
+			reject(n, req, violationText(err))
 			continue
 		}
-		_, err = s.app.ImportLine(ctx, importLine(req))
+		res, err := s.app.ImportLine(ctx, importLine(req))
 		var ie *domain.InvalidError
 		switch {
 		case errors.As(err, &ie):
-			reject(n, req.GetSku(), ie.Error())
+			reject(n, req, ie.Error())
 		case err != nil && ctx.Err() != nil:
 			return toStatus(ctx.Err())
 		case err != nil:
-			s.log.ErrorContext(ctx, "import line", "line", n, "sku", req.GetSku(), "err", err)
-			reject(n, req.GetSku(), "could not be applied")
+			s.log.ErrorContext(ctx, "import line", "import_id", req.GetImportId(), "seq", req.GetSeq(), "sku", req.GetSku(), "err", err)
+			reject(n, req, "could not be applied")
+		case res.Skipped:
+			sum.LinesSkipped++
 		default:
 			sum.LinesApplied++
 			sum.UnitsAdded += req.GetQuantity()
 		}
 	}
+}
+
+// checkImportKey refuses line n of a stream when its identity is unusable: the validation interceptor
+// refused its import_id or seq (verr), its import_id differs from the stream's, or its seq does not
+// increase. The violations name the field and the line.
+func checkImportKey(req *inventoryv1.ImportStockRequest, verr error, n int64, importID string, lastSeq int64) error {
+	var vs []rpcerr.FieldViolation
+	for _, v := range rpcerr.Violations(verr) {
+		if v.Field == "import_id" || v.Field == "seq" {
+			vs = append(vs, rpcerr.FieldViolation{Field: v.Field, Description: fmt.Sprintf("%s (line %d)", v.Description, n)})
+		}
+	}
+	if len(vs) > 0 {
+		return rpcerr.InvalidArgument(vs...)
+	}
+	var ie *domain.InvalidError
+	if errors.As(importLine(req).ValidateKey(), &ie) { // the same rules, should the interceptor be missing
+		return rpcerr.InvalidArgument(rpcerr.FieldViolation{Field: ie.Field, Description: fmt.Sprintf("%s (line %d)", ie.Reason, n)})
+	}
+	switch {
+	case importID != "" && req.GetImportId() != importID:
+		return rpcerr.InvalidArgument(rpcerr.FieldViolation{Field: "import_id",
+			Description: fmt.Sprintf("must be the same on every line of a stream (line %d has %q, line 1 had %q)", n, req.GetImportId(), importID)})
+	case req.GetSeq() <= lastSeq:
+		return rpcerr.InvalidArgument(rpcerr.FieldViolation{Field: "seq",
+			Description: fmt.Sprintf("must increase along the stream (line %d has %d after %d)", n, req.GetSeq(), lastSeq)})
+	}
+	return nil
 }
 
 func violationText(err error) string {
@@ -192,6 +230,7 @@ func violationText(err error) string {
 
 func importLine(req *inventoryv1.ImportStockRequest) domain.ImportLine {
 	return domain.ImportLine{
+		ImportID: req.GetImportId(), Seq: req.GetSeq(),
 		SKU: req.GetSku(), Quantity: req.GetQuantity(),
 		Name: req.Name, PriceCents: req.PriceCents, Currency: req.Currency,
 	}

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,19 +67,43 @@ func logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil
 
 func start(t *testing.T, dsn string, skus int, stock int64) *fixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	db, d := storetest.Open(t, dsn)
-	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
-	feed := &chanFeed{}
-	svc := app.New(st, st, feed, "inventory", logger())
+	return startWith(t, dsn, skus, stock, nil)
+}
+
+// startWith is start with serve's wrap and dial options.
+func startWith(t *testing.T, dsn string, skus int, stock int64, wrap func(*rpc.Server) inventoryv1.InventoryServiceServer, dialOpts ...grpc.DialOption) *fixture {
+	t.Helper()
+	in := serve(t, dsn, wrap, dialOpts...)
 	catalog := app.DevCatalog(skus, stock)
-	if _, err := svc.Seed(ctx, catalog); err != nil {
+	if _, err := in.svc.Seed(callCtx(t), catalog); err != nil {
 		t.Fatal(err)
 	}
 	received := map[string]int64{}
 	for _, p := range catalog {
 		received[p.SKU] = p.OnHand
 	}
+	f := &fixture{client: in.client, db: in.store, feed: in.feed, received: received}
+	f.check = func(t *testing.T) { storetest.CheckConserved(t, in.db, f.received) }
+	return f
+}
+
+// instance is one inventory server over loopback gRPC on the database dsn names; several may share one.
+type instance struct {
+	client inventoryv1.InventoryServiceClient
+	db     *sql.DB
+	store  *store.Store
+	svc    *app.Service
+	feed   *chanFeed
+}
+
+// serve starts an instance; wrap, when set, decorates the server before it is registered.
+func serve(t *testing.T, dsn string, wrap func(*rpc.Server) inventoryv1.InventoryServiceServer, dialOpts ...grpc.DialOption) *instance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	db, d := storetest.Open(t, dsn)
+	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
+	feed := &chanFeed{}
+	svc := app.New(st, st, feed, "inventory", logger())
 	cfg := platformcfg.Default(platformcfg.Test)
 	cfg.Service, cfg.ListenAddr = "inventory", "127.0.0.1:0"
 	p, err := platform.New(ctx, cfg, logger())
@@ -86,14 +111,18 @@ func start(t *testing.T, dsn string, skus int, stock int64) *fixture {
 		t.Fatal(err)
 	}
 	srv := p.NewServer()
-	rpc.NewServer(svc, logger(), ctx.Done()).Register(srv)
+	var impl inventoryv1.InventoryServiceServer = rpc.NewServer(svc, logger(), ctx.Done())
+	if wrap != nil {
+		impl = wrap(impl.(*rpc.Server))
+	}
+	inventoryv1.RegisterInventoryServiceServer(srv, impl)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ctx, srv, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(lis.Addr().String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dialOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +133,7 @@ func start(t *testing.T, dsn string, skus int, stock int64) *fixture {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	f := &fixture{client: inventoryv1.NewInventoryServiceClient(conn), db: st, feed: feed, received: received}
-	f.check = func(t *testing.T) { storetest.CheckConserved(t, db, f.received) }
-	return f
+	return &instance{client: inventoryv1.NewInventoryServiceClient(conn), db: db, store: st, svc: svc, feed: feed}
 }
 
 func callCtx(t *testing.T) context.Context {
@@ -269,7 +296,8 @@ func TestImportStockReportsBadLines(t *testing.T) {
 		{Sku: "bad sku", Quantity: 1}, // refused by validation
 		{Sku: "SKU-0002", Quantity: 6, Name: &name},
 	}
-	for _, l := range lines {
+	for i, l := range lines {
+		l.ImportId, l.Seq = "bad-lines", int64(i+1)
 		if err := stream.Send(l); err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +306,8 @@ func TestImportStockReportsBadLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.GetLinesReceived() != 6 || sum.GetLinesApplied() != 3 || sum.GetLinesRejected() != 3 || sum.GetUnitsAdded() != 15 {
+	if sum.GetLinesReceived() != 6 || sum.GetLinesApplied() != 3 || sum.GetLinesRejected() != 3 || sum.GetUnitsAdded() != 15 ||
+		sum.GetLinesSkipped() != 0 || sum.GetImportId() != "bad-lines" {
 		t.Fatalf("summary = %v", sum)
 	}
 	var rejected []int64

@@ -1,5 +1,6 @@
-// Package store keeps products and reservations in SQL (SQLite or PostgreSQL through one code path)
-// and writes a StockChanged event for every stock change in the same transaction.
+// Package store keeps products, reservations and the identities of applied import lines in SQL (SQLite
+// or PostgreSQL through one code path) and writes a StockChanged event for every stock change in the
+// same transaction.
 package store
 
 import (
@@ -168,41 +169,102 @@ func (s *Store) Seed(ctx context.Context, products []domain.Product) (int, error
 }
 
 // Import applies one import line in its own transaction: it adds the units, renames or reprices an
-// existing SKU when asked, and creates an unknown one (which then needs name and price).
-func (s *Store) Import(ctx context.Context, line domain.ImportLine) (domain.Product, error) {
+// existing SKU when asked, and creates an unknown one (which then needs name and price). The line's
+// (import_id, seq) is recorded in the same transaction, so a line sent again — by a retry, a resend or a
+// concurrent duplicate on another instance — is skipped (ImportResult.Skipped) and changes nothing. A
+// line refused for the stock state (a new SKU without name and price) is recorded as refused, and its
+// resends get the same refusal. A key reused for a line with other content is refused on field seq.
+func (s *Store) Import(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error) {
 	if err := line.Validate(); err != nil {
-		return domain.Product{}, err
+		return domain.ImportResult{}, err
 	}
-	var p domain.Product
+	var (
+		res     domain.ImportResult
+		refused error
+	)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		now := s.utcNow()
-		row := tx.QueryRowContext(ctx, s.d.Rebind(`UPDATE products SET on_hand = on_hand + ?,
-				name = COALESCE(?, name), price_cents = COALESCE(?, price_cents), currency = COALESCE(?, currency),
-				version = version + 1, updated_at = ?
-			WHERE sku = ? RETURNING sku, name, price_cents, currency, on_hand, reserved, version`),
-			line.Quantity, line.Name, line.PriceCents, line.Currency, now, line.SKU)
-		err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.OnHand, &p.Reserved, &p.Version)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if p, err = line.NewProduct(now); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO products (`+productCols+`)
-				VALUES (?, ?, ?, ?, ?, 0, 1, ?)`), p.SKU, p.Name, p.PriceCents, p.Currency, p.OnHand, now); err != nil {
-				return fmt.Errorf("insert %s: %w", p.SKU, err)
-			}
-		case err != nil:
-			return fmt.Errorf("update %s: %w", line.SKU, err)
+		fp := line.Fingerprint()
+		// The insert is the check: a line seen before conflicts (on PostgreSQL after waiting for a
+		// concurrent transaction holding the same key to end).
+		ins, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO import_lines
+				(import_id, seq, sku, quantity, fingerprint, outcome, created_at) VALUES (?, ?, ?, ?, ?, 'APPLIED', ?)
+			ON CONFLICT (import_id, seq) DO NOTHING`), line.ImportID, line.Seq, line.SKU, line.Quantity, fp, now)
+		if err != nil {
+			return fmt.Errorf("record line: %w", err)
 		}
-		p.UpdatedAt = now
-		return s.events.WriteStockChanges(ctx, tx, []domain.StockChange{{
-			Level: p.Level(), Delta: line.Quantity, Cause: domain.CauseImported,
-		}})
+		if n, err := ins.RowsAffected(); err != nil {
+			return fmt.Errorf("record line: %w", err)
+		} else if n == 0 {
+			res.Skipped, refused, err = s.seenLine(ctx, tx, line, fp)
+			return err
+		}
+		p, err := s.applyImport(ctx, tx, line, now)
+		var ie *domain.InvalidError
+		if errors.As(err, &ie) {
+			refused = ie
+			_, err = tx.ExecContext(ctx, s.d.Rebind(`UPDATE import_lines SET outcome = 'REJECTED', reject_field = ?,
+				reject_reason = ? WHERE import_id = ? AND seq = ?`), ie.Field, ie.Reason, line.ImportID, line.Seq)
+			if err != nil {
+				return fmt.Errorf("record refusal: %w", err)
+			}
+			return nil
+		}
+		res.Product = p
+		return err
 	})
 	if err != nil {
-		return domain.Product{}, fmt.Errorf("import %s: %w", line.SKU, err)
+		return domain.ImportResult{}, fmt.Errorf("import %s line %d (%s): %w", line.ImportID, line.Seq, line.SKU, err)
 	}
-	return p, nil
+	if refused != nil {
+		return domain.ImportResult{}, refused
+	}
+	return res, nil
+}
+
+// seenLine reads how the earlier copy of a line ended: applied (skipped now), refused (refused again,
+// for the same reason), or a different line under the same key (refused).
+func (s *Store) seenLine(ctx context.Context, tx *sql.Tx, line domain.ImportLine, fp string) (skipped bool, refused error, err error) {
+	var prevFP, outcome, field, reason string
+	err = tx.QueryRowContext(ctx, s.d.Rebind(`SELECT fingerprint, outcome, reject_field, reject_reason
+		FROM import_lines WHERE import_id = ? AND seq = ?`), line.ImportID, line.Seq).Scan(&prevFP, &outcome, &field, &reason)
+	switch {
+	case err != nil:
+		return false, nil, fmt.Errorf("read recorded line: %w", err)
+	case prevFP != fp:
+		return false, &domain.InvalidError{Field: "seq", Reason: domain.ImportReused}, nil
+	case outcome == "REJECTED":
+		return false, &domain.InvalidError{Field: field, Reason: reason}, nil
+	}
+	return true, nil, nil
+}
+
+// applyImport changes the product and writes its event.
+func (s *Store) applyImport(ctx context.Context, tx *sql.Tx, line domain.ImportLine, now time.Time) (domain.Product, error) {
+	var p domain.Product
+	row := tx.QueryRowContext(ctx, s.d.Rebind(`UPDATE products SET on_hand = on_hand + ?,
+			name = COALESCE(?, name), price_cents = COALESCE(?, price_cents), currency = COALESCE(?, currency),
+			version = version + 1, updated_at = ?
+		WHERE sku = ? RETURNING sku, name, price_cents, currency, on_hand, reserved, version`),
+		line.Quantity, line.Name, line.PriceCents, line.Currency, now, line.SKU)
+	err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.OnHand, &p.Reserved, &p.Version)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if p, err = line.NewProduct(now); err != nil {
+			return domain.Product{}, err
+		}
+		if _, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO products (`+productCols+`)
+			VALUES (?, ?, ?, ?, ?, 0, 1, ?)`), p.SKU, p.Name, p.PriceCents, p.Currency, p.OnHand, now); err != nil {
+			return domain.Product{}, fmt.Errorf("insert %s: %w", p.SKU, err)
+		}
+	case err != nil:
+		return domain.Product{}, fmt.Errorf("update %s: %w", line.SKU, err)
+	}
+	p.UpdatedAt = now
+	err = s.events.WriteStockChanges(ctx, tx, []domain.StockChange{{
+		Level: p.Level(), Delta: line.Quantity, Cause: domain.CauseImported,
+	}})
+	return p, err
 }
 
 // CommitOnce commits the order's reservation as the effect of event eventID, recorded in the inbox of

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,25 +208,120 @@ func TestImport(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		s := e.store
 		name, price, cur := "Big Mug", int64(2500), "EUR"
-		p, err := s.Import(ctx(t), domain.ImportLine{SKU: "SKU-0002", Quantity: 7, Name: &name, PriceCents: &price, Currency: &cur})
-		if err != nil || p.OnHand != 12 || p.Name != name || p.PriceCents != price || p.Version != 2 {
-			t.Fatalf("restock = %+v, %v", p, err)
+		r, err := s.Import(ctx(t), domain.ImportLine{ImportID: "imp-1", Seq: 1, SKU: "SKU-0002", Quantity: 7, Name: &name, PriceCents: &price, Currency: &cur})
+		if p := r.Product; err != nil || r.Skipped || p.OnHand != 12 || p.Name != name || p.PriceCents != price || p.Version != 2 {
+			t.Fatalf("restock = %+v, %v", r, err)
 		}
 		e.received["SKU-0002"] += 7
-		p, err = s.Import(ctx(t), domain.ImportLine{SKU: "NEW-0001", Quantity: 3, Name: &name, PriceCents: &price, Currency: &cur})
-		if err != nil || p.OnHand != 3 || p.Version != 1 {
-			t.Fatalf("new = %+v, %v", p, err)
+		r, err = s.Import(ctx(t), domain.ImportLine{ImportID: "imp-1", Seq: 2, SKU: "NEW-0001", Quantity: 3, Name: &name, PriceCents: &price, Currency: &cur})
+		if p := r.Product; err != nil || p.OnHand != 3 || p.Version != 1 {
+			t.Fatalf("new = %+v, %v", r, err)
 		}
 		e.received["NEW-0001"] = 3
-		if _, err := s.Import(ctx(t), domain.ImportLine{SKU: "NEW-0002", Quantity: 3}); !errors.Is(err, domain.ErrInvalid) {
+		if _, err := s.Import(ctx(t), domain.ImportLine{ImportID: "imp-1", Seq: 3, SKU: "NEW-0002", Quantity: 3}); !errors.Is(err, domain.ErrInvalid) {
 			t.Fatalf("new without price: %v", err)
 		}
 		if _, err := s.Product(ctx(t), "NEW-0002"); !errors.Is(err, domain.ErrUnknownProduct) {
 			t.Fatalf("rejected line created a product: %v", err)
 		}
+		if _, err := s.Import(ctx(t), domain.ImportLine{SKU: "SKU-0001", Quantity: 1}); !errors.Is(err, domain.ErrInvalid) {
+			t.Fatalf("line without import id and seq: %v", err)
+		}
 		n, err := s.Seed(ctx(t), []domain.Product{{SKU: "SKU-0001", Name: "Cup", PriceCents: 199, Currency: "EUR", OnHand: 10}})
 		if err != nil || n != 0 {
 			t.Fatalf("re-seed = %d, %v; want 0 inserted", n, err)
+		}
+	})
+}
+
+// TestImportAppliesEachLineOnce: a line sent again under its (import_id, seq) is skipped and writes no
+// event; a key reused for other content is refused; a line refused for the stock state is refused again
+// even after the state changed; concurrent copies of one line apply once.
+func TestImportAppliesEachLineOnce(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s := e.store
+		eventCount := func() int { return storetest.OutboxCount(t, e.db, e.d, events.InventoryTopic) }
+		line := domain.ImportLine{ImportID: "delivery-7", Seq: 1, SKU: "SKU-0001", Quantity: 4}
+		if r, err := s.Import(ctx(t), line); err != nil || r.Skipped {
+			t.Fatalf("first = %+v, %v", r, err)
+		}
+		e.received["SKU-0001"] += 4
+		before := eventCount()
+		for range 3 {
+			if r, err := s.Import(ctx(t), line); err != nil || !r.Skipped {
+				t.Fatalf("again = %+v, %v; want skipped", r, err)
+			}
+		}
+		if oh, _ := level(t, s, "SKU-0001"); oh != 14 {
+			t.Fatalf("SKU-0001 on hand %d, want 14", oh)
+		}
+		if got := eventCount(); got != before {
+			t.Fatalf("skipped lines wrote %d events", got-before)
+		}
+		// The same seq in another import is another line.
+		other := line
+		other.ImportID = "delivery-8"
+		if r, err := s.Import(ctx(t), other); err != nil || r.Skipped {
+			t.Fatalf("other import = %+v, %v", r, err)
+		}
+		e.received["SKU-0001"] += 4
+
+		reused := line
+		reused.Quantity = 5
+		var ie *domain.InvalidError
+		if _, err := s.Import(ctx(t), reused); !errors.As(err, &ie) || ie.Field != "seq" || ie.Reason != domain.ImportReused {
+			t.Fatalf("key reused for other content: %v", err)
+		}
+
+		// A new SKU without name and price is refused, and stays refused once a later line created it.
+		name, price, cur := "Kettle", int64(3900), "EUR"
+		early := domain.ImportLine{ImportID: "delivery-7", Seq: 2, SKU: "NEW-0007", Quantity: 2}
+		if _, err := s.Import(ctx(t), early); !errors.As(err, &ie) || ie.Field != "sku" {
+			t.Fatalf("new without price: %v", err)
+		}
+		if _, err := s.Import(ctx(t), domain.ImportLine{ImportID: "delivery-7", Seq: 3, SKU: "NEW-0007", Quantity: 1,
+			Name: &name, PriceCents: &price, Currency: &cur}); err != nil {
+			t.Fatal(err)
+		}
+		e.received["NEW-0007"] = 1
+		var again *domain.InvalidError
+		if _, err := s.Import(ctx(t), early); !errors.As(err, &again) || *again != *ie {
+			t.Fatalf("resent refused line: %v, want the first refusal %v", err, ie)
+		}
+
+		// Concurrent copies of the same lines: each applies once.
+		const copies = 12
+		lines := []domain.ImportLine{
+			{ImportID: "delivery-9", Seq: 1, SKU: "SKU-0002", Quantity: 3},
+			{ImportID: "delivery-9", Seq: 2, SKU: "SKU-0001", Quantity: 2},
+		}
+		var (
+			wg      sync.WaitGroup
+			applied [2]atomic.Int32
+		)
+		for range copies {
+			for i, l := range lines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r, err := s.Import(ctx(t), l)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !r.Skipped {
+						applied[i].Add(1)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		for i := range lines {
+			if n := applied[i].Load(); n != 1 {
+				t.Errorf("line %d applied %d times by %d concurrent copies, want 1", i+1, n, copies)
+			}
+			e.received[lines[i].SKU] += lines[i].Quantity
 		}
 	})
 }

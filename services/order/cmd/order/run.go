@@ -16,6 +16,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/depcheck"
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -119,15 +120,29 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	if err := p.Metrics().Register(sagas); err != nil {
 		return fmt.Errorf("saga metrics: %w", err)
 	}
+	recovered, err := recoveryMetrics(p.Metrics())
+	if err != nil {
+		return err
+	}
 	a, err := app.New(app.Deps{
 		Orders: orders, Stock: inventory, Catalog: inventory, Feed: events.NewFeed(nc).Traced(p.TracerProvider()), Logger: logger,
-		Outcome: func(s domain.Status, reason string) { sagas.WithLabelValues(string(s), reason).Inc() },
-		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(payConn), cfg.CallTimeout),
+		Outcome:   func(s domain.Status, reason string) { sagas.WithLabelValues(string(s), reason).Inc() },
+		Recovered: recovered,
+		Payment:   rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(payConn), cfg.CallTimeout),
 	}, cfg.Saga())
 	if err != nil {
 		return err
 	}
 
+	// Readiness: without its database no call can succeed, so the instance leaves the rotation while it
+	// is down; the brokers are only reported (the outbox and the consumers wait them out).
+	if err := p.AddDependencies(
+		platform.Dependency{Name: "database", Check: db.PingContext, Required: true},
+		platform.Dependency{Name: "kafka", Check: depcheck.Kafka(cfg.KafkaBrokers)},
+		platform.Dependency{Name: "nats", Check: depcheck.NATS(nc)},
+	); err != nil {
+		return err
+	}
 	srv := p.NewServer()
 	orderv1.RegisterOrderServiceServer(srv, rpc.NewServer(a, nil))
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
@@ -144,4 +159,39 @@ func run(ctx context.Context, args []string, lookup config.Lookup, stdout io.Wri
 	stopBg()
 	wg.Wait()
 	return err
+}
+
+// recoveryMetrics registers the recovery worker's metrics and returns what records one pass.
+func recoveryMetrics(reg prometheus.Registerer) (func(app.RecoveryStats), error) {
+	followups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shopmesh_order_followups_total",
+		Help: "Follow-up work of terminal orders run by the recovery worker, by kind (compensation: release stock and void payment of a cancelled order; settlement: commit stock and capture payment of a confirmed order) and outcome (done, failed: retried after a backoff, refused: refused for good, retried at the slowest rate).",
+	}, []string{"kind", "outcome"})
+	unsettled := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "shopmesh_order_unsettled_orders",
+		Help: "Confirmed orders older than ORDER_SETTLE_AFTER whose stock commit and payment capture are not known to be done.",
+	})
+	stuck := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "shopmesh_order_stuck_compensations",
+		Help: "Cancelled orders whose compensation is pending longer than ORDER_STUCK_AFTER or failed ORDER_STUCK_ATTEMPTS times.",
+	})
+	for _, c := range []prometheus.Collector{followups, unsettled, stuck} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("recovery metrics: %w", err)
+		}
+	}
+	return func(st app.RecoveryStats) {
+		for kind, n := range map[app.FollowupKind][3]int{
+			app.Compensation: {st.Compensated, st.CompensationsFailed, st.CompensationsRefused},
+			app.Settlement:   {st.Settled, st.SettlementsFailed, st.SettlementsRefused},
+		} {
+			for i, outcome := range []string{"done", "failed", "refused"} {
+				followups.WithLabelValues(string(kind), outcome).Add(float64(n[i]))
+			}
+		}
+		if st.BacklogRead {
+			unsettled.Set(float64(st.Unsettled))
+			stuck.Set(float64(st.StuckCompensations))
+		}
+	}, nil
 }

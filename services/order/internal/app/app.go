@@ -1,6 +1,8 @@
 // Package app holds the order use cases: placing an order drives the checkout saga (reserve stock,
 // authorize payment, confirm; or cancel and compensate), a recovery worker finishes sagas that an
-// outage or a crash left PENDING, and watchers and checkout sessions read orders and quotes.
+// outage or a crash left PENDING, retries compensations and settles confirmed orders (commit stock,
+// capture payment) whose OrderConfirmed may never have arrived, and watchers and checkout sessions
+// read orders and quotes.
 package app
 
 import (
@@ -29,6 +31,17 @@ type Settings struct {
 	// WatchPoll is how often a watcher re-reads the order when no notification arrives (NATS core
 	// delivery is at most once).
 	WatchPoll time.Duration
+	// SettleAfter is how long after its confirmation an order is settled by the recovery worker
+	// (CommitStock and CapturePayment, both idempotent), in case OrderConfirmed never reached inventory
+	// or payment. It must exceed the normal latency of that event.
+	SettleAfter time.Duration
+	// RetryMin and RetryMax bound the per-order backoff of failed compensations and settlements: the
+	// n-th failure waits RetryMin·2^(n-1), at most RetryMax; a permanent refusal waits RetryMax.
+	RetryMin, RetryMax time.Duration
+	// StuckAfter and StuckAttempts say when a pending compensation counts as stuck (gauge, WARN log):
+	// pending longer than StuckAfter, or failed StuckAttempts times.
+	StuckAfter    time.Duration
+	StuckAttempts int
 }
 
 // Validate names what is wrong.
@@ -49,6 +62,21 @@ func (s Settings) Validate() error {
 	if s.WatchPoll <= 0 {
 		errs = append(errs, fmt.Errorf("watch_poll: must be > 0, got %v", s.WatchPoll))
 	}
+	if s.SettleAfter <= 0 {
+		errs = append(errs, fmt.Errorf("settle_after: must be > 0, got %v", s.SettleAfter))
+	}
+	if s.RetryMin <= 0 {
+		errs = append(errs, fmt.Errorf("retry_min: must be > 0, got %v", s.RetryMin))
+	}
+	if s.RetryMax < s.RetryMin {
+		errs = append(errs, fmt.Errorf("retry_max: must be >= retry_min (%v), got %v", s.RetryMin, s.RetryMax))
+	}
+	if s.StuckAfter <= 0 {
+		errs = append(errs, fmt.Errorf("stuck_after: must be > 0, got %v", s.StuckAfter))
+	}
+	if s.StuckAttempts <= 0 {
+		errs = append(errs, fmt.Errorf("stuck_attempts: must be > 0, got %d", s.StuckAttempts))
+	}
 	return errors.Join(errs...)
 }
 
@@ -68,6 +96,8 @@ type Deps struct {
 	// committed, or PENDING with reason RETRY_LATER when a dependency failed and recovery takes over
 	// (metrics; called after the state is stored).
 	Outcome func(status domain.Status, reason string)
+	// Recovered, when set, is told what each pass of the recovery worker did (metrics).
+	Recovered func(RecoveryStats)
 }
 
 // App is the order application.
@@ -81,6 +111,7 @@ type App struct {
 	now     func() time.Time
 	newID   func() string
 	outcome func(domain.Status, string)
+	passes  func(RecoveryStats)
 	cfg     Settings
 }
 
@@ -94,7 +125,10 @@ func New(d Deps, s Settings) (*App, error) {
 	}
 	a := &App{
 		orders: d.Orders, stock: d.Stock, payment: d.Payment, catalog: d.Catalog, feed: d.Feed,
-		log: d.Logger, now: d.Now, newID: d.NewID, cfg: s, outcome: d.Outcome,
+		log: d.Logger, now: d.Now, newID: d.NewID, cfg: s, outcome: d.Outcome, passes: d.Recovered,
+	}
+	if a.passes == nil {
+		a.passes = func(RecoveryStats) {}
 	}
 	if a.outcome == nil {
 		a.outcome = func(domain.Status, string) {}

@@ -30,7 +30,7 @@ func (a *App) CancelOrder(ctx context.Context, id, note string) (domain.Order, e
 		if err != nil {
 			return domain.Order{}, fmt.Errorf("cancel order %s: %w", id, err)
 		}
-		err = a.orders.Update(ctx, next, true)
+		err = a.orders.Update(ctx, next, a.followupDue(next, true))
 		if errors.Is(err, domain.ErrVersionConflict) {
 			continue // the saga moved it; look again
 		}

@@ -30,6 +30,11 @@ var settings = app.Settings{
 	GiveUpAfter:   time.Hour,
 	RecoveryBatch: 20,
 	WatchPoll:     time.Second,
+	SettleAfter:   time.Hour,
+	RetryMin:      5 * time.Second,
+	RetryMax:      10 * time.Minute,
+	StuckAfter:    30 * time.Minute,
+	StuckAttempts: 3,
 }
 
 // clock is real time plus an offset the test moves forward, so leases expire without sleeping.
@@ -60,13 +65,24 @@ func catalogue() map[string]fakes.Product {
 
 func newWorld(t *testing.T, dsn string) *world {
 	t.Helper()
+	return newWorldWith(t, dsn, nil)
+}
+
+// newWorldWith is newWorld with the fake inventory served through wrap (nil: as it is), to script
+// answers per order.
+func newWorldWith(t *testing.T, dsn string, wrap func(*fakes.Inventory) inventoryv1.InventoryServiceServer) *world {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := store.Migrate(ctx, dsn, discard()); err != nil {
 		t.Fatal(err)
 	}
 	w := &world{t: t, dsn: dsn, inv: fakes.NewInventory(catalogue()), pay: fakes.NewPayment(), clock: &clock{}}
-	w.inva = fakes.Serve(t, func(s *grpc.Server) { inventoryv1.RegisterInventoryServiceServer(s, w.inv) })
+	var inv inventoryv1.InventoryServiceServer = w.inv
+	if wrap != nil {
+		inv = wrap(w.inv)
+	}
+	w.inva = fakes.Serve(t, func(s *grpc.Server) { inventoryv1.RegisterInventoryServiceServer(s, inv) })
 	w.paya = fakes.Serve(t, func(s *grpc.Server) { paymentv1.RegisterPaymentServiceServer(s, w.pay) })
 	return w
 }
@@ -83,8 +99,18 @@ type instance struct {
 // start builds an instance. Its platform is the real one: round robin, health checks, retries of
 // UNAVAILABLE and a breaker (with a short open time, so tests need not wait long after an outage).
 func (w *world) start() *instance {
+	w.t.Helper()
+	return w.startWith(nil)
+}
+
+// startWith is start with the settings changed by tune (nil: as they are).
+func (w *world) startWith(tune func(*app.Settings)) *instance {
 	t := w.t
 	t.Helper()
+	set := settings
+	if tune != nil {
+		tune(&set)
+	}
 	cfg := config.Default(config.Test)
 	cfg.Service = "order-test"
 	cfg.Targets["inventory"] = config.Target{Addresses: []string{w.inva}}
@@ -109,7 +135,7 @@ func (w *world) start() *instance {
 	a, err := app.New(app.Deps{
 		Orders: orders, Stock: inv, Catalog: inv, Feed: noFeed{}, Logger: discard(), Now: w.clock.Now,
 		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second),
-	}, settings)
+	}, set)
 	if err != nil {
 		t.Fatal(err)
 	}

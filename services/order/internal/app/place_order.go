@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 )
@@ -128,7 +129,7 @@ func (a *App) settle(ctx context.Context, o domain.Order, reason domain.CancelRe
 // for a cancellation); held says this run may hold stock or funds for the order, which must be given
 // back if another writer cancelled the order first.
 func (a *App) commit(ctx context.Context, next domain.Order, pending, held bool) (domain.Order, error) {
-	err := a.orders.Update(ctx, next, pending)
+	err := a.orders.Update(ctx, next, a.followupDue(next, pending))
 	switch {
 	case err == nil:
 		a.outcome(next.Status, string(next.CancelReason))
@@ -160,17 +161,27 @@ func (a *App) lostRace(ctx context.Context, cur domain.Order) (domain.Order, err
 }
 
 // compensate releases the order's stock and voids its payment. Both are idempotent; if either fails
-// the order stays marked and the recovery worker tries again.
+// the order stays marked and the recovery worker tries again (see followups.go).
 func (a *App) compensate(ctx context.Context, o domain.Order) {
-	if err := a.stock.ReleaseStock(ctx, o.ID); err != nil {
+	if err := a.undo(ctx, o.ID); err != nil {
 		return
 	}
-	if err := a.payment.VoidPayment(ctx, o.ID); err != nil {
-		return
-	}
-	if err := a.orders.CompensationDone(ctx, o.ID); err != nil {
+	if err := a.orders.FollowupDone(ctx, Compensation, o.ID, a.now()); err != nil {
 		a.log.WarnContext(ctx, "mark compensation done", "order_id", o.ID, "err", err)
 	}
+}
+
+// followupDue says when the recovery worker may first take up the work a terminal transition leaves:
+// the settlement of a confirmed order once OrderConfirmed had every chance to reach inventory and
+// payment, the compensation of a cancelled one (compensate) once the saga's own attempt is over.
+func (a *App) followupDue(next domain.Order, compensate bool) time.Time {
+	switch {
+	case next.Status == domain.Confirmed:
+		return next.UpdatedAt.Add(a.cfg.SettleAfter)
+	case next.Status == domain.Cancelled && compensate:
+		return next.UpdatedAt.Add(a.cfg.RecoveryAfter)
+	}
+	return time.Time{}
 }
 
 func detail(err error) string {

@@ -19,17 +19,46 @@ type Orders interface {
 	// Status returns an order's status (cheaper than Get) or domain.ErrNotFound.
 	Status(ctx context.Context, id string) (domain.Status, error)
 	// Update stores next, a transition of the order stored at version next.Version-1, with its event;
-	// domain.ErrVersionConflict when the stored version differs. compensate records that a cancelled
-	// order may still hold stock or funds that must be released.
-	Update(ctx context.Context, next domain.Order, compensate bool) error
+	// domain.ErrVersionConflict when the stored version differs. due, when not zero, records the
+	// follow-up work the transition leaves — the compensation of a cancelled order that may still hold
+	// stock or funds, the settlement of a confirmed one — and when the recovery worker may first claim it.
+	Update(ctx context.Context, next domain.Order, due time.Time) error
 	// ClaimStale leases up to limit PENDING orders whose lease ended at or before now, until
 	// leaseUntil, and returns them; an order is claimed by one caller only.
 	ClaimStale(ctx context.Context, now, leaseUntil time.Time, limit int) ([]domain.Order, error)
-	// PendingCompensation returns up to limit cancelled orders whose compensation is not known to be
-	// done and that last changed before before.
-	PendingCompensation(ctx context.Context, before time.Time, limit int) ([]domain.Order, error)
-	// CompensationDone records that an order's stock and funds are released.
-	CompensationDone(ctx context.Context, id string) error
+	// ClaimFollowups leases up to limit orders with pending work of kind whose next attempt is due at
+	// or before now, the earliest due first, until leaseUntil (no other caller claims them until then),
+	// and returns them, in one statement.
+	ClaimFollowups(ctx context.Context, kind FollowupKind, now, leaseUntil time.Time, limit int) ([]Followup, error)
+	// FollowupDone records that the order's work of kind is done, at at.
+	FollowupDone(ctx context.Context, kind FollowupKind, id string, at time.Time) error
+	// FollowupFailed records a failed attempt: one more attempt, its error, and when to try next.
+	FollowupFailed(ctx context.Context, kind FollowupKind, id string, next time.Time, cause string) error
+	// FollowupBacklog counts the orders with pending work of kind that changed (were cancelled or
+	// confirmed) before changedBefore, or that failed at least minAttempts times (minAttempts > 0).
+	FollowupBacklog(ctx context.Context, kind FollowupKind, changedBefore time.Time, minAttempts int) (int, error)
+}
+
+// FollowupKind names the work the saga leaves behind a terminal order.
+type FollowupKind string
+
+// The follow-up kinds.
+const (
+	// Compensation releases the stock and voids the payment of a cancelled order.
+	Compensation FollowupKind = "compensation"
+	// Settlement commits the stock and captures the payment of a confirmed order.
+	Settlement FollowupKind = "settlement"
+)
+
+// Followup is one order's claimed follow-up work. It names the order only: the work needs no more,
+// and the claim reads nothing else.
+type Followup struct {
+	OrderID    string
+	CustomerID string
+	Status     domain.Status
+	// Attempts is how many attempts failed before; LastError the error of the latest.
+	Attempts  int
+	LastError string
 }
 
 // StockReserver holds and releases stock for orders (the inventory service). Both calls are
@@ -41,6 +70,10 @@ type StockReserver interface {
 	ReserveStock(ctx context.Context, orderID string, lines []domain.Line) (Reservation, error)
 	// ReleaseStock returns the order's held stock; releasing nothing succeeds.
 	ReleaseStock(ctx context.Context, orderID string) error
+	// CommitStock turns the order's held stock into a sale; committing again succeeds.
+	// domain.ErrDependencyRefused when inventory refuses for good (the reservation was released or
+	// never existed), domain.ErrUnavailable when inventory could not be reached.
+	CommitStock(ctx context.Context, orderID string) error
 }
 
 // Reservation is the priced stock hold of an order.
@@ -58,8 +91,14 @@ type PaymentAuthorizer interface {
 	// when a void for the order already ran (nothing is held), domain.ErrUnavailable when payment could
 	// not be reached.
 	AuthorizePayment(ctx context.Context, req AuthorizeRequest) (Authorization, error)
-	// VoidPayment releases held funds; voiding nothing succeeds.
+	// VoidPayment releases held funds; voiding nothing succeeds. domain.ErrDependencyRefused when
+	// payment refuses for good (the payment was captured), domain.ErrUnavailable when it could not be
+	// reached.
 	VoidPayment(ctx context.Context, orderID string) error
+	// CapturePayment takes the order's held funds; capturing again succeeds. domain.ErrDependencyRefused
+	// when payment refuses for good (voided, declined, no authorization), domain.ErrUnavailable when it
+	// could not be reached.
+	CapturePayment(ctx context.Context, orderID string) error
 }
 
 // AuthorizeRequest asks to hold an order's total.

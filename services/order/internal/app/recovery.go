@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,16 +11,37 @@ import (
 
 // RecoveryStats counts what one recovery pass did.
 type RecoveryStats struct {
-	Claimed     int
-	Finished    int
-	GivenUp     int
-	Compensated int
+	// PENDING orders claimed, finished, and given up (cancelled with DEPENDENCY_FAILED).
+	Claimed  int
+	Finished int
+	GivenUp  int
+	// Compensations done, failed (tried again after a backoff), and refused for good (tried again at
+	// the slowest rate).
+	Compensated          int
+	CompensationsFailed  int
+	CompensationsRefused int
+	// Settlements done, failed and refused, likewise.
+	Settled            int
+	SettlementsFailed  int
+	SettlementsRefused int
+	// After the pass, when BacklogRead: compensations pending longer than StuckAfter or failed
+	// StuckAttempts times, and confirmed orders older than SettleAfter not settled yet.
+	BacklogRead        bool
+	StuckCompensations int
+	Unsettled          int
+}
+
+// busy reports whether the pass did or tried anything.
+func (s RecoveryStats) busy() bool {
+	return s.Claimed+s.Compensated+s.CompensationsFailed+s.CompensationsRefused+
+		s.Settled+s.SettlementsFailed+s.SettlementsRefused > 0
 }
 
 // RecoverOnce claims PENDING orders whose lease ran out (their saga was interrupted by an outage or a
 // crash, on any instance) and drives each again; orders older than GiveUpAfter are cancelled with
-// DEPENDENCY_FAILED and compensated instead. It then retries unfinished compensations. The state lives
-// in the store, so a fresh process recovers what a dead one left.
+// DEPENDENCY_FAILED and compensated instead. It then runs the follow-up work whose time has come:
+// compensations not known to be done, and settlements of confirmed orders (followups.go). The state
+// lives in the store, so a fresh process recovers what a dead one left.
 func (a *App) RecoverOnce(ctx context.Context) (RecoveryStats, error) {
 	var st RecoveryStats
 	now := a.now()
@@ -52,17 +74,17 @@ func (a *App) RecoverOnce(ctx context.Context) (RecoveryStats, error) {
 		}
 	}
 
-	todo, err := a.orders.PendingCompensation(ctx, now.Add(-a.cfg.RecoveryAfter), a.cfg.RecoveryBatch)
-	if err != nil {
-		return st, fmt.Errorf("recovery compensations: %w", err)
+	errs := []error{
+		a.runFollowups(ctx, Compensation, now, &st),
+		a.runFollowups(ctx, Settlement, now, &st),
 	}
-	for _, o := range todo {
-		cctx, cancel := context.WithTimeout(ctx, a.cfg.SagaTimeout)
-		a.compensate(cctx, o)
-		cancel()
-		st.Compensated++
+	stuck, serr := a.orders.FollowupBacklog(ctx, Compensation, now.Add(-a.cfg.StuckAfter), a.cfg.StuckAttempts)
+	unsettled, uerr := a.orders.FollowupBacklog(ctx, Settlement, now.Add(-a.cfg.SettleAfter), 0)
+	if serr == nil && uerr == nil {
+		st.BacklogRead, st.StuckCompensations, st.Unsettled = true, stuck, unsettled
 	}
-	return st, nil
+	errs = append(errs, serr, uerr)
+	return st, errors.Join(errs...)
 }
 
 // RunRecovery calls RecoverOnce every interval until ctx ends, then returns nil.
@@ -76,12 +98,18 @@ func (a *App) RunRecovery(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 		}
 		st, err := a.RecoverOnce(ctx)
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.passes(st)
+		if err != nil {
 			a.log.WarnContext(ctx, "order recovery pass failed", "err", err)
 		}
-		if st.Claimed > 0 || st.Compensated > 0 {
+		if st.busy() {
 			a.log.InfoContext(ctx, "order recovery pass", "claimed", st.Claimed, "finished", st.Finished,
-				"given_up", st.GivenUp, "compensations", st.Compensated)
+				"given_up", st.GivenUp, "compensated", st.Compensated, "compensations_failed", st.CompensationsFailed,
+				"compensations_refused", st.CompensationsRefused, "settled", st.Settled,
+				"settlements_failed", st.SettlementsFailed, "settlements_refused", st.SettlementsRefused)
 		}
 	}
 }

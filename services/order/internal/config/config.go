@@ -31,12 +31,23 @@ type Config struct {
 	CallTimeout time.Duration
 	// RecoveryInterval is how often the recovery worker looks for interrupted sagas.
 	RecoveryInterval time.Duration
-	// Saga settings, see app.Settings.
+	// Saga and recovery settings, see app.Settings: ORDER_SAGA_TIMEOUT, ORDER_RECOVERY_AFTER,
+	// ORDER_GIVE_UP_AFTER, ORDER_RECOVERY_BATCH, ORDER_WATCH_POLL; ORDER_SETTLE_AFTER (default 1m: a
+	// confirmed order's stock commit and payment capture are done by the recovery worker that long after
+	// the confirmation, in case OrderConfirmed never reached inventory or payment; keep it above the
+	// normal event latency), ORDER_RETRY_MIN / ORDER_RETRY_MAX (5s / 10m: per-order backoff of failed
+	// compensations and settlements), ORDER_STUCK_AFTER / ORDER_STUCK_ATTEMPTS (10m / 5: when a pending
+	// compensation counts as stuck in shopmesh_order_stuck_compensations and is logged at WARN).
 	SagaTimeout   time.Duration
 	RecoveryAfter time.Duration
 	GiveUpAfter   time.Duration
 	RecoveryBatch int
 	WatchPoll     time.Duration
+	SettleAfter   time.Duration
+	RetryMin      time.Duration
+	RetryMax      time.Duration
+	StuckAfter    time.Duration
+	StuckAttempts int
 	// OutboxPoll is how often the outbox relay looks for events nobody announced.
 	OutboxPoll time.Duration
 }
@@ -59,6 +70,11 @@ func Default(profile platformcfg.Profile) Config {
 		GiveUpAfter:      15 * time.Minute,
 		RecoveryBatch:    50,
 		WatchPoll:        2 * time.Second,
+		SettleAfter:      time.Minute,
+		RetryMin:         5 * time.Second,
+		RetryMax:         10 * time.Minute,
+		StuckAfter:       10 * time.Minute,
+		StuckAttempts:    5,
 		OutboxPoll:       200 * time.Millisecond,
 	}
 }
@@ -89,7 +105,8 @@ func Load(lookup platformcfg.Lookup) (Config, error) {
 func (c Config) Saga() app.Settings {
 	return app.Settings{
 		SagaTimeout: c.SagaTimeout, RecoveryAfter: c.RecoveryAfter, GiveUpAfter: c.GiveUpAfter,
-		RecoveryBatch: c.RecoveryBatch, WatchPoll: c.WatchPoll,
+		RecoveryBatch: c.RecoveryBatch, WatchPoll: c.WatchPoll, SettleAfter: c.SettleAfter,
+		RetryMin: c.RetryMin, RetryMax: c.RetryMax, StuckAfter: c.StuckAfter, StuckAttempts: c.StuckAttempts,
 	}
 }
 

@@ -27,6 +27,20 @@ func TestLoad(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "follow-up settings",
+			env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_SETTLE_AFTER": "90s", "ORDER_RETRY_MIN": "1s",
+				"ORDER_RETRY_MAX": "2m", "ORDER_STUCK_AFTER": "1h", "ORDER_STUCK_ATTEMPTS": "7"},
+			check: func(t *testing.T, c config.Config) {
+				s := c.Saga()
+				if s.SettleAfter != 90*time.Second || s.RetryMin != time.Second || s.RetryMax != 2*time.Minute ||
+					s.StuckAfter != time.Hour || s.StuckAttempts != 7 {
+					t.Fatalf("saga settings %+v", s)
+				}
+			},
+		},
+		{name: "retry_max below retry_min", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",
+			"ORDER_RETRY_MIN": "1m", "ORDER_RETRY_MAX": "30s"}, wantErr: "retry_max"},
 		{name: "brokers are required", env: map[string]string{}, wantErr: "kafka_brokers"},
 		{name: "bad duration", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_SAGA_TIMEOUT": "soon"}, wantErr: "ORDER_SAGA_TIMEOUT"},
 		{name: "recovery must outlast the saga", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",

@@ -56,6 +56,7 @@ type Inventory struct {
 	calls    map[string]int // method → calls that reached the handler
 	holds    int            // reservations created
 	releases int            // reservations moved HELD → RELEASED
+	commits  int            // reservations moved HELD → COMMITTED
 }
 
 type stock struct {
@@ -97,6 +98,13 @@ func (f *Inventory) Holds() (created, released int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.holds, f.releases
+}
+
+// Commits returns how many reservations were committed (HELD → COMMITTED, repeats not counted).
+func (f *Inventory) Commits() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.commits
 }
 
 // Reservation returns the status of an order's reservation (UNSPECIFIED if none).
@@ -175,14 +183,44 @@ func (f *Inventory) ReleaseStock(_ context.Context, req *inventoryv1.ReleaseStoc
 	if !ok {
 		return &inventoryv1.ReleaseStockResponse{}, nil
 	}
-	if r.status == inventoryv1.ReservationStatus_RESERVATION_STATUS_HELD {
+	switch r.status {
+	case inventoryv1.ReservationStatus_RESERVATION_STATUS_HELD:
 		for _, l := range r.lines {
 			f.products[l.GetSku()].reserved -= int64(l.GetQuantity())
 		}
 		r.status = inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED
 		f.releases++
+	case inventoryv1.ReservationStatus_RESERVATION_STATUS_COMMITTED:
+		return nil, status.Error(codes.FailedPrecondition, "reservation is committed")
 	}
 	return &inventoryv1.ReleaseStockResponse{Reservation: r.proto(req.GetOrderId())}, nil
+}
+
+// CommitStock implements inventoryv1.InventoryServiceServer: idempotent; a released reservation is
+// FAILED_PRECONDITION, a missing one NOT_FOUND, as inventory answers.
+func (f *Inventory) CommitStock(_ context.Context, req *inventoryv1.CommitStockRequest) (*inventoryv1.CommitStockResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("CommitStock"); err != nil {
+		return nil, err
+	}
+	r, ok := f.res[req.GetOrderId()]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "reservation not found")
+	}
+	switch r.status {
+	case inventoryv1.ReservationStatus_RESERVATION_STATUS_HELD:
+		for _, l := range r.lines {
+			p := f.products[l.GetSku()]
+			p.reserved -= int64(l.GetQuantity())
+			p.OnHand -= int64(l.GetQuantity())
+		}
+		r.status = inventoryv1.ReservationStatus_RESERVATION_STATUS_COMMITTED
+		f.commits++
+	case inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED:
+		return nil, status.Error(codes.FailedPrecondition, "reservation was released")
+	}
+	return &inventoryv1.CommitStockResponse{Reservation: r.proto(req.GetOrderId())}, nil
 }
 
 // GetProduct implements inventoryv1.InventoryServiceServer.
@@ -207,13 +245,14 @@ func (f *Inventory) GetProduct(_ context.Context, req *inventoryv1.GetProductReq
 type Payment struct {
 	paymentv1.UnimplementedPaymentServiceServer
 
-	mu     sync.Mutex
-	down   bool
-	auths  map[string]*paymentv1.Authorization
-	calls  map[string]int
-	holds  int // authorizations created AUTHORIZED
-	voids  int // authorizations moved AUTHORIZED → VOIDED
-	denied int // authorizations created DECLINED
+	mu       sync.Mutex
+	down     bool
+	auths    map[string]*paymentv1.Authorization
+	calls    map[string]int
+	holds    int // authorizations created AUTHORIZED
+	voids    int // authorizations moved AUTHORIZED → VOIDED
+	denied   int // authorizations created DECLINED
+	captures int // authorizations moved AUTHORIZED → CAPTURED
 }
 
 // NewPayment returns a fake payment service.
@@ -240,6 +279,13 @@ func (f *Payment) Counts() (authorized, voided, declined int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.holds, f.voids, f.denied
+}
+
+// Captures returns how many authorizations were captured (repeats not counted).
+func (f *Payment) Captures() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.captures
 }
 
 // Status returns the status of an order's authorization (UNSPECIFIED if none).
@@ -305,6 +351,30 @@ func (f *Payment) VoidPayment(_ context.Context, req *paymentv1.VoidPaymentReque
 		return nil, status.Error(codes.FailedPrecondition, "captured")
 	}
 	return &paymentv1.VoidPaymentResponse{Authorization: clone(a)}, nil
+}
+
+// CapturePayment implements paymentv1.PaymentServiceServer: idempotent; a voided or declined
+// authorization is FAILED_PRECONDITION, a missing one NOT_FOUND, as payment answers.
+func (f *Payment) CapturePayment(_ context.Context, req *paymentv1.CapturePaymentRequest) (*paymentv1.CapturePaymentResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("CapturePayment"); err != nil {
+		return nil, err
+	}
+	a, ok := f.auths[req.GetOrderId()]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no authorization for this order")
+	}
+	switch a.GetStatus() {
+	case paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_AUTHORIZED:
+		a.Status = paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED
+		a.Version++
+		f.captures++
+	case paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED:
+	default:
+		return nil, status.Errorf(codes.FailedPrecondition, "authorization is %s", a.GetStatus())
+	}
+	return &paymentv1.CapturePaymentResponse{Authorization: clone(a)}, nil
 }
 
 // clone copies a stored message: gRPC encodes responses after the handler returned and the lock is gone.

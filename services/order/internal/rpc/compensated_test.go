@@ -202,8 +202,8 @@ func TestSagaFailsOrderAlreadyCompensated(t *testing.T) {
 			if w.inv.Calls("ReleaseStock") == 0 || w.pay.Calls("VoidPayment") == 0 {
 				t.Errorf("compensation not run: %d releases, %d voids", w.inv.Calls("ReleaseStock"), w.pay.Calls("VoidPayment"))
 			}
-			if todo, err := w.orders.PendingCompensation(ctx, time.Now().Add(time.Hour), 10); err != nil || len(todo) != 0 {
-				t.Errorf("compensations left: %d, %v", len(todo), err)
+			if todo, err := w.orders.FollowupBacklog(ctx, app.Compensation, time.Now().Add(time.Hour), 1); err != nil || todo != 0 {
+				t.Errorf("compensations left: %d, %v", todo, err)
 			}
 			if st, err := w.app.RecoverOnce(ctx); err != nil || st.Claimed != 0 || st.Compensated != 0 {
 				t.Errorf("recovery after: %+v, %v", st, err)

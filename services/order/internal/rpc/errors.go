@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 )
 
@@ -21,6 +22,7 @@ const (
 	ReasonCartFull              = "CART_FULL"
 	ReasonDependencyUnavailable = "DEPENDENCY_UNAVAILABLE"
 	ReasonDependencyRefused     = "DEPENDENCY_REFUSED"
+	ReasonStoreUnavailable      = "ORDER_STORE_UNAVAILABLE"
 )
 
 // ErrorInfo reasons of inventory and payment that the clients tell apart from other refusals (see
@@ -36,7 +38,9 @@ const (
 )
 
 // toStatus maps an application error to the status the client sees; the one place that does.
-// Unexpected errors become INTERNAL without their text, so internals never reach clients.
+// The database being unreachable or refusing for the moment (sqldb.Unavailable) is UNAVAILABLE with a
+// retry delay, so clients wait an outage out; other unexpected errors become INTERNAL without their
+// text, so internals never reach clients.
 func toStatus(err error) error {
 	switch {
 	case err == nil:
@@ -59,8 +63,10 @@ func toStatus(err error) error {
 		return rpcerr.WithReason(codes.FailedPrecondition, ReasonDependencyRefused, err.Error(), nil)
 	case errors.Is(err, domain.ErrUnavailable):
 		return rpcerr.RetryAfter(codes.Unavailable, ReasonDependencyUnavailable, "a dependency is unavailable", retryDelay)
+	case sqldb.Unavailable(err):
+		return rpcerr.RetryAfter(codes.Unavailable, ReasonStoreUnavailable, "order store unavailable; retry later", retryDelay)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return status.FromContextError(err).Err()
+		return rpcerr.FromContext(err)
 	}
 	return status.Error(codes.Internal, "internal error")
 }

@@ -63,6 +63,16 @@ func (i *InventoryClient) ReleaseStock(ctx context.Context, orderID string) erro
 	return nil
 }
 
+// CommitStock implements app.StockReserver.
+func (i *InventoryClient) CommitStock(ctx context.Context, orderID string) error {
+	ctx, cancel := context.WithTimeout(ctx, i.timeout)
+	defer cancel()
+	if _, err := i.c.CommitStock(ctx, &inventoryv1.CommitStockRequest{OrderId: orderID}); err != nil {
+		return fmt.Errorf("commit stock: %w", followupError("inventory", err))
+	}
+	return nil
+}
+
 // Product implements app.Catalog.
 func (i *InventoryClient) Product(ctx context.Context, sku string) (app.Product, error) {
 	ctx, cancel := context.WithTimeout(ctx, i.timeout)
@@ -100,4 +110,20 @@ func dependencyError(err error) error {
 		return fmt.Errorf("%w: inventory: %s", domain.ErrDependencyRefused, st.Message())
 	}
 	return fmt.Errorf("%w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
+}
+
+// followupError turns the status of a call that finishes an order (commit, capture, void) into a
+// domain error: the refusals retrying cannot change — FAILED_PRECONDITION (released, voided, captured),
+// NOT_FOUND (nothing to finish), INVALID_ARGUMENT, ALREADY_EXISTS, PERMISSION_DENIED — are
+// domain.ErrDependencyRefused; anything else is domain.ErrUnavailable.
+func followupError(service string, err error) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.FailedPrecondition, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists, codes.PermissionDenied:
+		if reason := rpcerr.Reason(err); reason != "" {
+			return fmt.Errorf("%w: %s: %s: %s", domain.ErrDependencyRefused, service, reason, st.Message())
+		}
+		return fmt.Errorf("%w: %s: %s: %s", domain.ErrDependencyRefused, service, st.Code(), st.Message())
+	}
+	return fmt.Errorf("%w: %s: %s: %s", domain.ErrUnavailable, service, st.Code(), st.Message())
 }

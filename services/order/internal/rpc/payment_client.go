@@ -63,13 +63,23 @@ func (p *PaymentClient) AuthorizePayment(ctx context.Context, req app.AuthorizeR
 	return app.Authorization{}, fmt.Errorf("authorize payment: %w: unexpected status %s", domain.ErrUnavailable, a.GetStatus())
 }
 
-// VoidPayment implements app.PaymentAuthorizer.
+// VoidPayment implements app.PaymentAuthorizer. Voiding a captured payment is refused for good.
 func (p *PaymentClient) VoidPayment(ctx context.Context, orderID string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	if _, err := p.c.VoidPayment(ctx, &paymentv1.VoidPaymentRequest{OrderId: orderID}); err != nil {
-		st := status.Convert(err)
-		return fmt.Errorf("void payment: %w: %s: %s", domain.ErrUnavailable, st.Code(), st.Message())
+		return fmt.Errorf("void payment: %w", followupError("payment", err))
+	}
+	return nil
+}
+
+// CapturePayment implements app.PaymentAuthorizer. Capturing a voided or declined payment, or one that
+// does not exist, is refused for good.
+func (p *PaymentClient) CapturePayment(ctx context.Context, orderID string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, err := p.c.CapturePayment(ctx, &paymentv1.CapturePaymentRequest{OrderId: orderID}); err != nil {
+		return fmt.Errorf("capture payment: %w", followupError("payment", err))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -17,11 +18,13 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/platformtest"
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
+	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
 	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
@@ -74,7 +77,8 @@ func newWorld(t *testing.T, inv inventoryv1.InventoryServiceServer, pay paymentv
 	}
 	w.app, err = app.New(app.Deps{
 		Orders: w.orders, Stock: w.stock, Catalog: w.stock, Payment: w.money, Feed: noFeed{}, Logger: discard(),
-	}, app.Settings{SagaTimeout: 5 * time.Second, RecoveryAfter: time.Minute, GiveUpAfter: time.Hour, RecoveryBatch: 20, WatchPoll: 50 * time.Millisecond})
+	}, app.Settings{SagaTimeout: 5 * time.Second, RecoveryAfter: time.Minute, GiveUpAfter: time.Hour, RecoveryBatch: 20, WatchPoll: 50 * time.Millisecond,
+		SettleAfter: time.Minute, RetryMin: time.Second, RetryMax: time.Minute, StuckAfter: time.Hour, StuckAttempts: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,5 +220,73 @@ func TestDefaultPolicyMatchesContracts(t *testing.T) {
 		if !known[k] {
 			t.Errorf("policy names %s, which no service has", k)
 		}
+	}
+}
+
+// CreateOrder needs an idempotency key: without one a retry of a request whose answer was lost would
+// place a second order. The server's validation refuses it before anything happens, naming the field.
+func TestCreateOrderRequiresIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default(config.Test)
+	cfg.Service, cfg.ListenAddr = "order", "127.0.0.1:0"
+	c := orderClient(t, "gateway", "", serveOrder(t, cfg, newApp(t)))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req := &orderv1.CreateOrderRequest{CustomerId: "alice", Items: []*orderv1.OrderItem{{Sku: "SKU-A", Quantity: 1}}}
+	_, err := c.CreateOrder(ctx, req)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("without a key: %v, want INVALID_ARGUMENT", err)
+	}
+	var fields []string
+	for _, v := range rpcerr.Violations(err) {
+		fields = append(fields, v.Field)
+	}
+	if len(fields) != 1 || fields[0] != "idempotency_key" {
+		t.Fatalf("violations name %v, want [idempotency_key]", fields)
+	}
+	req.IdempotencyKey = "k-1"
+	if _, err := c.CreateOrder(ctx, req); err != nil {
+		t.Fatalf("with a key: %v", err)
+	}
+}
+
+// The calls that finish an order (commit, capture, void) tell a refusal that retrying cannot change
+// from an outage, over real gRPC.
+func TestClientsMapFollowupRefusals(t *testing.T) {
+	t.Parallel()
+	inv := fakes.NewInventory(map[string]fakes.Product{"SKU-A": {Name: "Apple", PriceCents: 150, OnHand: 10}})
+	pay := fakes.NewPayment()
+	w := newWorld(t, inv, pay)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	const id = "00000000-0000-4000-8000-000000000001"
+	if err := w.stock.CommitStock(ctx, id); !errors.Is(err, domain.ErrDependencyRefused) {
+		t.Errorf("commit of a reservation that does not exist: %v", err)
+	}
+	if err := w.money.CapturePayment(ctx, id); !errors.Is(err, domain.ErrDependencyRefused) {
+		t.Errorf("capture of an authorization that does not exist: %v", err)
+	}
+	if _, err := w.stock.ReserveStock(ctx, id, []domain.Line{{SKU: "SKU-A", Quantity: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.money.AuthorizePayment(ctx, app.AuthorizeRequest{OrderID: id, CustomerID: "alice", AmountCents: 150, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(w.stock.CommitStock(ctx, id), w.stock.CommitStock(ctx, id),
+		w.money.CapturePayment(ctx, id), w.money.CapturePayment(ctx, id)); err != nil {
+		t.Fatalf("commit and capture, twice each: %v", err)
+	}
+	if err := w.money.VoidPayment(ctx, id); !errors.Is(err, domain.ErrDependencyRefused) {
+		t.Errorf("void of a captured payment: %v", err)
+	}
+	if err := w.stock.ReleaseStock(ctx, id); err == nil || errors.Is(err, domain.ErrUnavailable) {
+		t.Errorf("release of committed stock: %v, want a refusal", err)
+	}
+	pay.SetDown(true)
+	if err := w.money.CapturePayment(ctx, id); !errors.Is(err, domain.ErrUnavailable) {
+		t.Errorf("capture with payment down: %v", err)
+	}
+	if inv.Commits() != 1 || pay.Captures() != 1 {
+		t.Errorf("commits %d, captures %d; want 1 each", inv.Commits(), pay.Captures())
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
@@ -158,14 +160,23 @@ func scanOrder(r scanner) (domain.Order, error) {
 	return o, nil
 }
 
-// Update implements app.Orders.
-func (s *Store) Update(ctx context.Context, next domain.Order, compensate bool) error {
+// Update implements app.Orders. The follow-up bookkeeping rides in the same UPDATE: no extra statement
+// on the saga's path.
+func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) error {
+	compensate := !due.IsZero() && next.Status == domain.Cancelled
+	settle := !due.IsZero() && next.Status == domain.Confirmed
+	dueAt := int64(0)
+	if !due.IsZero() {
+		dueAt = micros(due)
+	}
 	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET status = ?, cancel_reason = ?,
-			cancel_detail = ?, total_cents = ?, currency = ?, version = ?, updated_at = ?, compensation_pending = ?
+			cancel_detail = ?, total_cents = ?, currency = ?, version = ?, updated_at = ?,
+			compensation_pending = ?, comp_next_at = ?, settle_pending = ?, settle_next_at = ?
 			WHERE id = ? AND version = ? AND status = ?`),
 			string(next.Status), string(next.CancelReason), next.CancelDetail, next.TotalCents, next.Currency,
-			next.Version, micros(next.UpdatedAt), compensate, next.ID, next.Version-1, string(domain.Pending))
+			next.Version, micros(next.UpdatedAt), compensate, dueAt, settle, dueAt,
+			next.ID, next.Version-1, string(domain.Pending))
 		if err != nil {
 			return fmt.Errorf("update order %s: %w", next.ID, err)
 		}
@@ -241,37 +252,126 @@ func (s *Store) ClaimStale(ctx context.Context, now, leaseUntil time.Time, limit
 	return s.many(ctx, ids)
 }
 
-// PendingCompensation implements app.Orders.
-func (s *Store) PendingCompensation(ctx context.Context, before time.Time, limit int) ([]domain.Order, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.Rebind(`SELECT id FROM orders
-		WHERE compensation_pending = ? AND status = ? AND updated_at < ? ORDER BY updated_at LIMIT ?`),
-		true, string(domain.Cancelled), micros(before), limit)
-	if err != nil {
-		return nil, fmt.Errorf("pending compensations: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return nil, fmt.Errorf("pending compensations: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, fmt.Errorf("pending compensations: %w", err)
-	}
-	return s.many(ctx, ids)
+// followupCols are the columns of one kind of follow-up work. Names come from this table only, never
+// from input.
+type followupCols struct {
+	status                       domain.Status
+	pending, attempts, next, err string
+	done                         string // extra assignment when done ("" or "col = ?" taking the time)
 }
 
-// CompensationDone implements app.Orders. It touches bookkeeping only: status, version and the
+var followups = map[app.FollowupKind]followupCols{
+	app.Compensation: {status: domain.Cancelled, pending: "compensation_pending", attempts: "comp_attempts",
+		next: "comp_next_at", err: "comp_error"},
+	app.Settlement: {status: domain.Confirmed, pending: "settle_pending", attempts: "settle_attempts",
+		next: "settle_next_at", err: "settle_error", done: "settled_at = ?"},
+}
+
+func followupOf(kind app.FollowupKind) (followupCols, error) {
+	c, ok := followups[kind]
+	if !ok {
+		return followupCols{}, fmt.Errorf("unknown follow-up kind %q", kind)
+	}
+	return c, nil
+}
+
+// ClaimFollowups implements app.Orders like ClaimStale: the claim moves the next attempt to leaseUntil,
+// so other instances skip the row until then (SKIP LOCKED on PostgreSQL). The inner query reads the
+// partial index of pending rows only: its bare "pending AND ..." condition matches the index's
+// predicate (SQLite needs that to use it), and it does not filter on status, which would tempt the
+// planners into the status index (every confirmed order). The status is checked per claimed row.
+func (s *Store) ClaimFollowups(ctx context.Context, kind app.FollowupKind, now, leaseUntil time.Time, limit int) ([]app.Followup, error) {
+	c, err := followupOf(kind)
+	if err != nil {
+		return nil, err
+	}
+	lock := ""
+	if s.d.SkipLocked() {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var got []app.Followup
+	err = sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET `+c.next+` = ?
+			WHERE id IN (SELECT id FROM orders WHERE `+c.pending+` AND `+c.next+` <= ?
+				ORDER BY `+c.next+` LIMIT ?`+lock+`)
+			AND `+c.pending+` AND `+c.next+` <= ? AND status = ?
+			RETURNING id, customer_id, status, `+c.attempts+`, `+c.err),
+			micros(leaseUntil), micros(now), limit, micros(now), string(c.status))
+		if err != nil {
+			return fmt.Errorf("claim %ss: %w", kind, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				f      app.Followup
+				status string
+			)
+			if err := rows.Scan(&f.OrderID, &f.CustomerID, &status, &f.Attempts, &f.LastError); err != nil {
+				return fmt.Errorf("claim %ss: %w", kind, err)
+			}
+			f.Status = domain.Status(status)
+			got = append(got, f)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// FollowupDone implements app.Orders. It touches bookkeeping only: status, version and the
 // client-visible order stay as they are.
-func (s *Store) CompensationDone(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET compensation_pending = ? WHERE id = ?`),
-		false, id); err != nil {
-		return fmt.Errorf("compensation done %s: %w", id, err)
+func (s *Store) FollowupDone(ctx context.Context, kind app.FollowupKind, id string, at time.Time) error {
+	c, err := followupOf(kind)
+	if err != nil {
+		return err
+	}
+	set, args := c.pending+" = ?, "+c.err+" = ?", []any{false, ""}
+	if c.done != "" {
+		set, args = set+", "+c.done, append(args, micros(at))
+	}
+	if _, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET `+set+` WHERE id = ?`), append(args, id)...); err != nil {
+		return fmt.Errorf("%s done %s: %w", kind, id, err)
 	}
 	return nil
+}
+
+// maxErrorLen bounds the stored last error.
+const maxErrorLen = 500
+
+// FollowupFailed implements app.Orders.
+func (s *Store) FollowupFailed(ctx context.Context, kind app.FollowupKind, id string, next time.Time, cause string) error {
+	c, err := followupOf(kind)
+	if err != nil {
+		return err
+	}
+	if len(cause) > maxErrorLen {
+		cause = cause[:maxErrorLen]
+	}
+	if _, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET `+c.attempts+` = `+c.attempts+` + 1,
+		`+c.next+` = ?, `+c.err+` = ? WHERE id = ? AND `+c.pending),
+		micros(next), strings.ToValidUTF8(cause, "?"), id); err != nil {
+		return fmt.Errorf("%s failed %s: %w", kind, id, err)
+	}
+	return nil
+}
+
+// FollowupBacklog implements app.Orders: it reads the pending rows only (the partial index).
+func (s *Store) FollowupBacklog(ctx context.Context, kind app.FollowupKind, changedBefore time.Time, minAttempts int) (int, error) {
+	c, err := followupOf(kind)
+	if err != nil {
+		return 0, err
+	}
+	if minAttempts <= 0 {
+		minAttempts = math.MaxInt32
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.d.Rebind(`SELECT count(*) FROM orders WHERE `+c.pending+` AND `+c.next+` >= 0
+		AND (updated_at < ? OR `+c.attempts+` >= ?)`), micros(changedBefore), minAttempts).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s backlog: %w", kind, err)
+	}
+	return n, nil
 }
 
 func (s *Store) many(ctx context.Context, ids []string) ([]domain.Order, error) {

@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
+	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
+	"github.com/shopmesh/shopmesh/services/order/migrations"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -83,6 +86,8 @@ func TestStoreContract(t *testing.T) {
 				{"concurrent finishers: exactly one wins", testConcurrentUpdate},
 				{"claim stale orders once", testClaimStale},
 				{"compensation bookkeeping", testCompensation},
+				{"follow-ups: earliest due first, failing rows back off", testFollowupOrder},
+				{"settlement: claimed once, settled_at recorded", testSettlement},
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -171,7 +176,7 @@ func testUpdate(t *testing.T, e env) {
 		t.Fatal(err)
 	}
 	c := confirmed(t, o)
-	if err := e.s.Update(ctx, c, false); err != nil {
+	if err := e.s.Update(ctx, c, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.s.Get(ctx, o.ID)
@@ -187,17 +192,17 @@ func testUpdate(t *testing.T, e env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.s.Update(ctx, x, true); !errors.Is(err, domain.ErrVersionConflict) {
+	if err := e.s.Update(ctx, x, t0.Add(time.Minute)); !errors.Is(err, domain.ErrVersionConflict) {
 		t.Fatalf("stale cancel: %v", err)
 	}
 	y := got
 	y.Status, y.Version = domain.Cancelled, got.Version+1 // even a forged transition from a terminal state
-	if err := e.s.Update(ctx, y, false); !errors.Is(err, domain.ErrVersionConflict) {
+	if err := e.s.Update(ctx, y, time.Time{}); !errors.Is(err, domain.ErrVersionConflict) {
 		t.Fatalf("update of a terminal order: %v", err)
 	}
 	ghost := newOrder(t, "00000000-0000-0000-0000-00000000ffff", "")
 	ghost.Version = 2
-	if err := e.s.Update(ctx, ghost, false); !errors.Is(err, domain.ErrNotFound) {
+	if err := e.s.Update(ctx, ghost, time.Time{}); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("unknown order: %v", err)
 	}
 	if again, _ := e.s.Get(ctx, o.ID); again.Status != domain.Confirmed || again.Version != 2 {
@@ -229,7 +234,7 @@ func testConcurrentUpdate(t *testing.T, e env) {
 			} else {
 				next, _ = o.Cancel(domain.CustomerRequested, fmt.Sprint(i), t0)
 			}
-			err := e.s.Update(ctx, next, false)
+			err := e.s.Update(ctx, next, time.Time{})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -269,7 +274,7 @@ func testClaimStale(t *testing.T, e env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.s.Update(ctx, confirmed(t, done), false); err != nil {
+	if err := e.s.Update(ctx, confirmed(t, done), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := e.s.ClaimStale(ctx, t0.Add(30*time.Second), t0.Add(2*time.Minute), 100); err != nil || len(got) != 0 {
@@ -325,23 +330,216 @@ func testCompensation(t *testing.T, e env) {
 		t.Fatal(err)
 	}
 	x, _ := o.Cancel(domain.CustomerRequested, "changed my mind", t0.Add(time.Second))
-	if err := e.s.Update(ctx, x, true); err != nil {
+	due := t0.Add(30 * time.Second)
+	if err := e.s.Update(ctx, x, due); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.s.PendingCompensation(ctx, t0, 10); len(got) != 0 {
-		t.Fatalf("too recent, yet listed: %d", len(got))
+	if got, err := e.s.ClaimFollowups(ctx, app.Compensation, due.Add(-time.Millisecond), due.Add(time.Minute), 10); err != nil || len(got) != 0 {
+		t.Fatalf("not due yet, yet claimed: %d %v", len(got), err)
 	}
-	got, err := e.s.PendingCompensation(ctx, t0.Add(time.Minute), 10)
-	if err != nil || len(got) != 1 || got[0].ID != o.ID || got[0].CancelDetail != "changed my mind" {
-		t.Fatalf("pending compensations: %+v %v", got, err)
+	if got, _ := e.s.ClaimFollowups(ctx, app.Settlement, due.Add(time.Hour), due.Add(2*time.Hour), 10); len(got) != 0 {
+		t.Fatalf("a cancelled order claimed for settlement: %d", len(got))
 	}
-	if err := e.s.CompensationDone(ctx, o.ID); err != nil {
+	got, err := e.s.ClaimFollowups(ctx, app.Compensation, due, due.Add(time.Minute), 10)
+	if err != nil || len(got) != 1 || got[0].OrderID != o.ID || got[0].Status != domain.Cancelled || got[0].CustomerID != "cust-1" || got[0].Attempts != 0 {
+		t.Fatalf("due compensations: %+v %v", got, err)
+	}
+	// Claimed until due+1m: nobody else gets it before.
+	if again, _ := e.s.ClaimFollowups(ctx, app.Compensation, due.Add(59*time.Second), due.Add(2*time.Minute), 10); len(again) != 0 {
+		t.Fatalf("claimed twice: %d", len(again))
+	}
+	// A failure counts an attempt, keeps its error and moves the next attempt.
+	next := due.Add(10 * time.Second)
+	if err := e.s.FollowupFailed(ctx, app.Compensation, o.ID, next, "inventory: UNAVAILABLE"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := e.s.PendingCompensation(ctx, t0.Add(time.Minute), 10); len(got) != 0 {
+	if got, _ := e.s.ClaimFollowups(ctx, app.Compensation, next.Add(-time.Millisecond), next.Add(time.Minute), 10); len(got) != 0 {
+		t.Fatalf("claimed before its next attempt: %d", len(got))
+	}
+	if n, err := e.s.FollowupBacklog(ctx, app.Compensation, t0, 1); err != nil || n != 1 {
+		t.Fatalf("backlog with attempts >= 1: %d %v, want 1", n, err)
+	}
+	if n, _ := e.s.FollowupBacklog(ctx, app.Compensation, t0, 2); n != 0 {
+		t.Fatalf("backlog with attempts >= 2: %d, want 0", n)
+	}
+	if n, _ := e.s.FollowupBacklog(ctx, app.Compensation, t0.Add(2*time.Second), 0); n != 1 {
+		t.Fatalf("backlog of orders cancelled before t0+2s: %d, want 1", n)
+	}
+	got, err = e.s.ClaimFollowups(ctx, app.Compensation, next, next.Add(time.Minute), 10)
+	if err != nil || len(got) != 1 || got[0].Attempts != 1 || got[0].LastError != "inventory: UNAVAILABLE" {
+		t.Fatalf("claim after a failure: %+v %v", got, err)
+	}
+	if err := e.s.FollowupDone(ctx, app.Compensation, o.ID, next); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Compensation, next.Add(time.Hour), next.Add(2*time.Hour), 10); len(got) != 0 {
 		t.Fatalf("still pending after done: %d", len(got))
+	}
+	if n, _ := e.s.FollowupBacklog(ctx, app.Compensation, next.Add(time.Hour), 1); n != 0 {
+		t.Fatalf("backlog after done: %d", n)
 	}
 	if after, _ := e.s.Get(ctx, o.ID); after.Version != x.Version || after.Status != domain.Cancelled {
 		t.Fatalf("bookkeeping changed the order: %+v", after)
+	}
+	// A cancellation without follow-up work leaves nothing to claim.
+	o2, _, _ := e.s.Create(ctx, newOrder(t, "00000000-0000-0000-0000-000000000002", ""), t0)
+	x2, _ := o2.Cancel(domain.OutOfStock, "", t0)
+	if err := e.s.Update(ctx, x2, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Compensation, t0.Add(time.Hour), t0.Add(2*time.Hour), 10); len(got) != 0 {
+		t.Fatalf("claimed an order without follow-up: %d", len(got))
+	}
+}
+
+// Failing rows at the head do not starve the others: claims take the earliest due first, and a row
+// whose next attempt moved out is not claimed.
+func testFollowupOrder(t *testing.T, e env) {
+	ctx := context.Background()
+	var failing, healthy []string
+	for i := range 6 {
+		o, _, err := e.s.Create(ctx, newOrder(t, fmt.Sprintf("00000000-0000-0000-0000-0000000000%02d", i), ""), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := o.Cancel(domain.DependencyFailed, "", t0.Add(time.Duration(i)*time.Second))
+		if err := e.s.Update(ctx, x, x.UpdatedAt); err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			failing = append(failing, o.ID)
+		} else {
+			healthy = append(healthy, o.ID)
+		}
+	}
+	now := t0.Add(time.Minute)
+	for _, id := range failing {
+		if err := e.s.FollowupFailed(ctx, app.Compensation, id, now.Add(time.Hour), "refused"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.s.ClaimFollowups(ctx, app.Compensation, now, now.Add(time.Minute), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, f := range got {
+		ids = append(ids, f.OrderID)
+	}
+	if !reflect.DeepEqual(ids, healthy) {
+		t.Fatalf("claimed %v, want the healthy %v", ids, healthy)
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Compensation, now.Add(time.Hour), now.Add(2*time.Hour), 10); len(got) != 6 {
+		t.Fatalf("after every next attempt passed: claimed %d, want 6", len(got))
+	}
+}
+
+func testSettlement(t *testing.T, e env) {
+	ctx := context.Background()
+	const n = 10
+	due := t0.Add(time.Minute)
+	for i := range n {
+		o, _, err := e.s.Create(ctx, newOrder(t, fmt.Sprintf("00000000-0000-0000-0000-0000000000%02d", i), ""), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.s.Update(ctx, confirmed(t, o), due); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Compensation, due.Add(time.Hour), due.Add(2*time.Hour), 100); len(got) != 0 {
+		t.Fatalf("a confirmed order claimed for compensation: %d", len(got))
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Settlement, due.Add(-time.Second), due, 100); len(got) != 0 {
+		t.Fatalf("settlement claimed before it is due: %d", len(got))
+	}
+	if n, _ := e.s.FollowupBacklog(ctx, app.Settlement, t0, 0); n != 0 {
+		t.Fatalf("unsettled older than t0: %d, want 0", n)
+	}
+	if got, _ := e.s.FollowupBacklog(ctx, app.Settlement, due, 0); got != n {
+		t.Fatalf("unsettled older than due: %d, want %d", got, n)
+	}
+	// Four instances claim at once: every order goes to exactly one.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		seen = map[string]int{}
+	)
+	for range 4 {
+		wg.Go(func() {
+			for {
+				got, err := e.s.ClaimFollowups(ctx, app.Settlement, due, due.Add(time.Minute), 3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, f := range got {
+					if f.Status != domain.Confirmed {
+						t.Errorf("claimed a %s order for settlement", f.Status)
+					}
+					seen[f.OrderID]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("claimed %d orders, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("order %s claimed %d times", id, c)
+		}
+		if err := e.s.FollowupDone(ctx, app.Settlement, id, due.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		var settled sql.NullInt64
+		if err := e.db.QueryRow(`SELECT settled_at FROM orders WHERE id = '` + id + `'`).Scan(&settled); err != nil {
+			t.Fatal(err)
+		}
+		if !settled.Valid || settled.Int64 != due.Add(time.Second).UnixMicro() {
+			t.Fatalf("settled_at of %s = %v", id, settled)
+		}
+	}
+	if got, _ := e.s.ClaimFollowups(ctx, app.Settlement, due.Add(time.Hour), due.Add(2*time.Hour), 100); len(got) != 0 {
+		t.Fatalf("settled orders claimed again: %d", len(got))
+	}
+	if got, _ := e.s.FollowupBacklog(ctx, app.Settlement, due.Add(time.Hour), 0); got != 0 {
+		t.Fatalf("unsettled after done: %d", got)
+	}
+}
+
+// Orders confirmed before the follow-up columns existed are not known to be settled: the migration
+// leaves them to the settlement worker, due at once. Down and up again keeps the schema usable.
+func TestMigrationSettlesEarlierConfirmedOrders(t *testing.T) {
+	t.Parallel()
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn := b.DSN(t)
+			e := open(t, dsn)
+			if err := migrate.Command(ctx, dsn, migrations.FS, migrate.Options{}, []string{"down", "1"}, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range []domain.Status{domain.Confirmed, domain.Cancelled, domain.Pending} {
+				if _, err := e.db.Exec(fmt.Sprintf(`INSERT INTO orders (id, customer_id, status, version, created_at,
+					updated_at, lease_until) VALUES ('00000000-0000-0000-0000-00000000000%d', 'cust-1', '%s', 2, 1, 1, 1)`, i, st)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := store.Migrate(ctx, dsn, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.s.ClaimFollowups(ctx, app.Settlement, t0, t0.Add(time.Minute), 10)
+			if err != nil || len(got) != 1 || got[0].OrderID != "00000000-0000-0000-0000-000000000000" {
+				t.Fatalf("settlements after the migration: %+v %v, want the confirmed order", got, err)
+			}
+		})
 	}
 }

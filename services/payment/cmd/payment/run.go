@@ -15,6 +15,8 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	pconfig "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/depcheck"
+	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -100,25 +102,38 @@ func run(ctx context.Context, args []string, lookup pconfig.Lookup, stdout io.Wr
 		return err
 	}
 
+	// Readiness: without its database no call can succeed, so the instance leaves the rotation while it
+	// is down; the brokers are only reported (the outbox and the consumers wait them out).
+	if err := p.AddDependencies(
+		platform.Dependency{Name: "database", Check: db.PingContext, Required: true},
+		platform.Dependency{Name: "kafka", Check: depcheck.Kafka(cfg.KafkaBrokers)},
+	); err != nil {
+		return err
+	}
 	srv := p.NewServer()
 	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(svc, logger))
 	lis, err := net.Listen("tcp", cfg.Platform.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return serve(ctx, p, srv, lis, relay, orders)
+	// The order events' inbox would grow without bound: ids far older than any redelivery go.
+	purge := func(ctx context.Context) error {
+		return inbox.RunPurger(ctx, db, inbox.PurgerConfig{Retention: cfg.InboxRetention}, logger)
+	}
+	return serve(ctx, p, srv, lis, relay, orders, purge)
 }
 
-// serve runs the gRPC server with the relay and the consumer beside it. The relay outlives the server's
-// drain, so events of the last calls are published before it stops; if the relay or the consumer
-// fails, the server is stopped and the failure returned.
+// serve runs the gRPC server with the relay, the consumer and the inbox purger beside it. The relay
+// outlives the server's drain, so events of the last calls are published before it stops; if the
+// relay or the consumer fails, the server is stopped and the failure returned.
 func serve(ctx context.Context, p *platform.Platform, srv *grpc.Server, lis net.Listener,
-	relay *outbox.Relay, orders *consumer.Kafka) error {
+	relay *outbox.Relay, orders *consumer.Kafka, purge func(context.Context) error) error {
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBg()
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return relay.Run(gctx) })
 	g.Go(func() error { return orders.Run(gctx) })
+	g.Go(func() error { return purge(gctx) })
 
 	serveCtx, stopServe := context.WithCancel(ctx)
 	defer stopServe()

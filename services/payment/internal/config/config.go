@@ -42,6 +42,9 @@ type Config struct {
 	// synchronously: one broker round trip each). Handled events are deduplicated by the inbox, so a
 	// crash redelivering up to one interval of them changes nothing.
 	ConsumerCommitInterval time.Duration
+	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
+	// above the order topic's retention and any dead-letter replay.
+	InboxRetention time.Duration
 }
 
 // Default returns the defaults of a profile: development seeds accounts into a local SQLite file.
@@ -58,6 +61,7 @@ func Default(profile config.Profile) Config {
 		ConsumerMaxWait:   500 * time.Millisecond,
 		// One commit per second instead of one per event.
 		ConsumerCommitInterval: time.Second,
+		InboxRetention:         7 * 24 * time.Hour,
 	}
 	if profile == config.Dev {
 		c.DSN = "sqlite:payment.db"

@@ -91,8 +91,9 @@ type OrderEvents interface {
 
 var _ OrderEvents = (*app.Service)(nil)
 
-// errUndecodable marks a payload that will never decode; the consumer dead-letters it after its retries.
-var errUndecodable = errors.New("undecodable order event")
+// errUndecodable marks a payload that will never decode. It is permanent: the consumer dead-letters it
+// at once instead of holding the partition behind it.
+var errUndecodable = consumer.Permanent(errors.New("undecodable order event"))
 
 // OrderHandler applies OrderConfirmed (capture) and OrderCancelled (void) through the inbox; other
 // order events are acknowledged without effect. Conflicts (a confirmed order whose payment was voided)

@@ -82,10 +82,11 @@ func TestOrderHandler(t *testing.T) {
 		t.Errorf("confirmed %v cancelled %v", r.confirmed, r.cancelled)
 	}
 	bad := consumer.Message{ID: "x", Payload: []byte{0xff}, Headers: map[string]string{events.HeaderEventType: "shopmesh.events.v1.OrderConfirmed"}}
-	if err := h(ctx, bad); err == nil {
-		t.Error("undecodable payload accepted")
+	// Both can never apply: permanent, so the consumer dead-letters them instead of holding them.
+	if err := h(ctx, bad); !errors.Is(err, consumer.ErrPermanent) {
+		t.Errorf("undecodable payload: %v, want a permanent error", err)
 	}
-	if err := h(ctx, msg(&eventsv1.OrderConfirmed{EventId: "e4"})); err == nil {
-		t.Error("event without order id accepted")
+	if err := h(ctx, msg(&eventsv1.OrderConfirmed{EventId: "e4"})); !errors.Is(err, consumer.ErrPermanent) {
+		t.Errorf("event without order id: %v, want a permanent error", err)
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
@@ -29,9 +29,10 @@ const (
 const retryAfterUnavailable = 200 * time.Millisecond
 
 // toStatus maps an error of the use cases to the status the client sees: domain errors by errors.Is,
-// context errors to CANCELED / DEADLINE_EXCEEDED, and anything else — the database failing — to
-// UNAVAILABLE, which is safe to retry because every payment call is idempotent. Details of internal
-// errors are logged, never sent.
+// the database unreachable or refusing for the moment (sqldb.Unavailable, which includes a connect
+// timing out) to UNAVAILABLE, context errors to CANCELED / DEADLINE_EXCEEDED, and anything else — the
+// database failing — to UNAVAILABLE too, which is safe to retry because every payment call is
+// idempotent. Details of internal errors are logged, never sent.
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, domain.ErrInvalidRequest):
@@ -51,8 +52,11 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, domain.ErrInconsistent):
 		s.log.ErrorContext(ctx, "payment state inconsistent", "err", err)
 		return rpcerr.WithReason(codes.Internal, ReasonInternal, "internal error", nil)
+	case sqldb.Unavailable(err):
+		s.log.WarnContext(ctx, "payment store unavailable", "err", err)
+		return rpcerr.RetryAfter(codes.Unavailable, ReasonUnavailable, "payment store unavailable", retryAfterUnavailable)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
+		return rpcerr.FromContext(err)
 	}
 	s.log.WarnContext(ctx, "payment store failed", "err", err)
 	return rpcerr.RetryAfter(codes.Unavailable, ReasonUnavailable, "payment store unavailable", retryAfterUnavailable)

@@ -1113,7 +1113,17 @@ type ImportStockRequest struct {
 	// reprices it.
 	PriceCents *int64 `protobuf:"varint,4,opt,name=price_cents,json=priceCents,proto3,oneof" json:"price_cents,omitempty"`
 	// ISO 4217 currency of price_cents; required with price_cents.
-	Currency      *string `protobuf:"bytes,5,opt,name=currency,proto3,oneof" json:"currency,omitempty"`
+	Currency *string `protobuf:"bytes,5,opt,name=currency,proto3,oneof" json:"currency,omitempty"`
+	// Client-chosen id of the import this line belongs to (e.g. a UUID or
+	// "delivery-2026-12-06"), the same on every line of the stream and of any
+	// resend of it; 1..128 characters of letters, digits and ._:- starting
+	// with a letter or digit. Ids are global: do not reuse one for another
+	// import.
+	ImportId string `protobuf:"bytes,6,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
+	// Position of the line within its import, from 1. It must increase along
+	// a stream (gaps are allowed, so a resumed import may start past 1); a
+	// resend must give every line the seq it had the first time.
+	Seq           int64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1183,20 +1193,43 @@ func (x *ImportStockRequest) GetCurrency() string {
 	return ""
 }
 
-// ImportStockResponse summarises a finished import.
+func (x *ImportStockRequest) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
+}
+
+func (x *ImportStockRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ImportStockResponse summarises a finished import stream.
 type ImportStockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lines received on the stream.
 	LinesReceived int64 `protobuf:"varint,1,opt,name=lines_received,json=linesReceived,proto3" json:"lines_received,omitempty"`
-	// Lines applied to stock.
+	// Lines this stream applied to stock.
 	LinesApplied int64 `protobuf:"varint,2,opt,name=lines_applied,json=linesApplied,proto3" json:"lines_applied,omitempty"`
-	// Lines rejected (lines_received - lines_applied).
+	// Lines rejected; lines_received = lines_applied + lines_skipped +
+	// lines_rejected. A line rejected by an earlier attempt of the same import
+	// for a reason of the stock state (a new SKU without name and price) is
+	// rejected again, with the same reason, not re-evaluated.
 	LinesRejected int64 `protobuf:"varint,3,opt,name=lines_rejected,json=linesRejected,proto3" json:"lines_rejected,omitempty"`
-	// Total units added to on_hand across applied lines.
+	// Total units this stream added to on_hand.
 	UnitsAdded int64 `protobuf:"varint,4,opt,name=units_added,json=unitsAdded,proto3" json:"units_added,omitempty"`
 	// Why lines were rejected; at most the first 100 rejections are itemised
 	// (lines_rejected has the full count).
-	Errors        []*ImportStockError `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*ImportStockError `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Lines that an earlier stream of the same import_id (a retry, a resend or
+	// a concurrent duplicate on another instance) had already applied: not
+	// applied again.
+	LinesSkipped int64 `protobuf:"varint,6,opt,name=lines_skipped,json=linesSkipped,proto3" json:"lines_skipped,omitempty"`
+	// The import_id of the stream's lines; empty if it had none.
+	ImportId      string `protobuf:"bytes,7,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1266,6 +1299,20 @@ func (x *ImportStockResponse) GetErrors() []*ImportStockError {
 	return nil
 }
 
+func (x *ImportStockResponse) GetLinesSkipped() int64 {
+	if x != nil {
+		return x.LinesSkipped
+	}
+	return 0
+}
+
+func (x *ImportStockResponse) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
+}
+
 // ImportStockError explains one rejected import line.
 type ImportStockError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1275,7 +1322,9 @@ type ImportStockError struct {
 	Sku string `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
 	// Human-readable reason, e.g. "quantity: must be at least 1" or
 	// "new SKU needs name and price_cents".
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The line's seq within its import.
+	Seq           int64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1329,6 +1378,13 @@ func (x *ImportStockError) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ImportStockError) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 var File_shopmesh_inventory_v1_inventory_proto protoreflect.FileDescriptor
@@ -1403,7 +1459,7 @@ const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xab\x02\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x90\x03\n" +
 	"\x12ImportStockRequest\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12(\n" +
 	"\bquantity\x18\x02 \x01(\x03B\f\xe2\xe0\x18\b\x1a\x06\x10\x01\x18\xc0\x84=R\bquantity\x12$\n" +
@@ -1411,36 +1467,41 @@ const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\vprice_cents\x18\x04 \x01(\x03B\r\xe2\xe0\x18\t\x1a\a\b\x00\x18\x80\xc2\xd7/H\x01R\n" +
 	"priceCents\x88\x01\x01\x123\n" +
 	"\bcurrency\x18\x05 \x01(\tB\x12\xe2\xe0\x18\x0e\x12\f\x1a\n" +
-	"^[A-Z]{3}$H\x02R\bcurrency\x88\x01\x01B\a\n" +
+	"^[A-Z]{3}$H\x02R\bcurrency\x88\x01\x01\x12G\n" +
+	"\timport_id\x18\x06 \x01(\tB*\xe2\xe0\x18&\x12$\b\x01\x10\x80\x01\x1a\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\bimportId\x12\x1a\n" +
+	"\x03seq\x18\a \x01(\x03B\b\xe2\xe0\x18\x04\x1a\x02\x10\x01R\x03seqB\a\n" +
 	"\x05_nameB\x0e\n" +
 	"\f_price_centsB\v\n" +
-	"\t_currency\"\xea\x01\n" +
+	"\t_currency\"\xac\x02\n" +
 	"\x13ImportStockResponse\x12%\n" +
 	"\x0elines_received\x18\x01 \x01(\x03R\rlinesReceived\x12#\n" +
 	"\rlines_applied\x18\x02 \x01(\x03R\flinesApplied\x12%\n" +
 	"\x0elines_rejected\x18\x03 \x01(\x03R\rlinesRejected\x12\x1f\n" +
 	"\vunits_added\x18\x04 \x01(\x03R\n" +
 	"unitsAdded\x12?\n" +
-	"\x06errors\x18\x05 \x03(\v2'.shopmesh.inventory.v1.ImportStockErrorR\x06errors\"P\n" +
+	"\x06errors\x18\x05 \x03(\v2'.shopmesh.inventory.v1.ImportStockErrorR\x06errors\x12#\n" +
+	"\rlines_skipped\x18\x06 \x01(\x03R\flinesSkipped\x12\x1b\n" +
+	"\timport_id\x18\a \x01(\tR\bimportId\"b\n" +
 	"\x10ImportStockError\x12\x12\n" +
 	"\x04line\x18\x01 \x01(\x03R\x04line\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*\x97\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x03R\x03seq*\x97\x01\n" +
 	"\x11ReservationStatus\x12\"\n" +
 	"\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RESERVATION_STATUS_HELD\x10\x01\x12 \n" +
 	"\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n" +
-	"\x1bRESERVATION_STATUS_RELEASED\x10\x032\xe3\x05\n" +
-	"\x10InventoryService\x12g\n" +
-	"\fReserveStock\x12*.shopmesh.inventory.v1.ReserveStockRequest\x1a+.shopmesh.inventory.v1.ReserveStockResponse\x12g\n" +
-	"\fReleaseStock\x12*.shopmesh.inventory.v1.ReleaseStockRequest\x1a+.shopmesh.inventory.v1.ReleaseStockResponse\x12d\n" +
-	"\vCommitStock\x12).shopmesh.inventory.v1.CommitStockRequest\x1a*.shopmesh.inventory.v1.CommitStockResponse\x12a\n" +
+	"\x1bRESERVATION_STATUS_RELEASED\x10\x032\x86\x06\n" +
+	"\x10InventoryService\x12l\n" +
+	"\fReserveStock\x12*.shopmesh.inventory.v1.ReserveStockRequest\x1a+.shopmesh.inventory.v1.ReserveStockResponse\"\x03\x90\x02\x02\x12l\n" +
+	"\fReleaseStock\x12*.shopmesh.inventory.v1.ReleaseStockRequest\x1a+.shopmesh.inventory.v1.ReleaseStockResponse\"\x03\x90\x02\x02\x12i\n" +
+	"\vCommitStock\x12).shopmesh.inventory.v1.CommitStockRequest\x1a*.shopmesh.inventory.v1.CommitStockResponse\"\x03\x90\x02\x02\x12f\n" +
 	"\n" +
-	"GetProduct\x12(.shopmesh.inventory.v1.GetProductRequest\x1a).shopmesh.inventory.v1.GetProductResponse\x12g\n" +
-	"\fListProducts\x12*.shopmesh.inventory.v1.ListProductsRequest\x1a+.shopmesh.inventory.v1.ListProductsResponse\x12c\n" +
+	"GetProduct\x12(.shopmesh.inventory.v1.GetProductRequest\x1a).shopmesh.inventory.v1.GetProductResponse\"\x03\x90\x02\x01\x12l\n" +
+	"\fListProducts\x12*.shopmesh.inventory.v1.ListProductsRequest\x1a+.shopmesh.inventory.v1.ListProductsResponse\"\x03\x90\x02\x01\x12h\n" +
 	"\n" +
-	"WatchStock\x12(.shopmesh.inventory.v1.WatchStockRequest\x1a).shopmesh.inventory.v1.WatchStockResponse0\x01\x12f\n" +
-	"\vImportStock\x12).shopmesh.inventory.v1.ImportStockRequest\x1a*.shopmesh.inventory.v1.ImportStockResponse(\x01BDZBgithub.com/shopmesh/shopmesh/proto/gen/go/inventory/v1;inventoryv1b\x06proto3"
+	"WatchStock\x12(.shopmesh.inventory.v1.WatchStockRequest\x1a).shopmesh.inventory.v1.WatchStockResponse\"\x03\x90\x02\x010\x01\x12k\n" +
+	"\vImportStock\x12).shopmesh.inventory.v1.ImportStockRequest\x1a*.shopmesh.inventory.v1.ImportStockResponse\"\x03\x90\x02\x02(\x01BDZBgithub.com/shopmesh/shopmesh/proto/gen/go/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_shopmesh_inventory_v1_inventory_proto_rawDescOnce sync.Once

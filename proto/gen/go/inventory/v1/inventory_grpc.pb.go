@@ -70,6 +70,15 @@ type InventoryServiceClient interface {
 	// applied as it arrives; invalid lines are rejected and reported in the
 	// response instead of aborting the import. The summary is returned when
 	// the client closes its send side.
+	//
+	// Idempotent per (import_id, seq): every line carries the client-chosen id
+	// of its import and its sequence number, and inventory records each
+	// applied line in the transaction that applies it. Resending an import
+	// (whole, or resumed after a broken stream, to any instance) applies each
+	// line at most once; lines applied before are counted in lines_skipped.
+	// A stream whose lines carry a missing or malformed import_id, different
+	// import_ids, or a seq that does not increase fails with INVALID_ARGUMENT
+	// naming the field; lines before it stay applied.
 	ImportStock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportStockRequest, ImportStockResponse], error)
 }
 
@@ -197,6 +206,15 @@ type InventoryServiceServer interface {
 	// applied as it arrives; invalid lines are rejected and reported in the
 	// response instead of aborting the import. The summary is returned when
 	// the client closes its send side.
+	//
+	// Idempotent per (import_id, seq): every line carries the client-chosen id
+	// of its import and its sequence number, and inventory records each
+	// applied line in the transaction that applies it. Resending an import
+	// (whole, or resumed after a broken stream, to any instance) applies each
+	// line at most once; lines applied before are counted in lines_skipped.
+	// A stream whose lines carry a missing or malformed import_id, different
+	// import_ids, or a seq that does not increase fails with INVALID_ARGUMENT
+	// naming the field; lines before it stay applied.
 	ImportStock(grpc.ClientStreamingServer[ImportStockRequest, ImportStockResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }

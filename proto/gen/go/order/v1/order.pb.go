@@ -488,8 +488,9 @@ type CreateOrderRequest struct {
 	// Customer placing the order (e.g. "cust-0001").
 	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// Client-chosen key that makes retries safe: repeating a request with the
-	// same customer_id and key returns the original order. Optional but
-	// strongly recommended; empty disables deduplication.
+	// same customer_id and key returns the original order. Required, so that
+	// a retry (the client's, or the platform's after UNAVAILABLE) never
+	// places a second order; a fresh key (e.g. a UUID) per new order.
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Lines to order, 1..50.
 	Items         []*OrderItem `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
@@ -1386,11 +1387,11 @@ const file_shopmesh_order_v1_order_proto_rawDesc = "" +
 	"\x10line_total_cents\x18\x04 \x01(\x03R\x0elineTotalCents\"k\n" +
 	"\tOrderItem\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12'\n" +
-	"\bquantity\x18\x02 \x01(\x05B\v\xe2\xe0\x18\a\x1a\x05\x10\x01\x18\xe8\aR\bquantity\"\xce\x01\n" +
+	"\bquantity\x18\x02 \x01(\x05B\v\xe2\xe0\x18\a\x1a\x05\x10\x01\x18\xe8\aR\bquantity\"\xd0\x01\n" +
 	"\x12CreateOrderRequest\x12D\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
-	"customerId\x122\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tB\t\xe2\xe0\x18\x05\x12\x03\x10\x80\x01R\x0eidempotencyKey\x12>\n" +
+	"customerId\x124\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tB\v\xe2\xe0\x18\a\x12\x05\b\x01\x10\x80\x01R\x0eidempotencyKey\x12>\n" +
 	"\x05items\x18\x03 \x03(\v2\x1c.shopmesh.order.v1.OrderItemB\n" +
 	"\xe2\xe0\x18\x06\"\x04\b\x01\x102R\x05items\"E\n" +
 	"\x13CreateOrderResponse\x12.\n" +
@@ -1452,13 +1453,13 @@ const file_shopmesh_order_v1_order_proto_rawDesc = "" +
 	"\x1dQUOTE_LINE_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bQUOTE_LINE_STATUS_AVAILABLE\x10\x01\x12(\n" +
 	"$QUOTE_LINE_STATUS_INSUFFICIENT_STOCK\x10\x02\x12%\n" +
-	"!QUOTE_LINE_STATUS_UNKNOWN_PRODUCT\x10\x032\xd5\x03\n" +
-	"\fOrderService\x12\\\n" +
-	"\vCreateOrder\x12%.shopmesh.order.v1.CreateOrderRequest\x1a&.shopmesh.order.v1.CreateOrderResponse\x12S\n" +
-	"\bGetOrder\x12\".shopmesh.order.v1.GetOrderRequest\x1a#.shopmesh.order.v1.GetOrderResponse\x12\\\n" +
-	"\vCancelOrder\x12%.shopmesh.order.v1.CancelOrderRequest\x1a&.shopmesh.order.v1.CancelOrderResponse\x12[\n" +
+	"!QUOTE_LINE_STATUS_UNKNOWN_PRODUCT\x10\x032\xe9\x03\n" +
+	"\fOrderService\x12a\n" +
+	"\vCreateOrder\x12%.shopmesh.order.v1.CreateOrderRequest\x1a&.shopmesh.order.v1.CreateOrderResponse\"\x03\x90\x02\x02\x12X\n" +
+	"\bGetOrder\x12\".shopmesh.order.v1.GetOrderRequest\x1a#.shopmesh.order.v1.GetOrderResponse\"\x03\x90\x02\x01\x12a\n" +
+	"\vCancelOrder\x12%.shopmesh.order.v1.CancelOrderRequest\x1a&.shopmesh.order.v1.CancelOrderResponse\"\x03\x90\x02\x02\x12`\n" +
 	"\n" +
-	"WatchOrder\x12$.shopmesh.order.v1.WatchOrderRequest\x1a%.shopmesh.order.v1.WatchOrderResponse0\x01\x12W\n" +
+	"WatchOrder\x12$.shopmesh.order.v1.WatchOrderRequest\x1a%.shopmesh.order.v1.WatchOrderResponse\"\x03\x90\x02\x010\x01\x12W\n" +
 	"\bCheckout\x12\".shopmesh.order.v1.CheckoutRequest\x1a#.shopmesh.order.v1.CheckoutResponse(\x010\x01B<Z:github.com/shopmesh/shopmesh/proto/gen/go/order/v1;orderv1b\x06proto3"
 
 var (

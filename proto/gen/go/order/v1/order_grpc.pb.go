@@ -66,7 +66,9 @@ type OrderServiceClient interface {
 	// and stock). Nothing is reserved or charged: the session only informs the
 	// shopper; placing the order is a separate CreateOrder call. The cart holds
 	// at most 50 distinct SKUs; an edit beyond that ends the stream with
-	// INVALID_ARGUMENT. Closing the send side ends the session.
+	// INVALID_ARGUMENT. Closing the send side ends the session. It declares no
+	// idempotency_level on purpose, so clients never retry it: a retry would
+	// replay the buffered edits into a new session on another instance.
 	Checkout(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CheckoutRequest, CheckoutResponse], error)
 }
 
@@ -172,7 +174,9 @@ type OrderServiceServer interface {
 	// and stock). Nothing is reserved or charged: the session only informs the
 	// shopper; placing the order is a separate CreateOrder call. The cart holds
 	// at most 50 distinct SKUs; an edit beyond that ends the stream with
-	// INVALID_ARGUMENT. Closing the send side ends the session.
+	// INVALID_ARGUMENT. Closing the send side ends the session. It declares no
+	// idempotency_level on purpose, so clients never retry it: a retry would
+	// replay the buffered edits into a new session on another instance.
 	Checkout(grpc.BidiStreamingServer[CheckoutRequest, CheckoutResponse]) error
 	mustEmbedUnimplementedOrderServiceServer()
 }

@@ -803,13 +803,13 @@ const file_shopmesh_payment_v1_payment_proto_rawDesc = "" +
 	"\x1aDECLINE_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!DECLINE_REASON_INSUFFICIENT_FUNDS\x10\x01\x12$\n" +
 	" DECLINE_REASON_ACCOUNT_NOT_FOUND\x10\x02\x12$\n" +
-	" DECLINE_REASON_CURRENCY_MISMATCH\x10\x032\xad\x03\n" +
-	"\x0ePaymentService\x12o\n" +
-	"\x10AuthorizePayment\x12,.shopmesh.payment.v1.AuthorizePaymentRequest\x1a-.shopmesh.payment.v1.AuthorizePaymentResponse\x12i\n" +
-	"\x0eCapturePayment\x12*.shopmesh.payment.v1.CapturePaymentRequest\x1a+.shopmesh.payment.v1.CapturePaymentResponse\x12`\n" +
-	"\vVoidPayment\x12'.shopmesh.payment.v1.VoidPaymentRequest\x1a(.shopmesh.payment.v1.VoidPaymentResponse\x12]\n" +
+	" DECLINE_REASON_CURRENCY_MISMATCH\x10\x032\xc1\x03\n" +
+	"\x0ePaymentService\x12t\n" +
+	"\x10AuthorizePayment\x12,.shopmesh.payment.v1.AuthorizePaymentRequest\x1a-.shopmesh.payment.v1.AuthorizePaymentResponse\"\x03\x90\x02\x02\x12n\n" +
+	"\x0eCapturePayment\x12*.shopmesh.payment.v1.CapturePaymentRequest\x1a+.shopmesh.payment.v1.CapturePaymentResponse\"\x03\x90\x02\x02\x12e\n" +
+	"\vVoidPayment\x12'.shopmesh.payment.v1.VoidPaymentRequest\x1a(.shopmesh.payment.v1.VoidPaymentResponse\"\x03\x90\x02\x02\x12b\n" +
 	"\n" +
-	"GetAccount\x12&.shopmesh.payment.v1.GetAccountRequest\x1a'.shopmesh.payment.v1.GetAccountResponseB@Z>github.com/shopmesh/shopmesh/proto/gen/go/payment/v1;paymentv1b\x06proto3"
+	"GetAccount\x12&.shopmesh.payment.v1.GetAccountRequest\x1a'.shopmesh.payment.v1.GetAccountResponse\"\x03\x90\x02\x01B@Z>github.com/shopmesh/shopmesh/proto/gen/go/payment/v1;paymentv1b\x06proto3"
 
 var (
 	file_shopmesh_payment_v1_payment_proto_rawDescOnce sync.Once

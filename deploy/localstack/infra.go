@@ -1,0 +1,196 @@
+package localstack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// InfraEndpoints are the real servers `make infra-up` (deploy/infra/infra.sh) runs: with Config.Infra
+// set, the stack runs on them instead of the embedded brokers and SQLite files. Every service gets a
+// PostgreSQL database of its own, the real Kafka and NATS, Nacos for registration, discovery and the
+// config center, and (when OTLPEndpoint is set) exports every trace to Jaeger.
+type InfraEndpoints struct {
+	// DatabaseURL is a login on the PostgreSQL server (infra.env's DATABASE_URL); only its server and
+	// credentials are used, each service gets its own database on that server.
+	DatabaseURL string
+	// DBPrefix, when set, makes the stack create fresh databases <DBPrefix>_<service> at start (dropping
+	// any left from an earlier run) and drop them at Stop unless KeepDatabases. Empty: the services use
+	// the databases infra.sh creates (order_svc, inventory_svc, payment_svc) and keep their data.
+	DBPrefix      string
+	KeepDatabases bool
+	KafkaBrokers  []string
+	NATSURL       string
+	// NacosAddr is the Nacos HTTP address (its gRPC port is +1000); "" keeps static discovery and no
+	// config center. NacosNamespace ("" = public)
+	// separates this stack's registrations and config documents from other stacks on the same server.
+	NacosAddr      string
+	NacosNamespace string
+	// OTLPEndpoint receives the traces ("" = tracing off); Config.OTLPEndpoint, when set, wins.
+	OTLPEndpoint string
+}
+
+// ReadInfraEnv reads the `export KEY=VALUE` lines infra.sh writes (.run/infra.env). PostgreSQL,
+// Kafka and NATS must be up (their lines present); without Nacos the services use static discovery
+// and no config center; without Jaeger there are no traces.
+func ReadInfraEnv(path string) (InfraEndpoints, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return InfraEndpoints{}, fmt.Errorf("infra env: %w (start the servers with `make infra-up`)", err)
+	}
+	defer func() { _ = f.Close() }()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			continue
+		}
+		vars[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
+	}
+	if err := sc.Err(); err != nil {
+		return InfraEndpoints{}, fmt.Errorf("infra env %s: %w", path, err)
+	}
+	e := InfraEndpoints{
+		DatabaseURL:  vars["DATABASE_URL"],
+		NATSURL:      vars["NATS_URL"],
+		NacosAddr:    vars["NACOS_ADDR"],
+		OTLPEndpoint: vars["OTLP_ENDPOINT"],
+	}
+	for _, b := range strings.Split(vars["KAFKA_BROKERS"], ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			e.KafkaBrokers = append(e.KafkaBrokers, b)
+		}
+	}
+	if err := e.validate(); err != nil {
+		return InfraEndpoints{}, fmt.Errorf("infra env %s: %w (are all servers up? `bash deploy/infra/infra.sh status`)", path, err)
+	}
+	return e, nil
+}
+
+var dbNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
+
+func (e InfraEndpoints) validate() error {
+	var errs []error
+	if e.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL (postgres) missing"))
+	} else if u, err := url.Parse(e.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		errs = append(errs, fmt.Errorf("DATABASE_URL %q is not a postgres:// URL", e.DatabaseURL))
+	}
+	if len(e.KafkaBrokers) == 0 {
+		errs = append(errs, errors.New("KAFKA_BROKERS (kafka) missing"))
+	}
+	if e.NATSURL == "" {
+		errs = append(errs, errors.New("NATS_URL (nats) missing"))
+	}
+	if e.DBPrefix != "" && !dbNameRE.MatchString(e.DBPrefix) {
+		errs = append(errs, fmt.Errorf("db prefix %q: want lower-case letters, digits and _", e.DBPrefix))
+	}
+	return errors.Join(errs...)
+}
+
+// Database is the database service uses.
+func (e InfraEndpoints) Database(service string) string {
+	if e.DBPrefix != "" {
+		return e.DBPrefix + "_" + service
+	}
+	return service + "_svc"
+}
+
+// DSN is service's connection string: DatabaseURL with the service's database.
+func (e InfraEndpoints) DSN(service string) string {
+	u, err := url.Parse(e.DatabaseURL)
+	if err != nil {
+		return e.DatabaseURL
+	}
+	u.Path = "/" + e.Database(service)
+	return u.String()
+}
+
+// prepareDatabases creates the fresh databases (DBPrefix set); without a prefix it checks that the
+// server answers, so a stopped PostgreSQL is reported before a minute of start-up timeouts.
+func (e InfraEndpoints) prepareDatabases(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if e.DBPrefix == "" {
+		return nil
+	}
+	for _, svc := range []string{Order, Inventory, Payment} {
+		db := e.Database(svc)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database %s: %w", db, err)
+		}
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+			return fmt.Errorf("create database %s: %w", db, err)
+		}
+	}
+	return nil
+}
+
+// dropDatabases drops the fresh databases (best effort: the stack is stopping).
+func (e InfraEndpoints) dropDatabases() error {
+	if e.DBPrefix == "" || e.KeepDatabases {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var errs []error
+	for _, svc := range []string{Order, Inventory, Payment} {
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Database(svc)+" WITH (FORCE)"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// infraEnv is the part of a child's environment that points it at the real servers.
+func (s *Stack) infraEnv(svc, instance string) []string {
+	e := s.cfg.Infra
+	p := envName(svc)
+	var env []string
+	switch svc {
+	case Order, Inventory, Payment:
+		env = append(env, p+"_DSN="+e.DSN(svc))
+	}
+	if e.NacosAddr == "" {
+		return env
+	}
+	dir := filepath.Join(s.cfg.RunDir, "nacos", instance)
+	env = append(env,
+		p+"_REGISTRY_BACKEND=nacos",
+		p+"_REGISTRY_NACOS_ADDRS="+e.NacosAddr,
+		p+"_REGISTRY_NACOS_NAMESPACE="+e.NacosNamespace,
+		p+"_REGISTRY_NACOS_CACHE_DIR="+filepath.Join(dir, "cache"),
+		p+"_REGISTRY_NACOS_LOG_DIR="+filepath.Join(dir, "log"),
+		p+"_CONFIG_CENTER_BACKEND=nacos",
+	)
+	if a := s.admin[instance]; a != "" {
+		if _, port, err := splitPort(a); err == nil {
+			env = append(env, fmt.Sprintf("%s_REGISTRY_NACOS_ADMIN_PORT=%d", p, port))
+		}
+	}
+	return env
+}

@@ -1,0 +1,8 @@
+DROP TABLE outbox_failures;
+DROP INDEX outbox_parked;
+DROP INDEX outbox_lane1;
+DROP INDEX outbox_lane0;
+CREATE INDEX outbox_pending ON outbox (seq) WHERE sent_at IS NULL;
+CREATE INDEX outbox_pending_key ON outbox (msg_key, seq) WHERE sent_at IS NULL;
+ALTER TABLE outbox DROP COLUMN parked;
+ALTER TABLE outbox DROP COLUMN done;

@@ -1,0 +1,11 @@
+DROP INDEX orders_settlement_due;
+ALTER TABLE orders DROP COLUMN settled_at;
+ALTER TABLE orders DROP COLUMN settle_error;
+ALTER TABLE orders DROP COLUMN settle_next_at;
+ALTER TABLE orders DROP COLUMN settle_attempts;
+ALTER TABLE orders DROP COLUMN settle_pending;
+DROP INDEX orders_compensation_due;
+CREATE INDEX orders_compensation ON orders (compensation_pending, updated_at);
+ALTER TABLE orders DROP COLUMN comp_error;
+ALTER TABLE orders DROP COLUMN comp_next_at;
+ALTER TABLE orders DROP COLUMN comp_attempts;
