@@ -3,6 +3,9 @@
 // service binaries, starts every instance as a child process on static loopback addresses with SQLite
 // files under the data directory, waits until each one reports SERVING, writes stack.json, and stops
 // everything in dependency order. `make run` (cmd/shopmesh-dev) and the component tests use it.
+// With Config.Infra it runs the same processes on the real servers of deploy/infra (`make run
+// INFRA=1`), and Stack.Kill, StopInstance and StartInstance crash, drain and restart single instances
+// for the fault campaign (loadtest/chaos).
 package localstack
 
 import (

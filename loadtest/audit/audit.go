@@ -24,6 +24,9 @@ type Config struct {
 	// DLQTopics, when set, limits the dead letters read to these topics (e.g. on a broker other
 	// suites share); by default every topic named "*.dlq" is read.
 	DLQTopics []string
+	// DLQSince, when set, leaves out dead letters written before it (a campaign's scenario on a
+	// Kafka that earlier scenarios or test suites also dead-lettered to).
+	DLQSince time.Time
 	// ReplayGroup is the consumer group whose committed offsets on a dead-letter topic record what
 	// was replayed (default DefaultReplayGroup, the dlq command's).
 	ReplayGroup string
@@ -135,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	var dlq []dlqEntry
 	if len(cfg.Kafka) > 0 {
 		var err error
-		if dlq, err = readDLQ(ctx, cfg.Kafka, cfg.DLQTopics, cmp.Or(cfg.ReplayGroup, DefaultReplayGroup)); err != nil {
+		if dlq, err = readDLQ(ctx, cfg.Kafka, cfg.DLQTopics, cfg.DLQSince, cmp.Or(cfg.ReplayGroup, DefaultReplayGroup)); err != nil {
 			return Report{}, fmt.Errorf("audit: dead letters: %w", err)
 		}
 	}

@@ -83,6 +83,7 @@ type world struct {
 	accepted     []string
 	opening      map[string]int64
 	dlqTopics    []string
+	dlqSince     time.Time
 }
 
 const (
@@ -303,7 +304,7 @@ func runAudit(t *testing.T, d dsns, w *world, brokers ...string) audit.Report {
 	plain := func(dsn string) string { return strings.TrimPrefix(dsn, "sqlite:") }
 	r, err := audit.Run(ctx, audit.Config{
 		Order: plain(d.order), Inventory: plain(d.inventory), Payment: plain(d.payment),
-		Kafka: brokers, DLQTopics: w.dlqTopics, AcceptedKeys: w.accepted, OpeningBalances: w.opening,
+		Kafka: brokers, DLQTopics: w.dlqTopics, DLQSince: w.dlqSince, AcceptedKeys: w.accepted, OpeningBalances: w.opening,
 	})
 	if err != nil {
 		t.Fatal(err)

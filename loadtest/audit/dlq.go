@@ -43,8 +43,9 @@ type dlqEntry struct {
 const DefaultReplayGroup = "shopmesh-dlq-replay"
 
 // readDLQ reads every partition of every "*.dlq" topic (of those in only, when set) from its first
-// offset to its high watermark, and marks the entries replayGroup has replayed.
-func readDLQ(ctx context.Context, brokers, only []string, replayGroup string) ([]dlqEntry, error) {
+// offset to its high watermark, leaves out those written before since (when set), and marks the
+// entries replayGroup has replayed.
+func readDLQ(ctx context.Context, brokers, only []string, since time.Time, replayGroup string) ([]dlqEntry, error) {
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
@@ -79,7 +80,7 @@ func readDLQ(ctx context.Context, brokers, only []string, replayGroup string) ([
 			if p.LastOffset <= p.FirstOffset {
 				continue
 			}
-			entries, err := readPartition(ctx, brokers, t.Name, p.Partition, p.FirstOffset, p.LastOffset, replayedTo[p.Partition])
+			entries, err := readPartition(ctx, brokers, t.Name, p.Partition, p.FirstOffset, p.LastOffset, replayedTo[p.Partition], since)
 			if err != nil {
 				return nil, err
 			}
@@ -149,7 +150,7 @@ func coordinatorBusy(err error) bool {
 
 // readPartition reads [first, last) of one partition, each fetch under a short deadline; entries below
 // replayedTo were replayed.
-func readPartition(ctx context.Context, brokers []string, topic string, partition int, first, last, replayedTo int64) ([]dlqEntry, error) {
+func readPartition(ctx context.Context, brokers []string, topic string, partition int, first, last, replayedTo int64, since time.Time) ([]dlqEntry, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: brokers, Topic: topic, Partition: partition,
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond,
@@ -189,7 +190,9 @@ func readPartition(ctx context.Context, brokers []string, topic string, partitio
 			e.topic = strings.TrimSuffix(topic, dlqSuffix)
 		}
 		e.orderID = orderOf(e.eventType, m.Value, m.Key)
-		out = append(out, e)
+		if since.IsZero() || !m.Time.Before(since) {
+			out = append(out, e)
+		}
 		if m.Offset+1 >= last {
 			return out, nil
 		}

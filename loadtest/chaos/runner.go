@@ -135,15 +135,19 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 			failf("proxies: %v", err)
 			return res
 		}
-		// The order service finds its dependencies through the proxies (static discovery); everything
-		// else still registers in and resolves from Nacos.
-		cfg.ServiceEnv = map[string][]string{localstack.Order: {
-			"ORDER_REGISTRY_BACKEND=static",
-			"ORDER_TARGETS_INVENTORY_ADDRESSES=" + strings.Join(inv, ","),
-			"ORDER_TARGETS_PAYMENT_ADDRESSES=" + strings.Join(pay, ","),
-		}}
+		// The order service finds its dependencies through the proxies (static discovery). The registry
+		// backend covers registration too, so order is not in Nacos: the gateway gets static discovery
+		// as well (the stack gives it every instance's address). Inventory and payment still register.
+		cfg.ServiceEnv = map[string][]string{
+			localstack.Order: {
+				"ORDER_REGISTRY_BACKEND=static",
+				"ORDER_TARGETS_INVENTORY_ADDRESSES=" + strings.Join(inv, ","),
+				"ORDER_TARGETS_PAYMENT_ADDRESSES=" + strings.Join(pay, ","),
+			},
+			localstack.Gateway: {"GATEWAY_REGISTRY_BACKEND=static"},
+		}
 		res.Notes = append(res.Notes, "order reaches "+map[bool]string{true: "inventory", false: "payment"}[sc.ProxyInventory]+
-			" through loopback proxies (static discovery for order in this scenario)")
+			" through loopback proxies (static discovery for order and the gateway in this scenario)")
 	}
 
 	if inf.NacosAddr == "" {
@@ -264,6 +268,10 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	ar, err := audit.Run(actx, audit.Config{
 		Order: inf.DSN(localstack.Order), Inventory: inf.DSN(localstack.Inventory), Payment: inf.DSN(localstack.Payment),
 		Kafka: inf.KafkaBrokers, AcceptedKeys: keys, OpeningBalances: audit.DevOpeningBalances(),
+		// Only the services' dead letters, and only this scenario's: the Kafka is shared with the
+		// other scenarios and, in CI, with test suites that dead-letter on purpose.
+		DLQTopics: []string{"shopmesh.order.events.dlq", "shopmesh.payment.events.dlq", "shopmesh.inventory.events.dlq"},
+		DLQSince:  res.Started,
 	})
 	acancel()
 	if err != nil {
@@ -275,6 +283,10 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 		}
 	}
 	res.measure(samples, load.rec.Seconds(), t0)
+	// A stack that did not serve before the fault measures nothing about the fault.
+	if warm, ok := res.warmup(samples, t0); warm == 0 || ok*2 < warm {
+		failf("the stack did not serve before the fault: %d of %d warm-up orders accepted", ok, warm)
+	}
 	if n := res.Errors["500"]; n > 0 {
 		failf("%d orders answered 500", n)
 	}
@@ -366,6 +378,19 @@ func (r *Result) measure(samples []Sample, secs []Second, t0 time.Time) {
 		r.Lost, r.Duplicated, r.Stuck = r.Audit.Lost, r.Audit.Duplicated, r.Audit.Stuck
 	}
 	sort.Strings(r.Failures)
+}
+
+// warmup counts the orders sent before the fault and those accepted.
+func (r *Result) warmup(samples []Sample, t0 time.Time) (sent, ok int) {
+	for _, s := range samples {
+		if s.At.Sub(t0).Seconds() < r.FaultStartS {
+			sent++
+			if s.Accepted {
+				ok++
+			}
+		}
+	}
+	return sent, ok
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
 )
@@ -123,6 +124,10 @@ func rolling(ctx context.Context, e *Env) error {
 // holdOutboxRow opens a transaction on the order database that inserts an outbox row (an event on a
 // topic of its own) and keeps it open, then SIGKILLs the order instance (its relay).
 func holdOutboxRow(ctx context.Context, e *Env) error {
+	// The topic exists first: the scenario is about the held row, not about a topic the broker refuses.
+	if err := createTopic(ctx, e.Infra.KafkaBrokers, r7Topic); err != nil {
+		return err
+	}
 	conn, err := pgx.Connect(ctx, e.Infra.DSN(localstack.Order))
 	if err != nil {
 		return fmt.Errorf("order database: %w", err)
@@ -139,6 +144,21 @@ func holdOutboxRow(ctx context.Context, e *Env) error {
 		return fmt.Errorf("insert the held outbox row: %w", err)
 	}
 	return e.Stack.Kill("order-1")
+}
+
+func createTopic(ctx context.Context, brokers []string, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	r, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := r.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
 }
 
 // commitHeldRow starts the order instance again, then commits the held row.

@@ -43,7 +43,7 @@ func NewKafka(brokers []string) *Kafka {
 
 // Publish writes msgs and returns once all are acknowledged. A failure is a *PublishError naming the
 // first message not acknowledged: Permanent when the message itself is refused (larger than
-// MaxKafkaMessageBytes, invalid topic, invalid record), Transient when the cluster is the cause
+// MaxKafkaMessageBytes, invalid topic, invalid record), Retryable for an unknown topic, Transient when the cluster is the cause
 // (unreachable, timeouts, no leader, authorization), Retryable otherwise.
 func (k *Kafka) Publish(ctx context.Context, msgs []Message) error {
 	km := make([]kafka.Message, len(msgs))
@@ -105,6 +105,11 @@ func kafkaKind(err error) ErrorKind {
 	case kafka.MessageSizeTooLarge, kafka.InvalidTopic, kafka.RecordListTooLarge, kafka.InvalidRecord,
 		kafka.InvalidMessageSize, kafka.InvalidTimestamp:
 		return Permanent
+	case kafka.UnknownTopicOrPartition:
+		// kafka-go calls it temporary, but producers create their topics before they relay (EnsureTopics):
+		// a topic still missing after MaxAttempts is the row's fault. Counted as Transient it stalled the
+		// whole lane for ever, with nothing parked or recorded.
+		return Retryable
 	case kafka.TopicAuthorizationFailed, kafka.ClusterAuthorizationFailed, kafka.SASLAuthenticationFailed,
 		kafka.BrokerNotAvailable, kafka.ReplicaNotAvailable:
 		return Transient

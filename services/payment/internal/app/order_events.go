@@ -24,9 +24,10 @@ const (
 	OutcomeDuplicate Outcome = "duplicate"
 )
 
-// OrderConfirmed captures the order's payment, once per event id. In the saga the order service
-// captures before it confirms, so this normally finds the payment captured already; it is the safety
-// net that makes the capture happen even if the saga's call was lost.
+// OrderConfirmed captures the order's payment, once per event id. The saga confirms after authorizing
+// and leaves the capture to this event; the order service's settlement worker calls CapturePayment
+// itself for a confirmed order still unsettled after a bound, so a lost or dead-lettered event cannot
+// leave the money held.
 func (s *Service) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
 	return s.onOrderEvent(ctx, eventID, orderID, false, s.capture)
 }
