@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 )
 
 // component is what InfraCtl knows of a server infra.sh runs: the endpoint the stack uses and the
@@ -121,8 +122,7 @@ func (c *InfraCtl) lock(ctx context.Context, comp string) error {
 	if _, ok := c.locks[comp]; ok {
 		return nil
 	}
-	name := "shopmesh-infra-" + comp + "-" + sanitize(components(c.Infra)[comp].endpoint) + ".lock"
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), name), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(infratest.LockFile(comp, components(c.Infra)[comp].endpoint), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -150,16 +150,7 @@ func (c *InfraCtl) unlock(comp string) {
 	}
 }
 
-// sanitize and hostPort match pkg/platform/infratest, so the lock files are the same.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			return r
-		}
-		return '_'
-	}, s)
-}
-
+// hostPort returns the first host:port an endpoint value names (a URL, or a comma-separated list).
 func hostPort(v string) (string, error) {
 	v = strings.TrimSpace(strings.Split(v, ",")[0])
 	if strings.Contains(v, "://") {

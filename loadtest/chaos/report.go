@@ -248,9 +248,6 @@ func chartSVG(r Result) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-size="10">`, W, H)
-	fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="#fdd" fill-opacity="0.6"/>`,
-		x(r.FaultStartS), T, math.Max(1, x(r.FaultEndS)-x(r.FaultStartS)), H-B-T)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#a00">fault</text>`, x(r.FaultStartS)+2, T+10)
 	for i := 0; i <= 4; i++ {
 		v := ymax * float64(i) / 4
 		fmt.Fprintf(&b, `<line x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="2" y="%.1f">%.0f/s</text>`, L, W-R, y(v), y(v), y(v)+3, v)
@@ -279,6 +276,10 @@ func chartSVG(r Result) string {
 			p99 = append(p99, fmt.Sprintf("%.1f,%.1f", x(t)+bw/2, yp(s.P99Ms)))
 		}
 	}
+	// The fault window over the bars, translucent, so it shows whatever the bars' height.
+	fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="#d62728" fill-opacity="0.15" stroke="#d62728" stroke-dasharray="4 3"/>`,
+		x(r.FaultStartS), T, math.Max(1, x(r.FaultEndS)-x(r.FaultStartS)), H-B-T)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" fill="#a00">fault</text>`, x(r.FaultStartS)+2, T+10)
 	if len(p99) > 0 {
 		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>`, strings.Join(p99, " "))
 	}

@@ -60,10 +60,7 @@ func lockServer(t testing.TB, component string, how int) string {
 		t.Fatalf("infratest: unknown component %q", component)
 	}
 	v := Require(t, s.endpoint)
-	// One lock per server, not per component: a copy of the servers on other ports (another
-	// checkout, a CI run) is locked apart.
-	name := "shopmesh-infra-" + component + "-" + sanitize(v) + ".lock"
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), name), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(LockFile(component, v), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +70,14 @@ func lockServer(t testing.TB, component string, how int) string {
 	}
 	t.Cleanup(func() { _ = f.Close() }) // closing releases the lock
 	return v
+}
+
+// LockFile is the file whose flock Shared and Exclusive take for component's server at endpoint (the
+// value of its environment variable). One lock per server, not per component: a copy of the servers
+// on other ports (another checkout, a CI run) is locked apart. Tools that stop servers outside a
+// test (the fault campaign) take the same lock.
+func LockFile(component, endpoint string) string {
+	return filepath.Join(os.TempDir(), "shopmesh-infra-"+component+"-"+sanitize(endpoint)+".lock")
 }
 
 func sanitize(s string) string {
