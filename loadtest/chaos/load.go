@@ -17,8 +17,9 @@ import (
 )
 
 // Load is an open-loop order load through the gateway's HTTP API: Rate orders/s whatever the answers,
-// each with its own Idempotency-Key; a 503 or 429 is retried with the same key after its Retry-After
-// (at most MaxAttempts attempts and Budget in all), so a retry never creates a second order.
+// each with its own Idempotency-Key; a 503 or 429 is retried with the same key after its Retry-After,
+// and a connection error before any answer after a short backoff (at most MaxAttempts attempts and
+// Budget in all), so a retry never creates a second order.
 type Load struct {
 	// Base is the gateway URL ("http://127.0.0.1:8080").
 	Base string
@@ -135,7 +136,7 @@ func (l *Load) Run(ctx context.Context, stop <-chan struct{}) {
 	l.client.CloseIdleConnections()
 }
 
-// place sends one order, retrying 503/429 with the same key, and returns the final outcome. Latency
+// place sends one order, retrying 503/429 and connection errors with the same key, and returns the final outcome. Latency
 // is from the first attempt to the final answer.
 func (l *Load) place(ctx context.Context, start time.Time, key string) Sample {
 	c := fmt.Sprintf("cust-%04d", 1+rand.IntN(l.Customers))
@@ -157,11 +158,18 @@ func (l *Load) place(ctx context.Context, start time.Time, key string) Sample {
 			s.Accepted, s.OrderID = true, id
 			return s
 		}
-		retryable := err == nil && (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests)
+		// A connection refused or reset before any answer (the single gateway restarting) is retried
+		// like a 503: the same key makes the retry safe, which is what the key is for. A timeout is not:
+		// the order may still be running, and the client gives up.
+		netErr := err != nil && s.Status == StatusNetErr
+		retryable := netErr || (err == nil && (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests))
 		if !retryable || attempt >= l.MaxAttempts {
 			return s
 		}
 		wait := max(retryAfter, 200*time.Millisecond)
+		if netErr {
+			wait = min(200*time.Millisecond<<(attempt-1), 2*time.Second) // 0.2, 0.4, 0.8, 1.6 s
+		}
 		if time.Since(start)+wait > l.Budget || ctx.Err() != nil {
 			return s
 		}

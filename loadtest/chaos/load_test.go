@@ -149,3 +149,59 @@ func count(m map[string]int) int {
 	}
 	return n
 }
+
+// A connection dropped before any answer (the single gateway restarting) is retried with the same key,
+// so the order is placed once and the client sees no error.
+func TestLoadRetriesConnectionErrorsWithTheSameKey(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/dev/token" {
+			_, _ = w.Write([]byte(`{"token":"tok"}`))
+			return
+		}
+		key := r.Header.Get("Idempotency-Key")
+		mu.Lock()
+		attempts[key]++
+		n := attempts[key]
+		mu.Unlock()
+		if n <= 2 { // the first two attempts of every order: the connection drops with no answer
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"id":"o-%s"}`, key)
+	}))
+	defer srv.Close()
+	l := &chaos.Load{Base: srv.URL, Rate: 20, Customers: 2, KeyPrefix: "n"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Prepare(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	time.AfterFunc(500*time.Millisecond, func() { close(stop) })
+	l.Run(ctx, stop)
+	samples := l.Recorder().Samples()
+	if len(samples) == 0 {
+		t.Fatal("no samples")
+	}
+	// Go's transport itself resends a request with an Idempotency-Key once when a reused connection
+	// turns out dead, so the load sees one or two failed attempts of its own before the answer.
+	for _, s := range samples {
+		if !s.Accepted || s.Attempts < 2 || s.Status != "201" {
+			t.Fatalf("sample %+v: want accepted after a retry", s)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for key, n := range attempts {
+		if n != 3 {
+			t.Fatalf("key %s: %d attempts reached the server, want 3 (two dropped, one answered)", key, n)
+		}
+	}
+}

@@ -87,17 +87,25 @@ func (a *App) RecoverOnce(ctx context.Context) (RecoveryStats, error) {
 	return st, errors.Join(errs...)
 }
 
-// RunRecovery calls RecoverOnce every interval until ctx ends, then returns nil.
+// RunRecovery calls RecoverOnce at start, then every interval (at once again while a backlog lasts)
+// until ctx ends, then returns nil.
 func (a *App) RunRecovery(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	backlog := true // the first pass runs at start: what a dead instance left is due now
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+		if !backlog {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
 		}
 		st, err := a.RecoverOnce(ctx)
+		// A full batch that finished orders means a backlog (every order of an outage is due at once):
+		// the next pass runs at once instead of one batch per interval (50 per 5 s could not keep up
+		// with 30 orders/s). A batch that finished nothing waits: its leases were extended.
+		backlog = err == nil && st.Claimed >= a.cfg.RecoveryBatch && st.Finished > 0
 		if ctx.Err() != nil {
 			return nil
 		}

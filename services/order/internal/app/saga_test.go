@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
@@ -378,5 +379,68 @@ func TestConcurrentOrders(t *testing.T) {
 				n, counts, holds, releases, auths, voids, denials, w.inv.Calls("ReserveStock"), w.pay.Calls("AuthorizePayment"),
 				w.inv.Calls("ReleaseStock"), w.pay.Calls("VoidPayment"))
 		})
+	}
+}
+
+// A payment outage leaves a backlog of many batches; once payment is back, RunRecovery drains it in
+// back-to-back passes instead of one batch per interval (the interval here never ticks: only the
+// first pass at start and the backlog passes can finish the orders).
+func TestRunRecoveryDrainsABacklogWithoutWaitingForTheInterval(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, sqldbtest.SQLite(t))
+	in := w.start()
+	w.pay.SetDown(true)
+	const n = 5*20 + 7 // five full batches of settings.RecoveryBatch and a partial one
+	ids := make([]string, 0, n)
+	for i := range n {
+		o := place(t, in, "cust-1", fmt.Sprintf("backlog-%d", i), line("SKU-A", 1))
+		if o.Status != domain.Pending {
+			t.Fatalf("with payment down: %s, want PENDING", o.Status)
+		}
+		ids = append(ids, o.ID)
+	}
+	w.pay.SetDown(false)
+	// Payment is back once a new order goes through (the breaker has closed again).
+	for i := 0; ; i++ {
+		if o := place(t, in, "cust-2", fmt.Sprintf("probe-%d", i), line("SKU-B", 1)); o.Status == domain.Confirmed {
+			break
+		}
+		if i == 200 {
+			t.Fatal("payment did not come back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.clock.Advance(2 * settings.RecoveryAfter)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.app.RunRecovery(ctx, time.Hour) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, id := range ids {
+		for {
+			got, err := in.app.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status == domain.Confirmed {
+				break
+			}
+			if time.Now().After(deadline) {
+				confirmed := 0
+				for _, id := range ids {
+					if o, _ := in.app.Get(context.Background(), id); o.Status == domain.Confirmed {
+						confirmed++
+					}
+				}
+				t.Fatalf("order %s still %s (%d of %d confirmed): the backlog was not drained without the interval", id, got.Status, confirmed, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if a, _, _ := w.pay.Counts(); a < n {
+		t.Fatalf("%d authorizations, want at least the %d backlog orders", a, n)
 	}
 }
