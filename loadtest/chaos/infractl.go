@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +62,7 @@ func (c *InfraCtl) Check(comp string) error {
 	if !ok {
 		return fmt.Errorf("unknown component %q", comp)
 	}
-	addr, err := hostPort(s.endpoint)
+	addr, err := infratest.HostPort(s.endpoint)
 	if err != nil {
 		return fmt.Errorf("%s endpoint %q: %w", comp, s.endpoint, err)
 	}
@@ -148,20 +147,4 @@ func (c *InfraCtl) unlock(comp string) {
 		_ = f.Close()
 		delete(c.locks, comp)
 	}
-}
-
-// hostPort returns the first host:port an endpoint value names (a URL, or a comma-separated list).
-func hostPort(v string) (string, error) {
-	v = strings.TrimSpace(strings.Split(v, ",")[0])
-	if strings.Contains(v, "://") {
-		u, err := url.Parse(v)
-		if err != nil {
-			return "", err
-		}
-		v = u.Host
-	}
-	if _, _, err := net.SplitHostPort(v); err != nil {
-		return "", err
-	}
-	return v, nil
 }

@@ -89,8 +89,8 @@ func sanitize(s string) string {
 	}, s)
 }
 
-// hostPort returns the first host:port an endpoint value names (a URL, or a comma-separated list).
-func hostPort(v string) (string, error) {
+// HostPort returns the first host:port an endpoint value names (a URL, or a comma-separated list).
+func HostPort(v string) (string, error) {
 	v = strings.TrimSpace(strings.Split(v, ",")[0])
 	if strings.Contains(v, "://") {
 		u, err := url.Parse(v)
@@ -106,7 +106,7 @@ func hostPort(v string) (string, error) {
 }
 
 func dial(endpoint string, within time.Duration) error {
-	addr, err := hostPort(endpoint)
+	addr, err := HostPort(endpoint)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func Control(ctx context.Context, verb, component string) error {
 	if !ok {
 		return fmt.Errorf("infratest: unknown component %q", component)
 	}
-	addr, err := hostPort(os.Getenv(s.endpoint))
+	addr, err := HostPort(os.Getenv(s.endpoint))
 	if err != nil {
 		return fmt.Errorf("infra.sh %s %s: %s: %w", verb, component, s.endpoint, err)
 	}

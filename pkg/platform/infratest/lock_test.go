@@ -12,8 +12,8 @@ func TestHostPort(t *testing.T) {
 		"nats://127.0.0.1:24222":                            "127.0.0.1:24222",
 		"postgres://u:p@127.0.0.1:56432/db?sslmode=disable": "127.0.0.1:56432",
 	} {
-		if got, err := hostPort(in); err != nil || got != want {
-			t.Errorf("hostPort(%q) = %q, %v; want %q", in, got, err, want)
+		if got, err := HostPort(in); err != nil || got != want {
+			t.Errorf("HostPort(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 }
