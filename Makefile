@@ -6,8 +6,12 @@ ROOT    := $(abspath .)
 BIN     := $(ROOT)/bin
 export PATH := $(BIN):$(PATH)
 
-# One module per component; keep in step with go.work.
-MODULES := proto pkg/platform services/order services/inventory services/payment services/gateway deploy loadtest
+# The services are the folders of services/ with a service.yaml (deploy/servicelist): nothing to edit
+# here when one is added. go.work's services are generated from the same files (`make gen`).
+SERVICES := $(patsubst services/%/service.yaml,%,$(wildcard services/*/service.yaml))
+MODULES  := proto pkg/platform $(addprefix services/,$(SERVICES)) deploy loadtest
+comma    := ,
+space    := $(empty) $(empty)
 
 # Pinned tool versions: `make tools` installs exactly these into ./bin.
 BUF_VERSION                := v1.75.0
@@ -62,7 +66,7 @@ test: ## Run every module's tests (real-server tests run when .run/infra.env or 
 	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || exit 1; done
 
 .PHONY: lint
-lint: ## go vet + staticcheck on every module.
+lint: gen-check ## gen-check, then go vet + staticcheck on every module.
 	@for m in $(MODULES); do echo "== lint $$m"; (cd $$m && go vet ./... && staticcheck ./...) || exit 1; done
 
 .PHONY: tidy
@@ -73,7 +77,23 @@ CERTS_DIR ?= $(ROOT)/.run/certs
 
 .PHONY: certs
 certs: ## Issue a dev CA and one mTLS certificate per service (ECDSA P-256, SPIFFE ids) into .run/certs.
-	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -services order,inventory,payment,gateway
+	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -services $(subst $(space),$(comma),$(SERVICES))
+
+.PHONY: gen
+gen: ## Regenerate go.work, Dockerfile, compose, k8s and Prometheus lines from services/*/service.yaml.
+	cd deploy && go run ./cmd/servicegen -root $(ROOT)
+
+.PHONY: gen-check
+gen-check: ## Fail (printing the diff) if `make gen` would change a file.
+	cd deploy && go run ./cmd/servicegen -root $(ROOT) -check
+
+.PHONY: new-service
+new-service: ## Create a service in the one shape, wired everywhere: make new-service NAME=shipping.
+	cd deploy && go run ./cmd/newservice -root $(ROOT) -name "$(NAME)"
+
+.PHONY: new-service-check
+new-service-check: ## CI: make new-service NAME=demo in a throwaway copy; build, lint, test it; start it in make run.
+	bash deploy/newservice-check.sh
 
 # module-dir:FuzzTarget pairs run by fuzz-short; go test -fuzz takes one target per run.
 FUZZ_TARGETS := \
@@ -102,7 +122,6 @@ infra-down: ## Stop the real servers started by infra-up.
 
 # Container images and the compose stack (deploy/docker, deploy/compose) need a Docker engine with the
 # buildx and compose plugins; deploy/docker/require-docker.sh says what is missing.
-SERVICES          := order inventory payment gateway
 IMAGE_TAG         ?= dev
 COMPOSE           := docker compose -f deploy/compose/compose.yaml
 # What deploy/compose/compose.yaml mounts read-only at /certs (../../.run/certs).

@@ -105,8 +105,8 @@ type StackOptions struct {
 	Replicas int
 }
 
-// StartStack starts the `make run` stack (order ×1, inventory ×2, payment ×2 unless o.Replicas says
-// otherwise, gateway) on free loopback
+// StartStack starts the `make run` stack (every service of services/*/service.yaml with its
+// dev_instances — order ×1, gateway ×1 — but inventory and payment ×o.Replicas, default 2) on free loopback
 // ports with its data and logs in a fresh temporary directory, and returns it with the matching
 // Target. The gateway's per-client rate limit is raised so it measures the services, not the limiter.
 // Stop the stack and remove dir when done.
@@ -118,17 +118,19 @@ func StartStack(ctx context.Context, o StackOptions) (*localstack.Stack, Target,
 	cfg := localstack.Default(o.Root)
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.RunDir = filepath.Join(dir, "run")
-	cfg.Order = localstack.Addrs("127.0.0.1", 0, 1)
 	replicas := o.Replicas
 	if replicas <= 0 {
 		replicas = 2
 	}
-	cfg.Inventory = localstack.Addrs("127.0.0.1", 0, replicas)
-	cfg.Payment = localstack.Addrs("127.0.0.1", 0, replicas)
-	cfg.GatewayHTTP = "127.0.0.1:0"
+	// Every service of the list on free ports (the gateway included), inventory and payment with
+	// replicas instances each.
+	cfg.FreePorts = true
+	cfg.Instances = map[string][]string{
+		localstack.Inventory: localstack.Addrs("127.0.0.1", 0, replicas),
+		localstack.Payment:   localstack.Addrs("127.0.0.1", 0, replicas),
+	}
 	cfg.NATSAddr = "127.0.0.1:0"
 	cfg.KafkaAddr = "127.0.0.1:0"
-	cfg.Gateway = localstack.GatewayOn
 	cfg.Env = o.Env
 	cfg.Logger = o.Logger
 	cfg.ServiceEnv = map[string][]string{

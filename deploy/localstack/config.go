@@ -1,8 +1,11 @@
 // Package localstack runs the whole shopmesh suite on one machine without installs or containers: it
 // hosts an in-process NATS server (JetStream on) and a Kafka-protocol broker (kfake), builds the
-// service binaries, starts every instance as a child process on static loopback addresses with SQLite
-// files under the data directory, waits until each one reports SERVING, writes stack.json, and stops
-// everything in dependency order. `make run` (cmd/shopmesh-dev) and the component tests use it.
+// binaries of every service listed in services/*/service.yaml (deploy/servicelist), starts every
+// instance as a child process on static loopback addresses with SQLite files under the data directory,
+// waits until each one reports SERVING, writes stack.json, and stops everything in dependency order.
+// A child's environment comes from its service's entry alone (kind, dev ports, database, calls,
+// kafka, nats), so a service added to the list runs with no edit here. `make run` (cmd/shopmesh-dev)
+// and the component tests use it.
 // With Config.Infra it runs the same processes on the real servers of deploy/infra (`make run
 // INFRA=1`), and Stack.Kill, StopInstance and StartInstance crash, drain and restart single instances
 // for the fault campaign (loadtest/chaos).
@@ -16,28 +19,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
-// The services, by the name of their module directory, binary and environment prefix.
+// The names of the four services of the reference suite, for callers (the load and chaos tools) that
+// address a service by name. The stack itself runs whatever services/*/service.yaml lists
+// (deploy/servicelist) and builds every child's environment from that entry alone.
 const (
 	Gateway   = "gateway"
 	Order     = "order"
 	Inventory = "inventory"
 	Payment   = "payment"
-)
-
-// GatewayMode says whether the gateway is part of the stack.
-type GatewayMode string
-
-// The gateway modes.
-const (
-	// GatewayAuto runs the gateway when services/gateway/cmd/gateway exists and builds; otherwise it
-	// warns and runs the rest.
-	GatewayAuto GatewayMode = "auto"
-	GatewayOn   GatewayMode = "on"
-	GatewayOff  GatewayMode = "off"
 )
 
 // Config describes one stack. Addresses are "host:port"; port 0 picks a free loopback port before the
@@ -55,13 +47,16 @@ type Config struct {
 	// SkipBuild uses the binaries already in BinDir (a campaign that starts many stacks builds once).
 	SkipBuild bool
 
-	// Order, Inventory and Payment are the gRPC listen addresses, one per instance.
-	Order     []string
-	Inventory []string
-	Payment   []string
-	// Gateway decides whether the gateway runs; GatewayHTTP is its HTTP address.
-	Gateway     GatewayMode
-	GatewayHTTP string
+	// Instances maps a service of the list (services/<name>/service.yaml) to the listen addresses of its
+	// instances, one per instance: gRPC for kind grpc, HTTP for kind http. A service the map does not
+	// name runs dev_instances instances on 127.0.0.1:dev_port, dev_port+1, ... (free ports with
+	// FreePorts).
+	Instances map[string][]string
+	// FreePorts gives the services Instances does not name free loopback ports instead of their dev
+	// ports, so a test or a load run does not collide with `make run` (or a service added later).
+	FreePorts bool
+	// Skip names services of the list not to run (`-gateway off`); no running service may call one.
+	Skip []string
 
 	// NATSAddr and KafkaAddr are where the embedded brokers listen (Kafka always on 127.0.0.1).
 	NATSAddr  string
@@ -103,17 +98,13 @@ type Config struct {
 	StopTimeout time.Duration
 }
 
-// Default returns the configuration of `make run` for the repository at root: order on
-// 127.0.0.1:50051, inventory on :50061/:50062, payment on :50071/:50072, the gateway on
-// 127.0.0.1:8080, NATS on 127.0.0.1:4222 and Kafka on 127.0.0.1:9092.
+// Default returns the configuration of `make run` for the repository at root: every service of
+// services/*/service.yaml with its dev_instances on 127.0.0.1 from its dev_port upwards (today order on
+// :50051, inventory on :50061/:50062, payment on :50071/:50072, the gateway on :8080), NATS on
+// 127.0.0.1:4222 and Kafka on 127.0.0.1:9092.
 func Default(root string) Config {
 	return Config{
 		Root:         root,
-		Order:        Addrs("127.0.0.1", 50051, 1),
-		Inventory:    Addrs("127.0.0.1", 50061, 2),
-		Payment:      Addrs("127.0.0.1", 50071, 2),
-		Gateway:      GatewayAuto,
-		GatewayHTTP:  "127.0.0.1:8080",
 		NATSAddr:     "127.0.0.1:4222",
 		KafkaAddr:    "127.0.0.1:9092",
 		ReadyTimeout: 90 * time.Second,
@@ -177,9 +168,6 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CertsDir, err = filepath.Abs(c.CertsDir); err != nil {
 		return c, err
 	}
-	if c.Gateway == "" {
-		c.Gateway = GatewayAuto
-	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 90 * time.Second
 	}
@@ -190,18 +178,6 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	var errs []error
-	switch c.Gateway {
-	case GatewayAuto, GatewayOn, GatewayOff:
-	default:
-		errs = append(errs, fmt.Errorf("gateway: want auto, on or off, got %q", c.Gateway))
-	}
-	if len(c.Order) == 0 || len(c.Inventory) == 0 || len(c.Payment) == 0 {
-		errs = append(errs, fmt.Errorf("instances: order, inventory and payment need at least one each, got %d, %d, %d",
-			len(c.Order), len(c.Inventory), len(c.Payment)))
-	}
-	if c.Gateway != GatewayOff && c.GatewayHTTP == "" {
-		errs = append(errs, errors.New("gateway_http: must be set unless the gateway is off"))
-	}
 	if c.Infra != nil {
 		if err := c.Infra.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("infra: %w", err))
@@ -214,15 +190,5 @@ func (c Config) withDefaults() (Config, error) {
 	} else if c.NATSAddr == "" || c.KafkaAddr == "" {
 		errs = append(errs, errors.New("nats_addr, kafka_addr: must be set (port 0 picks one)"))
 	}
-	for k := range c.ServiceEnv {
-		switch k {
-		case Gateway, Order, Inventory, Payment:
-		default:
-			errs = append(errs, fmt.Errorf("service_env: unknown service %q", k))
-		}
-	}
 	return c, errors.Join(errs...)
 }
-
-// envName turns a service name into its variable prefix.
-func envName(service string) string { return strings.ToUpper(service) }

@@ -74,7 +74,7 @@ func (s *Stack) StartInstance(ctx context.Context, instance string) error {
 		return fmt.Errorf("%s: the stack is stopped", instance)
 	}
 	in := old.inst
-	c, err := s.startInstance(in.Service, in.Index, in.GRPCAddr, in.HTTPAddr)
+	c, err := s.startInstance(in.Service, in.Index)
 	if err != nil {
 		return err
 	}

@@ -120,9 +120,9 @@ func (e InfraEndpoints) DSN(service string) string {
 	return u.String()
 }
 
-// prepareDatabases creates the fresh databases (DBPrefix set); without a prefix it checks that the
-// server answers, so a stopped PostgreSQL is reported before a minute of start-up timeouts.
-func (e InfraEndpoints) prepareDatabases(ctx context.Context) error {
+// prepareDatabases creates the fresh databases of services (DBPrefix set); without a prefix it checks
+// that the server answers, so a stopped PostgreSQL is reported before a minute of start-up timeouts.
+func (e InfraEndpoints) prepareDatabases(ctx context.Context, services []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, e.DatabaseURL)
@@ -133,7 +133,7 @@ func (e InfraEndpoints) prepareDatabases(ctx context.Context) error {
 	if e.DBPrefix == "" {
 		return nil
 	}
-	for _, svc := range []string{Order, Inventory, Payment} {
+	for _, svc := range services {
 		db := e.Database(svc)
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
 			return fmt.Errorf("drop database %s: %w", db, err)
@@ -145,8 +145,8 @@ func (e InfraEndpoints) prepareDatabases(ctx context.Context) error {
 	return nil
 }
 
-// dropDatabases drops the fresh databases (best effort: the stack is stopping).
-func (e InfraEndpoints) dropDatabases() error {
+// dropDatabases drops the fresh databases of services (best effort: the stack is stopping).
+func (e InfraEndpoints) dropDatabases(services []string) error {
 	if e.DBPrefix == "" || e.KeepDatabases {
 		return nil
 	}
@@ -158,7 +158,7 @@ func (e InfraEndpoints) dropDatabases() error {
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	var errs []error
-	for _, svc := range []string{Order, Inventory, Payment} {
+	for _, svc := range services {
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Database(svc)+" WITH (FORCE)"); err != nil {
 			errs = append(errs, err)
 		}
@@ -166,27 +166,22 @@ func (e InfraEndpoints) dropDatabases() error {
 	return errors.Join(errs...)
 }
 
-// infraEnv is the part of a child's environment that points it at the real servers.
-func (s *Stack) infraEnv(svc, instance string) []string {
+// nacosEnv points the instance of the service with variable prefix p at Nacos (nothing without a
+// Nacos address: static discovery, no config center).
+func (s *Stack) nacosEnv(p, instance string) []string {
 	e := s.cfg.Infra
-	p := envName(svc)
-	var env []string
-	switch svc {
-	case Order, Inventory, Payment:
-		env = append(env, p+"_DSN="+e.DSN(svc))
-	}
 	if e.NacosAddr == "" {
-		return env
+		return nil
 	}
 	dir := filepath.Join(s.cfg.RunDir, "nacos", instance)
-	env = append(env,
-		p+"_REGISTRY_BACKEND=nacos",
-		p+"_REGISTRY_NACOS_ADDRS="+e.NacosAddr,
-		p+"_REGISTRY_NACOS_NAMESPACE="+e.NacosNamespace,
-		p+"_REGISTRY_NACOS_CACHE_DIR="+filepath.Join(dir, "cache"),
-		p+"_REGISTRY_NACOS_LOG_DIR="+filepath.Join(dir, "log"),
-		p+"_CONFIG_CENTER_BACKEND=nacos",
-	)
+	env := []string{
+		p + "_REGISTRY_BACKEND=nacos",
+		p + "_REGISTRY_NACOS_ADDRS=" + e.NacosAddr,
+		p + "_REGISTRY_NACOS_NAMESPACE=" + e.NacosNamespace,
+		p + "_REGISTRY_NACOS_CACHE_DIR=" + filepath.Join(dir, "cache"),
+		p + "_REGISTRY_NACOS_LOG_DIR=" + filepath.Join(dir, "log"),
+		p + "_CONFIG_CENTER_BACKEND=nacos",
+	}
 	if a := s.admin[instance]; a != "" {
 		if _, port, err := splitPort(a); err == nil {
 			env = append(env, fmt.Sprintf("%s_REGISTRY_NACOS_ADMIN_PORT=%d", p, port))

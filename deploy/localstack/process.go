@@ -18,11 +18,12 @@ type Instance struct {
 	Service string `json:"service"`
 	Index   int    `json:"index"`
 	PID     int    `json:"pid"`
-	// GRPCAddr is the gRPC listen address ("" for the gateway, which is checked over HTTP).
+	// GRPCAddr is the gRPC listen address ("" for a kind http service such as the gateway, which is
+	// checked over HTTP).
 	GRPCAddr string `json:"grpc_addr"`
 	// AdminAddr is the metrics/debug address; "" while the services do not serve one.
 	AdminAddr string `json:"admin_addr"`
-	// HTTPAddr is the gateway's HTTP address ("" for the others).
+	// HTTPAddr is a kind http service's listen address ("" for the gRPC services).
 	HTTPAddr string `json:"http_addr,omitempty"`
 	// Log is the file holding the instance's output.
 	Log string `json:"log"`

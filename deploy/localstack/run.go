@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -37,7 +39,7 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 			nacos = fmt.Sprintf("%s (namespace %q: registration, discovery, config center)", inf.NacosAddr, inf.NacosNamespace)
 		}
 		fmt.Fprintf(&b, "  real servers (infra.sh): nats %s, kafka %s, nacos %s\n", info.NATSURL, strings.Join(info.KafkaBrokers, ","), nacos)
-		for _, svc := range []string{Order, Inventory, Payment} {
+		for _, svc := range slices.Sorted(maps.Keys(inf.Databases)) {
 			fmt.Fprintf(&b, "  %-9s database %s\n", svc, redact(inf.Databases[svc]))
 		}
 	} else {
@@ -62,14 +64,7 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 		fmt.Fprintf(&b, "  TOKEN=$(curl -s -X POST %s/v1/dev/token -H 'Content-Type: application/json' -d '{\"customer_id\":\"cust-0001\"}' | sed -E 's/.*\"token\" *: *\"([^\"]+)\".*/\\1/')\n", u)
 		fmt.Fprintf(&b, "  curl -s %s/v1/products -H \"Authorization: Bearer $TOKEN\"\n", u)
 		fmt.Fprintf(&b, "  curl -s -X POST %s/v1/orders -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' -d '{\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}'\n", u)
-	} else {
-		order := ""
-		for _, i := range info.Instances {
-			if i.Service == Order {
-				order = i.GRPCAddr
-				break
-			}
-		}
+	} else if order := firstGRPC(info, Order); order != "" {
 		fmt.Fprintf(&b, "\nNo gateway in this stack; try the order service over gRPC (reflection is on in dev):\n\n")
 		conn := "-plaintext"
 		if info.CertsDir != "" { // as the gateway, the identity the policy lets call the order service
@@ -77,6 +72,16 @@ func PrintSummary(w io.Writer, info Info, stackFile string) {
 		}
 		fmt.Fprintf(&b, "  grpcurl %s -d '{\"customer_id\":\"cust-0001\",\"idempotency_key\":\"try-1\",\"items\":[{\"sku\":\"SKU-0001\",\"quantity\":1}]}' %s shopmesh.order.v1.OrderService/CreateOrder\n", conn, order)
 	}
-	fmt.Fprintf(&b, "\nCtrl-C stops everything (gateway, order, inventory/payment, then the brokers).\n\n")
+	fmt.Fprintf(&b, "\nCtrl-C stops everything in reverse start order (callers before the services they call), then the brokers.\n\n")
 	_, _ = io.WriteString(w, b.String())
+}
+
+// firstGRPC is the gRPC address of service's first instance ("" when it does not run).
+func firstGRPC(info Info, service string) string {
+	for _, i := range info.Instances {
+		if i.Service == service && i.GRPCAddr != "" {
+			return i.GRPCAddr
+		}
+	}
+	return ""
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 )
 
@@ -28,8 +29,9 @@ type Info struct {
 	NATSURL      string   `json:"nats_url"`
 	KafkaBrokers []string `json:"kafka_brokers"`
 	// KafkaInMemory is true when the broker keeps its data in memory (lost on restart).
-	KafkaInMemory bool   `json:"kafka_in_memory"`
-	GatewayURL    string `json:"gateway_url,omitempty"`
+	KafkaInMemory bool `json:"kafka_in_memory"`
+	// GatewayURL is the first instance of the edge (the kind http service: the gateway), "" without one.
+	GatewayURL string `json:"gateway_url,omitempty"`
 	// Infra is set when the stack runs on the real servers (`make run INFRA=1`).
 	Infra *InfraInfo `json:"infra,omitempty"`
 	// OTLPEndpoint receives every process's spans ("" = tracing off).
@@ -44,8 +46,9 @@ type Info struct {
 // Stack is a running suite. Stop it exactly once (Stop is safe to call again).
 type Stack struct {
 	cfg     Config
+	plan    *plan
 	brokers *brokers
-	// tiers in start order: inventory+payment, order, gateway; Stop walks them backwards.
+	// tiers in start order (plan.tiers: the services that call nobody first); Stop walks them backwards.
 	tiers    [][]*child
 	info     Info
 	stopOnce sync.Once
@@ -60,70 +63,61 @@ type Stack struct {
 	stopped  bool
 }
 
-// Start builds the binaries, starts the brokers and every instance, waits until all are ready and
-// writes RunDir/stack.json. On failure everything started so far is stopped again.
+// Start reads the list of services (services/*/service.yaml under Root), builds their binaries, starts
+// the brokers and every instance, waits until all are ready and writes RunDir/stack.json. Services
+// start in tiers, callees before their callers; in each service the first instance starts (and
+// migrates and seeds the shared database) alone, the others together once it is ready. On failure
+// everything started so far is stopped again.
 func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
-	withGateway, err := gatewayWanted(cfg)
+	list, err := servicelist.Load(cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := newPlan(cfg, list)
 	if err != nil {
 		return nil, err
 	}
 
 	// Ports first: a taken port is reported before a minute of building.
-	cfg.Order = append([]string{}, cfg.Order...)
-	cfg.Inventory = append([]string{}, cfg.Inventory...)
-	cfg.Payment = append([]string{}, cfg.Payment...)
 	var names []string
 	var addrs []*string
-	for _, g := range []struct {
-		svc   string
-		addrs []string
-	}{{Order, cfg.Order}, {Inventory, cfg.Inventory}, {Payment, cfg.Payment}} {
-		for i := range g.addrs {
-			names = append(names, fmt.Sprintf("%s-%d", g.svc, i+1))
-			addrs = append(addrs, &g.addrs[i])
-		}
-	}
-	// Every instance serves /metrics on an admin port of its own (free, in stack.json).
 	admin := map[string]*string{}
-	for _, n := range append(append([]string{}, names...), "gateway-1") {
-		a := "127.0.0.1:0"
-		admin[n] = &a
+	for _, g := range pl.groups() {
+		for i := range g.addrs {
+			n := fmt.Sprintf("%s-%d", g.svc.Name, i+1)
+			names = append(names, n)
+			addrs = append(addrs, &g.addrs[i])
+			// Every instance serves /metrics on an admin port of its own (free, in stack.json).
+			a := "127.0.0.1:0"
+			admin[n] = &a
+		}
 	}
 	if cfg.Infra == nil {
 		names = append(names, "nats", "kafka")
 		addrs = append(addrs, &cfg.NATSAddr, &cfg.KafkaAddr)
 	}
-	if withGateway {
-		names = append(names, "gateway-1")
-		addrs = append(addrs, &cfg.GatewayHTTP)
-	}
 	for n, a := range admin {
-		if n != "gateway-1" || withGateway {
-			names = append(names, n+"-admin")
-			addrs = append(addrs, a)
-		}
+		names = append(names, n+"-admin")
+		addrs = append(addrs, a)
 	}
 	if err := resolvePorts(names, addrs); err != nil {
 		return nil, err
 	}
 
 	if cfg.SkipBuild {
-		for _, svc := range []string{Order, Inventory, Payment, Gateway} {
-			if svc == Gateway && !withGateway {
-				continue
-			}
-			if _, err := os.Stat(filepath.Join(cfg.BinDir, svc)); err != nil {
+		for _, g := range pl.groups() {
+			if _, err := os.Stat(filepath.Join(cfg.BinDir, g.svc.Name)); err != nil {
 				return nil, fmt.Errorf("skip build: %w", err)
 			}
 		}
 	} else {
 		log.Info("building the service binaries", "bin", cfg.BinDir)
-		if withGateway, err = buildAll(ctx, cfg, withGateway); err != nil {
+		if err := buildAll(ctx, cfg, pl.groups()); err != nil {
 			return nil, err
 		}
 	}
@@ -134,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if !cfg.Plaintext {
 		res, err := mtls.EnsureDir(mtls.DirOptions{
-			Dir: cfg.CertsDir, Services: []string{Order, Inventory, Payment, Gateway}, TTL: certTTL, CATTL: caTTL,
+			Dir: cfg.CertsDir, Services: servicelist.Names(list), TTL: certTTL, CATTL: caTTL,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("certs: %w", err)
@@ -144,15 +138,16 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Console != nil {
 		cfg.Console = &lockedWriter{w: cfg.Console}
 	}
-	s := &Stack{cfg: cfg, admin: map[string]string{}, children: map[string]*child{}, extraEnv: map[string][]string{},
+	s := &Stack{cfg: cfg, plan: pl, admin: map[string]string{}, children: map[string]*child{}, extraEnv: map[string][]string{},
 		info: Info{DataDir: cfg.DataDir, OTLPEndpoint: cfg.OTLPEndpoint}}
 	if inf := cfg.Infra; inf != nil {
-		if err := inf.prepareDatabases(ctx); err != nil {
+		dbs := pl.withDatabase()
+		if err := inf.prepareDatabases(ctx, dbs); err != nil {
 			return nil, err
 		}
 		s.info.NATSURL, s.info.KafkaBrokers = inf.NATSURL, inf.KafkaBrokers
 		s.info.Infra = &InfraInfo{NacosAddr: inf.NacosAddr, NacosNamespace: inf.NacosNamespace, Databases: map[string]string{}}
-		for _, svc := range []string{Order, Inventory, Payment} {
+		for _, svc := range dbs {
 			s.info.Infra.Databases[svc] = inf.DSN(svc)
 		}
 		log.Info("real servers", "postgres", redact(inf.DatabaseURL), "kafka", strings.Join(inf.KafkaBrokers, ","),
@@ -177,37 +172,26 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		s.Stop()
 		return nil, err
 	}
-	// Inventory and payment together; in each group the first instance migrates and seeds the shared
-	// database alone before the others start.
-	groups := [][]string{cfg.Inventory, cfg.Payment}
-	startedBy := make([][]*child, len(groups))
-	errs := make([]error, len(groups))
-	var wg sync.WaitGroup
-	for k, svc := range []string{Inventory, Payment} {
-		wg.Go(func() { startedBy[k], errs[k] = s.startGroup(ctx, svc, groups[k], "") })
-	}
-	wg.Wait()
-	s.tiers = append(s.tiers, append(startedBy[0], startedBy[1]...))
-	if err := errors.Join(errs...); err != nil {
-		return fail(err)
-	}
-	started, err := s.startGroup(ctx, Order, cfg.Order, "")
-	s.tiers = append(s.tiers, started)
-	if err != nil {
-		return fail(err)
-	}
-	if withGateway {
-		started, err := s.startGroup(ctx, Gateway, []string{""}, cfg.GatewayHTTP)
-		s.tiers = append(s.tiers, started)
-		if err != nil {
+	for _, tier := range pl.tiers {
+		startedBy := make([][]*child, len(tier))
+		errs := make([]error, len(tier))
+		var wg sync.WaitGroup
+		for k, g := range tier {
+			wg.Go(func() { startedBy[k], errs[k] = s.startGroup(ctx, g) })
+		}
+		wg.Wait()
+		s.tiers = append(s.tiers, slices.Concat(startedBy...))
+		if err := errors.Join(errs...); err != nil {
 			return fail(err)
 		}
-		s.info.GatewayURL = "http://" + cfg.GatewayHTTP
 	}
 	for _, t := range s.tiers {
 		for _, c := range t {
 			s.info.Instances = append(s.info.Instances, c.inst)
 			s.monitor(c)
+			if s.info.GatewayURL == "" && c.inst.GRPCAddr == "" {
+				s.info.GatewayURL = "http://" + c.inst.HTTPAddr
+			}
 		}
 	}
 	if err := writeJSON(s.StackFile(), s.info); err != nil {
@@ -233,8 +217,9 @@ func (s *Stack) Crashed() []string {
 	return append([]string{}, s.crashed...)
 }
 
-// Stop ends the gateway, then the order service, then inventory and payment, then the brokers: each
-// child gets SIGTERM and StopTimeout to exit, then SIGKILL. It removes stack.json.
+// Stop ends the services tier by tier in reverse start order (callers before the services they call;
+// today the gateway, then order, then inventory and payment), then the brokers: each child gets
+// SIGTERM and StopTimeout to exit, then SIGKILL. It removes stack.json.
 func (s *Stack) Stop() {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
@@ -258,7 +243,7 @@ func (s *Stack) Stop() {
 			s.brokers.close()
 		}
 		if s.cfg.Infra != nil {
-			if err := s.cfg.Infra.dropDatabases(); err != nil {
+			if err := s.cfg.Infra.dropDatabases(s.plan.withDatabase()); err != nil {
 				s.cfg.Logger.Warn("dropping the stack's databases", "err", err)
 			}
 		}
@@ -283,9 +268,9 @@ func (s *Stack) monitor(c *child) {
 }
 
 // startGroup starts a service's instances: the first alone, the rest together once it is ready.
-func (s *Stack) startGroup(ctx context.Context, svc string, grpcAddrs []string, httpAddr string) ([]*child, error) {
+func (s *Stack) startGroup(ctx context.Context, g *group) ([]*child, error) {
 	var started []*child
-	first, err := s.startInstance(svc, 1, grpcAddrs[0], httpAddr)
+	first, err := s.startInstance(g.svc.Name, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -294,8 +279,8 @@ func (s *Stack) startGroup(ctx context.Context, svc string, grpcAddrs []string, 
 		return started, err
 	}
 	var rest []*child
-	for i := 1; i < len(grpcAddrs); i++ {
-		c, err := s.startInstance(svc, i+1, grpcAddrs[i], "")
+	for i := 2; i <= len(g.addrs); i++ {
+		c, err := s.startInstance(g.svc.Name, i)
 		if err != nil {
 			return started, err
 		}
@@ -311,19 +296,18 @@ func (s *Stack) startGroup(ctx context.Context, svc string, grpcAddrs []string, 
 	return started, errors.Join(errs...)
 }
 
-func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) (*child, error) {
-	inst := Instance{Service: svc, Index: index, GRPCAddr: grpcAddr, HTTPAddr: httpAddr}
-	if svc == Gateway {
-		inst.GRPCAddr = ""
+// startInstance starts instance index (1-based) of service svc on its planned address.
+func (s *Stack) startInstance(svc string, index int) (*child, error) {
+	g := s.plan.byName[svc]
+	addr := g.addrs[index-1]
+	inst := Instance{Service: svc, Index: index}
+	if g.svc.Kind == servicelist.KindHTTP {
+		inst.HTTPAddr = addr
+	} else {
+		inst.GRPCAddr = addr
 	}
 	inst.AdminAddr = s.admin[inst.Name()]
-	env := s.env(svc, inst.Name(), grpcAddr, httpAddr)
-	if inst.AdminAddr != "" {
-		// Before ServiceEnv, which is appended last by env and still wins.
-		// The admin port is on loopback: serve /debug/pprof/ too, so benchmarks can profile each process.
-		env = append([]string{envName(svc) + "_ADMIN_ADDR=" + inst.AdminAddr, envName(svc) + "_ADMIN_PPROF=true"}, env...)
-	}
-	c, err := startChild(inst, filepath.Join(s.cfg.BinDir, svc), env,
+	c, err := startChild(inst, filepath.Join(s.cfg.BinDir, svc), s.env(g.svc, inst),
 		filepath.Join(s.cfg.RunDir, "logs"), s.cfg.Console)
 	if err != nil {
 		return nil, err
@@ -331,56 +315,66 @@ func (s *Stack) startInstance(svc string, index int, grpcAddr, httpAddr string) 
 	s.mu.Lock()
 	s.children[inst.Name()] = c
 	s.mu.Unlock()
-	s.cfg.Logger.Info("started", "instance", inst.Name(), "pid", c.inst.PID, "grpc", inst.GRPCAddr, "http", httpAddr, "log", c.inst.Log)
+	s.cfg.Logger.Info("started", "instance", inst.Name(), "pid", c.inst.PID, "grpc", inst.GRPCAddr, "http", inst.HTTPAddr, "log", c.inst.Log)
 	return c, nil
 }
 
-// env is a child's environment: the base, the brokers, the service's own settings, then ServiceEnv.
-func (s *Stack) env(svc, instance, grpcAddr, httpAddr string) []string {
-	p := envName(svc)
+// env is a child's environment, built from the service's entry in the list alone: the base; the
+// shared broker variables the service reads; <P>_PROFILE=dev; mTLS files; tracing; its listen and
+// admin addresses; its database; the addresses of every service it calls; Nacos with Infra; then
+// ServiceEnv and SetEnv's entries, which win.
+func (s *Stack) env(svc servicelist.Service, inst Instance) []string {
+	p := svc.Prefix()
 	env := append([]string{}, s.cfg.Env...)
 	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(s.gomaxprocs()))
 	}
-	env = append(env,
-		"KAFKA_BROKERS="+strings.Join(s.info.KafkaBrokers, ","),
-		"NATS_URL="+s.info.NATSURL,
-		p+"_PROFILE=dev",
-	)
+	if svc.Kafka {
+		env = append(env, "KAFKA_BROKERS="+strings.Join(s.info.KafkaBrokers, ","))
+	}
+	if svc.NATS {
+		env = append(env, "NATS_URL="+s.info.NATSURL)
+	}
+	env = append(env, p+"_PROFILE=dev")
 	if !s.cfg.Plaintext {
-		f := CertFiles(s.cfg.CertsDir, svc)
+		f := CertFiles(s.cfg.CertsDir, svc.Name)
 		env = append(env, p+"_TLS_CA_FILE="+f.CAFile, p+"_TLS_CERT_FILE="+f.CertFile, p+"_TLS_KEY_FILE="+f.KeyFile)
 	}
 	if s.cfg.OTLPEndpoint != "" {
 		env = append(env, p+"_TELEMETRY_OTLP_ENDPOINT="+s.cfg.OTLPEndpoint, p+"_TELEMETRY_SAMPLE_RATIO=1")
 	}
-	if svc != Gateway { // the gateway serves HTTP only
-		env = append(env, p+"_LISTEN_ADDR="+grpcAddr)
+	if inst.HTTPAddr != "" {
+		env = append(env, p+"_HTTP_ADDR="+inst.HTTPAddr)
+	} else {
+		env = append(env, p+"_LISTEN_ADDR="+inst.GRPCAddr)
+	}
+	if inst.AdminAddr != "" {
+		// The admin port is on loopback: serve /debug/pprof/ too, so benchmarks can profile each process.
+		env = append(env, p+"_ADMIN_ADDR="+inst.AdminAddr, p+"_ADMIN_PPROF=true")
+	}
+	if svc.Database {
+		dsn := "sqlite:" + filepath.Join(s.cfg.DataDir, svc.Name+".db")
+		if s.cfg.Infra != nil {
+			dsn = s.cfg.Infra.DSN(svc.Name)
+		}
+		env = append(env, p+"_DSN="+dsn)
+	}
+	for _, c := range svc.Calls {
+		env = append(env, p+"_TARGETS_"+targetKey(c)+"_ADDRESSES="+strings.Join(s.plan.byName[c].addrs, ","))
 	}
 	if s.cfg.Infra != nil {
-		env = append(env, s.infraEnv(svc, instance)...)
-	} else {
-		switch svc {
-		case Order, Inventory, Payment:
-			env = append(env, p+"_DSN=sqlite:"+filepath.Join(s.cfg.DataDir, svc+".db"))
-		}
+		env = append(env, s.nacosEnv(p, inst.Name())...)
 	}
-	switch svc {
-	case Order:
-		env = append(env,
-			p+"_TARGETS_INVENTORY_ADDRESSES="+strings.Join(s.cfg.Inventory, ","),
-			p+"_TARGETS_PAYMENT_ADDRESSES="+strings.Join(s.cfg.Payment, ","))
-	case Gateway:
-		env = append(env,
-			p+"_HTTP_ADDR="+httpAddr,
-			p+"_TARGETS_ORDER_ADDRESSES="+strings.Join(s.cfg.Order, ","),
-			p+"_TARGETS_INVENTORY_ADDRESSES="+strings.Join(s.cfg.Inventory, ","),
-			p+"_TARGETS_PAYMENT_ADDRESSES="+strings.Join(s.cfg.Payment, ","))
-	}
-	env = append(env, s.cfg.ServiceEnv[svc]...)
+	env = append(env, s.cfg.ServiceEnv[svc.Name]...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append(env, s.extraEnv[instance]...)
+	return append(env, s.extraEnv[inst.Name()]...)
+}
+
+// targetKey is a callee's key in the caller's <P>_TARGETS_<KEY>_ADDRESSES variable: the callee's name
+// in upper case with '-' as '_', as pkg/platform/config names a map entry.
+func targetKey(callee string) string {
+	return strings.ReplaceAll(strings.ToUpper(callee), "-", "_")
 }
 
 // gomaxprocs shares the machine's CPUs among the stack's processes: each child gets NumCPU divided by
@@ -388,14 +382,10 @@ func (s *Stack) env(svc, instance, grpcAddr, httpAddr string) []string {
 // machine spend their CPU on spinning and context switches (on 2 cores, GOMAXPROCS=1 gave 24% less CPU
 // per order and 25% more orders/s; docs/BENCHMARKS.md). A GOMAXPROCS in the stack's Env wins.
 func (s *Stack) gomaxprocs() int {
-	n := len(s.cfg.Order) + len(s.cfg.Inventory) + len(s.cfg.Payment)
-	if s.cfg.Gateway != GatewayOff {
-		n++
-	}
-	return max(1, runtime.NumCPU()/max(1, n))
+	return max(1, runtime.NumCPU()/max(1, s.plan.instances()))
 }
 
-// waitReady polls grpc.health.v1 Check (the gateway: GET /readyz) until SERVING (200), the child exits
+// waitReady polls grpc.health.v1 Check (an HTTP service: GET /readyz) until SERVING (200), the child exits
 // or ReadyTimeout passes.
 func (s *Stack) waitReady(parent context.Context, c *child) error {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.ReadyTimeout)
@@ -430,10 +420,11 @@ func (s *Stack) waitReady(parent context.Context, c *child) error {
 	}
 }
 
-// readinessProbe checks an instance; with certsDir set, gRPC services are probed over mTLS with their
-// own certificate (health checks are allowed for every shopmesh identity).
+// readinessProbe checks an instance: an HTTP service (kind http) by GET /readyz, a gRPC one by the
+// health service; with certsDir set, gRPC services are probed over mTLS with their own certificate
+// (health checks are allowed for every shopmesh identity).
 func readinessProbe(inst Instance, certsDir string) (func(context.Context) error, func(), error) {
-	if inst.Service == Gateway {
+	if inst.GRPCAddr == "" {
 		hc := &http.Client{}
 		url := "http://" + inst.HTTPAddr + "/readyz"
 		return func(ctx context.Context) error {
@@ -493,53 +484,35 @@ func CertFiles(dir, service string) mtls.Config {
 	}
 }
 
-// gatewayWanted decides from the mode and whether services/gateway/cmd/gateway has Go files.
-func gatewayWanted(cfg Config) (bool, error) {
-	if cfg.Gateway == GatewayOff {
-		return false, nil
-	}
-	files, _ := filepath.Glob(filepath.Join(cfg.Root, "services", Gateway, "cmd", Gateway, "*.go"))
-	if len(files) > 0 {
-		return true, nil
-	}
-	if cfg.Gateway == GatewayOn {
-		return false, errors.New("gateway: services/gateway/cmd/gateway has no Go files yet (use -gateway=off or auto)")
-	}
-	cfg.Logger.Warn("gateway: services/gateway/cmd/gateway not found; running without it")
-	return false, nil
-}
-
-// buildAll builds every binary into BinDir in parallel. In auto mode a gateway that does not build is
-// left out with a warning; it reports whether the gateway is still in.
-func buildAll(ctx context.Context, cfg Config, withGateway bool) (bool, error) {
-	svcs := []string{Order, Inventory, Payment}
-	if withGateway {
-		svcs = append(svcs, Gateway)
-	}
+// buildAll builds the services' binaries into BinDir in parallel.
+func buildAll(ctx context.Context, cfg Config, groups []*group) error {
 	if err := os.MkdirAll(cfg.BinDir, 0o755); err != nil {
-		return false, err
+		return err
 	}
-	errs := make([]error, len(svcs))
+	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
-	for i, svc := range svcs {
+	for i, g := range groups {
+		svc := g.svc.Name
 		wg.Go(func() {
 			// The build inherits this process's environment (GOCACHE, GOFLAGS, ...); go.work at Root makes
 			// the workspace modules resolve.
 			cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(cfg.BinDir, svc), "./cmd/"+svc)
-			cmd.Dir = filepath.Join(cfg.Root, "services", svc)
+			cmd.Dir = filepath.Join(cfg.Root, filepath.FromSlash(g.svc.Dir))
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = fmt.Errorf("build %s: %w\n%s", svc, err, out)
 			}
 		})
 	}
 	wg.Wait()
-	if withGateway && errs[len(errs)-1] != nil && cfg.Gateway == GatewayAuto {
-		cfg.Logger.Warn("gateway does not build; running without it", "err", errs[len(errs)-1])
-		errs[len(errs)-1] = nil
-		withGateway = false
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
-	cfg.Logger.Info("built", "services", strings.Join(svcs, ","), "bin", cfg.BinDir)
-	return withGateway, errors.Join(errs...)
+	var names []string
+	for _, g := range groups {
+		names = append(names, g.svc.Name)
+	}
+	cfg.Logger.Info("built", "services", strings.Join(names, ","), "bin", cfg.BinDir)
+	return nil
 }
 
 // writeJSON writes v to path atomically.

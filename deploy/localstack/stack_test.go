@@ -66,10 +66,10 @@ func testConfig(t *testing.T) (localstack.Config, *syncBuffer) {
 	dir := t.TempDir()
 	cfg := localstack.Default(root)
 	cfg.DataDir, cfg.RunDir, cfg.BinDir = filepath.Join(dir, "data"), filepath.Join(dir, "run"), filepath.Join(dir, "bin")
-	cfg.Order = localstack.Addrs("127.0.0.1", 0, 1)
-	cfg.Inventory = localstack.Addrs("127.0.0.1", 0, 2)
-	cfg.Payment = localstack.Addrs("127.0.0.1", 0, 2)
-	cfg.GatewayHTTP, cfg.NATSAddr, cfg.KafkaAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	// Every service of the list on free ports, with its dev instance count (order 1, inventory 2,
+	// payment 2, gateway 1).
+	cfg.FreePorts = true
+	cfg.NATSAddr, cfg.KafkaAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Env = []string{"PATH=" + os.Getenv("PATH")}
 	cfg.StopTimeout = 20 * time.Second
 	logs := &syncBuffer{}
@@ -337,8 +337,8 @@ func TestStartFailsWhenPortTaken(t *testing.T) {
 	}
 	defer busy.Close()
 	cfg, _ := testConfig(t)
-	cfg.Gateway = localstack.GatewayOff
-	cfg.Payment = []string{"127.0.0.1:0", busy.Addr().String()}
+	cfg.Skip = []string{localstack.Gateway}
+	cfg.Instances = map[string][]string{localstack.Payment: {"127.0.0.1:0", busy.Addr().String()}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := localstack.Start(ctx, cfg)

@@ -56,7 +56,6 @@ func TestOneTrace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cfg, logs := testConfig(t)
-	cfg.Gateway = localstack.GatewayOn
 	cfg.OTLPEndpoint = endpoint
 	defer func() {
 		if t.Failed() {

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 )
 
 // repoRoot is the directory holding go.work.
@@ -164,9 +166,9 @@ func shellFields(t *testing.T, s string) []string {
 	return out
 }
 
-// buildServices runs the Dockerfile's `go build` for every service, as the build stage would (same
-// packages, flags and environment), writing the binaries to dir.
-func buildServices(t *testing.T, root, dir string) {
+// buildServices runs the Dockerfile's `go build` for every service of list, as the build stage would
+// (same packages, flags and environment), writing the binaries to dir.
+func buildServices(t *testing.T, root, dir string, list []servicelist.Service) {
 	d := parseDockerfile(t, filepath.Join(root, "deploy", "docker", "Dockerfile"))
 	if len(d.build) == 0 {
 		t.Fatal("Dockerfile: no RUN ... go build line")
@@ -215,7 +217,7 @@ func buildServices(t *testing.T, root, dir string) {
 	}
 	ctxDir := filepath.Join(stageRoot, d.workdir)
 	argRef := varRef()
-	for _, svc := range serviceNames() {
+	for _, svc := range servicelist.Names(list) {
 		t.Run(svc, func(t *testing.T) {
 			args := make([]string, 0, len(cmdline)-1)
 			for k := 1; k < len(cmdline); k++ {

@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
@@ -30,7 +32,7 @@ func loadCompose(t *testing.T, dir string) *types.Project {
 	return p
 }
 
-func checkCompose(t *testing.T, root, bins string) {
+func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
 	dir := filepath.Join(root, "deploy", "compose")
 	p := loadCompose(t, dir)
 
@@ -84,7 +86,8 @@ func checkCompose(t *testing.T, root, bins string) {
 		t.Error("nothing published")
 	}
 
-	for _, svc := range serviceNames() {
+	for _, entry := range list {
+		svc := entry.Name
 		t.Run(svc, func(t *testing.T) {
 			s, ok := p.Services[svc]
 			if !ok {
@@ -99,12 +102,37 @@ func checkCompose(t *testing.T, root, bins string) {
 			if !s.ReadOnly || s.User == "" || strings.HasPrefix(s.User, "0") || s.User == "root" {
 				t.Errorf("read_only %v user %q: want a read-only root filesystem and a non-root user", s.ReadOnly, s.User)
 			}
-			want := 1
-			if svc == "inventory" || svc == "payment" {
-				want = 2
+			if got := s.GetScale(); got != entry.Replicas {
+				t.Errorf("replicas = %d, want %d (services/%s/service.yaml)", got, entry.Replicas, svc)
 			}
-			if got := s.GetScale(); got != want {
-				t.Errorf("replicas = %d, want %d", got, want)
+			// Start order: its schema first, then the brokers it uses, Nacos and every service it calls.
+			deps := map[string]string{"nacos": types.ServiceConditionHealthy}
+			if entry.Database {
+				deps[svc+"-migrate"] = types.ServiceConditionCompletedSuccessfully
+			}
+			if entry.Kafka {
+				deps["kafka"] = types.ServiceConditionHealthy
+			}
+			if entry.NATS {
+				deps["nats"] = types.ServiceConditionHealthy
+			}
+			for _, c := range entry.Calls {
+				deps[c] = types.ServiceConditionHealthy
+			}
+			got := map[string]string{}
+			for dep, d := range s.DependsOn {
+				got[dep] = d.Condition
+			}
+			if !maps.Equal(got, deps) {
+				t.Errorf("depends_on %v, want %v", got, deps)
+			}
+			if _, ok := p.Services[svc+"-migrate"]; ok != entry.Database {
+				t.Errorf("a %s-migrate job: %v, want %v (database: %v)", svc, ok, entry.Database, entry.Database)
+			}
+			if isHTTP(entry) && !slices.ContainsFunc(s.Ports, func(pc types.ServicePortConfig) bool {
+				return pc.Published == strconv.Itoa(entry.DevPort) && pc.Target == 8080 && pc.HostIP == "127.0.0.1"
+			}) {
+				t.Errorf("%s is not published on 127.0.0.1:%d: %+v", svc, entry.DevPort, s.Ports)
 			}
 			var certs bool
 			for _, v := range s.Volumes {
@@ -123,7 +151,7 @@ func checkCompose(t *testing.T, root, bins string) {
 				}
 				env[k] = *v
 			}
-			p := prefix(svc)
+			p := entry.Prefix()
 			if env[p+"_REGISTRY_BACKEND"] != "nacos" {
 				t.Errorf("%s_REGISTRY_BACKEND = %q, want nacos", p, env[p+"_REGISTRY_BACKEND"])
 			}
@@ -139,16 +167,11 @@ func checkCompose(t *testing.T, root, bins string) {
 			if env[p+"_TLS_CERT_FILE"] != "/certs/"+svc+".pem" || env[p+"_TLS_KEY_FILE"] != "/certs/"+svc+"-key.pem" {
 				t.Errorf("certificate files %q, %q do not match `make certs` names", env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"])
 			}
-			checkEnv(t, bins, svc, env, config.Compose)
-			if s.StopGracePeriod == nil || int64(*s.StopGracePeriod) <= int64(drainBudget(t, svc, env)) {
-				t.Errorf("stop_grace_period %v must exceed drain delay + shutdown timeout %v", s.StopGracePeriod, drainBudget(t, svc, env))
+			checkEnv(t, bins, entry, env, config.Compose)
+			if s.StopGracePeriod == nil || int64(*s.StopGracePeriod) <= int64(drainBudget(t, entry, env)) {
+				t.Errorf("stop_grace_period %v must exceed drain delay + shutdown timeout %v", s.StopGracePeriod, drainBudget(t, entry, env))
 			}
 		})
-	}
-	if g := p.Services["gateway"]; !slices.ContainsFunc(g.Ports, func(pc types.ServicePortConfig) bool {
-		return pc.Published == "8080" && pc.Target == 8080 && pc.HostIP == "127.0.0.1"
-	}) {
-		t.Errorf("gateway is not published on 127.0.0.1:8080: %+v", g.Ports)
 	}
 	for _, job := range sortedKeys(jobs) {
 		s := p.Services[job]

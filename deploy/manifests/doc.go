@@ -9,6 +9,8 @@
 //     k8s.io/api objects (probes, resources, security context, shutdown budget, HPA, PDB,
 //     NetworkPolicy call graph, headless Services, no fixed Nacos advertise host in a pod template).
 //
-// Every service's environment, as its container would see it, is passed to the built binary's
-// `check-config` subcommand, which validates it and rejects unknown variables.
+// The services and what each needs (kind, database, Kafka, NATS, replicas, calls) come from
+// services/*/service.yaml (deploy/servicelist), so a new service is checked with no edit here. Every
+// service's environment, as its container would see it, is passed to the built binary's `check-config`
+// subcommand, which validates it and rejects unknown variables.
 package manifests

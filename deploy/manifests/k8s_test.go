@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
@@ -213,7 +214,7 @@ func containerEnv(t *testing.T, r rendered, c corev1.Container) map[string]strin
 	return env
 }
 
-func checkKustomize(t *testing.T, root, bins, overlay string) {
+func checkKustomize(t *testing.T, root, bins, overlay string, list []servicelist.Service) {
 	r := render(t, filepath.Join(root, "deploy", "k8s", "overlays", overlay))
 	profile := config.K8s
 	if overlay == "prod" {
@@ -235,45 +236,49 @@ func checkKustomize(t *testing.T, root, bins, overlay string) {
 		}
 	}
 
-	for _, svc := range serviceNames() {
+	for _, s := range list {
+		svc := s.Name
 		t.Run(svc, func(t *testing.T) {
 			d, ok := r.deployments[svc]
 			if !ok {
 				t.Fatalf("no Deployment %s", svc)
 			}
-			checkDeployment(t, r, bins, svc, d, profile)
+			checkDeployment(t, r, bins, s, d, profile)
 			for _, c := range companions {
 				c.check(t, r, svc, d)
 			}
 		})
 	}
 
-	// The call graph, both ends: every edge is admitted by the callee's ingress and the caller's egress,
-	// and no reverse edge is admitted.
-	for _, e := range []struct {
-		from, to string
-		allowed  bool
-	}{
-		{"gateway", "order", true}, {"gateway", "inventory", true}, {"gateway", "payment", true},
-		{"order", "inventory", true}, {"order", "payment", true},
-		{"inventory", "order", false}, {"payment", "order", false}, {"payment", "inventory", false}, {"order", "gateway", false},
-	} {
-		in, out := r.policies[e.to], r.policies[e.from]
-		switch {
-		case e.allowed && (in == nil || !allowsIngress(in.Spec.Ingress, e.from, 50051)):
-			t.Errorf("NetworkPolicy %s does not admit %s on 50051", e.to, e.from)
-		case !e.allowed && in != nil && allowsIngress(in.Spec.Ingress, e.from, 50051):
-			t.Errorf("NetworkPolicy %s admits %s, which is not in the call graph", e.to, e.from)
-		}
-		if e.allowed && (out == nil || !allowsEgress(out.Spec.Egress, e.to, 50051)) {
-			t.Errorf("NetworkPolicy %s does not let it call %s on 50051", e.from, e.to)
+	// The call graph of services/*/service.yaml, both ends: every edge (calls) is admitted by the
+	// callee's ingress and the caller's egress, and no other pair of services is admitted.
+	for _, from := range list {
+		for _, to := range list {
+			if from.Name == to.Name {
+				continue
+			}
+			allowed := slices.Contains(from.Calls, to.Name)
+			in, out := r.policies[to.Name], r.policies[from.Name]
+			switch {
+			case allowed && (in == nil || !allowsIngress(in.Spec.Ingress, from.Name, 50051)):
+				t.Errorf("NetworkPolicy %s does not admit %s on 50051", to.Name, from.Name)
+			case !allowed && in != nil && allowsIngress(in.Spec.Ingress, from.Name, 50051):
+				t.Errorf("NetworkPolicy %s admits %s, which does not call it", to.Name, from.Name)
+			}
+			if allowed && (out == nil || !allowsEgress(out.Spec.Egress, to.Name, 50051)) {
+				t.Errorf("NetworkPolicy %s does not let it call %s on 50051", from.Name, to.Name)
+			}
 		}
 	}
-	infra := map[string]int32{"order": 5432, "inventory": 5432, "payment": 5432}
-	for svc, p := range infra {
-		for _, port := range []int32{p, 9092, 4317} {
-			if np := r.policies[svc]; np == nil || !allowsEgress(np.Spec.Egress, "", port) {
-				t.Errorf("NetworkPolicy %s does not allow egress to port %d", svc, port)
+	// Infrastructure egress: exactly what the service uses (OTLP always).
+	for _, s := range list {
+		np := r.policies[s.Name]
+		if np == nil {
+			continue // reported above
+		}
+		for port, uses := range map[int32]bool{5432: s.Database, 9092: s.Kafka, 4222: s.NATS, 4317: true} {
+			if got := allowsEgress(np.Spec.Egress, "", port); got != uses {
+				t.Errorf("NetworkPolicy %s: egress to port %d %v, want %v (services/%s/service.yaml)", s.Name, port, got, uses, s.Name)
 			}
 		}
 	}
@@ -311,8 +316,9 @@ func checkKustomize(t *testing.T, root, bins, overlay string) {
 	}
 }
 
-func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deployment, profile config.Profile) {
+func checkDeployment(t *testing.T, r rendered, bins string, s servicelist.Service, d *appsv1.Deployment, profile config.Profile) {
 	t.Helper()
+	svc := s.Name
 	pod := d.Spec.Template.Spec
 	if len(pod.Containers) != 1 {
 		t.Fatalf("want one container, got %d", len(pod.Containers))
@@ -324,8 +330,8 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 		// in the services' own namespace, which check-config rejects as unknown.
 		t.Error("enableServiceLinks must be false")
 	}
-	checkEnv(t, bins, svc, env, profile)
-	p := prefix(svc)
+	checkEnv(t, bins, s, env, profile)
+	p := s.Prefix()
 	checkAdvertiseHost(t, r, c)
 
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
@@ -343,7 +349,7 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 	if c.LivenessProbe == nil || c.ReadinessProbe == nil {
 		t.Fatal("want liveness and readiness probes")
 	}
-	if svc == "gateway" {
+	if isHTTP(s) {
 		httpPort := port(t, env[p+"_HTTP_ADDR"])
 		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
 			if pr.HTTPGet == nil || resolvePort(c, pr.HTTPGet.Port.String()) != httpPort {
@@ -382,7 +388,7 @@ func checkDeployment(t *testing.T, r rendered, bins, svc string, d *appsv1.Deplo
 	if pod.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	}
-	if need := preStop + drainBudget(t, svc, env); grace < need {
+	if need := preStop + drainBudget(t, s, env); grace < need {
 		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + drain and shutdown %v", grace, preStop, need-preStop)
 	}
 

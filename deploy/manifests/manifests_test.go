@@ -9,44 +9,56 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
 // TestManifests builds the services with the Dockerfile's own build step, then checks the compose file
 // and both Kubernetes overlays, running each container's environment through the built binary's
-// check-config.
+// check-config. The services and what each one needs (kind, database, brokers, calls) come from
+// services/*/service.yaml, so a new service is checked with no edit here.
 func TestManifests(t *testing.T) {
 	root := repoRoot(t)
+	list, err := servicelist.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	bins := t.TempDir()
 	start := time.Now()
-	if !t.Run("dockerfile", func(t *testing.T) { buildServices(t, root, bins) }) {
+	if !t.Run("dockerfile", func(t *testing.T) { buildServices(t, root, bins, list) }) {
 		t.Fatal("the Dockerfile's build step failed; the environment checks need the binaries")
 	}
-	t.Logf("built %d services in %v", len(serviceNames()), time.Since(start).Round(time.Millisecond))
-	t.Run("compose", func(t *testing.T) { checkCompose(t, root, bins) })
+	t.Logf("built %d services in %v", len(list), time.Since(start).Round(time.Millisecond))
+	t.Run("compose", func(t *testing.T) { checkCompose(t, root, bins, list) })
 	for _, overlay := range []string{"dev", "prod"} {
-		t.Run("k8s/"+overlay, func(t *testing.T) { checkKustomize(t, root, bins, overlay) })
+		t.Run("k8s/"+overlay, func(t *testing.T) { checkKustomize(t, root, bins, overlay, list) })
 	}
 }
 
-// serviceNames are the images the Dockerfile builds, by its SERVICE argument.
-func serviceNames() []string { return []string{"order", "inventory", "payment", "gateway"} }
+// isHTTP reports whether s is the edge (HTTP in front, gRPC behind), like the gateway.
+func isHTTP(s servicelist.Service) bool { return s.Kind == servicelist.KindHTTP }
 
-// prefix is a service's environment prefix: ORDER, INVENTORY, ...
-func prefix(svc string) string { return strings.ToUpper(svc) }
-
-// checkEnv asserts what every deployment of svc must give it, then that the built binary accepts env
-// (validation passes, no unknown <P>_ variable, every variable is one the service reads), and that the
-// same binary rejects a misspelt variable.
-func checkEnv(t *testing.T, bins, svc string, env map[string]string, profile config.Profile) {
+// checkEnv asserts what every deployment of s must give it (from its service.yaml: a DSN when it has a
+// database, the brokers it uses and no others), then that the built binary accepts env (validation
+// passes, no unknown <P>_ variable, every variable is one the service reads), and that the same binary
+// rejects a misspelt variable.
+func checkEnv(t *testing.T, bins string, s servicelist.Service, env map[string]string, profile config.Profile) {
 	t.Helper()
-	p := prefix(svc)
+	svc, p := s.Name, s.Prefix()
 	want := []string{p + "_PROFILE", p + "_TLS_CA_FILE", p + "_TLS_CERT_FILE", p + "_TLS_KEY_FILE", p + "_ADMIN_ADDR",
 		p + "_TELEMETRY_OTLP_ENDPOINT", p + "_REGISTRY_BACKEND"}
-	if svc == "gateway" {
+	if isHTTP(s) {
 		want = append(want, p+"_HTTP_ADDR", p+"_JWT_SECRET")
 	} else {
-		want = append(want, p+"_LISTEN_ADDR", p+"_DSN", "KAFKA_BROKERS")
+		want = append(want, p+"_LISTEN_ADDR")
+	}
+	for k, needed := range map[string]bool{p + "_DSN": s.Database, "KAFKA_BROKERS": s.Kafka, "NATS_URL": s.NATS} {
+		switch _, set := env[k]; {
+		case needed:
+			want = append(want, k)
+		case set:
+			t.Errorf("%s: %s is set, but services/%s/service.yaml does not say it uses it", svc, k, svc)
+		}
 	}
 	for _, k := range want {
 		if env[k] == "" {
@@ -74,26 +86,26 @@ func checkEnv(t *testing.T, bins, svc string, env map[string]string, profile con
 }
 
 // drainBudget is how long the service may take to stop after SIGTERM, from its configuration:
-// drain delay + shutdown timeout (the gateway: its HTTP shutdown timeout, 10 s by default).
-func drainBudget(t *testing.T, svc string, env map[string]string) time.Duration {
+// drain delay + shutdown timeout (the HTTP edge's older <P>_HTTP_SHUTDOWN_TIMEOUT, when set, replaces
+// the shutdown timeout).
+func drainBudget(t *testing.T, s servicelist.Service, env map[string]string) time.Duration {
 	t.Helper()
-	p := prefix(svc)
+	p := s.Prefix()
 	c := config.Default(config.Profile(env[p+"_PROFILE"]))
 	if err := config.FromEnv(&c, p, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
-	budget := c.Server.DrainDelay + c.Server.ShutdownTimeout
-	if svc == "gateway" {
-		d := 10 * time.Second
-		if v, ok := env[p+"_HTTP_SHUTDOWN_TIMEOUT"]; ok {
-			var err error
-			if d, err = time.ParseDuration(v); err != nil {
-				t.Fatal(err)
-			}
+	shutdown := c.Server.ShutdownTimeout
+	if v, ok := env[p+"_HTTP_SHUTDOWN_TIMEOUT"]; ok && isHTTP(s) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatal(err)
 		}
-		budget = max(budget, d)
+		if d > 0 {
+			shutdown = d
+		}
 	}
-	return budget
+	return c.Server.DrainDelay + shutdown
 }
 
 // port returns the port of a host:port listen address.

@@ -196,7 +196,7 @@ func write(t *testing.T, newDSN func(testing.TB) string, w *world) dsns {
 			}
 			return migrate.Up(ctx, d.order, ob, migrate.Options{Table: outbox.MigrationsTable})
 		}},
-		{d.inventory, func() error { return inventorymigrations.Up(ctx, d.inventory, nil) }},
+		{d.inventory, func() error { return migrate.UpAll(ctx, d.inventory, inventorymigrations.FS, migrate.Options{}) }},
 		{d.payment, func() error {
 			if err := migrate.Up(ctx, d.payment, ob, migrate.Options{Table: outbox.MigrationsTable}); err != nil {
 				return err

@@ -85,7 +85,8 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	_ = os.RemoveAll(dir)
 	cfg.RunDir, cfg.DataDir, cfg.BinDir = dir, filepath.Join(dir, "data"), filepath.Join(o.OutDir, "bin")
 	cfg.SkipBuild = *built
-	cfg.Gateway, cfg.GatewayHTTP = localstack.GatewayOn, "127.0.0.1:0"
+	// Every service of the list on free ports; inventory and payment get theirs now (below).
+	cfg.FreePorts = true
 	cfg.Env = os.Environ()
 	cfg.Logger = o.Logger
 	cfg.StopTimeout = 20 * time.Second
@@ -95,10 +96,11 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	// Kept after the run for a post-mortem; the next run of the scenario drops and recreates them.
 	inf.KeepDatabases = true
 	cfg.Infra = &inf
+	cfg.Instances = map[string][]string{}
 	var err error
-	if cfg.Order, err = freeAddrs(1); err == nil {
-		if cfg.Inventory, err = freeAddrs(2); err == nil {
-			cfg.Payment, err = freeAddrs(2)
+	for _, svc := range []string{localstack.Inventory, localstack.Payment} {
+		if cfg.Instances[svc], err = freeAddrs(2); err != nil {
+			break
 		}
 	}
 	if err != nil {
@@ -124,12 +126,12 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 		return out, nil
 	}
 	if sc.ProxyPayment || sc.ProxyInventory {
-		inv, pay := cfg.Inventory, cfg.Payment
+		inv, pay := cfg.Instances[localstack.Inventory], cfg.Instances[localstack.Payment]
 		if sc.ProxyInventory {
-			inv, err = proxied(localstack.Inventory, cfg.Inventory)
+			inv, err = proxied(localstack.Inventory, inv)
 		}
 		if err == nil && sc.ProxyPayment {
-			pay, err = proxied(localstack.Payment, cfg.Payment)
+			pay, err = proxied(localstack.Payment, pay)
 		}
 		if err != nil {
 			failf("proxies: %v", err)
@@ -230,7 +232,7 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	var last backlog
 	var lastErr error
 	for {
-		last, lastErr = readBacklog(ctx, inf)
+		last, lastErr = readBacklog(ctx, inf, stack.Info().Infra.Databases)
 		if lastErr == nil && last.zero() {
 			res.Settled = true
 			break

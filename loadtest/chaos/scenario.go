@@ -103,9 +103,11 @@ func Scenarios() []Scenario {
 	}
 }
 
-// rolling restarts every instance one after the other: SIGTERM (deregister, drain), start, ready.
+// rolling restarts every instance one after the other, in the stack's start order (callees first):
+// SIGTERM (deregister, drain), start, ready.
 func rolling(ctx context.Context, e *Env) error {
-	for _, n := range []string{"inventory-1", "inventory-2", "payment-1", "payment-2", "order-1", "gateway-1"} {
+	for _, i := range e.Stack.Instances() {
+		n := i.Name()
 		if !e.Stack.Running(n) {
 			continue
 		}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +21,7 @@ import (
 // backlog is what still moves after the load stops.
 type backlog struct {
 	Pending, Compensating int   // orders PENDING / cancelled with compensation still to do
-	Unsent                int   // outbox rows not yet published, all three services
+	Unsent                int   // outbox rows not yet published, every service with a database
 	Lag                   int64 // Kafka consumer lag of the inventory and payment groups on the order topic
 }
 
@@ -31,13 +33,18 @@ func (b backlog) String() string {
 	return fmt.Sprintf("%d pending, %d compensating, %d outbox rows unsent, consumer lag %d", b.Pending, b.Compensating, b.Unsent, b.Lag)
 }
 
-// readBacklog reads the backlog from the databases and Kafka.
-func readBacklog(ctx context.Context, inf localstack.InfraEndpoints) (backlog, error) {
+// readBacklog reads the backlog from the databases and Kafka. dbs maps each service with a database to
+// its DSN (stack.json's infra.databases); every such service has an outbox.
+func readBacklog(ctx context.Context, inf localstack.InfraEndpoints, dbs map[string]string) (backlog, error) {
 	var b backlog
 	q := func(svc, sql string, dst *int) error {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, inf.DSN(svc))
+		dsn, ok := dbs[svc]
+		if !ok {
+			return fmt.Errorf("%s: no database in the stack", svc)
+		}
+		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			return fmt.Errorf("%s database: %w", svc, err)
 		}
@@ -50,7 +57,7 @@ func readBacklog(ctx context.Context, inf localstack.InfraEndpoints) (backlog, e
 	var errs []error
 	errs = append(errs, q(localstack.Order, `SELECT count(*) FROM orders WHERE status = 'PENDING'`, &b.Pending))
 	errs = append(errs, q(localstack.Order, `SELECT count(*) FROM orders WHERE compensation_pending`, &b.Compensating))
-	for _, svc := range []string{localstack.Order, localstack.Inventory, localstack.Payment} {
+	for _, svc := range slices.Sorted(maps.Keys(dbs)) {
 		var n int
 		errs = append(errs, q(svc, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`, &n))
 		b.Unsent += n

@@ -102,8 +102,8 @@ func (p *Platform) Propagator() propagation.TextMapPropagator { return p.obs.tel
 func (p *Platform) Logger() *slog.Logger { return p.logger }
 
 // ServeAdmin serves /metrics, /healthz and /readyz on Config.AdminAddr until ctx ends; it returns at
-// once when AdminAddr is empty. Serve calls it; a process without a gRPC server (the gateway) calls it
-// itself.
+// once when AdminAddr is empty. Serve and ServeHTTP run it; call it only for a process that uses
+// neither.
 func (p *Platform) ServeAdmin(ctx context.Context) error {
 	if p.cfg.AdminAddr == "" {
 		return nil

@@ -270,3 +270,59 @@ func TestBreakerMetrics(t *testing.T) {
 		}
 	}
 }
+
+// keyCount counts the top-level keys named key in one JSON object (a map would keep only one of them).
+func keyCount(t *testing.T, line, key string) int {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("not a JSON object: %q", line)
+	}
+	n := 0
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if tok == key {
+			n++
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+	}
+	return n
+}
+
+// TestPlatformLinesCarryServiceOnce: the service's logger already says which service it is; the
+// platform's own lines (start, telemetry, serving, shutdown) must not say it a second time.
+func TestPlatformLinesCarryServiceOnce(t *testing.T) {
+	t.Parallel()
+	var buf lockedBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, nil)).With("service", "echo")
+	cfg := testConfig("echo")
+	cfg.AdminAddr = freeAddr(t)
+	p, err := platform.New(t.Context(), cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	srv := serve(t, p, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testserver.Echo{}) })
+	eventually(t, "serving", func() bool { return strings.Contains(buf.String(), `"msg":"serving"`) })
+	srv.stop()
+	if err := srv.wait(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for _, want := range []string{`"msg":"tracing off`, `"msg":"serving"`, `"msg":"shutting down"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no %s line in:\n%s", want, buf.String())
+		}
+	}
+	for _, l := range lines {
+		if n := keyCount(t, l, "service"); n != 1 {
+			t.Errorf("%d service keys in %s", n, l)
+		}
+	}
+}

@@ -48,6 +48,12 @@ type Platform struct {
 	obs      *observability // tracer provider, registry, platform metrics (observe.go)
 	opts     options
 
+	// stopping is cancelled by Serve or ServeHTTP when the drain ends, right before the server stops
+	// taking calls (Stopping); a context so that every stream can hang its own cancellation on it
+	// without a goroutine.
+	stopping    context.Context
+	stopServing context.CancelFunc
+
 	mu         sync.Mutex
 	breakerCfg breaker.Config // starts as cfg.Client.Breaker; replaced by UpdateBreakers
 	center     *liveConfig    // nil without a config center
@@ -68,6 +74,7 @@ type options struct {
 	streamClient []grpc.StreamClientInterceptor
 	telemetry    []telemetry.Option
 	logLevel     *slog.LevelVar
+	security     securityOptions // WithPolicy (security.go)
 }
 
 // Option customizes New.
@@ -116,6 +123,9 @@ func WithClientInterceptors(unary []grpc.UnaryClientInterceptor, stream []grpc.S
 // backend (a Nacos client connects in the background and does not fail when Nacos is down): Serve then
 // registers through it and Dial resolves through it, unless WithRegistry or WithResolver replace a side.
 // No server is started yet; Close releases the backend.
+//
+// logger is used as given for every platform line: build it with the service's name already on it
+// (logger.With("service", cfg.Service)), as the platform does not add it again.
 func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (*Platform, error) {
 	if logger == nil {
 		return nil, errors.New("platform: logger is nil")
@@ -132,7 +142,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	}
 	// Records logged with a span in their context carry trace_id and span_id.
 	logger = slog.New(telemetry.LogHandler(logger.Handler()))
-	obs, err := newObservability(ctx, cfg, logger.With("service", cfg.Service), o)
+	obs, err := newObservability(ctx, cfg, logger, o)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +164,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		_ = obs.shutdown()
 		return nil, err
 	}
-	backend, err := registry.New(cfg.Registry, logger.With("service", cfg.Service), o.metrics)
+	backend, err := registry.New(cfg.Registry, logger, o.metrics)
 	if err != nil {
 		_ = obs.shutdown()
 		return nil, err
@@ -173,7 +183,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		}
 		res = discovery.NewStatic(static)
 	}
-	sec, err := newSecurity(cfg, logger.With("service", cfg.Service))
+	sec, err := newSecurity(cfg, o.security, logger)
 	if err != nil {
 		_ = backend.Close()
 		_ = obs.shutdown()
@@ -184,7 +194,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	}
 	p := &Platform{
 		cfg:      cfg,
-		logger:   logger.With("service", cfg.Service),
+		logger:   logger,
 		health:   newHealth(),
 		limiter:  limiter,
 		faults:   faults,
@@ -198,6 +208,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 
 		breakerCfg: cfg.Client.Breaker,
 	}
+	p.stopping, p.stopServing = context.WithCancel(context.Background())
 	if err := p.newConfigCenter(); err != nil {
 		_ = p.Close()
 		return nil, err

@@ -177,8 +177,29 @@ func invoke(ctx context.Context, conn grpc.ClientConnInterface, m methodKind, op
 	}
 }
 
-// policyTable is the shopmesh call graph written out by hand, independently of default_policy.yaml:
-// method → identities allowed. Every other (identity, method) pair must be denied.
+// matrixRules is the shopmesh call graph as the services declare it (services/<svc>/internal/rpc/policy.go),
+// copied here since pkg/platform cannot import them: per served service, method → callers by name.
+var matrixRules = map[string]authz.Rules{
+	"order": {"/shopmesh.order.v1.OrderService/*": {authz.Edge}},
+	"inventory": {
+		"/shopmesh.inventory.v1.InventoryService/GetProduct":   {authz.Edge, "order"},
+		"/shopmesh.inventory.v1.InventoryService/ListProducts": {authz.Edge, "order"},
+		"/shopmesh.inventory.v1.InventoryService/WatchStock":   {authz.Edge, "order"},
+		"/shopmesh.inventory.v1.InventoryService/ImportStock":  {authz.Edge},
+		"/shopmesh.inventory.v1.InventoryService/ReserveStock": {"order"},
+		"/shopmesh.inventory.v1.InventoryService/ReleaseStock": {"order"},
+		"/shopmesh.inventory.v1.InventoryService/CommitStock":  {"order"},
+	},
+	"payment": {
+		"/shopmesh.payment.v1.PaymentService/AuthorizePayment": {"order"},
+		"/shopmesh.payment.v1.PaymentService/CapturePayment":   {"order"},
+		"/shopmesh.payment.v1.PaymentService/VoidPayment":      {"order"},
+		"/shopmesh.payment.v1.PaymentService/GetAccount":       {authz.Edge},
+	},
+}
+
+// policyTable is the outcome expected from matrixRules with the edge "gateway", written out by hand per
+// method: method → identities allowed. Every other (identity, method) pair must be denied.
 var policyTable = map[string][]string{
 	"/shopmesh.order.v1.OrderService/CreateOrder":          {"gateway"},
 	"/shopmesh.order.v1.OrderService/GetOrder":             {"gateway"},
@@ -211,14 +232,21 @@ type matrix struct {
 	hits  sync.Map          // full method → *atomic.Int64
 }
 
-// startMatrix serves the three shopmesh gRPC services, each from its own platform with TLS on and the
-// default (built-in) policy.
-func startMatrix(t *testing.T) *matrix {
+// startMatrix serves the three shopmesh gRPC services, each from its own platform with TLS on, its
+// matrixRules and the edge set by env (<P>_AUTHZ_EDGE) when edge is not "".
+func startMatrix(t *testing.T, edge ...string) *matrix {
 	m := &matrix{ca: testCA(t, "matrix CA"), addrs: map[string]string{}}
-	m.dir = certDir(t, m.ca, "order", "inventory", "payment", "gateway", "evil")
+	m.dir = certDir(t, m.ca, "order", "inventory", "payment", "gateway", "evil", "bff")
 	for svc, sd := range matrixServices {
 		desc := counting(sd, &m.hits)
-		r := serve(t, newPlatform(t, tlsConfig(svc, m.dir)), func(s *grpc.Server) { s.RegisterService(&desc, struct{}{}) })
+		cfg := tlsConfig(svc, m.dir)
+		if len(edge) > 0 {
+			env := map[string]string{strings.ToUpper(svc) + "_AUTHZ_EDGE": edge[0]}
+			if err := config.FromEnv(&cfg, strings.ToUpper(svc), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := serve(t, newPlatform(t, cfg, platform.WithPolicy(matrixRules[svc])), func(s *grpc.Server) { s.RegisterService(&desc, struct{}{}) })
 		m.addrs[svc] = r.addr
 	}
 	return m
@@ -257,11 +285,34 @@ func TestPolicyTableCoversEveryMethod(t *testing.T) {
 }
 
 // S3: every identity × every method of the three services over real mTLS connections through the
-// facade; each cell must match policyTable and the handler must run exactly for the allowed cells.
+// facade, each server enforcing the rules given to platform.WithPolicy; each cell must match policyTable
+// and the handler must run exactly for the allowed cells.
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
-	m := startMatrix(t)
-	identities := []string{"order", "inventory", "payment", "gateway", "evil"}
+	runMatrix(t, startMatrix(t), "gateway")
+}
+
+// The edge is configuration: with <P>_AUTHZ_EDGE=bff on the servers, bff gets every cell authz.Edge
+// stands for and the gateway's identity is refused there, like any caller no rule names.
+func TestAuthorizationMatrixWithAnotherEdge(t *testing.T) {
+	t.Parallel()
+	runMatrix(t, startMatrix(t, "bff"), "bff")
+}
+
+// runMatrix calls every method of m as each identity and checks the outcome against policyTable with
+// its "gateway" read as edge.
+func runMatrix(t *testing.T, m *matrix, edge string) {
+	t.Helper()
+	identities := []string{"order", "inventory", "payment", "gateway", "evil", "bff"}
+	table := map[string][]string{}
+	for meth, ids := range policyTable {
+		for _, id := range ids {
+			if id == "gateway" {
+				id = edge
+			}
+			table[meth] = append(table[meth], id)
+		}
+	}
 	want := map[string]int64{}
 	cells, allowed := 0, 0
 	for _, id := range identities {
@@ -277,7 +328,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 				got := invoke(ctx, conn, meth, grpc.Peer(&pr))
 				cancel()
 				cells++
-				ok := slices.Contains(policyTable[meth.full], id)
+				ok := slices.Contains(table[meth.full], id)
 				wantCode := codes.PermissionDenied
 				if ok {
 					wantCode = codes.OK
@@ -423,19 +474,21 @@ func TestNewRefusesCertificateOfAnotherService(t *testing.T) {
 	}
 }
 
-func TestCustomPolicyFile(t *testing.T) {
+// A policy file replaces the service's rules entirely: the caller the rules allow is refused, the one
+// the file names is let in.
+func TestPolicyFileOverridesRules(t *testing.T) {
 	t.Parallel()
-	dir := certDir(t, testCA(t, "ca"), "order", "payment")
+	dir := certDir(t, testCA(t, "ca"), "order", "payment", "gateway")
 	policyFile := filepath.Join(dir, "policy.yaml")
 	writeFile(t, policyFile, []byte("methods:\n  /grpc.testing.TestService/UnaryCall: [spiffe://shopmesh.local/order]\n"))
 	echo := &testserver.Echo{}
 	scfg := tlsConfig("payment", dir)
 	scfg.AuthzPolicyFile = policyFile
-	srv := echoServer(t, scfg, echo)
+	srv := echoServer(t, scfg, echo, platform.WithPolicy(authz.Rules{"/grpc.testing.TestService/*": {authz.Edge}}))
 	for _, tc := range []struct {
 		caller string
 		want   codes.Code
-	}{{"order", codes.OK}, {"payment", codes.PermissionDenied}} {
+	}{{"order", codes.OK}, {"payment", codes.PermissionDenied}, {"gateway", codes.PermissionDenied}} {
 		cfg := tlsConfig(tc.caller, dir)
 		cfg.Targets["payment"] = config.Target{Addresses: []string{srv.addr}}
 		conn, err := newPlatform(t, cfg).Dial("payment")
@@ -452,8 +505,70 @@ func TestCustomPolicyFile(t *testing.T) {
 	}
 }
 
-// The order service trusts x-customer-id only from the gateway; over plaintext (TLS off, dev/test) from
-// anyone.
+// Over TLS a server without a policy (neither WithPolicy nor a file) refuses every call but health
+// checks: deny by default. New accepts it, since a process that only dials needs no policy.
+func TestTLSServerWithoutPolicyRefusesCalls(t *testing.T) {
+	t.Parallel()
+	dir := certDir(t, testCA(t, "ca"), "order", "gateway")
+	echo := &testserver.Echo{}
+	srv := echoServer(t, tlsConfig("order", dir), echo)
+	cfg := tlsConfig("gateway", dir)
+	cfg.Targets["order"] = config.Target{Addresses: []string{srv.addr}}
+	conn, err := newPlatform(t, cfg).Dial("order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = testgrpc.NewTestServiceClient(conn).UnaryCall(t.Context(), &testgrpc.SimpleRequest{})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no authorization policy") {
+		t.Errorf("call: %v, want PERMISSION_DENIED for want of a policy", err)
+	}
+	stream, err := testgrpc.NewTestServiceClient(conn).FullDuplexCall(t.Context())
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("stream: %v, want PERMISSION_DENIED", err)
+	}
+	if n := echo.Calls.Load(); n != 0 {
+		t.Errorf("handler ran %d times", n)
+	}
+	resp, err := healthgrpc.NewHealthClient(conn).Check(t.Context(), &healthgrpc.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
+		t.Errorf("health: %v %v", resp, err)
+	}
+}
+
+// Rules are checked at New, with TLS on or off, so a bad rule fails in dev too.
+func TestNewRefusesBadRules(t *testing.T) {
+	t.Parallel()
+	dir := certDir(t, testCA(t, "ca"), "order")
+	for _, cfg := range []config.Config{testConfig("order"), tlsConfig("order", dir)} {
+		for _, rules := range []authz.Rules{
+			{"/a.B/C": {"Gateway"}},
+			{"a.B/C": {authz.Edge}},
+			{},
+		} {
+			_, err := platform.New(t.Context(), cfg, quiet(), platform.WithPolicy(rules))
+			if err == nil || !strings.Contains(err.Error(), "platform.WithPolicy") {
+				t.Errorf("tls=%v rules %v: got %v", cfg.TLS.Enabled(), rules, err)
+			}
+		}
+	}
+	withFile := tlsConfig("order", dir)
+	withFile.AuthzPolicyFile = filepath.Join(dir, "policy.yaml")
+	writeFile(t, withFile.AuthzPolicyFile, []byte("methods:\n  /a.B/C: [spiffe://shopmesh.local/x]\n"))
+	if _, err := platform.New(t.Context(), withFile, quiet(), platform.WithPolicy(authz.Rules{"/a.B/C": {"X"}})); err == nil {
+		t.Error("bad rules accepted beside a policy file")
+	}
+	bad := testConfig("order")
+	bad.AuthzEdge = "Not A Service"
+	if _, err := platform.New(t.Context(), bad, quiet()); err == nil || !strings.Contains(err.Error(), "authz_edge") {
+		t.Errorf("bad edge: %v", err)
+	}
+}
+
+// The order service trusts x-customer-id only from the configured edge (the gateway by default); over
+// plaintext (TLS off, dev/test) from anyone.
 func TestCustomerFromMetadata(t *testing.T) {
 	t.Parallel()
 	customerEcho := &testserver.Echo{Unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -463,10 +578,15 @@ func TestCustomerFromMetadata(t *testing.T) {
 		}
 		return &testgrpc.SimpleResponse{Username: c}, nil
 	}}
-	dir := certDir(t, testCA(t, "ca"), "order", "gateway", "inventory")
+	dir := certDir(t, testCA(t, "ca"), "order", "gateway", "inventory", "bff")
 	register := func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, customerEcho) }
 	tlsSrv := serve(t, newPlatform(t, tlsConfig("order", dir)), register, platform.WithAuthorizer(authz.AllowAll{}))
 	plainSrv := serve(t, newPlatform(t, testConfig("order")), register)
+	bffCfg := tlsConfig("order", dir)
+	if err := config.FromEnv(&bffCfg, "ORDER", func(k string) (string, bool) { return "bff", k == "ORDER_AUTHZ_EDGE" }); err != nil {
+		t.Fatal(err)
+	}
+	bffSrv := serve(t, newPlatform(t, bffCfg), register, platform.WithAuthorizer(authz.AllowAll{}))
 
 	call := func(caller, addr string, tlsOn bool, customers ...string) (string, codes.Code) {
 		cfg := testConfig(caller)
@@ -499,6 +619,9 @@ func TestCustomerFromMetadata(t *testing.T) {
 		{"inventory claims a customer", "inventory", tlsSrv.addr, true, []string{"cust-1"}, "", codes.PermissionDenied},
 		{"two customers", "gateway", tlsSrv.addr, true, []string{"a", "b"}, "", codes.PermissionDenied},
 		{"plaintext in test", "inventory", plainSrv.addr, false, []string{"cust-2"}, "cust-2", codes.OK},
+		{"configured edge with customer", "bff", bffSrv.addr, true, []string{"cust-3"}, "cust-3", codes.OK},
+		{"gateway when the edge is bff", "gateway", bffSrv.addr, true, []string{"cust-3"}, "", codes.PermissionDenied},
+		{"gateway without customer when the edge is bff", "gateway", bffSrv.addr, true, nil, "", codes.OK},
 	} {
 		got, code := call(tc.caller, tc.addr, tc.tls, tc.customers...)
 		if got != tc.want || code != tc.code {

@@ -20,7 +20,10 @@ import (
 //  2. every health status becomes NOT_SERVING, so health-checking clients already connected stop
 //     picking this instance;
 //  3. Server.DrainDelay is waited, while calls are still accepted, for clients and load balancers to notice;
-//  4. health Watch streams are ended and GracefulStop refuses new calls and waits for running ones;
+//  4. Stopping is closed: every stream's context is cancelled, so long-lived streams (watches, bidi
+//     sessions) end at once and their clients get UNAVAILABLE "server is shutting down" and reconnect
+//     elsewhere; health Watch streams are ended; GracefulStop refuses new calls and waits for the
+//     running ones (unary calls are left to finish);
 //  5. after Server.ShutdownTimeout, Stop cancels whatever is still running.
 //
 // Beside srv it runs the admin HTTP server on Config.AdminAddr (/metrics, /healthz, /readyz) and a
@@ -33,6 +36,8 @@ import (
 //
 // It returns nil after a shutdown caused by ctx, and the server's error otherwise.
 func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	// However Serve ends, streams and code waiting on Stopping must not outlive it.
+	defer p.stopServing()
 	sc, err := p.startSidecars(ctx)
 	if err != nil {
 		_ = lis.Close()
@@ -96,6 +101,7 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 		<-t.C
 	}
 
+	p.stopServing()
 	p.health.endWatches()
 	stopped := make(chan struct{})
 	go func() {
@@ -117,6 +123,13 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 	}
 	return nil
 }
+
+// Stopping is closed when the drain ends, right before the server stops taking calls (GracefulStop, or
+// http.Server.Shutdown in ServeHTTP), and at the latest when Serve or ServeHTTP returns; it stays
+// closed (a Platform serves once). Streams served through NewServer need not watch it: their context
+// is cancelled with it. Watch it in what a stream context does not reach (an HTTP event stream, a long
+// poll, a worker feeding streams) to end it, so the shutdown does not wait.
+func (p *Platform) Stopping() <-chan struct{} { return p.stopping.Done() }
 
 func (p *Platform) deregister(inst discovery.Instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Server.ShutdownTimeout)

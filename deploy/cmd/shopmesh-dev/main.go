@@ -1,10 +1,11 @@
 // Command shopmesh-dev is `make run`: it brings the whole shopmesh suite up on one machine with embedded
 // defaults (in-process NATS with JetStream and a kfake Kafka broker, SQLite files under .data/), builds
-// and starts every service instance as a child process, prints where everything is, and on Ctrl-C
-// stops it all in order (gateway, order, inventory/payment, brokers). With -infra .run/infra.env
+// and starts every instance of every service listed in services/*/service.yaml as a child process
+// (dev_instances of each, from dev_port upwards), prints where everything is, and on Ctrl-C stops it
+// all in reverse start order (callers first, then the brokers). With -infra .run/infra.env
 // (`make run INFRA=1`) the same processes run on the real servers of `make infra-up` instead.
 //
-//	shopmesh-dev [-inventory 2] [-payment 2] [-order 1] [-gateway auto|on|off] [-gateway-addr 127.0.0.1:8080] ...
+//	shopmesh-dev [-instances inventory=3,payment=1] [-order 1] [-gateway on|off] [-gateway-addr 127.0.0.1:8080] ...
 //
 // Run it with -h for every flag.
 package main

@@ -31,7 +31,11 @@ func TestRunRejects(t *testing.T) {
 		{"no inventory", []string{"-inventory", "0"}, "at least 1 instance"},
 		{"stray argument", []string{"up"}, "unexpected arguments"},
 		{"bad flag", []string{"-nope"}, "flag provided but not defined"},
-		{"bad gateway mode", []string{"-gateway", "maybe", "-order-port", "0", "-inventory-port", "0", "-payment-port", "0"}, "gateway: want auto, on or off"},
+		{"bad gateway mode", []string{"-gateway", "maybe", "-order-port", "0", "-inventory-port", "0", "-payment-port", "0"}, "-gateway: want on or off"},
+		{"instances unknown service", []string{"-instances", "order=1,shipping=1"}, `unknown service "shipping"`},
+		{"instances bad count", []string{"-instances", "order=x"}, "want a count"},
+		{"instances not name=N", []string{"-instances", "order"}, "is not name=N"},
+		{"callee left out", []string{"-instances", "inventory=0", "-order-port", "0", "-payment-port", "0"}, "inventory is left out, but order calls it"},
 		{"infra env missing", []string{"-infra", dir + "/nope.env"}, "make infra-up"},
 		{"db prefix without infra", []string{"-db-prefix", "x"}, "need -infra"},
 		{"taken port", []string{"-order-port", "0", "-inventory-port", "0", "-gateway", "off", "-payment-port", strconv.Itoa(busyPort)}, "payment-1: address 127.0.0.1:" + strconv.Itoa(busyPort)},
@@ -55,7 +59,7 @@ func TestRunHelp(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, nil, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"-inventory", "-payment", "-gateway-addr", "-quiet", "-kafka-persist"} {
+	for _, f := range []string{"-instances", "-inventory", "-payment", "-gateway-addr", "-quiet", "-kafka-persist"} {
 		if !strings.Contains(errOut.String(), f) {
 			t.Errorf("help lacks %s:\n%s", f, errOut.String())
 		}

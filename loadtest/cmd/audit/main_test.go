@@ -38,7 +38,7 @@ func emptyStack(t *testing.T) string {
 	for _, step := range []error{
 		migrate.Up(ctx, dsn("order"), ordermigrations.FS, migrate.Options{}),
 		migrate.Up(ctx, dsn("order"), ob, migrate.Options{Table: outbox.MigrationsTable}),
-		inventorymigrations.Up(ctx, dsn("inventory"), nil),
+		migrate.UpAll(ctx, dsn("inventory"), inventorymigrations.FS, migrate.Options{}),
 		migrate.Up(ctx, dsn("payment"), ob, migrate.Options{Table: outbox.MigrationsTable}),
 		migrate.Up(ctx, dsn("payment"), ib, migrate.Options{Table: inbox.MigrationsTable}),
 		migrate.Up(ctx, dsn("payment"), paymentmigrations.FS, migrate.Options{}),

@@ -1,5 +1,7 @@
-// Package authz is the authorization seam of the server chain: an Authorizer decides whether the caller in
-// ctx may call a method. The platform installs AllowAll until the security work supplies a real policy.
+// Package authz is the authorization stage of the server chain: an Authorizer decides whether the caller
+// in ctx may call a method. Each service declares who may call its methods as Rules next to its RPC code;
+// NewPolicy turns them into a deny-by-default Policy over the callers' mTLS identities, naming the
+// customer-facing edge through configuration (Edge). A policy file (ParsePolicy) can replace the rules.
 package authz
 
 import (

@@ -3,10 +3,10 @@ package authz
 import (
 	"bytes"
 	"context"
-	_ "embed" // the built-in policy
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -21,24 +21,77 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 )
 
-//go:embed default_policy.yaml
-var defaultPolicy []byte
+// Rules is the authorization policy a service declares next to its RPC code: a full method
+// ("/pkg.Service/Method") or a whole service ("/pkg.Service/*") → the callers allowed, by service name
+// ("order") or Edge. Every method of the service should have a key (a method without one is denied to
+// everyone; an empty list says so on purpose). NewPolicy turns Rules into a Policy.
+type Rules map[string][]string
+
+// Edge stands in Rules for the customer-facing entry point (the gateway): NewPolicy replaces it by the
+// edge identity the configuration names (Config.AuthzEdge), so no service hard-codes which service that
+// is. A service actually named "edge" cannot be named in Rules other than as the configured edge.
+const Edge = "edge"
 
 // Policy is a deny-by-default table from gRPC methods to the SPIFFE identities allowed to call them.
-// Keys are full method names ("/shopmesh.order.v1.OrderService/GetOrder") or a whole service
-// ("/shopmesh.order.v1.OrderService/*"); a call is allowed when any matching key lists the caller.
-// Health checks are always allowed, reflection only when AllowReflection is set (the dev profile).
+// Keys are full method names ("/pkg.Service/Method") or a whole service ("/pkg.Service/*"); a call is
+// allowed when any matching key lists the caller. Health checks are always allowed, reflection only when
+// AllowReflection is set (the dev profile).
 type Policy struct {
 	methods map[string][]string // key → sorted SPIFFE ids
 	// AllowReflection lets any authenticated caller use server reflection.
 	AllowReflection bool
 }
 
+// NewPolicy validates rules (keys, caller names) and resolves each caller to its SPIFFE id
+// (spiffe://<trust domain>/<name>), Edge to the id of the service named edge. Every problem is reported,
+// each naming its key. Empty rules are refused: a service that takes no calls states it with a key and
+// an empty list.
+func NewPolicy(rules Rules, edge string) (*Policy, error) {
+	if !mtls.ValidService(edge) {
+		return nil, fmt.Errorf("authz policy: edge %q is not a service name (lowercase letters, digits, inner dashes)", edge)
+	}
+	if len(rules) == 0 {
+		return nil, errors.New("authz policy: no rules (every call would be denied)")
+	}
+	p := &Policy{methods: make(map[string][]string, len(rules))}
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(rules)) {
+		if err := validKey(key); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ids := make([]string, 0, len(rules[key]))
+		for _, name := range rules[key] {
+			switch {
+			case name == Edge:
+				name = edge
+			case !mtls.ValidService(name):
+				errs = append(errs, fmt.Errorf("authz policy: %s: bad caller %q (want a service name or authz.Edge)", key, name))
+				continue
+			}
+			ids = append(ids, mtls.SPIFFEID(name).String())
+		}
+		slices.Sort(ids)
+		p.methods[key] = slices.Compact(ids)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
 type policyFile struct {
 	Methods map[string][]string `yaml:"methods"`
 }
 
-// ParsePolicy parses a YAML policy document (strict: unknown fields and bad keys or ids are errors).
+// ParsePolicy parses a YAML policy document (strict: unknown fields and bad keys or ids are errors):
+//
+//	methods:
+//	  /pkg.Service/Method: [spiffe://shopmesh.local/caller]
+//	  /pkg.Service/*:      [spiffe://shopmesh.local/other]
+//
+// It is the file override of a service's Rules (Config.AuthzPolicyFile), which it replaces entirely;
+// callers are SPIFFE ids, written out.
 func ParsePolicy(doc []byte) (*Policy, error) {
 	var f policyFile
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
@@ -86,19 +139,10 @@ func validID(id string) error {
 	return nil
 }
 
-// DefaultPolicy returns the built-in shopmesh policy (default_policy.yaml).
-func DefaultPolicy() *Policy {
-	p, err := ParsePolicy(defaultPolicy)
-	if err != nil {
-		panic("authz: built-in policy: " + err.Error()) // covered by tests; cannot happen at run time
-	}
-	return p
-}
-
-// LoadPolicy reads the policy file at path, or returns DefaultPolicy when path is "".
+// LoadPolicy reads and parses the policy file at path (see ParsePolicy).
 func LoadPolicy(path string) (*Policy, error) {
 	if path == "" {
-		return DefaultPolicy(), nil
+		return nil, errors.New("authz policy: no file named")
 	}
 	doc, err := os.ReadFile(path)
 	if err != nil {

@@ -8,19 +8,19 @@ import (
 
 // Config is the serializable part of Settings, as it appears in service configuration.
 type Config struct {
-	Enabled bool
+	Enabled bool `help:"per-target circuit breaker on"`
 	// ConsecutiveFailures opens the breaker after this many failures in a row (0 disables the rule).
-	ConsecutiveFailures uint32
+	ConsecutiveFailures uint32 `help:"open the breaker after this many failures in a row (0 disables the rule)"`
 	// FailureRatio opens it once at least MinRequests counted calls were seen in the current Interval and
 	// this fraction of them failed (0 disables the rule).
-	FailureRatio float64
-	MinRequests  uint32
+	FailureRatio float64 `help:"open it when this share of the calls in one interval failed, 0-1 (0 disables the rule)"`
+	MinRequests  uint32  `help:"calls needed in one interval before FAILURE_RATIO applies"`
 	// Interval is the closed-state counting window.
-	Interval time.Duration
+	Interval time.Duration `help:"closed-state counting window"`
 	// OpenTimeout is how long it stays open before probing.
-	OpenTimeout time.Duration
+	OpenTimeout time.Duration `help:"how long the breaker stays open before probing"`
 	// HalfOpenProbes is how many calls may probe at once, and how many successes close it.
-	HalfOpenProbes uint32
+	HalfOpenProbes uint32 `help:"calls that may probe at once, and successes that close the breaker"`
 }
 
 // Validate names the fields that are wrong.

@@ -1,11 +1,16 @@
 // Package config is the typed configuration of the platform: one struct with per-profile defaults,
 // Validate with messages that name the field, and environment overrides through an injected lookup so
-// that only main ever touches the process environment. Each service embeds Config in its own config.
+// that only main ever touches the process environment. Each service embeds Config (and Brokers, Database
+// when it uses them) in its own config and loads it with Load, which applies <P>_* variables (and the
+// shared unprefixed ones a field's `alias` tag names, such as KAFKA_BROKERS) over the profile's defaults
+// and validates. Every field that can be set carries a `help` tag, so Vars and WriteVars list each
+// variable with its default and meaning.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 )
@@ -40,18 +46,21 @@ func (p Profile) Valid() bool {
 
 // Config is the platform part of a service's configuration.
 type Config struct {
-	Service    string
-	Profile    Profile
-	ListenAddr string
+	Service    string  `help:"service name, used in logs, traces, metrics and discovery"`
+	Profile    Profile `help:"where the service runs: dev, test, compose, k8s or prod; selects the defaults"`
+	ListenAddr string  `help:"gRPC listen address, host:port"`
 	// AdminAddr serves HTTP /metrics, /healthz and /readyz; "" disables it.
-	AdminAddr string
+	AdminAddr string `help:"admin HTTP address (/metrics, /healthz, /readyz), host:port; empty disables it"`
 	// AdminPprof also serves /debug/pprof/ on AdminAddr (<P>_ADMIN_PPROF). The local stack turns it on
 	// (admin ports on loopback) so benchmarks can profile every process; keep it off where the admin
 	// port is reachable from outside.
-	AdminPprof bool
+	AdminPprof bool `help:"also serve /debug/pprof/ on the admin address; keep off where that port is reachable from outside"`
+	// LogLevel is the level logging starts at (debug, info, warn or error); the config center may change
+	// it while the process runs (log_level in its documents).
+	LogLevel string `help:"level logging starts at: debug, info, warn or error (the config center may change it at run time)"`
 	// HealthAddr serves a plaintext gRPC server with only grpc.health.v1 (Kubernetes gRPC probes cannot
 	// do TLS), sharing the main server's health state; "" disables it.
-	HealthAddr string
+	HealthAddr string `help:"plaintext gRPC address serving only grpc.health.v1 (Kubernetes probes); empty disables it"`
 	// Telemetry configures tracing (<P>_TELEMETRY_OTLP_ENDPOINT, <P>_TELEMETRY_SAMPLE_RATIO).
 	Telemetry Telemetry
 	Server    Server
@@ -69,9 +78,13 @@ type Config struct {
 	// ConfigCenter selects where run-time settings (rate limits, breaker thresholds, fault rules) come
 	// from while the process runs (<P>_CONFIG_CENTER_BACKEND).
 	ConfigCenter ConfigCenter
-	// AuthzPolicyFile is a YAML per-method authorization policy (see package authz); "" selects the
-	// built-in shopmesh policy. Enforced only with TLS on, since identities come from certificates.
-	AuthzPolicyFile string
+	// AuthzPolicyFile is a YAML per-method authorization policy (see package authz) that replaces the
+	// rules the service declares (platform.WithPolicy); "" keeps them. Enforced only with TLS on, since
+	// identities come from certificates.
+	AuthzPolicyFile string `help:"YAML per-method authorization policy file replacing the service's own rules; empty keeps them (enforced with TLS on)"`
+	// AuthzEdge names the customer-facing entry point (<P>_AUTHZ_EDGE): the service authz.Edge stands for
+	// in policies, and the only one whose customer metadata (x-customer-id) is believed over TLS.
+	AuthzEdge string `help:"service name of the customer-facing edge: the callers authz.Edge allows, the only one believed about the customer"`
 }
 
 // ConfigCenter configures the config center. Backend "" (or "none") reads nothing; "nacos" reads the
@@ -79,7 +92,7 @@ type Config struct {
 // Registry.Nacos (whatever Registry.Backend is) and applies every valid change while the process runs;
 // an invalid document is refused and the previous settings stay (see package configcenter).
 type ConfigCenter struct {
-	Backend string
+	Backend string `help:"where run-time settings (rate limits, breaker, faults) come from while running: none or nacos"`
 }
 
 // ConfigCenterNacos is the Nacos config center backend.
@@ -91,11 +104,11 @@ func (c ConfigCenter) Enabled() bool { return c.Backend != "" && c.Backend != "n
 // TLS names the PEM files of the service's mTLS identity; all three are set or none.
 type TLS struct {
 	// CAFile is the trust bundle: one or more CA certificates (old and new during a CA rotation).
-	CAFile   string
-	CertFile string
-	KeyFile  string
+	CAFile   string `help:"mTLS trust bundle, PEM: one or more CA certificates (old and new during a rotation)"`
+	CertFile string `help:"mTLS certificate of this service, PEM"`
+	KeyFile  string `help:"private key of the mTLS certificate, PEM"`
 	// ReloadInterval is how often the files are checked for changes (rotation without a restart).
-	ReloadInterval time.Duration
+	ReloadInterval time.Duration `help:"how often the TLS files are checked for changes (rotation without a restart)"`
 }
 
 // Enabled reports whether mTLS is configured.
@@ -104,55 +117,55 @@ func (t TLS) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.Key
 // Telemetry configures tracing; metrics and trace-aware logs are always on.
 type Telemetry struct {
 	// OTLPEndpoint is the OTLP/gRPC collector (host:port, e.g. Jaeger's 4317); "" turns tracing off.
-	OTLPEndpoint string
+	OTLPEndpoint string `help:"OTLP/gRPC trace collector, host:port (Jaeger's 4317); empty turns tracing off"`
 	// OTLPInsecure sends spans without TLS (a collector on the node or loopback).
-	OTLPInsecure bool
+	OTLPInsecure bool `help:"send spans without TLS (a collector on the node or loopback)"`
 	// SampleRatio is the share of root traces kept, in [0, 1]; a sampled parent is always honoured.
-	SampleRatio float64
+	SampleRatio float64 `help:"share of root traces kept, 0-1; a sampled parent is always honoured"`
 }
 
 // Server configures the gRPC server.
 type Server struct {
-	MaxRecvMsgSize       int
-	MaxSendMsgSize       int
-	MaxConcurrentStreams uint32
+	MaxRecvMsgSize       int    `help:"largest message the server accepts, bytes"`
+	MaxSendMsgSize       int    `help:"largest message the server sends, bytes"`
+	MaxConcurrentStreams uint32 `help:"concurrent calls per client connection"`
 	// DefaultDeadline is given to unary calls that arrive without one; MaxDeadline clamps longer ones.
-	DefaultDeadline time.Duration
-	MaxDeadline     time.Duration
+	DefaultDeadline time.Duration `help:"deadline given to incoming unary calls that have none"`
+	MaxDeadline     time.Duration `help:"longest deadline of an incoming unary call; longer ones are clamped"`
 	// StreamDefaultDeadline and StreamMaxDeadline do the same for streams, which legitimately live longer
 	// (a checkout session, an order watch) but must still end.
-	StreamDefaultDeadline time.Duration
-	StreamMaxDeadline     time.Duration
+	StreamDefaultDeadline time.Duration `help:"deadline given to incoming streams that have none"`
+	StreamMaxDeadline     time.Duration `help:"longest deadline of an incoming stream; longer ones are clamped"`
 	Keepalive             ServerKeepalive
 	// DrainDelay is waited after reporting NOT_SERVING (and deregistering) before refusing new calls,
 	// so clients and load balancers stop sending first.
-	DrainDelay time.Duration
+	DrainDelay time.Duration `help:"wait after reporting NOT_SERVING (and deregistering) before refusing new calls"`
 	// ShutdownTimeout bounds GracefulStop; calls still running after it are cut by Stop.
-	ShutdownTimeout time.Duration
+	ShutdownTimeout time.Duration `help:"bound on the graceful stop; calls still running after it are cut"`
 }
 
 // ServerKeepalive is the server's keepalive and its enforcement policy.
 type ServerKeepalive struct {
-	Time                  time.Duration
-	Timeout               time.Duration
-	MaxConnectionIdle     time.Duration
-	MaxConnectionAge      time.Duration
-	MaxConnectionAgeGrace time.Duration
+	Time                  time.Duration `help:"ping a client connection idle this long"`
+	Timeout               time.Duration `help:"close the connection when a ping is unanswered this long"`
+	MaxConnectionIdle     time.Duration `help:"close a connection without calls for this long"`
+	MaxConnectionAge      time.Duration `help:"close a connection this old, so clients rebalance onto new replicas"`
+	MaxConnectionAgeGrace time.Duration `help:"time calls get to finish on a connection closed for its age"`
 	// MinTime is the shortest client ping interval tolerated; clients pinging more often get GOAWAY.
-	MinTime             time.Duration
-	PermitWithoutStream bool
+	MinTime             time.Duration `help:"shortest client ping interval tolerated; clients pinging more often get GOAWAY"`
+	PermitWithoutStream bool          `help:"tolerate client pings while no call is open"`
 }
 
 // Client configures every outgoing connection; targets refine it.
 type Client struct {
 	// DefaultDeadline is given to outgoing unary calls whose context has none; StreamDefaultDeadline to
 	// streams.
-	DefaultDeadline       time.Duration
-	StreamDefaultDeadline time.Duration
+	DefaultDeadline       time.Duration `help:"deadline given to outgoing unary calls that have none"`
+	StreamDefaultDeadline time.Duration `help:"deadline given to outgoing streams that have none"`
 	Keepalive             dialer.Keepalive
-	LB                    string
-	HealthCheck           bool
-	MaxRecvMsgSize        int
+	LB                    string `help:"load balancing of every target: round_robin, pick_first or least_request"`
+	HealthCheck           bool   `help:"check grpc.health.v1 on each instance and send calls only to serving ones"`
+	MaxRecvMsgSize        int    `help:"largest response accepted, bytes (0: the gRPC default)"`
 	Retry                 dialer.RetryPolicy
 	Breaker               breaker.Config
 	// Outlier ejects a slow or failing address from round_robin/least_request (see package outlier).
@@ -163,16 +176,16 @@ type Client struct {
 type Target struct {
 	// Addresses are static "host:port" instances, required and used with the static registry backend
 	// only.
-	Addresses []string
+	Addresses []string `help:"static instances, host:port comma-separated (static registry backend only)"`
 	// LB overrides Client.LB.
-	LB string
+	LB string `help:"load balancing of this target, overriding CLIENT_LB: round_robin, pick_first or least_request"`
 	// HealthService is the grpc.health.v1 service name checked on each instance ("" = whole server).
-	HealthService string
+	HealthService string `help:"grpc.health.v1 service name checked on each instance; empty checks the whole server"`
 	// DefaultDeadline overrides Client.DefaultDeadline when > 0.
-	DefaultDeadline time.Duration
+	DefaultDeadline time.Duration `help:"deadline of unary calls to this target, overriding CLIENT_DEFAULT_DEADLINE when > 0"`
 	// Idempotent methods may also retry IdempotentCodes (see dialer.Target).
-	Idempotent      []string
-	IdempotentCodes []string
+	Idempotent      []string `help:"methods of this target that may also retry IDEMPOTENT_CODES, comma-separated"`
+	IdempotentCodes []string `help:"gRPC codes also retried for the idempotent methods, comma-separated"`
 }
 
 // Default returns the defaults for profile. Fault injection is always off.
@@ -180,6 +193,7 @@ func Default(profile Profile) Config {
 	c := Config{
 		Profile:    profile,
 		ListenAddr: ":50051",
+		LogLevel:   "info",
 		Server: Server{
 			MaxRecvMsgSize:        4 << 20,
 			MaxSendMsgSize:        4 << 20,
@@ -232,6 +246,7 @@ func Default(profile Profile) Config {
 		Registry:  registry.Default(),
 		Telemetry: Telemetry{OTLPInsecure: true, SampleRatio: 1},
 		TLS:       TLS{ReloadInterval: 5 * time.Second},
+		AuthzEdge: "gateway",
 	}
 	switch profile {
 	case Compose:
@@ -260,6 +275,9 @@ func (c Config) Validate() error {
 
 	if c.Service == "" {
 		addf("service", "must be set")
+	}
+	if _, err := c.Level(); err != nil {
+		add("log_level", err)
 	}
 	if !c.Profile.Valid() {
 		addf("profile", "must be dev, test, compose, k8s or prod, got %q", c.Profile)
@@ -355,6 +373,9 @@ func (c Config) Validate() error {
 		addf("config_center.backend", "must be none or nacos, got %q", c.ConfigCenter.Backend)
 	}
 	add("tls", c.TLS.validate(c.Profile))
+	if !mtls.ValidService(c.AuthzEdge) {
+		addf("authz_edge", "must be a service name (lowercase letters, digits, inner dashes), got %q", c.AuthzEdge)
+	}
 	static := c.Registry.Backend == registry.Static || c.Registry.Backend == ""
 	for name, t := range c.Targets {
 		field := fmt.Sprintf("targets[%q]", name)
@@ -409,4 +430,16 @@ func (t TLS) validate(p Profile) error {
 		errs = append(errs, fmt.Errorf("reload_interval: must be >= 0, got %v", t.ReloadInterval))
 	}
 	return errors.Join(errs...)
+}
+
+// Level parses LogLevel ("" is info).
+func (c Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if c.LogLevel == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return l, nil
 }

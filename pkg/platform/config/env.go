@@ -18,17 +18,18 @@ type Lookup func(key string) (string, bool)
 // the field path in upper snake case: SHOP_LISTEN_ADDR, SHOP_SERVER_DRAIN_DELAY,
 // SHOP_CLIENT_RETRY_MAX_ATTEMPTS, SHOP_TARGETS_INVENTORY_ADDRESSES (map entries that already exist, keyed by
 // their upper-snake key). Strings, bools, integers, floats, durations ("250ms") and comma-separated string
-// lists are supported; a field tagged `env:"-"` is skipped. Works on any struct, so services run it over
-// their own config that embeds Config.
+// lists are supported; a field tagged `env:"-"` is skipped. A field tagged `alias:"NAME"` also reads the
+// unprefixed variable NAME when its own is unset (ORDER_KAFKA_BROKERS, else KAFKA_BROKERS; see Brokers).
+// Works on any struct, so services run it over their own config that embeds Config.
 func FromEnv(dst any, prefix string, lookup Lookup) error {
 	v := reflect.ValueOf(dst)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("config from env: want a pointer to a struct, got %T", dst)
 	}
-	return errors.Join(walk(v.Elem(), strings.TrimSuffix(prefix, "_"), lookup)...)
+	return errors.Join(walk(v.Elem(), strings.TrimSuffix(prefix, "_"), "", lookup)...)
 }
 
-func walk(v reflect.Value, name string, lookup Lookup) []error {
+func walk(v reflect.Value, name, alias string, lookup Lookup) []error {
 	switch v.Kind() {
 	case reflect.Struct:
 		var errs []error
@@ -44,7 +45,7 @@ func walk(v reflect.Value, name string, lookup Lookup) []error {
 				// segment: ORDER_LISTEN_ADDR, not ORDER_CONFIG_LISTEN_ADDR.
 				field = name
 			}
-			errs = append(errs, walk(v.Field(i), field, lookup)...)
+			errs = append(errs, walk(v.Field(i), field, f.Tag.Get("alias"), lookup)...)
 		}
 		return errs
 	case reflect.Map:
@@ -55,12 +56,16 @@ func walk(v reflect.Value, name string, lookup Lookup) []error {
 		for _, k := range v.MapKeys() {
 			elem := reflect.New(v.Type().Elem()).Elem()
 			elem.Set(v.MapIndex(k))
-			errs = append(errs, walk(elem, join(name, keyName(k.String())), lookup)...)
+			errs = append(errs, walk(elem, join(name, keyName(k.String())), "", lookup)...)
 			v.SetMapIndex(k, elem)
 		}
 		return errs
 	}
 	raw, ok := lookup(name)
+	if !ok && alias != "" {
+		name = alias
+		raw, ok = lookup(alias)
+	}
 	if !ok {
 		return nil
 	}

@@ -4,56 +4,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Keys lists every variable FromEnv(dst, prefix, ...) reads, with the same naming: fields in upper
 // snake case under prefix, embedded structs without a segment, `env:"-"` fields skipped, and map
 // entries that exist in dst (so call it on the defaults a service starts from). The list is sorted.
+// An `alias` is not listed: it is unprefixed, so Unknown never reports it. Vars gives the same
+// names with defaults, aliases and help.
 func Keys(dst any, prefix string) []string {
-	v := reflect.ValueOf(dst)
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
+	vars := Vars(dst, prefix)
+	if vars == nil {
 		return nil
 	}
-	var keys []string
-	keysOf(v, strings.TrimSuffix(prefix, "_"), &keys)
-	slices.Sort(keys)
-	return slices.Compact(keys)
-}
-
-func keysOf(v reflect.Value, name string, keys *[]string) {
-	switch {
-	case v.Type() == reflect.TypeFor[time.Duration]():
-	case v.Kind() == reflect.Struct:
-		t := v.Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() || f.Tag.Get("env") == "-" {
-				continue
-			}
-			field := join(name, snake(f.Name))
-			if f.Anonymous && f.Type.Kind() == reflect.Struct {
-				field = name
-			}
-			keysOf(v.Field(i), field, keys)
-		}
-		return
-	case v.Kind() == reflect.Map:
-		if v.Type().Key().Kind() != reflect.String {
-			return
-		}
-		for _, k := range v.MapKeys() {
-			keysOf(v.MapIndex(k), join(name, keyName(k.String())), keys)
-		}
-		return
+	keys := make([]string, len(vars))
+	for i, v := range vars {
+		keys[i] = v.Name
 	}
-	*keys = append(*keys, name)
+	return keys
 }
 
 // Unknown returns the names in environ (NAME or NAME=value entries, as os.Environ gives) that start

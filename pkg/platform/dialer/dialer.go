@@ -59,17 +59,17 @@ const maxAttemptsLimit = 5
 // RetryPolicy is the retry part of the service config.
 type RetryPolicy struct {
 	// MaxAttempts counts the first attempt too; 1 disables retries. At most 5.
-	MaxAttempts       int
-	InitialBackoff    time.Duration
-	MaxBackoff        time.Duration
-	BackoffMultiplier float64
+	MaxAttempts       int           `help:"attempts per call, the first included: 1 disables retries, at most 5"`
+	InitialBackoff    time.Duration `help:"backoff before the first retry"`
+	MaxBackoff        time.Duration `help:"longest backoff between retries"`
+	BackoffMultiplier float64       `help:"backoff growth per retry (>= 1)"`
 	// Codes are retried for the methods that are safe to repeat (see the package comment); by default
 	// only UNAVAILABLE.
-	Codes []string
+	Codes []string `help:"gRPC codes retried for methods safe to repeat, comma-separated"`
 	// ThrottleMaxTokens and ThrottleTokenRatio configure retryThrottling: each failure costs a token, each
 	// success gives back ThrottleTokenRatio, and retries stop while tokens <= max/2. 0 disables throttling.
-	ThrottleMaxTokens  float64
-	ThrottleTokenRatio float64
+	ThrottleMaxTokens  float64 `help:"retry throttling: token bucket size, retries stop while tokens <= half (0: no throttling)"`
+	ThrottleTokenRatio float64 `help:"retry throttling: tokens given back per success"`
 }
 
 // Validate names the fields that are wrong.
@@ -336,9 +336,9 @@ func union(a, b []string) []string {
 // Keepalive is the client keepalive; Time must not be shorter than the servers' enforcement MinTime or
 // they answer with GOAWAY ENHANCE_YOUR_CALM.
 type Keepalive struct {
-	Time                time.Duration
-	Timeout             time.Duration
-	PermitWithoutStream bool
+	Time                time.Duration `help:"ping a connection idle this long; not below the servers' SERVER_KEEPALIVE_MIN_TIME (0: off)"`
+	Timeout             time.Duration `help:"close the connection when a ping is unanswered this long"`
+	PermitWithoutStream bool          `help:"ping even while no call is open"`
 }
 
 // Options are everything needed to dial one target.

@@ -23,17 +23,17 @@ import (
 // Rule describes the faults injected into one method. Percentages are 0-100.
 type Rule struct {
 	// Delay is added before the handler runs, for DelayPercent of the calls.
-	Delay        time.Duration
-	DelayPercent float64
+	Delay        time.Duration `help:"delay added before the handler runs"`
+	DelayPercent float64       `help:"share of calls delayed, percent (0-100)"`
 	// AbortCode (a gRPC code name such as "UNAVAILABLE") is returned instead of running the handler, for
 	// AbortPercent of the calls.
-	AbortCode    string
-	AbortPercent float64
+	AbortCode    string  `help:"gRPC code name (UNAVAILABLE) returned instead of running the handler"`
+	AbortPercent float64 `help:"share of calls aborted, percent (0-100)"`
 }
 
 // Config switches injection on and lists the rules.
 type Config struct {
-	Enabled bool
+	Enabled bool `help:"inject the configured faults (refused in the prod profile)"`
 	// Rules maps a full method ("/pkg.Service/Method"), a service ("/pkg.Service/*") or "*" to a rule;
 	// the most specific match wins.
 	Rules map[string]Rule

@@ -123,7 +123,7 @@ func (s *Source) Reload() error {
 		var m *material
 		if m, err = parse(caRaw, certRaw, keyRaw); err == nil {
 			s.cur.Store(m)
-			s.log.Info("mtls reloaded", "service", m.service, "serial", m.cert.Leaf.SerialNumber.String(),
+			s.log.Info("mtls reloaded", "identity", SPIFFEID(m.service).String(), "serial", m.cert.Leaf.SerialNumber.String(),
 				"not_after", m.cert.Leaf.NotAfter)
 			s.warnValidity(m)
 			return nil
@@ -139,7 +139,7 @@ func (s *Source) Reload() error {
 func (s *Source) warnValidity(m *material) {
 	now := time.Now()
 	if leaf := m.cert.Leaf; now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-		s.log.Warn("mtls certificate outside its validity period", "service", m.service,
+		s.log.Warn("mtls certificate outside its validity period", "identity", SPIFFEID(m.service).String(),
 			"not_before", leaf.NotBefore, "not_after", leaf.NotAfter)
 	}
 }

@@ -16,10 +16,10 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
-// New builds a platform from cfg (logging nowhere) and closes it when the test ends.
-func New(t testing.TB, cfg config.Config) *platform.Platform {
+// New builds a platform from cfg and opts (logging nowhere) and closes it when the test ends.
+func New(t testing.TB, cfg config.Config, opts ...platform.Option) *platform.Platform {
 	t.Helper()
-	p, err := platform.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	p, err := platform.New(context.Background(), cfg, slog.New(slog.DiscardHandler), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,11 +27,12 @@ func New(t testing.TB, cfg config.Config) *platform.Platform {
 	return p
 }
 
-// Serve builds a platform from cfg, registers the services with register on its server, serves it on a
-// free loopback port until the test ends (Serve's drain included) and returns the address.
-func Serve(t testing.TB, cfg config.Config, register func(*grpc.Server)) string {
+// Serve builds a platform from cfg and opts (the service's platform.WithPolicy, so that its rules are
+// enforced with mTLS on), registers the services with register on its server, serves it on a free
+// loopback port until the test ends (Serve's drain included) and returns the address.
+func Serve(t testing.TB, cfg config.Config, register func(*grpc.Server), opts ...platform.Option) string {
 	t.Helper()
-	p := New(t, cfg)
+	p := New(t, cfg, opts...)
 	srv := p.NewServer()
 	register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -26,11 +26,11 @@ import (
 // Rule limits one method. Zero values mean unlimited.
 type Rule struct {
 	// RPS is the sustained rate, in requests per second, of the method's token bucket.
-	RPS float64
+	RPS float64 `help:"sustained requests per second of the method (0: unlimited)"`
 	// Burst is the bucket size; 0 means max(1, ceil(RPS)).
-	Burst int
+	Burst int `help:"token bucket size (0: max(1, ceil(RPS)))"`
 	// MaxInFlight caps the calls of this method running at once.
-	MaxInFlight int
+	MaxInFlight int `help:"calls of the method running at once (0: unlimited)"`
 }
 
 func (r Rule) burst() int {
@@ -48,9 +48,9 @@ type Limits struct {
 	// ("/shopmesh.order.v1.OrderService/*") to its rule; the exact method wins.
 	Methods map[string]Rule
 	// MaxInFlight caps the calls running at once on the whole server (streams included).
-	MaxInFlight int
+	MaxInFlight int `help:"calls running at once on the whole server, streams included (0: unlimited)"`
 	// RetryAfter is the RetryInfo delay sent when a call is shed for concurrency.
-	RetryAfter time.Duration
+	RetryAfter time.Duration `help:"retry delay sent to a call shed for concurrency"`
 }
 
 // Validate reports limits that make no sense, naming the field.

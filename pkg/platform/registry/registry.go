@@ -26,7 +26,7 @@ const (
 
 // Config selects the backend; only its own section is read.
 type Config struct {
-	Backend string
+	Backend string `help:"service discovery: static (target addresses), nacos or dns"`
 	Nacos   nacos.Config
 	DNS     dns.Config
 }

@@ -88,7 +88,8 @@ type Telemetry struct {
 }
 
 // New builds the tracer provider, propagator and metrics registry for cfg.
-// Call Shutdown when the service stops so buffered spans are flushed.
+// Call Shutdown when the service stops so buffered spans are flushed. log should already carry the
+// service's name; New does not add it.
 func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Telemetry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -130,7 +131,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Te
 		}
 	}
 	if exp == nil {
-		log.Info("tracing off: no OTLP endpoint", slog.String("service", cfg.ServiceName))
+		log.Info("tracing off: no OTLP endpoint")
 		return t, nil
 	}
 
@@ -161,7 +162,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Te
 	)
 	t.tp = t.sdk
 	log.Info("tracing on",
-		slog.String("service", cfg.ServiceName),
 		slog.String("endpoint", cfg.OTLPEndpoint),
 		slog.Float64("sample_ratio", cfg.SampleRatio))
 	return t, nil

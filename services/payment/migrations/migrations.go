@@ -1,5 +1,5 @@
-// Package migrations embeds the payment schema, applied at start by migrate.Up and by the `migrate`
-// subcommand. The SQL runs unchanged on SQLite and PostgreSQL.
+// Package migrations embeds the payment schema, applied after the outbox and inbox schemas by
+// migrate.UpAll: at start and by `payment migrate up`. The SQL runs unchanged on SQLite and PostgreSQL.
 package migrations
 
 import "embed"

@@ -38,27 +38,27 @@ const Name = "shopmesh_outlier"
 // Config tunes the detection. Zero rules are off; Validate names what is wrong.
 type Config struct {
 	// Enabled wraps the connection's load-balancing policy with ejection.
-	Enabled bool
+	Enabled bool `help:"eject slow or failing addresses from load balancing"`
 	// Interval is how often addresses are judged; the counts start afresh every interval.
-	Interval time.Duration
+	Interval time.Duration `help:"how often addresses are judged; counts start afresh every interval"`
 	// MinRequests is how many attempts an address needs in one interval before it is judged.
-	MinRequests uint32
+	MinRequests uint32 `help:"attempts an address needs in one interval before it is judged"`
 	// FailureRatio ejects an address whose attempts failed at least this often (UNAVAILABLE, INTERNAL,
 	// UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED) while another address stays below it. 0 disables the rule.
-	FailureRatio float64
+	FailureRatio float64 `help:"eject an address failing at least this share of its attempts, 0-1 (0 disables the rule)"`
 	// ConsecutiveFailures ejects an address at once, without waiting for the interval, when this many
 	// attempts in a row failed on it while another address serves well. 0 disables the rule.
-	ConsecutiveFailures uint32
+	ConsecutiveFailures uint32 `help:"eject an address at once after this many failures in a row (0 disables the rule)"`
 	// LatencyFactor ejects an address whose mean unary latency is at least this multiple of its peers'
 	// median, and at least LatencyMargin above it. 0 disables the rule.
-	LatencyFactor float64
-	LatencyMargin time.Duration
+	LatencyFactor float64       `help:"eject an address whose mean latency is this multiple of its peers' median (0 disables the rule)"`
+	LatencyMargin time.Duration `help:"and that is at least this much above the peers' median"`
 	// BaseEjection is the first ejection's length; the n-th ejection in a row lasts n × BaseEjection, at
 	// most MaxEjection. Every interval an address serves well (on MinRequests calls) takes one off n.
-	BaseEjection time.Duration
-	MaxEjection  time.Duration
+	BaseEjection time.Duration `help:"first ejection length; the n-th in a row lasts n times it"`
+	MaxEjection  time.Duration `help:"longest ejection"`
 	// MaxEjectionPercent bounds the share of addresses ejected at once (1-100).
-	MaxEjectionPercent int
+	MaxEjectionPercent int `help:"most addresses ejected at once, percent (1-100)"`
 }
 
 // Default is on, judging every second on at least 10 attempts: ejection for half the attempts failing,

@@ -35,17 +35,17 @@ const (
 // Config turns a name into "dns:///<name><Suffix>:<Port>".
 type Config struct {
 	// Suffix follows the name, e.g. ".shop.svc.cluster.local" ("" for names resolvable as they are).
-	Suffix string
+	Suffix string `help:"DNS suffix after each target name, e.g. .shop.svc.cluster.local"`
 	// Port is the gRPC port every service listens on.
-	Port int
+	Port int `help:"gRPC port every service listens on"`
 	// Refresh is how often every name is looked up again, so new instances get calls within it
 	// (0: DefaultRefresh, 30 s).
-	Refresh time.Duration
+	Refresh time.Duration `help:"how often every name is looked up again (0: 30s)"`
 	// MinInterval is the least time between two lookups of a name when grpc asks for one after a
 	// connection error (0: DefaultMinInterval, 1 s).
-	MinInterval time.Duration
+	MinInterval time.Duration `help:"least time between two lookups of a name after a connection error (0: 1s)"`
 	// Server is the "host:port" of the DNS server to ask; "" uses the system's resolver configuration.
-	Server string
+	Server string `help:"DNS server host:port; empty uses the system resolver configuration"`
 }
 
 // Validate names the fields that are wrong.

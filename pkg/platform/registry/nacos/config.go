@@ -15,39 +15,39 @@ import (
 // Config is how this process reaches Nacos and what it announces there.
 type Config struct {
 	// Addrs are the Nacos servers' HTTP "host:port" (the SDK's gRPC port is that port + 1000).
-	Addrs []string
+	Addrs []string `help:"Nacos servers' HTTP host:port, comma-separated (gRPC is that port + 1000)"`
 	// Namespace is the namespace id ("" = public); Group defaults to DEFAULT_GROUP.
-	Namespace string
-	Group     string
+	Namespace string `help:"Nacos namespace id (empty: public)"`
+	Group     string `help:"Nacos group"`
 	// Cluster is the Nacos cluster instances register in and resolvers read ("" = DEFAULT).
-	Cluster string
+	Cluster string `help:"Nacos cluster instances register in and resolvers read (empty: DEFAULT)"`
 	// CacheDir keeps the SDK's instance and config snapshots, so a process started while Nacos is down
 	// still finds its dependencies; LogDir receives the SDK's own log. Both are required: the SDK's default
 	// is the working directory, which would write into the repository.
-	CacheDir string
-	LogDir   string
+	CacheDir string `help:"directory of the Nacos SDK's instance and config snapshots (lets a start without Nacos find dependencies)"`
+	LogDir   string `help:"directory of the Nacos SDK's log"`
 	// LogLevel of the SDK log: debug, info, warn or error.
-	LogLevel string
+	LogLevel string `help:"Nacos SDK log level: debug, info, warn or error"`
 	// Timeout bounds every request to Nacos.
-	Timeout time.Duration
+	Timeout time.Duration `help:"bound on every request to Nacos"`
 	// EmptyGrace is how long an empty instance set is doubted before clients get it: a restarted Nacos
 	// reports none until the instances re-register. Scaling to zero shows after this delay.
-	EmptyGrace time.Duration
+	EmptyGrace time.Duration `help:"how long an empty instance set is doubted before clients get it"`
 	// HealthInterval is how often the connection state is sampled for the registry_up gauge.
-	HealthInterval time.Duration
+	HealthInterval time.Duration `help:"how often the Nacos connection state is sampled for the registry_up gauge"`
 
 	// AdvertiseHost replaces an unspecified listen host (":50051", "[::]:50051") in registered addresses.
 	// Empty: the first IPv4 (else IPv6) global unicast address of the first up, non-loopback interface,
 	// so that each container or pod registers its own address (replicas sharing one environment too).
-	AdvertiseHost string
+	AdvertiseHost string `help:"host registered in place of an unspecified listen host (empty: first non-loopback interface address)"`
 	// Weight (> 0) is announced with the instance and passed to clients as an address attribute.
-	Weight float64
+	Weight float64 `help:"instance weight announced to clients (> 0)"`
 	// Version, Zone and AdminPort are announced as instance metadata.
-	Version   string
-	Zone      string
-	AdminPort int
+	Version   string `help:"version announced in the instance metadata"`
+	Zone      string `help:"zone announced in the instance metadata"`
+	AdminPort int    `help:"admin port announced in the instance metadata"`
 	// Metadata is announced too; the keys above win over it.
-	Metadata map[string]string
+	Metadata map[string]string `help:"more instance metadata"`
 }
 
 // Default returns a config for one local server with the caches under dir.

@@ -195,7 +195,7 @@ func (c *Client) Register(ctx context.Context, in discovery.Instance) error {
 	if err != nil {
 		return fmt.Errorf("nacos register %s %s:%d: %w", in.Service, host, port, err)
 	}
-	c.logger.Info("registered", "service", in.Service, "addr", net.JoinHostPort(host, strconv.FormatUint(port, 10)),
+	c.logger.Info("registered", "nacos_service", in.Service, "addr", net.JoinHostPort(host, strconv.FormatUint(port, 10)),
 		"group", c.cfg.group(), "namespace", c.cfg.Namespace)
 	return nil
 }
@@ -212,7 +212,7 @@ func (c *Client) Deregister(ctx context.Context, in discovery.Instance) error {
 	if err := c.call(ctx, func() (bool, error) { return c.naming.DeregisterInstance(p) }); err != nil {
 		return fmt.Errorf("nacos deregister %s %s:%d: %w", in.Service, host, port, err)
 	}
-	c.logger.Info("deregistered", "service", in.Service, "addr", net.JoinHostPort(host, strconv.FormatUint(port, 10)))
+	c.logger.Info("deregistered", "nacos_service", in.Service, "addr", net.JoinHostPort(host, strconv.FormatUint(port, 10)))
 	return nil
 }
 

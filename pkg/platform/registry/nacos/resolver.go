@@ -113,7 +113,7 @@ func (c *Client) watch(service string) (*watch, error) {
 		ServiceName: service, GroupName: c.cfg.group(), Clusters: c.cfg.clusters(),
 		SubscribeCallback: func(hosts []model.Instance, err error) {
 			if err != nil {
-				c.logger.Warn("subscription error", "service", service, "err", err.Error())
+				c.logger.Warn("subscription error", "target", service, "err", err.Error())
 				return
 			}
 			w.set(hosts, "push")
@@ -131,7 +131,7 @@ func (w *watch) start() {
 	c := w.c
 	if err := c.naming.Subscribe(w.param); err != nil {
 		c.logger.Warn("subscribe failed; the SDK redoes it on reconnect, the disk cache is used meanwhile",
-			"service", w.service, "err", err.Error())
+			"target", w.service, "err", err.Error())
 	}
 	backoff := 200 * time.Millisecond
 	for {
@@ -146,7 +146,7 @@ func (w *watch) start() {
 			w.set(svc.Hosts, "cache")
 			continue
 		}
-		c.logger.Warn("no instance set yet", "service", w.service, "err", err.Error(), "retry_in", backoff)
+		c.logger.Warn("no instance set yet", "target", w.service, "err", err.Error(), "retry_in", backoff)
 		select {
 		case <-w.stop:
 			return
@@ -179,7 +179,7 @@ func (w *watch) setGen(hosts []model.Instance, source string, gen int) {
 		mine := w.gen
 		w.empty = w.c.afterFunc(grace, func() { w.setGen(hosts, "push-after-grace", mine) })
 		w.mu.Unlock()
-		w.c.logger.Warn("empty instance set; keeping the last one for the grace period", "service", w.service, "grace", grace)
+		w.c.logger.Warn("empty instance set; keeping the last one for the grace period", "target", w.service, "grace", grace)
 		return
 	}
 	w.eps, w.known = eps, true
@@ -188,7 +188,7 @@ func (w *watch) setGen(hosts []model.Instance, source string, gen int) {
 		subs = append(subs, r)
 	}
 	w.mu.Unlock()
-	w.c.logger.Info("instances updated", "service", w.service, "source", source, "healthy", len(eps), "total", len(hosts))
+	w.c.logger.Info("instances updated", "target", w.service, "source", source, "healthy", len(eps), "total", len(hosts))
 	for _, r := range subs {
 		w.push(r, eps)
 	}
@@ -197,7 +197,7 @@ func (w *watch) setGen(hosts []model.Instance, source string, gen int) {
 func (w *watch) push(r *nacosResolver, eps []resolver.Endpoint) {
 	// An empty set is pushed too: the balancer then fails calls fast instead of using gone instances.
 	if err := r.cc.UpdateState(resolver.State{Endpoints: eps}); err != nil && len(eps) > 0 {
-		w.c.logger.Warn("update state", "service", w.service, "err", err)
+		w.c.logger.Warn("update state", "target", w.service, "err", err)
 	}
 }
 
@@ -250,7 +250,7 @@ func (w *watch) close() {
 	}
 	w.mu.Unlock()
 	if err := w.c.naming.Unsubscribe(w.param); err != nil {
-		w.c.logger.Debug("unsubscribe", "service", w.service, "err", err.Error())
+		w.c.logger.Debug("unsubscribe", "target", w.service, "err", err.Error())
 	}
 }
 

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"testing"
@@ -14,42 +11,13 @@ import (
 	"github.com/shopmesh/shopmesh/services/gateway/internal/fakes"
 )
 
-// startGateway runs the gateway with env on 127.0.0.1:0 and returns its address; it stops with the test.
-func startGateway(t *testing.T, env map[string]string) string {
-	t.Helper()
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	pr, pw := io.Pipe()
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, lookup, pw); _ = pw.Close() }()
-	t.Cleanup(func() { stop(); <-done })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addr <- l.Addr
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a
-	case err := <-done:
-		t.Fatalf("run returned early: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("no listening line")
-	}
-	return ""
-}
-
 // S6 slowloris: a client that dribbles its request headers (one byte every 100 ms, never finishing) is
 // cut off by ReadHeaderTimeout; the server closes the connection instead of holding it forever.
 func TestSlowHeaderClientIsCutOff(t *testing.T) {
 	t.Parallel()
 	b := fakes.Start(t)
-	addr := startGateway(t, map[string]string{
+	ctx, stop := context.WithCancel(context.Background())
+	gw := startGateway(ctx, t, map[string]string{
 		"GATEWAY_PROFILE":                     "dev",
 		"GATEWAY_HTTP_ADDR":                   "127.0.0.1:0",
 		"GATEWAY_TARGETS_ORDER_ADDRESSES":     b.Addrs["order"],
@@ -58,7 +26,8 @@ func TestSlowHeaderClientIsCutOff(t *testing.T) {
 		"GATEWAY_READ_HEADER_TIMEOUT":         "500ms",
 		"GATEWAY_HTTP_SHUTDOWN_TIMEOUT":       "2s",
 	})
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	defer func() { stop(); <-gw.done }()
+	conn, err := net.DialTimeout("tcp", gw.addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,27 +1,25 @@
 // Command gateway runs the shopmesh HTTP/JSON edge: it authenticates callers (HS256 bearer tokens),
 // rate-limits them, and serves the order, catalogue, stock import and account API by calling the
-// order, inventory and payment gRPC services. Configuration comes from GATEWAY_* variables
-// (GATEWAY_HTTP_ADDR, GATEWAY_JWT_SECRET, GATEWAY_TARGETS_ORDER_ADDRESSES, ...).
+// order, inventory and payment gRPC services. `gateway` serves, `gateway check-config` validates the
+// environment (GATEWAY_HTTP_ADDR, GATEWAY_JWT_SECRET, GATEWAY_TARGETS_ORDER_ADDRESSES, ...),
+// `gateway healthcheck` asks its /healthz, `gateway -h` lists every variable.
 package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/healthcheck"
+	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	args := os.Args[1:]
-	if len(args) == 1 && args[0] == "check-config" {
-		args = append(args, os.Environ()...) // to find unknown variables (typos)
-	}
-	err := run(ctx, args, os.LookupEnv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
+func main() { service.Main(spec()) }
+
+func spec() service.Spec[config.Config] {
+	return service.Spec[config.Config]{
+		Name: "gateway", Summary: "the HTTP/JSON edge: tokens, rate limits, orders, catalogue, stock import and accounts over the gRPC services",
+		Defaults: config.Default, Wire: wire,
+		// The gateway runs no gRPC server: its healthcheck is GET /healthz on the HTTP port.
+		Healthcheck: func(ctx context.Context, cfg config.Config) error { return healthcheck.Gateway(ctx, cfg.HTTPAddr) },
 	}
 }

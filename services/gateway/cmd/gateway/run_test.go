@@ -6,16 +6,76 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/gateway/internal/fakes"
 )
 
-// TestRun starts the gateway with run() on 127.0.0.1:0 in front of fake backends, mints a dev token,
-// places an order, checks readiness, opens an event stream on a pending order, and stops: the stream
-// ends and run returns nil.
+// gatewayRun is a gateway command a test started.
+type gatewayRun struct {
+	addr string     // the bound HTTP address
+	done chan error // the command's result, sent once all its log lines were read
+
+	mu   sync.Mutex
+	msgs []string // the msg of every log line
+}
+
+// logged reports whether the command logged a line with this msg.
+func (g *gatewayRun) logged(msg string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Contains(g.msgs, msg)
+}
+
+// startGateway runs the gateway command with env (its HTTP address on 127.0.0.1:0) until ctx ends;
+// the bound address comes from the platform's "serving" log line.
+func startGateway(ctx context.Context, t *testing.T, env map[string]string) *gatewayRun {
+	t.Helper()
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	g := &gatewayRun{done: make(chan error, 1)}
+	pr, pw := io.Pipe()
+	addr, read := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var l struct{ Msg, Addr, Protocol string }
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			g.mu.Lock()
+			g.msgs = append(g.msgs, l.Msg)
+			g.mu.Unlock()
+			if l.Msg == "serving" && l.Protocol == "http" {
+				addr <- l.Addr
+			}
+		}
+	}()
+	go func() {
+		err := runService(ctx, nil, lookup, pw)
+		_ = pw.Close()
+		<-read
+		g.done <- err
+	}()
+	select {
+	case g.addr = <-addr:
+		return g
+	case err := <-g.done:
+		t.Fatalf("the gateway stopped before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no serving line")
+	}
+	return nil
+}
+
+// TestRun starts the gateway command on 127.0.0.1:0 in front of fake backends, mints a dev token,
+// places an order, checks readiness, opens an event stream on a pending order, and stops: during the
+// drain delay /readyz answers 503 while requests are still served, then the stream ends and the
+// command returns nil.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -27,37 +87,17 @@ func TestRun(t *testing.T) {
 		"GATEWAY_TARGETS_ORDER_ADDRESSES":     b.Addrs["order"],
 		"GATEWAY_TARGETS_INVENTORY_ADDRESSES": b.Addrs["inventory"],
 		"GATEWAY_TARGETS_PAYMENT_ADDRESSES":   b.Addrs["payment"],
-		"GATEWAY_HTTP_SHUTDOWN_TIMEOUT":       "5s",
+		"GATEWAY_HTTP_SHUTDOWN_TIMEOUT":       "5s", // the older name of GATEWAY_SERVER_SHUTDOWN_TIMEOUT
+		"GATEWAY_SERVER_DRAIN_DELAY":          "5s",
 		// Short enough that a stream outliving them proves they do not cut streams.
 		"GATEWAY_READ_TIMEOUT":  "200ms",
 		"GATEWAY_WRITE_TIMEOUT": "200ms",
 	}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-
-	pr, pw := io.Pipe()
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- run(runCtx, nil, lookup, pw); _ = pw.Close() }()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var l struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addr <- l.Addr
-			}
-		}
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run returned early: %v", err)
-	case <-ctx.Done():
-		t.Fatal("no listening line")
-	}
-	checkHealth(ctx, t, env, strings.TrimPrefix(base, "http://"))
+	defer stop()
+	gw := startGateway(runCtx, t, env)
+	base := "http://" + gw.addr
+	checkHealth(ctx, t, env, gw.addr)
 
 	do := func(method, path, token, body string) (*http.Response, map[string]any) {
 		t.Helper()
@@ -116,12 +156,29 @@ func TestRun(t *testing.T) {
 	id, sc := watch()
 
 	stop()
+	// The drain: the instance leaves the load balancer (/readyz 503) before it refuses requests.
+	for i := 0; ; i++ {
+		if resp, _ := do("GET", "/readyz", "", ""); resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if i == 200 {
+			t.Fatal("/readyz still answers 200 after the stop began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp, m := do("GET", "/v1/products", tok, ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("products during the drain delay: %d %v", resp.StatusCode, m)
+	}
 	for sc.Scan() { // the stream must end by itself at shutdown
 	}
 	select {
-	case err := <-done:
+	case err := <-gw.done:
 		if err != nil {
 			t.Fatalf("run: %v", err)
+		}
+		// The stream ended at the drain: the shutdown did not have to cut it after its timeout.
+		if !gw.logged("stopped gracefully") {
+			t.Fatalf("the shutdown was not graceful; logged %q", gw.msgs)
 		}
 	case <-ctx.Done():
 		t.Fatal("run did not return after cancel")
@@ -136,10 +193,10 @@ func TestRun(t *testing.T) {
 
 func TestRunRefusesBadConfig(t *testing.T) {
 	t.Parallel()
-	err := run(context.Background(), nil, func(k string) (string, bool) {
+	err := runService(context.Background(), nil, func(k string) (string, bool) {
 		return map[string]string{"GATEWAY_PROFILE": "prod"}[k], k == "GATEWAY_PROFILE"
 	}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "jwt_secret") {
+	if err == nil || !strings.Contains(err.Error(), "jwt_secret (GATEWAY_JWT_SECRET)") {
 		t.Fatalf("err %v", err)
 	}
 }

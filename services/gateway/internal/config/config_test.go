@@ -3,12 +3,15 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
+	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
 )
 
-func env(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+// load is what the service command does with the environment.
+func load(m map[string]string) (config.Config, error) {
+	return platformcfg.Load[config.Config]("GATEWAY", func(k string) (string, bool) { v, ok := m[k]; return v, ok }, config.Default)
 }
 
 func TestLoad(t *testing.T) {
@@ -20,20 +23,22 @@ func TestLoad(t *testing.T) {
 		err  string // "" = valid
 	}{
 		{"dev defaults", map[string]string{}, ""},
-		{"test without a secret", map[string]string{"GATEWAY_PROFILE": "test"}, "jwt_secret: must be set"},
+		{"test without a secret", map[string]string{"GATEWAY_PROFILE": "test"}, "jwt_secret (GATEWAY_JWT_SECRET): must be set"},
 		{"test with a short secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_SECRET": "short"}, "at least 32"},
 		{"prod with the dev secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": config.DevJWTSecret}, "refused in the prod"},
 		{"prod with a secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong,
 			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
-		{"prod without mTLS", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, "tls: "},
-		{"bad addr", map[string]string{"GATEWAY_HTTP_ADDR": "nope"}, "http_addr"},
+		{"prod without mTLS", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, "tls"},
+		{"bad addr", map[string]string{"GATEWAY_HTTP_ADDR": "nope"}, "http_addr (GATEWAY_HTTP_ADDR)"},
 		{"bad target", map[string]string{"GATEWAY_TARGETS_ORDER_ADDRESSES": "nohost"}, "targets"},
 		{"bad duration", map[string]string{"GATEWAY_CALL_TIMEOUT": "soon"}, "GATEWAY_CALL_TIMEOUT"},
+		{"zero timeout", map[string]string{"GATEWAY_READ_TIMEOUT": "0s"}, "read_timeout (GATEWAY_READ_TIMEOUT): must be > 0"},
+		{"negative http shutdown timeout", map[string]string{"GATEWAY_HTTP_SHUTDOWN_TIMEOUT": "-1s"}, "http_shutdown_timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.Load(env(tt.env))
+			_, err := load(tt.env)
 			if tt.err == "" && err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
@@ -46,13 +51,13 @@ func TestLoad(t *testing.T) {
 
 func TestLoadOverridesTargetsAndSettings(t *testing.T) {
 	t.Parallel()
-	c, err := config.Load(env(map[string]string{
+	c, err := load(map[string]string{
 		"GATEWAY_HTTP_ADDR":                   "127.0.0.1:9999",
 		"GATEWAY_TARGETS_ORDER_ADDRESSES":     "10.0.0.1:1,10.0.0.2:1",
 		"GATEWAY_TARGETS_INVENTORY_ADDRESSES": "10.0.0.3:1",
 		"GATEWAY_RATE_LIMIT_RPS":              "5",
 		"GATEWAY_CLIENT_DEFAULT_DEADLINE":     "2s",
-	}))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,9 +72,40 @@ func TestLoadOverridesTargetsAndSettings(t *testing.T) {
 
 func TestDevTokensOnlyInDev(t *testing.T) {
 	t.Parallel()
-	c, err := config.Load(env(map[string]string{"GATEWAY_PROFILE": "compose", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32),
-		"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}))
+	c, err := load(map[string]string{"GATEWAY_PROFILE": "compose", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32),
+		"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"})
 	if err != nil || c.DevTokens() {
 		t.Fatalf("compose: dev tokens %v, err %v", c.DevTokens(), err)
+	}
+}
+
+// The HTTP server shuts down within the platform's Server.ShutdownTimeout (GATEWAY_SERVER_SHUTDOWN_TIMEOUT);
+// GATEWAY_HTTP_SHUTDOWN_TIMEOUT, the gateway's older name for it, still works and wins when set.
+func TestHTTPShutdownTimeoutIsTheServerShutdownTimeout(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", map[string]string{}, platformcfg.Default(platformcfg.Dev).Server.ShutdownTimeout},
+		{"k8s default", map[string]string{"GATEWAY_PROFILE": "k8s", "GATEWAY_JWT_SECRET": strings.Repeat("x", 32),
+			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"},
+			platformcfg.Default(platformcfg.K8s).Server.ShutdownTimeout},
+		{"platform name", map[string]string{"GATEWAY_SERVER_SHUTDOWN_TIMEOUT": "7s"}, 7 * time.Second},
+		{"older name", map[string]string{"GATEWAY_HTTP_SHUTDOWN_TIMEOUT": "3s"}, 3 * time.Second},
+		{"both: the older name wins", map[string]string{"GATEWAY_HTTP_SHUTDOWN_TIMEOUT": "3s", "GATEWAY_SERVER_SHUTDOWN_TIMEOUT": "7s"}, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := load(tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Base().Server.ShutdownTimeout; got != tt.want {
+				t.Fatalf("shutdown timeout %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

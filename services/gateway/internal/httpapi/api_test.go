@@ -307,6 +307,60 @@ func TestOrderEventsEndOnClose(t *testing.T) {
 	eventually(t, "the backend watch to be cancelled", func() bool { return h.fakes.Order.Watchers(id) == 0 })
 }
 
+// The drain (Deps.Stopping closed) ends the open event streams, as Close does, so the graceful
+// shutdown does not wait for them; the backend watch is cancelled too.
+func TestOrderEventsEndWhenStopping(t *testing.T) {
+	t.Parallel()
+	stopping := make(chan struct{})
+	h := harnessOn(t, fakes.Start(t), nil, func(d *httpapi.Deps) { d.Stopping = stopping })
+	tok := h.token("cust-1")
+	id := h.do("POST", "/v1/orders", tok, str(`{"items":[{"sku":"SLOW-1","quantity":1}]}`)).json(t)["id"].(string)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/orders/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := sseEvents(resp.Body)
+	<-events
+	close(stopping)
+	for range events {
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the stream did not end when the server began stopping")
+	}
+	eventually(t, "the backend watch to be cancelled", func() bool { return h.fakes.Order.Watchers(id) == 0 })
+	if r := h.do("GET", "/readyz", "", nil); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("readyz after the drain began: %d %s", r.status, r.body)
+	}
+}
+
+// /readyz follows the instance's health (Deps.Serving): NOT_READY as soon as the drain starts, while
+// the API still serves (load balancers stop sending before the server refuses requests).
+func TestReadinessFollowsServing(t *testing.T) {
+	t.Parallel()
+	var serving atomic.Bool
+	serving.Store(true)
+	h := harnessOn(t, fakes.Start(t), nil, func(d *httpapi.Deps) {
+		d.Serving = func(context.Context) bool { return serving.Load() }
+	})
+	if r := h.do("GET", "/readyz", "", nil); r.status != http.StatusOK {
+		t.Fatalf("readyz while serving: %d %s", r.status, r.body)
+	}
+	serving.Store(false)
+	wantError(t, h.do("GET", "/readyz", "", nil), http.StatusServiceUnavailable, "NOT_READY")
+	if r := h.do("GET", "/v1/products", h.token("cust-1"), nil); r.status != http.StatusOK {
+		t.Fatalf("products while draining: %d %s", r.status, r.body)
+	}
+	serving.Store(true)
+	if r := h.do("GET", "/readyz", "", nil); r.status != http.StatusOK {
+		t.Fatalf("readyz serving again: %d %s", r.status, r.body)
+	}
+}
+
 func TestStockImport(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)

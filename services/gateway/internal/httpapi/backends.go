@@ -70,12 +70,12 @@ func (s *Server) registerBackendMetrics() error {
 	return nil
 }
 
-// readyz is the gateway's own readiness: it can serve until it starts shutting down, whatever the
-// backends (a backend down makes its routes answer 503, not the gateway leave the load balancer). The
+// readyz is the gateway's own readiness: it can serve until it starts shutting down (Deps.Serving
+// false from the start of the drain, or Close), whatever the backends (a backend down makes its routes answer 503, not the gateway leave the load balancer). The
 // body shows each backend's channel state for operators: READY, IDLE (not called yet), CONNECTING or
 // TRANSIENT_FAILURE (no healthy instance).
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if s.closing.Err() != nil {
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Err() != nil || (s.deps.Serving != nil && !s.deps.Serving(r.Context())) {
 		writeError(w, newError(http.StatusServiceUnavailable, codeNotReady, "shutting down"))
 		return
 	}

@@ -63,7 +63,8 @@ func newHarnessWithOrder(t testing.TB, wrap func(*fakes.Order) orderv1.OrderServ
 	return harnessOn(t, b, nil)
 }
 
-func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings)) *harness {
+// harnessOn serves the API in front of b; tuneDeps, when given, changes its dependencies.
+func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings), tuneDeps ...func(*httpapi.Deps)) *harness {
 	t.Helper()
 	cfg := platformcfg.Default(platformcfg.Test)
 	cfg.Service = "gateway"
@@ -95,6 +96,9 @@ func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings)) *h
 	deps.Tokens, err = auth.New(secret, issuer, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range tuneDeps {
+		f(&deps)
 	}
 	set := settings()
 	if tune != nil {

@@ -71,6 +71,12 @@ type Deps struct {
 	TracerProvider trace.TracerProvider
 	// Now is the rate limiter's clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Stopping is closed when the server drains (platform.Stopping): the open event streams end, as
+	// with Close, so the graceful shutdown does not wait for them; nil means only Close ends them.
+	Stopping <-chan struct{}
+	// Serving reports whether the instance should receive traffic (the platform's health, false from
+	// the start of the drain); /readyz answers 503 when it is false. nil means always.
+	Serving func(context.Context) bool
 }
 
 // access says who may call a route.
@@ -82,8 +88,8 @@ const (
 	admin           // a valid bearer token with the admin scope
 )
 
-// Server is the HTTP API. It is an http.Handler; Close ends the open event streams (call it when the
-// HTTP server shuts down, e.g. with http.Server.RegisterOnShutdown).
+// Server is the HTTP API. It is an http.Handler; Close (or Deps.Stopping) ends the open event streams
+// and makes /readyz answer 503.
 type Server struct {
 	deps     Deps
 	set      Settings
@@ -126,6 +132,15 @@ func New(deps Deps, set Settings) (*Server, error) {
 		}),
 	}
 	s.closing, s.close = context.WithCancel(context.Background())
+	if deps.Stopping != nil {
+		go func() {
+			select {
+			case <-deps.Stopping:
+				s.close()
+			case <-s.closing.Done():
+			}
+		}()
+	}
 	for _, c := range []prometheus.Collector{
 		s.requests, s.duration, s.streams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -155,7 +170,7 @@ func New(deps Deps, set Settings) (*Server, error) {
 	return s, nil
 }
 
-// Close ends every open event stream; it is safe to call more than once.
+// Close ends every open event stream and makes /readyz answer 503; it is safe to call more than once.
 func (s *Server) Close() { s.close() }
 
 // RouteInfo is one route of the API as documented.

@@ -1,25 +1,19 @@
 // Command inventory runs the shopmesh inventory service: `inventory` serves, `inventory migrate ...`
-// manages the schema.
+// manages the schema, `inventory check-config` validates the environment, `inventory -h` lists it.
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/inventory/migrations"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	args := os.Args[1:]
-	if len(args) == 1 && args[0] == "check-config" {
-		args = append(args, os.Environ()...) // to find unknown variables (typos)
-	}
-	err := run(ctx, args, os.LookupEnv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "inventory:", err)
-		os.Exit(1)
+func main() { service.Main(spec()) }
+
+func spec() service.Spec[config.Config] {
+	return service.Spec[config.Config]{
+		Name: "inventory", Summary: "stock levels, reservations for orders, live stock watches and stock imports",
+		Defaults: config.Default, Migrations: migrations.FS, Policy: rpc.Policy(), Wire: wire,
 	}
 }

@@ -62,7 +62,7 @@ func TestRun(t *testing.T) {
 	logs, addr := logWatcher(t)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- run(runCtx, nil, lookup, logs) }()
+	go func() { done <- runService(runCtx, nil, lookup, logs) }()
 	var target string
 	select {
 	case target = <-addr:

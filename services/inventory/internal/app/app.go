@@ -11,32 +11,23 @@ import (
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
-// Stock is the store the use cases run on.
-type Stock interface {
-	Reserve(ctx context.Context, orderID string, items []domain.Item) (domain.Reservation, error)
-	Commit(ctx context.Context, orderID string) (domain.Reservation, error)
-	Release(ctx context.Context, orderID string) (domain.Reservation, error)
-	Product(ctx context.Context, sku string) (domain.Product, error)
-	Products(ctx context.Context, afterSKU string, limit int) ([]domain.Product, error)
-	ProductsBySKU(ctx context.Context, skus []string) ([]domain.Product, error)
-	// Import applies a line at most once per (ImportID, Seq); see store.Store.Import.
-	Import(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error)
-	Seed(ctx context.Context, products []domain.Product) (int, error)
+// Deps are the adapters the use cases run on.
+type Deps struct {
+	Stock   Stock
+	Effects EventEffects
+	Feed    StockFeed
+	// Logger receives what an event handler acknowledges without applying it.
+	Logger *slog.Logger
 }
 
-// EventEffects applies an event's effect together with its inbox record, so it happens once.
-type EventEffects interface {
-	CommitOnce(ctx context.Context, consumer, eventID, orderID string) error
-	ReleaseOnce(ctx context.Context, consumer, eventID, orderID string) error
+// Settings name what the application records under.
+type Settings struct {
+	// Consumer names the inbox of the order events (the Kafka consumer group).
+	Consumer string
 }
 
-// StockFeed streams the levels of changed SKUs (all when skus is empty) until ctx ends.
-type StockFeed interface {
-	Watch(ctx context.Context, skus []string) (<-chan domain.StockLevel, error)
-}
-
-// Service is the application.
-type Service struct {
+// App is the inventory application.
+type App struct {
 	stock    Stock
 	effects  EventEffects
 	feed     StockFeed
@@ -44,18 +35,24 @@ type Service struct {
 	log      *slog.Logger
 }
 
-// New returns the application. consumer names the inbox of the order events.
-func New(stock Stock, effects EventEffects, feed StockFeed, consumer string, log *slog.Logger) *Service {
-	return &Service{stock: stock, effects: effects, feed: feed, consumer: consumer, log: log}
+// New checks the dependencies and settings and returns the application.
+func New(d Deps, s Settings) (*App, error) {
+	if d.Stock == nil || d.Effects == nil || d.Feed == nil || d.Logger == nil {
+		return nil, errors.New("app: stock, effects, feed and logger are required")
+	}
+	if s.Consumer == "" {
+		return nil, errors.New("app settings: consumer: must be set")
+	}
+	return &App{stock: d.Stock, effects: d.Effects, feed: d.Feed, consumer: s.Consumer, log: d.Logger}, nil
 }
 
 // ReserveStock holds and prices every item of an order, all or none; idempotent per order.
-func (s *Service) ReserveStock(ctx context.Context, orderID string, items []domain.Item) (domain.Reservation, error) {
+func (s *App) ReserveStock(ctx context.Context, orderID string, items []domain.Item) (domain.Reservation, error) {
 	return s.stock.Reserve(ctx, orderID, items)
 }
 
 // CommitStock turns an order's hold into a sale; idempotent.
-func (s *Service) CommitStock(ctx context.Context, orderID string) (domain.Reservation, error) {
+func (s *App) CommitStock(ctx context.Context, orderID string) (domain.Reservation, error) {
 	if !domain.ValidOrderID(orderID) {
 		return domain.Reservation{}, &domain.InvalidError{Field: "order_id", Reason: "must be a canonical lowercase UUID"}
 	}
@@ -65,7 +62,7 @@ func (s *Service) CommitStock(ctx context.Context, orderID string) (domain.Reser
 // ReleaseStock returns an order's hold to available. An unknown order succeeds with found=false, so
 // compensation can always run to completion; the store leaves a tombstone, so a reserve of that order
 // landing later is refused (domain.ErrReservationReleased).
-func (s *Service) ReleaseStock(ctx context.Context, orderID string) (r domain.Reservation, found bool, err error) {
+func (s *App) ReleaseStock(ctx context.Context, orderID string) (r domain.Reservation, found bool, err error) {
 	if !domain.ValidOrderID(orderID) {
 		return domain.Reservation{}, false, &domain.InvalidError{Field: "order_id", Reason: "must be a canonical lowercase UUID"}
 	}
@@ -83,7 +80,7 @@ func (s *Service) ReleaseStock(ctx context.Context, orderID string) (r domain.Re
 }
 
 // GetProduct returns one product.
-func (s *Service) GetProduct(ctx context.Context, sku string) (domain.Product, error) {
+func (s *App) GetProduct(ctx context.Context, sku string) (domain.Product, error) {
 	return s.stock.Product(ctx, sku)
 }
 
@@ -94,7 +91,7 @@ const (
 )
 
 // ListProducts returns the page of products after afterSKU, in SKU order, and whether more follow.
-func (s *Service) ListProducts(ctx context.Context, afterSKU string, pageSize int) ([]domain.Product, bool, error) {
+func (s *App) ListProducts(ctx context.Context, afterSKU string, pageSize int) ([]domain.Product, bool, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
@@ -111,7 +108,7 @@ func (s *Service) ListProducts(ctx context.Context, afterSKU string, pageSize in
 
 // ImportLine applies one import line, unless an earlier stream of its import applied it already
 // (ImportResult.Skipped).
-func (s *Service) ImportLine(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error) {
+func (s *App) ImportLine(ctx context.Context, line domain.ImportLine) (domain.ImportResult, error) {
 	return s.stock.Import(ctx, line)
 }
 
@@ -119,7 +116,7 @@ func (s *Service) ImportLine(ctx context.Context, line domain.ImportLine) (domai
 // each later change, until ctx ends. Unknown SKUs fail with ErrUnknownProduct before anything is
 // sent. Levels not newer than the last one sent for their SKU are dropped, so the subscription may
 // start before the snapshot (nothing is missed) without sending stale levels.
-func (s *Service) WatchStock(ctx context.Context, skus []string, send func(domain.StockLevel) error) error {
+func (s *App) WatchStock(ctx context.Context, skus []string, send func(domain.StockLevel) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	changes, err := s.feed.Watch(ctx, skus)
@@ -165,7 +162,7 @@ func (s *Service) WatchStock(ctx context.Context, skus []string, send func(domai
 
 // OnOrderConfirmed commits the order's stock once per event. A reservation that does not exist or was
 // released cannot be committed however often the event comes back: it is logged and acknowledged.
-func (s *Service) OnOrderConfirmed(ctx context.Context, eventID, orderID string) error {
+func (s *App) OnOrderConfirmed(ctx context.Context, eventID, orderID string) error {
 	err := s.effects.CommitOnce(ctx, s.consumer, eventID, orderID)
 	if errors.Is(err, domain.ErrReservationNotFound) || errors.Is(err, domain.ErrReservationReleased) {
 		s.log.WarnContext(ctx, "order confirmed without a held reservation", "order_id", orderID, "event_id", eventID, "err", err)
@@ -176,7 +173,7 @@ func (s *Service) OnOrderConfirmed(ctx context.Context, eventID, orderID string)
 
 // OnOrderCancelled releases the order's stock once per event. Nothing to release, or stock already
 // sold, are acknowledged: retrying cannot change them.
-func (s *Service) OnOrderCancelled(ctx context.Context, eventID, orderID string) error {
+func (s *App) OnOrderCancelled(ctx context.Context, eventID, orderID string) error {
 	err := s.effects.ReleaseOnce(ctx, s.consumer, eventID, orderID)
 	if errors.Is(err, domain.ErrReservationNotFound) {
 		return nil

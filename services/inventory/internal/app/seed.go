@@ -36,6 +36,6 @@ func DevCatalog(n int, stock int64) []domain.Product {
 
 // Seed inserts the products that are missing and reports how many it inserted; existing SKUs keep
 // their stock, so seeding on every start is safe.
-func (s *Service) Seed(ctx context.Context, products []domain.Product) (int, error) {
+func (s *App) Seed(ctx context.Context, products []domain.Product) (int, error) {
 	return s.stock.Seed(ctx, products)
 }

@@ -1,5 +1,7 @@
-// Package config is inventory's typed configuration: the platform's plus the database, brokers and
-// seeding, with per-profile defaults, environment overrides (INVENTORY_*) and Validate.
+// Package config is inventory's typed configuration: the platform's plus the database, the brokers
+// and its own settings (seeding, topics, relay, consumer, inbox), with per-profile defaults and
+// Validate. The service command loads it from INVENTORY_* variables (KAFKA_BROKERS and NATS_URL fill
+// the broker addresses when INVENTORY_KAFKA_BROKERS / INVENTORY_NATS_URL are unset).
 package config
 
 import (
@@ -10,34 +12,25 @@ import (
 	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
-// Prefix of inventory's environment variables.
-const Prefix = "INVENTORY"
-
 // Config is inventory's configuration.
 type Config struct {
 	platformcfg.Config
-	// DSN is postgres://... or sqlite:<path>.
-	DSN string
-	// KafkaBrokers are "host:port" addresses; KAFKA_BROKERS is used when INVENTORY_KAFKA_BROKERS is unset.
-	KafkaBrokers []string
-	// NatsURL is the NATS server; NATS_URL is used when INVENTORY_NATS_URL is unset.
-	NatsURL string
-	// Seed inserts the dev catalogue at start (only SKUs that do not exist yet).
-	Seed bool
-	// SeedProducts and SeedStock size the dev catalogue.
-	SeedProducts int
-	SeedStock    int64
-	// TopicPartitions is used when inventory creates a Kafka topic that does not exist yet.
-	TopicPartitions int
+	platformcfg.Database
+	platformcfg.Brokers
+
+	Seed            bool  `help:"insert the dev catalogue at start (only SKUs that do not exist yet)"`
+	SeedProducts    int   `help:"number of SKUs in the dev catalogue (SKU-0001..)"`
+	SeedStock       int64 `help:"units on hand of each seeded SKU"`
+	TopicPartitions int   `help:"partitions of the Kafka topics inventory creates when they do not exist yet"`
 	// RelayPollInterval is how often the outbox is polled when nothing notified the relay.
-	RelayPollInterval time.Duration
+	RelayPollInterval time.Duration `help:"how often the outbox relay polls when no commit notified it"`
 	// ConsumerCommitInterval batches the order-event consumer's Kafka offset commits (0 commits every
 	// message synchronously: one broker round trip each). Handled events are deduplicated by the
 	// inbox, so a crash redelivering up to one interval of them changes nothing.
-	ConsumerCommitInterval time.Duration
+	ConsumerCommitInterval time.Duration `help:"how often the order-event consumer commits its Kafka offsets; 0 commits each message synchronously"`
 	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
 	// above the order topic's retention and any dead-letter replay.
-	InboxRetention time.Duration
+	InboxRetention time.Duration `help:"how long processed order-event ids are kept for de-duplication (0: 7 days); keep it above the order topic's retention"`
 }
 
 // Default returns the defaults for a profile.
@@ -61,33 +54,6 @@ func Default(profile platformcfg.Profile) Config {
 		c.Seed = true
 	}
 	return c
-}
-
-// Load builds the configuration from the environment: INVENTORY_PROFILE selects the defaults, then
-// INVENTORY_* variables override fields (INVENTORY_DSN, INVENTORY_LISTEN_ADDR, INVENTORY_SEED, ...), and
-// the shared KAFKA_BROKERS and NATS_URL fill the broker addresses when no INVENTORY_ one is set.
-func Load(lookup platformcfg.Lookup) (Config, error) {
-	profile := platformcfg.Dev
-	if p, ok := lookup(Prefix + "_PROFILE"); ok && p != "" {
-		profile = platformcfg.Profile(p)
-	}
-	c := Default(profile)
-	shared := func(key string) (string, bool) {
-		if v, ok := lookup(key); ok {
-			return v, true
-		}
-		switch key {
-		case Prefix + "_KAFKA_BROKERS":
-			return lookup("KAFKA_BROKERS")
-		case Prefix + "_NATS_URL":
-			return lookup("NATS_URL")
-		}
-		return "", false
-	}
-	if err := platformcfg.FromEnv(&c, Prefix, shared); err != nil {
-		return Config{}, err
-	}
-	return c, c.Validate()
 }
 
 // Validate reports every problem, each naming its field.

@@ -4,47 +4,71 @@ import (
 	"strings"
 	"testing"
 
+	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
 )
+
+// load reads the configuration from env the way the service command does.
+func load(env map[string]string) (config.Config, error) {
+	return platformcfg.Load[config.Config]("INVENTORY", func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Default)
+}
 
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
 		env     map[string]string
-		wantErr string
+		wantErr []string
 		check   func(t *testing.T, c config.Config)
 	}{
-		{"dev defaults", map[string]string{}, "", func(t *testing.T, c config.Config) {
-			if !c.Seed || c.DSN == "" || c.SeedProducts != 24 || c.SeedStock != 10_000 {
+		{"dev defaults", map[string]string{}, nil, func(t *testing.T, c config.Config) {
+			if !c.Seed || c.DSN == "" || c.SeedProducts != 24 || c.SeedStock != 10_000 || c.Service != "inventory" {
 				t.Errorf("dev = %+v", c)
 			}
 		}},
 		{"shared broker variables", map[string]string{
 			"INVENTORY_PROFILE": "test", "INVENTORY_DSN": "sqlite:x.db", "KAFKA_BROKERS": "a:1,b:2", "NATS_URL": "nats://n:4222",
-		}, "", func(t *testing.T, c config.Config) {
-			if c.Seed || len(c.KafkaBrokers) != 2 || c.NatsURL != "nats://n:4222" {
+		}, nil, func(t *testing.T, c config.Config) {
+			if c.Seed || len(c.KafkaBrokers) != 2 || c.NatsURL != "nats://n:4222" || c.DSN != "sqlite:x.db" {
 				t.Errorf("test = %+v", c)
 			}
 		}},
 		{"own variables win", map[string]string{
 			"INVENTORY_PROFILE": "test", "INVENTORY_DSN": "sqlite:x.db", "KAFKA_BROKERS": "a:1", "INVENTORY_KAFKA_BROKERS": "c:3",
-			"NATS_URL": "nats://n:4222",
-		}, "", func(t *testing.T, c config.Config) {
-			if len(c.KafkaBrokers) != 1 || c.KafkaBrokers[0] != "c:3" {
-				t.Errorf("brokers = %v", c.KafkaBrokers)
+			"NATS_URL": "nats://n:4222", "INVENTORY_NATS_URL": "nats://own:4222",
+		}, nil, func(t *testing.T, c config.Config) {
+			if len(c.KafkaBrokers) != 1 || c.KafkaBrokers[0] != "c:3" || c.NatsURL != "nats://own:4222" {
+				t.Errorf("brokers = %v, nats = %s", c.KafkaBrokers, c.NatsURL)
 			}
 		}},
-		{"test needs endpoints", map[string]string{"INVENTORY_PROFILE": "test"}, "dsn", nil},
-		{"bad duration", map[string]string{"INVENTORY_RELAY_POLL_INTERVAL": "soon"}, "RELAY_POLL_INTERVAL", nil},
+		{"own settings", map[string]string{
+			"INVENTORY_SEED_PRODUCTS": "3", "INVENTORY_SEED_STOCK": "7", "INVENTORY_TOPIC_PARTITIONS": "2",
+			"INVENTORY_RELAY_POLL_INTERVAL": "50ms", "INVENTORY_CONSUMER_COMMIT_INTERVAL": "0s", "INVENTORY_INBOX_RETENTION": "48h",
+		}, nil, func(t *testing.T, c config.Config) {
+			if c.SeedProducts != 3 || c.SeedStock != 7 || c.TopicPartitions != 2 || c.RelayPollInterval.String() != "50ms" ||
+				c.ConsumerCommitInterval != 0 || c.InboxRetention.String() != "48h0m0s" {
+				t.Errorf("settings = %+v", c)
+			}
+		}},
+		{"test needs endpoints", map[string]string{"INVENTORY_PROFILE": "test"},
+			[]string{"INVENTORY_DSN", "INVENTORY_KAFKA_BROKERS or KAFKA_BROKERS", "INVENTORY_NATS_URL or NATS_URL"}, nil},
+		{"bad seed size", map[string]string{"INVENTORY_SEED_PRODUCTS": "0"}, []string{"INVENTORY_SEED_PRODUCTS"}, nil},
+		{"bad partitions", map[string]string{"INVENTORY_TOPIC_PARTITIONS": "0"}, []string{"INVENTORY_TOPIC_PARTITIONS"}, nil},
+		{"bad duration", map[string]string{"INVENTORY_RELAY_POLL_INTERVAL": "soon"}, []string{"INVENTORY_RELAY_POLL_INTERVAL"}, nil},
+		{"zero poll", map[string]string{"INVENTORY_RELAY_POLL_INTERVAL": "0s"}, []string{"INVENTORY_RELAY_POLL_INTERVAL"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := config.Load(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one naming %s", err, tt.wantErr)
+			c, err := load(tt.env)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("no error, want one naming %v", tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("err = %v, want it to name %s", err, w)
+					}
 				}
 				return
 			}

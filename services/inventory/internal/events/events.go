@@ -1,6 +1,6 @@
-// Package events connects inventory to its brokers: StockChanged events into the outbox, a publisher
-// that fans each one out to Kafka and to its JetStream subject, the NATS feed behind WatchStock, and
-// the handler of the order events inventory consumes.
+// Package events connects inventory to its brokers, in one place: topic, stream and subject names,
+// StockChanged events into the outbox and the JetStream subject of each one's live copy, the NATS feed
+// behind WatchStock, and the handler of the order events inventory consumes.
 package events
 
 import (
@@ -8,11 +8,14 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
@@ -31,7 +34,7 @@ const (
 )
 
 // Outbox writes StockChanged events into the outbox: one row per event, topic InventoryTopic, key the
-// SKU. The Fanout publisher sends each such row to Kafka and to shopmesh.stock.<sku>.
+// SKU. The relay sends each such row to Kafka and its copy to shopmesh.stock.<sku> (see LiveSubject).
 type Outbox struct {
 	ob *outbox.Outbox
 }
@@ -94,38 +97,31 @@ func LevelOf(ev *eventsv1.StockChanged) domain.StockLevel {
 	}
 }
 
-// Fanout publishes InventoryTopic rows to Kafka and, for live views, to shopmesh.stock.<key> on
-// JetStream, with the same event id (the JetStream copy is de-duplicated by Nats-Msg-Id). Any other
-// topic goes to Kafka only. As an outbox.Router it gives the relay one lane per broker (Kafka lane 0,
-// NATS lane 1; fixed while rows are pending), so either broker's outage leaves the other's events
-// flowing, each at least once.
-type Fanout struct {
-	Kafka     outbox.Publisher
-	JetStream outbox.Publisher
-}
-
-var _ outbox.Router = Fanout{}
-
-// Destinations returns the Kafka lane and, when JetStream is set, the NATS lane.
-func (f Fanout) Destinations() []outbox.Destination {
-	d := []outbox.Destination{{Lane: 0, Name: "kafka", Publisher: f.Kafka}}
-	if f.JetStream != nil {
-		d = append(d, outbox.Destination{Lane: 1, Name: "nats", Publisher: f.JetStream, Route: liveCopy})
+// Topics are the Kafka topics inventory writes, to create when missing: its events and the dead
+// letters of the order events it consumes. The order topic is the order service's (the consumer
+// waits for it).
+func Topics(partitions int) []outbox.Topic {
+	return []outbox.Topic{
+		{Name: InventoryTopic, Partitions: partitions},
+		{Name: consumer.DeadLetterTopic(OrderTopic), Partitions: 1},
 	}
-	return d
 }
 
-// liveCopy is the JetStream copy of a StockChanged row.
-func liveCopy(m outbox.Message) (outbox.Message, bool) {
+// Stream is the JetStream stream of the live copies: the last levels of each SKU for a day, a resend
+// within two minutes de-duplicated by event id.
+func Stream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: StockStream, Subjects: []string{StockSubject + "*"}, Storage: jetstream.FileStorage,
+		MaxAge: 24 * time.Hour, MaxMsgsPerSubject: 100, Duplicates: 2 * time.Minute,
+	}
+}
+
+// LiveSubject is the JetStream subject of a row's live copy (outbox.Brokers.Subject): a StockChanged
+// row goes to shopmesh.stock.<sku> as well as to Kafka, with the same event id (so JetStream
+// de-duplicates a resend by Nats-Msg-Id); any other row goes to Kafka only.
+func LiveSubject(m outbox.Message) (string, bool) {
 	if m.Topic != InventoryTopic || m.Key == "" || strings.ContainsAny(m.Key, ". *>") {
-		return m, false
+		return "", false
 	}
-	m.Topic = StockSubject + m.Key
-	return m, true
-}
-
-// Publish sends msgs to Kafka, then their live copies to JetStream (tools and tests; the relay uses
-// the lanes).
-func (f Fanout) Publish(ctx context.Context, msgs []outbox.Message) error {
-	return outbox.Fanout(f.Destinations()).Publish(ctx, msgs)
+	return StockSubject + m.Key, true
 }

@@ -18,7 +18,7 @@ const ConsumerGroup = "inventory"
 // OrderCancelled releases it; other order events are acknowledged and ignored. An event that does not
 // decode or names no order is a permanent failure (dead-lettered); any other error is transient and
 // the consumer holds the event until it applies.
-func OrderHandler(svc *app.Service) consumer.Handler {
+func OrderHandler(svc *app.App) consumer.Handler {
 	confirmed := string((&eventsv1.OrderConfirmed{}).ProtoReflect().Descriptor().FullName())
 	cancelled := string((&eventsv1.OrderCancelled{}).ProtoReflect().Descriptor().FullName())
 	return func(ctx context.Context, m consumer.Message) error {

@@ -22,15 +22,14 @@ import (
 // Server implements InventoryService.
 type Server struct {
 	inventoryv1.UnimplementedInventoryServiceServer
-	app      *app.Service
-	log      *slog.Logger
-	stopping <-chan struct{}
+	app *app.App
+	log *slog.Logger
 }
 
-// NewServer returns the service. Watch streams end when stopping closes, so a graceful stop does not
-// wait for them.
-func NewServer(a *app.Service, log *slog.Logger, stopping <-chan struct{}) *Server {
-	return &Server{app: a, log: log, stopping: stopping}
+// NewServer returns the service. Register it on a server of the platform (platform.NewServer): that
+// server ends WatchStock streams when it drains, so a graceful stop does not wait for them.
+func NewServer(a *app.App, log *slog.Logger) *Server {
+	return &Server{app: a, log: log}
 }
 
 // Register registers the server on s.
@@ -105,18 +104,10 @@ func (s *Server) ListProducts(ctx context.Context, req *inventoryv1.ListProducts
 	return resp, nil
 }
 
-// WatchStock implements InventoryService.
+// WatchStock implements InventoryService. It runs until the client goes away or the server drains
+// (the platform cancels the stream's context then).
 func (s *Server) WatchStock(req *inventoryv1.WatchStockRequest, stream grpc.ServerStreamingServer[inventoryv1.WatchStockResponse]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	err := s.app.WatchStock(ctx, req.GetSkus(), func(l domain.StockLevel) error {
+	err := s.app.WatchStock(stream.Context(), req.GetSkus(), func(l domain.StockLevel) error {
 		return stream.Send(&inventoryv1.WatchStockResponse{Level: levelPB(l)})
 	})
 	if err != nil {

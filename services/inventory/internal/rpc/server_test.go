@@ -92,7 +92,7 @@ type instance struct {
 	client inventoryv1.InventoryServiceClient
 	db     *sql.DB
 	store  *store.Store
-	svc    *app.Service
+	svc    *app.App
 	feed   *chanFeed
 }
 
@@ -103,7 +103,10 @@ func serve(t *testing.T, dsn string, wrap func(*rpc.Server) inventoryv1.Inventor
 	db, d := storetest.Open(t, dsn)
 	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
 	feed := &chanFeed{}
-	svc := app.New(st, st, feed, "inventory", logger())
+	svc, err := app.New(app.Deps{Stock: st, Effects: st, Feed: feed, Logger: logger()}, app.Settings{Consumer: "inventory"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := platformcfg.Default(platformcfg.Test)
 	cfg.Service, cfg.ListenAddr = "inventory", "127.0.0.1:0"
 	p, err := platform.New(ctx, cfg, logger())
@@ -111,7 +114,7 @@ func serve(t *testing.T, dsn string, wrap func(*rpc.Server) inventoryv1.Inventor
 		t.Fatal(err)
 	}
 	srv := p.NewServer()
-	var impl inventoryv1.InventoryServiceServer = rpc.NewServer(svc, logger(), ctx.Done())
+	var impl inventoryv1.InventoryServiceServer = rpc.NewServer(svc, logger())
 	if wrap != nil {
 		impl = wrap(impl.(*rpc.Server))
 	}

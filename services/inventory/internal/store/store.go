@@ -13,6 +13,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/app"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
@@ -29,6 +30,12 @@ type Store struct {
 	afterCommit func()
 	now         func() time.Time
 }
+
+// The ports of the application the store implements.
+var (
+	_ app.Stock        = (*Store)(nil)
+	_ app.EventEffects = (*Store)(nil)
+)
 
 // Option customizes New.
 type Option func(*Store)

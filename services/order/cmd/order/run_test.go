@@ -15,7 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
@@ -26,9 +28,10 @@ import (
 	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
 )
 
-// TestRun starts the whole service with run() on a :0 port (SQLite, kfake, in-process NATS, fake
-// inventory and payment), places an order while payment is down, watches it go PENDING → CONFIRMED once
-// payment is back (recovery worker), finds OrderConfirmed on Kafka, and stops cleanly.
+// TestRun starts the whole service as the order command does (service.Run of spec()) on a :0 port
+// (SQLite, kfake, in-process NATS, fake inventory and payment), places an order while payment is down,
+// watches it go PENDING → CONFIRMED once payment is back (recovery worker), finds OrderConfirmed on
+// Kafka, and stops cleanly.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -218,7 +221,42 @@ func TestRun(t *testing.T) {
 		t.Fatalf("checkout did not end: %v", err)
 	}
 
+	// A stop ends the streams still open (a watch of a PENDING order, a checkout session) with
+	// UNAVAILABLE "server is shutting down", so their clients reconnect elsewhere, and the command
+	// returns nil.
+	pay.SetDown(true)
+	pending, err := client.CreateOrder(ctx, &orderv1.CreateOrderRequest{CustomerId: "cust-1", IdempotencyKey: "c-2",
+		Items: []*orderv1.OrderItem{{Sku: "SKU-A", Quantity: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := client.WatchOrder(ctx, &orderv1.WatchOrderRequest{OrderId: pending.GetOrder().GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := open.Recv(); err != nil || m.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+		t.Fatalf("watch of a pending order: %v %v", m, err)
+	}
+	session, err := client.Checkout(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := session.Send(edits[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := session.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
 	stop()
+	for name, recv := range map[string]func() error{
+		"watch":    func() error { _, err := open.Recv(); return err },
+		"checkout": func() error { _, err := session.Recv(); return err },
+	} {
+		if err := recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+			t.Errorf("%s at stop: %v, want UNAVAILABLE: server is shutting down", name, err)
+		}
+	}
 	select {
 	case err := <-done:
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
@@ -22,6 +23,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
 	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
+	"github.com/shopmesh/shopmesh/services/order/migrations"
 )
 
 var settings = app.Settings{
@@ -74,7 +76,7 @@ func newWorldWith(t *testing.T, dsn string, wrap func(*fakes.Inventory) inventor
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := store.Migrate(ctx, dsn, discard()); err != nil {
+	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	w := &world{t: t, dsn: dsn, inv: fakes.NewInventory(catalogue()), pay: fakes.NewPayment(), clock: &clock{}}
@@ -130,7 +132,7 @@ func (w *world) startWith(tune func(*app.Settings)) *instance {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, w.dsn)
-	orders := store.New(db, d, outbox.New(d, nil), nil)
+	orders := store.New(db, d, outbox.New(d, nil))
 	inv := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second)
 	a, err := app.New(app.Deps{
 		Orders: orders, Stock: inv, Catalog: inv, Feed: noFeed{}, Logger: discard(), Now: w.clock.Now,

@@ -1,6 +1,7 @@
-// Package config is the order service's configuration: the platform's Config plus the database, the
-// brokers and the saga settings, with per-profile defaults, environment overrides (read only through
-// the lookup main passes in) and Validate.
+// Package config is the order service's configuration: the platform's Config, the database and the
+// brokers, plus the saga settings, with per-profile defaults and Validate. The service command reads
+// it from the ORDER_* variables (KAFKA_BROKERS and NATS_URL when ORDER_KAFKA_BROKERS and
+// ORDER_NATS_URL are unset).
 package config
 
 import (
@@ -12,44 +13,32 @@ import (
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 )
 
-// Prefix starts every variable of this service: ORDER_DSN, ORDER_LISTEN_ADDR, ...
-const Prefix = "ORDER"
-
 // Config is the whole configuration of the order service.
 type Config struct {
-	platformcfg.Config `env:"-"` // read with the same prefix by Load
+	platformcfg.Config
+	platformcfg.Database
+	platformcfg.Brokers
 
-	// DSN is postgres://... or sqlite:<path>.
-	DSN string
-	// KafkaBrokers ("host:port") receive shopmesh.order.events; also read from KAFKA_BROKERS.
-	KafkaBrokers []string
-	// KafkaPartitions is the partition count the topic is created with when missing.
-	KafkaPartitions int
-	// NatsURL carries the status subjects WatchOrder follows; also read from NATS_URL.
-	NatsURL string
-	// CallTimeout bounds every call to inventory and payment.
-	CallTimeout time.Duration
-	// RecoveryInterval is how often the recovery worker looks for interrupted sagas.
-	RecoveryInterval time.Duration
-	// Saga and recovery settings, see app.Settings: ORDER_SAGA_TIMEOUT, ORDER_RECOVERY_AFTER,
-	// ORDER_GIVE_UP_AFTER, ORDER_RECOVERY_BATCH, ORDER_WATCH_POLL; ORDER_SETTLE_AFTER (default 1m: a
-	// confirmed order's stock commit and payment capture are done by the recovery worker that long after
-	// the confirmation, in case OrderConfirmed never reached inventory or payment; keep it above the
-	// normal event latency), ORDER_RETRY_MIN / ORDER_RETRY_MAX (5s / 10m: per-order backoff of failed
-	// compensations and settlements), ORDER_STUCK_AFTER / ORDER_STUCK_ATTEMPTS (10m / 5: when a pending
-	// compensation counts as stuck in shopmesh_order_stuck_compensations and is logged at WARN).
-	SagaTimeout   time.Duration
-	RecoveryAfter time.Duration
-	GiveUpAfter   time.Duration
-	RecoveryBatch int
-	WatchPoll     time.Duration
-	SettleAfter   time.Duration
-	RetryMin      time.Duration
-	RetryMax      time.Duration
-	StuckAfter    time.Duration
-	StuckAttempts int
-	// OutboxPoll is how often the outbox relay looks for events nobody announced.
-	OutboxPoll time.Duration
+	KafkaPartitions  int           `help:"partitions shopmesh.order.events is created with when missing"`
+	CallTimeout      time.Duration `help:"deadline of every call to inventory and payment; below saga_timeout"`
+	RecoveryInterval time.Duration `help:"how often the recovery worker looks for interrupted sagas and due follow-ups"`
+	// The saga and recovery settings, see app.Settings.
+	SagaTimeout   time.Duration `help:"bound on one attempt to drive an order through the saga (all its calls)"`
+	RecoveryAfter time.Duration `help:"lease of a pending order to the instance driving it; after it recovery takes over (> saga_timeout)"`
+	GiveUpAfter   time.Duration `help:"age at which a still pending order is cancelled with DEPENDENCY_FAILED (> recovery_after)"`
+	RecoveryBatch int           `help:"orders one recovery pass claims"`
+	WatchPoll     time.Duration `help:"how often WatchOrder re-reads the order when no NATS notification arrives"`
+	// SettleAfter: the recovery worker commits the stock and captures the payment of a confirmed order
+	// that long after the confirmation, in case OrderConfirmed never reached inventory or payment; keep
+	// it above the normal event latency.
+	SettleAfter time.Duration `help:"age of a confirmed order at which recovery commits its stock and captures its payment (above the event latency)"`
+	RetryMin    time.Duration `help:"first backoff of a failed compensation or settlement, doubled per failure"`
+	RetryMax    time.Duration `help:"longest backoff of a failed compensation or settlement; a refused one waits this long"`
+	// StuckAfter and StuckAttempts say when a pending compensation counts as stuck
+	// (shopmesh_order_stuck_compensations, logged at WARN).
+	StuckAfter    time.Duration `help:"a compensation pending longer than this counts as stuck (metric, WARN log)"`
+	StuckAttempts int           `help:"a compensation that failed this many times counts as stuck (metric, WARN log)"`
+	OutboxPoll    time.Duration `help:"how often the outbox relay looks for events no commit announced"`
 }
 
 // Default returns the defaults of a profile.
@@ -61,7 +50,7 @@ func Default(profile platformcfg.Profile) Config {
 	p.Targets["payment"] = platformcfg.Target{Addresses: []string{"127.0.0.1:50053"}}
 	return Config{
 		Config:           p,
-		DSN:              "sqlite:order.db",
+		Database:         platformcfg.Database{DSN: "sqlite:order.db"},
 		KafkaPartitions:  3,
 		CallTimeout:      2 * time.Second,
 		RecoveryInterval: 5 * time.Second,
@@ -79,30 +68,8 @@ func Default(profile platformcfg.Profile) Config {
 	}
 }
 
-// Load returns the configuration selected by ORDER_PROFILE (default dev) with environment overrides.
-func Load(lookup platformcfg.Lookup) (Config, error) {
-	profile := platformcfg.Dev
-	if v, ok := lookup(Prefix + "_PROFILE"); ok && v != "" {
-		profile = platformcfg.Profile(v)
-	}
-	c := Default(profile)
-	shared := struct {
-		KafkaBrokers []string
-		NatsURL      string
-	}{}
-	var errs []error
-	errs = append(errs, platformcfg.FromEnv(&shared, "", lookup))
-	c.KafkaBrokers, c.NatsURL = shared.KafkaBrokers, shared.NatsURL
-	errs = append(errs, platformcfg.FromEnv(&c.Config, Prefix, lookup), platformcfg.FromEnv(&c, Prefix, lookup))
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	c.Profile = profile
-	return c, c.Validate()
-}
-
-// Saga returns the application's settings.
-func (c Config) Saga() app.Settings {
+// Settings returns the application's settings.
+func (c Config) Settings() app.Settings {
 	return app.Settings{
 		SagaTimeout: c.SagaTimeout, RecoveryAfter: c.RecoveryAfter, GiveUpAfter: c.GiveUpAfter,
 		RecoveryBatch: c.RecoveryBatch, WatchPoll: c.WatchPoll, SettleAfter: c.SettleAfter,
@@ -112,18 +79,18 @@ func (c Config) Saga() app.Settings {
 
 // Validate reports every problem, each naming its field.
 func (c Config) Validate() error {
-	errs := []error{c.Config.Validate(), c.Saga().Validate()}
+	errs := []error{c.Config.Validate(), c.Settings().Validate()}
 	if c.DSN == "" {
 		errs = append(errs, errors.New("dsn: must be set"))
 	}
 	if len(c.KafkaBrokers) == 0 {
-		errs = append(errs, errors.New("kafka_brokers: at least one host:port is needed (KAFKA_BROKERS)"))
+		errs = append(errs, errors.New("kafka_brokers: at least one host:port is needed"))
 	}
 	if c.KafkaPartitions <= 0 {
 		errs = append(errs, fmt.Errorf("kafka_partitions: must be > 0, got %d", c.KafkaPartitions))
 	}
 	if c.NatsURL == "" {
-		errs = append(errs, errors.New("nats_url: must be set (NATS_URL)"))
+		errs = append(errs, errors.New("nats_url: must be set"))
 	}
 	if c.CallTimeout <= 0 || c.CallTimeout >= c.SagaTimeout {
 		errs = append(errs, fmt.Errorf("call_timeout: must be > 0 and < saga_timeout (%v), got %v", c.SagaTimeout, c.CallTimeout))

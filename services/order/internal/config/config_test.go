@@ -5,9 +5,15 @@ import (
 	"testing"
 	"time"
 
+	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/services/order/internal/config"
 )
 
+// service is the order service's variable prefix (service.Prefix("order")).
+const service = "ORDER"
+
+// The configuration as the service command loads it: defaults of the profile, ORDER_* variables, the
+// shared broker variables as fallbacks, and every problem named with its variable.
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -32,7 +38,7 @@ func TestLoad(t *testing.T) {
 			env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_SETTLE_AFTER": "90s", "ORDER_RETRY_MIN": "1s",
 				"ORDER_RETRY_MAX": "2m", "ORDER_STUCK_AFTER": "1h", "ORDER_STUCK_ATTEMPTS": "7"},
 			check: func(t *testing.T, c config.Config) {
-				s := c.Saga()
+				s := c.Settings()
 				if s.SettleAfter != 90*time.Second || s.RetryMin != time.Second || s.RetryMax != 2*time.Minute ||
 					s.StuckAfter != time.Hour || s.StuckAttempts != 7 {
 					t.Fatalf("saga settings %+v", s)
@@ -41,15 +47,26 @@ func TestLoad(t *testing.T) {
 		},
 		{name: "retry_max below retry_min", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",
 			"ORDER_RETRY_MIN": "1m", "ORDER_RETRY_MAX": "30s"}, wantErr: "retry_max"},
-		{name: "brokers are required", env: map[string]string{}, wantErr: "kafka_brokers"},
+		{
+			name: "the prefixed broker variables win over the shared ones",
+			env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "nats://shared:4222",
+				"ORDER_KAFKA_BROKERS": "o:1,o:2", "ORDER_NATS_URL": "nats://own:4222"},
+			check: func(t *testing.T, c config.Config) {
+				if strings.Join(c.KafkaBrokers, ",") != "o:1,o:2" || c.NatsURL != "nats://own:4222" {
+					t.Fatalf("brokers %v, nats %q", c.KafkaBrokers, c.NatsURL)
+				}
+			},
+		},
+		{name: "brokers are required", env: map[string]string{}, wantErr: "kafka_brokers (ORDER_KAFKA_BROKERS or KAFKA_BROKERS)"},
+		{name: "nats is required", env: map[string]string{"KAFKA_BROKERS": "a:1"}, wantErr: "nats_url (ORDER_NATS_URL or NATS_URL)"},
 		{name: "bad duration", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_SAGA_TIMEOUT": "soon"}, wantErr: "ORDER_SAGA_TIMEOUT"},
 		{name: "recovery must outlast the saga", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",
-			"ORDER_SAGA_TIMEOUT": "1m", "ORDER_RECOVERY_AFTER": "30s"}, wantErr: "recovery_after"},
+			"ORDER_SAGA_TIMEOUT": "1m", "ORDER_RECOVERY_AFTER": "30s"}, wantErr: "recovery_after (ORDER_RECOVERY_AFTER)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := config.Load(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			c, err := platformcfg.Load[config.Config](service, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }, config.Default)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to name %s", err, tt.wantErr)

@@ -1,13 +1,16 @@
 // Package events turns order state changes into the broker messages other services and watchers
-// consume: protobuf payloads from eventsv1 on the Kafka topic shopmesh.order.events (keyed by order id)
-// and on the NATS subject shopmesh.order.status.<order_id>, both written through the outbox. It also
-// routes the outbox relay's batches to the right broker and feeds WatchOrder from NATS.
+// consume: protobuf payloads from eventsv1 on the Kafka topic shopmesh.order.events (keyed by order id),
+// written once through the outbox, and their copies on the JetStream subject
+// shopmesh.order.status.<order_id> that the relay derives from the same row (Brokers). It also feeds
+// WatchOrder from NATS.
 package events
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,19 +28,44 @@ const (
 	StatusStream = "SHOPMESH_ORDER_STATUS"
 	// HeaderEventType carries the payload's full message name.
 	HeaderEventType = "event-type"
-	// statusIDSuffix tells the NATS copy of an event apart in the outbox, whose event ids are unique.
-	statusIDSuffix = ".status"
 )
 
 // Subject is the NATS subject of one order's status changes.
 func Subject(orderID string) string { return SubjectPrefix + orderID }
 
-// Messages returns the outbox messages announcing o's current state: OrderCreated for a new order,
-// OrderConfirmed or OrderCancelled for a terminal one; once for Kafka and once for NATS.
-func Messages(o domain.Order) ([]outbox.Message, error) {
+// StatusStreamConfig returns the JetStream stream capturing every status subject; JetStream drops a copy
+// the relay sends again within Duplicates (same event id, Nats-Msg-Id).
+func StatusStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: StatusStream, Subjects: []string{SubjectPrefix + ">"}, Storage: jetstream.FileStorage,
+		Duplicates: 2 * time.Minute, MaxAge: 24 * time.Hour,
+	}
+}
+
+// Brokers is the outbox relay's publisher: every row to Kafka, and its status copy (StatusSubject) to
+// JetStream, each broker on its own lane, so a NATS outage never delays the Kafka events other
+// services act on (OrderConfirmed, OrderCancelled), nor the reverse. Rows written by older versions
+// for NATS alone (topic shopmesh.order.status.<id>) still go to JetStream only.
+func Brokers(kafka, jetStream outbox.Publisher) outbox.Brokers {
+	return outbox.Brokers{Kafka: kafka, JetStream: jetStream, Subject: StatusSubject, NATSPrefix: SubjectPrefix}
+}
+
+// StatusSubject is the subject of the JetStream copy of an order event (Message's row): the order's
+// status subject; the payload and headers are the Kafka event's, which the feed decodes.
+func StatusSubject(m outbox.Message) (string, bool) {
+	if m.Topic != Topic || m.Key == "" {
+		return "", false
+	}
+	return Subject(m.Key), true
+}
+
+// Message returns the outbox message announcing o's current state: OrderCreated for a new order,
+// OrderConfirmed or OrderCancelled for a terminal one. It is one row, for Kafka; Brokers derives its
+// copy on the order's status subject.
+func Message(o domain.Order) (outbox.Message, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, fmt.Errorf("event id: %w", err)
+		return outbox.Message{}, fmt.Errorf("event id: %w", err)
 	}
 	eventID := id.String()
 	at := timestamppb.New(o.UpdatedAt)
@@ -59,17 +87,14 @@ func Messages(o domain.Order) ([]outbox.Message, error) {
 			CustomerId: o.CustomerID, Reason: CancelReason(o.CancelReason), Detail: o.CancelDetail,
 		}
 	default:
-		return nil, fmt.Errorf("event for status %q", o.Status)
+		return outbox.Message{}, fmt.Errorf("event for status %q", o.Status)
 	}
 	payload, err := proto.Marshal(msg)
 	if err != nil {
-		return nil, fmt.Errorf("encode %T: %w", msg, err)
+		return outbox.Message{}, fmt.Errorf("encode %T: %w", msg, err)
 	}
 	headers := map[string]string{HeaderEventType: string(msg.ProtoReflect().Descriptor().FullName())}
-	return []outbox.Message{
-		{ID: eventID, Topic: Topic, Key: o.ID, Payload: payload, Headers: headers},
-		{ID: eventID + statusIDSuffix, Topic: Subject(o.ID), Key: o.ID, Payload: payload, Headers: headers},
-	}, nil
+	return outbox.Message{ID: eventID, Topic: Topic, Key: o.ID, Payload: payload, Headers: headers}, nil
 }
 
 // Lines converts order lines to their proto form.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/platformtest"
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
@@ -22,6 +23,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/order/internal/fakes"
 	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
+	"github.com/shopmesh/shopmesh/services/order/migrations"
 )
 
 // While its PostgreSQL is unreachable the order service answers UNAVAILABLE with a retry delay — 503
@@ -31,7 +33,7 @@ func TestDatabaseDownIsUnavailable(t *testing.T) {
 	dsn := sqldbtest.Postgres(t)
 	proxy := sqldbtest.NewProxy(t, dsn)
 	dsn = proxy.DSN(dsn)
-	if err := store.Migrate(t.Context(), dsn, discard()); err != nil {
+	if err := migrate.UpAll(t.Context(), dsn, migrations.FS, migrate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, dsn)
@@ -53,9 +55,9 @@ func TestDatabaseDownIsUnavailable(t *testing.T) {
 	}
 	stock := rpc.NewInventoryClient(inventoryv1.NewInventoryServiceClient(ic), 2*time.Second)
 	a, err := app.New(app.Deps{
-		Orders: store.New(db, d, outbox.New(d, nil), nil), Stock: stock, Catalog: stock,
+		Orders: store.New(db, d, outbox.New(d, nil)), Stock: stock, Catalog: stock,
 		Payment: rpc.NewPaymentClient(paymentv1.NewPaymentServiceClient(pc), 2*time.Second), Feed: noFeed{}, Logger: discard(),
-	}, ordercfg.Default(config.Test).Saga())
+	}, ordercfg.Default(config.Test).Settings())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,13 +30,27 @@ type Store struct {
 
 var _ app.Orders = (*Store)(nil)
 
-// New returns a store on db. afterCommit, if not nil, is called after every transaction that wrote
-// events, to wake the outbox relay.
-func New(db *sql.DB, d sqldb.Dialect, ob *outbox.Outbox, afterCommit func()) *Store {
-	if afterCommit == nil {
-		afterCommit = func() {}
+// Option configures a Store.
+type Option func(*Store)
+
+// WithAfterCommit makes the store call fn after every transaction that wrote events, to wake the
+// outbox relay (its Notify); without it the relay finds them at its next poll.
+func WithAfterCommit(fn func()) Option {
+	return func(s *Store) {
+		if fn != nil {
+			s.enqueue = fn
+		}
 	}
-	return &Store{db: db, d: d, outbox: ob, enqueue: afterCommit}
+}
+
+// New returns a store on db (migrated with migrations.FS and the outbox schema, see migrate.UpAll)
+// that writes each state change's event through ob in the change's transaction.
+func New(db *sql.DB, d sqldb.Dialect, ob *outbox.Outbox, opts ...Option) *Store {
+	s := &Store{db: db, d: d, outbox: ob, enqueue: func() {}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 const orderCols = `id, customer_id, COALESCE(idempotency_key, ''), status, cancel_reason, cancel_detail,
@@ -209,12 +223,14 @@ func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) er
 	return nil
 }
 
+// writeEvents writes the event announcing o's new state: one outbox row, which the relay sends to
+// Kafka and copies to the order's status subject (events.Brokers).
 func (s *Store) writeEvents(ctx context.Context, tx *sql.Tx, o domain.Order) error {
-	msgs, err := events.Messages(o)
+	m, err := events.Message(o)
 	if err != nil {
 		return err
 	}
-	_, err = s.outbox.EnqueueAll(ctx, tx, msgs...)
+	_, err = s.outbox.EnqueueAll(ctx, tx, m)
 	return err
 }
 

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	"github.com/shopmesh/shopmesh/services/order/internal/app"
 	"github.com/shopmesh/shopmesh/services/order/internal/domain"
+	"github.com/shopmesh/shopmesh/services/order/internal/events"
 	"github.com/shopmesh/shopmesh/services/order/internal/store"
 	"github.com/shopmesh/shopmesh/services/order/migrations"
 )
@@ -26,26 +27,60 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type env struct {
 	s  *store.Store
 	db *sql.DB
+	// commits counts the after-commit calls (WithAfterCommit: the relay's Notify in the service).
+	commits *atomic.Int64
+}
+
+// migrateAll applies every schema of the order database, as the service command does.
+func migrateAll(ctx context.Context, t *testing.T, dsn string) {
+	t.Helper()
+	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func open(t *testing.T, dsn string) env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := store.Migrate(ctx, dsn, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		t.Fatal(err)
-	}
+	migrateAll(ctx, t, dsn)
 	db, d := sqldbtest.Open(t, dsn)
-	return env{s: store.New(db, d, outbox.New(d, nil), nil), db: db}
+	commits := new(atomic.Int64)
+	return env{s: store.New(db, d, outbox.New(d, nil), store.WithAfterCommit(func() { commits.Add(1) })), db: db, commits: commits}
 }
 
+// outboxRows counts the events written, checking each is one row for the order topic (the relay
+// derives its status subject copy).
 func (e env) outboxRows(t *testing.T) int {
 	t.Helper()
-	var n int
-	if err := e.db.QueryRow("SELECT count(*) FROM outbox").Scan(&n); err != nil {
+	rows, err := e.db.Query("SELECT topic, msg_key FROM outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var topic, key string
+		if err := rows.Scan(&topic, &key); err != nil {
+			t.Fatal(err)
+		}
+		if topic != events.Topic || key == "" {
+			t.Errorf("outbox row for topic %q key %q, want %s keyed by the order id", topic, key, events.Topic)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// announced asserts the after-commit hook ran once per transaction that wrote events.
+func (e env) announced(t *testing.T, want int64) {
+	t.Helper()
+	if n := e.commits.Load(); n != want {
+		t.Fatalf("after-commit calls = %d, want %d (one per transaction that wrote events)", n, want)
+	}
 }
 
 func newOrder(t *testing.T, id, key string) domain.Order {
@@ -123,9 +158,10 @@ func testCreateGet(t *testing.T, e env) {
 	if _, err := e.s.Get(ctx, "00000000-0000-0000-0000-00000000ffff"); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)
 	}
-	if n := e.outboxRows(t); n != 2 {
-		t.Fatalf("outbox rows = %d, want 2 (Kafka + NATS copies of OrderCreated)", n)
+	if n := e.outboxRows(t); n != 1 {
+		t.Fatalf("outbox rows = %d, want 1 (OrderCreated, one row for both brokers)", n)
 	}
+	e.announced(t, 1)
 	// Without a key, nothing deduplicates: a second order of the same customer is a new order.
 	if _, created, err := e.s.Create(ctx, newOrder(t, "00000000-0000-0000-0000-000000000002", ""), t0); err != nil || !created {
 		t.Fatalf("second keyless order: created=%v err=%v", created, err)
@@ -158,9 +194,10 @@ func testIdempotencyKey(t *testing.T, e env) {
 			t.Fatalf("retry %d: id %s err %v, want %s", i, ids[i], errs[i], first.ID)
 		}
 	}
-	if rows := e.outboxRows(t); rows != 2 {
-		t.Fatalf("outbox rows = %d, want 2", rows)
+	if rows := e.outboxRows(t); rows != 1 {
+		t.Fatalf("outbox rows = %d, want 1", rows)
 	}
+	e.announced(t, 1) // the retries wrote nothing
 	// The same key of another customer is another order.
 	other := newOrder(t, "00000000-0000-0000-0000-000000000003", "key-1")
 	other.CustomerID = "cust-2"
@@ -208,9 +245,10 @@ func testUpdate(t *testing.T, e env) {
 	if again, _ := e.s.Get(ctx, o.ID); again.Status != domain.Confirmed || again.Version != 2 {
 		t.Fatalf("terminal order changed: %+v", again)
 	}
-	if n := e.outboxRows(t); n != 4 {
-		t.Fatalf("outbox rows = %d, want 4 (created + confirmed, twice each)", n)
+	if n := e.outboxRows(t); n != 2 {
+		t.Fatalf("outbox rows = %d, want 2 (created + confirmed)", n)
 	}
+	e.announced(t, 2) // the refused updates wrote nothing
 }
 
 func testConcurrentUpdate(t *testing.T, e env) {
@@ -256,9 +294,10 @@ func testConcurrentUpdate(t *testing.T, e env) {
 	if got.Status != winner.Status || got.CancelDetail != winner.CancelDetail || got.Version != 2 {
 		t.Fatalf("stored %+v, winner %+v", got, winner)
 	}
-	if rows := e.outboxRows(t); rows != 4 {
-		t.Fatalf("outbox rows = %d, want 4: losers must not write events", rows)
+	if rows := e.outboxRows(t); rows != 2 {
+		t.Fatalf("outbox rows = %d, want 2: losers must not write events", rows)
 	}
+	e.announced(t, 2)
 }
 
 func testClaimStale(t *testing.T, e env) {
@@ -533,9 +572,7 @@ func TestMigrationSettlesEarlierConfirmedOrders(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := store.Migrate(ctx, dsn, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-				t.Fatal(err)
-			}
+			migrateAll(ctx, t, dsn)
 			got, err := e.s.ClaimFollowups(ctx, app.Settlement, t0, t0.Add(time.Minute), 10)
 			if err != nil || len(got) != 1 || got[0].OrderID != "00000000-0000-0000-0000-000000000000" {
 				t.Fatalf("settlements after the migration: %+v %v, want the confirmed order", got, err)

@@ -55,13 +55,14 @@ func TestHealthcheckMTLS(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	logs, logw := io.Pipe()
-	addr := make(chan string, 1)
-	go scanServing(logs, addr)
+	serving := make(chan servingLine, 1)
+	go scanServing(logs, serving)
 	done := make(chan error, 1)
 	go func() { done <- run(runCtx, nil, lookup, logw); _ = logw.Close() }()
 	var target string
 	select {
-	case target = <-addr:
+	case line := <-serving:
+		target = line.Addr
 	case err := <-done:
 		t.Fatalf("run returned before serving: %v", err)
 	case <-ctx.Done():

@@ -1,26 +1,21 @@
 // Command payment runs the shopmesh payment service: the PaymentService gRPC API, the outbox relay
 // publishing payment events to Kafka and the consumer applying order events. `payment migrate ...`
-// manages the schema instead. Configuration comes from PAYMENT_* variables (see internal/config).
+// manages the schema, `payment check-config` validates the environment, `payment -h` lists every
+// PAYMENT_* variable (see internal/config).
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/services/payment/internal/config"
+	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/payment/migrations"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	args := os.Args[1:]
-	if len(args) == 1 && args[0] == "check-config" {
-		args = append(args, os.Environ()...) // to find unknown variables (typos)
-	}
-	err := run(ctx, args, os.LookupEnv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "payment:", err)
-		os.Exit(1)
+func main() { service.Main(spec()) }
+
+func spec() service.Spec[config.Config] {
+	return service.Spec[config.Config]{
+		Name: "payment", Summary: "customer accounts and the authorization, capture and void of order payments",
+		Defaults: config.Default, Migrations: migrations.FS, Policy: rpc.Policy(), Wire: wire,
 	}
 }

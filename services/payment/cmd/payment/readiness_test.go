@@ -37,8 +37,8 @@ func TestReadinessFollowsDatabase(t *testing.T) {
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	runCtx, stop := context.WithCancel(ctx)
 	logs, logw := io.Pipe()
-	addr := make(chan string, 1)
-	go scanServing(logs, addr)
+	serving := make(chan servingLine, 1)
+	go scanServing(logs, serving)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(runCtx, nil, lookup, logw)
@@ -52,7 +52,8 @@ func TestReadinessFollowsDatabase(t *testing.T) {
 	})
 	var target string
 	select {
-	case target = <-addr:
+	case line := <-serving:
+		target = line.Addr
 	case err := <-done:
 		t.Fatalf("run returned before serving: %v", err)
 	case <-ctx.Done():

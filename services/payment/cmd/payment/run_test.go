@@ -31,9 +31,9 @@ const (
 	orderD = "00000000-0000-4000-8000-00000000000d"
 )
 
-// TestRun starts the whole service with run() on a loopback port, an SQLite file and an in-process
-// Kafka (kfake), drives the gRPC API, feeds it order events (one OrderConfirmed delivered twice) and
-// stops it by cancelling the context.
+// TestRun starts the whole service as main does (service.Run with spec()) on a loopback port, an
+// SQLite file and an in-process Kafka (kfake), drives the gRPC API, feeds it order events (one
+// OrderConfirmed delivered twice) and stops it by cancelling the context.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -59,8 +59,8 @@ func TestRun(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	logs, logw := io.Pipe()
-	addr := make(chan string, 1)
-	go scanServing(logs, addr)
+	serving := make(chan servingLine, 1)
+	go scanServing(logs, serving)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(runCtx, nil, lookup, logw)
@@ -68,7 +68,12 @@ func TestRun(t *testing.T) {
 	}()
 	var target string
 	select {
-	case target = <-addr:
+	case line := <-serving:
+		target = line.Addr
+		// The platform's lines carry the service's name (set once by the service package).
+		if line.Service != "payment" {
+			t.Errorf("serving line's service = %q, want payment", line.Service)
+		}
 	case err := <-done:
 		t.Fatalf("run returned before serving: %v", err)
 	case <-ctx.Done():
@@ -197,14 +202,17 @@ func orderEvent(t *testing.T, m proto.Message, key string) kafka.Message {
 	}}
 }
 
-// scanServing finds the address in the platform's "serving" log line, then keeps draining the logs.
-func scanServing(r io.Reader, addr chan<- string) {
+// servingLine is the platform's "serving" log line.
+type servingLine struct{ Msg, Addr, Service string }
+
+// scanServing finds the platform's "serving" log line, then keeps draining the logs.
+func scanServing(r io.Reader, serving chan<- servingLine) {
 	sc := bufio.NewScanner(r)
 	sent := false
 	for sc.Scan() {
-		var line struct{ Msg, Addr string }
+		var line servingLine
 		if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
-			addr <- line.Addr
+			serving <- line
 			sent = true
 		}
 	}

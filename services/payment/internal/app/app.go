@@ -11,32 +11,39 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
-// Service runs the use cases.
-type Service struct {
+// Deps are the adapters the use cases run on.
+type Deps struct {
+	// Store persists accounts and authorizations with their events (required).
+	Store Store
+	// Clock stamps authorizations and tombstones; nil is time.Now (tests set it).
+	Clock func() time.Time
+}
+
+// Settings tune the use cases; payment has none yet (the shape every service's app has).
+type Settings struct{}
+
+// App runs the use cases.
+type App struct {
 	store Store
 	now   func() time.Time
 }
 
-// Option customizes New.
-type Option func(*Service)
-
-// WithClock sets the clock that stamps authorizations (for tests).
-func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
-
-// New returns the use cases over store.
-func New(store Store, opts ...Option) *Service {
-	s := &Service{store: store, now: time.Now}
-	for _, o := range opts {
-		o(s)
+// New checks the dependencies and returns the use cases over them.
+func New(d Deps, _ Settings) (*App, error) {
+	if d.Store == nil {
+		return nil, errors.New("app: store is required")
 	}
-	clock := s.now
+	clock := d.Clock
+	if clock == nil {
+		clock = time.Now
+	}
 	// Microseconds: what PostgreSQL stores, so a first answer and its retry carry the same times.
-	s.now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
-	return s
+	now := func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
+	return &App{store: d.Store, now: now}, nil
 }
 
 // GetAccount returns a customer's account.
-func (s *Service) GetAccount(ctx context.Context, customerID string) (domain.Account, error) {
+func (s *App) GetAccount(ctx context.Context, customerID string) (domain.Account, error) {
 	return s.store.Account(ctx, customerID)
 }
 

@@ -12,7 +12,7 @@ import (
 // authorization in whatever state it is now, never holding twice; a repeat with a different customer,
 // amount or currency is domain.ErrIdempotencyConflict. An order voided before it was authorized is
 // domain.ErrAuthorizationVoided, and nothing is held.
-func (s *Service) Authorize(ctx context.Context, req domain.AuthorizeRequest) (domain.Authorization, error) {
+func (s *App) Authorize(ctx context.Context, req domain.AuthorizeRequest) (domain.Authorization, error) {
 	if err := req.Validate(); err != nil {
 		return domain.Authorization{}, fmt.Errorf("authorize: %w", err)
 	}

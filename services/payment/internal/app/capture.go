@@ -10,7 +10,7 @@ import (
 
 // Capture takes an order's held funds, once: capturing a captured authorization returns it unchanged.
 // Capturing an order voided before it was authorized is domain.ErrAuthorizationVoided.
-func (s *Service) Capture(ctx context.Context, orderID string) (domain.Authorization, error) {
+func (s *App) Capture(ctx context.Context, orderID string) (domain.Authorization, error) {
 	var out domain.Authorization
 	err := s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		var err error
@@ -23,7 +23,7 @@ func (s *Service) Capture(ctx context.Context, orderID string) (domain.Authoriza
 	return out, nil
 }
 
-func (s *Service) capture(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
+func (s *App) capture(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
 	a, err := tx.Authorization(ctx, orderID)
 	if errors.Is(err, domain.ErrAuthorizationNotFound) {
 		if voided, verr := tx.Voided(ctx, orderID); verr != nil {

@@ -28,13 +28,13 @@ const (
 // and leaves the capture to this event; the order service's settlement worker calls CapturePayment
 // itself for a confirmed order still unsettled after a bound, so a lost or dead-lettered event cannot
 // leave the money held.
-func (s *Service) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
+func (s *App) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
 	return s.onOrderEvent(ctx, eventID, orderID, false, s.capture)
 }
 
 // OrderCancelled voids the order's payment once per event id. An order without a payment gets a
 // tombstone, so an authorize still in flight for the cancelled order is refused when it lands.
-func (s *Service) OrderCancelled(ctx context.Context, eventID, orderID string) (Outcome, error) {
+func (s *App) OrderCancelled(ctx context.Context, eventID, orderID string) (Outcome, error) {
 	return s.onOrderEvent(ctx, eventID, orderID, true, func(ctx context.Context, tx Tx, orderID string) (domain.Authorization, error) {
 		a, _, err := s.void(ctx, tx, orderID)
 		return a, err
@@ -43,7 +43,7 @@ func (s *Service) OrderCancelled(ctx context.Context, eventID, orderID string) (
 
 // onOrderEvent applies op to the order's authorization; tombstone says whether an order without one
 // is marked voided.
-func (s *Service) onOrderEvent(ctx context.Context, eventID, orderID string, tombstone bool,
+func (s *App) onOrderEvent(ctx context.Context, eventID, orderID string, tombstone bool,
 	op func(context.Context, Tx, string) (domain.Authorization, error)) (Outcome, error) {
 	var outcome Outcome
 	err := s.store.ProcessEvent(ctx, Consumer, eventID, func(ctx context.Context, tx Tx) error {

@@ -8,6 +8,9 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
+// The ports the use cases run on; the adapter (package store) asserts at compile time that it
+// implements them.
+
 // ErrDuplicateEvent is returned by Store.ProcessEvent for an event already processed.
 var ErrDuplicateEvent = errors.New("event already processed")
 

@@ -26,7 +26,7 @@ func DevAccountSet() []domain.Account {
 
 // SeedDev creates the development accounts that do not exist yet; existing ones keep their balances,
 // so a restart changes nothing. It reports how many it created.
-func (s *Service) SeedDev(ctx context.Context) (int, error) {
+func (s *App) SeedDev(ctx context.Context) (int, error) {
 	n, err := s.store.SeedAccounts(ctx, DevAccountSet())
 	if err != nil {
 		return 0, fmt.Errorf("seed: %w", err)

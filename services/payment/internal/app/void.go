@@ -13,7 +13,7 @@ import (
 // authorization is domain.ErrInvalidTransition. An order without an authorization gets a tombstone
 // (found is then false): compensation may arrive before the action it undoes, and the tombstone makes a
 // later authorize of the order fail with domain.ErrAuthorizationVoided instead of holding money forever.
-func (s *Service) Void(ctx context.Context, orderID string) (a domain.Authorization, found bool, err error) {
+func (s *App) Void(ctx context.Context, orderID string) (a domain.Authorization, found bool, err error) {
 	if orderID == "" {
 		return domain.Authorization{}, false, fmt.Errorf("void: order id is empty: %w", domain.ErrInvalidRequest)
 	}
@@ -29,7 +29,7 @@ func (s *Service) Void(ctx context.Context, orderID string) (a domain.Authorizat
 }
 
 // void voids the order's authorization, or leaves a tombstone when it has none (found false).
-func (s *Service) void(ctx context.Context, tx Tx, orderID string) (a domain.Authorization, found bool, err error) {
+func (s *App) void(ctx context.Context, tx Tx, orderID string) (a domain.Authorization, found bool, err error) {
 	a, err = tx.Authorization(ctx, orderID)
 	if errors.Is(err, domain.ErrAuthorizationNotFound) {
 		return domain.Authorization{}, false, tx.MarkVoided(ctx, orderID, s.now())

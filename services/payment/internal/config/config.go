@@ -1,104 +1,69 @@
-// Package config is the payment service's configuration: the platform's settings plus the database,
-// Kafka and seeding, with per-profile defaults, environment overrides and validation. Only cmd/payment
-// calls Load.
+// Package config is the payment service's typed configuration: the platform's plus the database, the
+// Kafka brokers and its own settings (seeding, topics, relay, consumer, inbox), with per-profile
+// defaults and Validate. The service command loads it from PAYMENT_* variables (KAFKA_BROKERS fills
+// the brokers when PAYMENT_KAFKA_BROKERS is unset); `payment -h` lists every one.
 package config
 
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
 	"time"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 )
 
-// Prefix starts every payment variable: PAYMENT_LISTEN_ADDR, PAYMENT_DSN, PAYMENT_SEED, ...
-const Prefix = "PAYMENT"
-
-// Config is the whole configuration.
+// Config is the payment service's configuration. Payment publishes and consumes through Kafka only.
 type Config struct {
-	// Platform is read from PAYMENT_<FIELD> (PAYMENT_LISTEN_ADDR, PAYMENT_SERVER_DRAIN_DELAY, ...).
-	Platform config.Config `env:"-"`
-	// DSN is postgres://... or sqlite:<path>; the database belongs to this service alone.
-	DSN string
-	// KafkaBrokers are host:port addresses; the shared KAFKA_BROKERS sets them, PAYMENT_KAFKA_BROKERS
-	// overrides.
-	KafkaBrokers []string
+	platformcfg.Config
+	platformcfg.Database
+	platformcfg.Kafka
+
 	// TopicPartitions is the partition count of topics this service creates if missing.
-	TopicPartitions int
+	TopicPartitions int `help:"partitions of the Kafka topics payment creates when they do not exist yet"`
 	// ConsumerGroup is the Kafka group consuming order events.
-	ConsumerGroup string
+	ConsumerGroup string `help:"Kafka consumer group of the order events"`
 	// Seed creates the development accounts at start (existing ones are left alone).
-	Seed bool
-	// LogLevel is debug, info, warn or error.
-	LogLevel string
+	Seed bool `help:"create the development accounts at start (cust-0001..cust-1000, cust-broke; existing ones are left alone)"`
 	// RelayPollInterval is how often the outbox is polled besides the commit notifications.
-	RelayPollInterval time.Duration
+	RelayPollInterval time.Duration `help:"how often the outbox relay polls when no commit notified it"`
 	// ConsumerMaxWait is how long one Kafka fetch waits for new messages.
-	ConsumerMaxWait time.Duration
+	ConsumerMaxWait time.Duration `help:"how long one Kafka fetch of the order-event consumer waits for new messages"`
 	// ConsumerCommitInterval batches the consumer's Kafka offset commits (0 commits every message
 	// synchronously: one broker round trip each). Handled events are deduplicated by the inbox, so a
 	// crash redelivering up to one interval of them changes nothing.
-	ConsumerCommitInterval time.Duration
+	ConsumerCommitInterval time.Duration `help:"how often the order-event consumer commits its Kafka offsets; 0 commits each message synchronously"`
 	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
 	// above the order topic's retention and any dead-letter replay.
-	InboxRetention time.Duration
+	InboxRetention time.Duration `help:"how long processed order-event ids are kept for de-duplication (0: 7 days); keep it above the order topic's retention"`
 }
 
 // Default returns the defaults of a profile: development seeds accounts into a local SQLite file.
-func Default(profile config.Profile) Config {
-	p := config.Default(profile)
-	p.Service = "payment"
+func Default(profile platformcfg.Profile) Config {
 	c := Config{
-		Platform:          p,
-		KafkaBrokers:      []string{"127.0.0.1:9092"},
+		Config:            platformcfg.Default(profile),
+		Kafka:             platformcfg.Kafka{KafkaBrokers: []string{"127.0.0.1:9092"}},
 		TopicPartitions:   8,
 		ConsumerGroup:     "payment",
-		LogLevel:          "info",
 		RelayPollInterval: 200 * time.Millisecond,
 		ConsumerMaxWait:   500 * time.Millisecond,
 		// One commit per second instead of one per event.
 		ConsumerCommitInterval: time.Second,
 		InboxRetention:         7 * 24 * time.Hour,
 	}
-	if profile == config.Dev {
+	c.Service = "payment"
+	if profile == platformcfg.Dev {
 		c.DSN = "sqlite:payment.db"
 		c.Seed = true
 	}
 	return c
 }
 
-// Load builds the configuration from the environment: PAYMENT_PROFILE picks the defaults (dev when
-// unset), then variables override them. It validates the result.
-func Load(lookup config.Lookup) (Config, error) {
-	profile := config.Dev
-	if v, ok := lookup(Prefix + "_PROFILE"); ok && v != "" {
-		profile = config.Profile(v)
-	}
-	c := Default(profile)
-	if v, ok := lookup("KAFKA_BROKERS"); ok && strings.TrimSpace(v) != "" {
-		c.KafkaBrokers = splitList(v)
-	}
-	if err := errors.Join(
-		config.FromEnv(&c.Platform, Prefix, lookup),
-		config.FromEnv(&c, Prefix, lookup),
-	); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	c.Platform.Profile = profile
-	if err := c.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	return c, nil
-}
-
 // Validate reports every problem, each naming its field.
 func (c Config) Validate() error {
-	errs := []error{c.Platform.Validate()}
+	errs := []error{c.Config.Validate()}
 	if _, err := sqldb.ParseDialect(c.DSN); err != nil {
-		errs = append(errs, fmt.Errorf("dsn (%s_DSN): %w", Prefix, err))
+		errs = append(errs, fmt.Errorf("dsn: %w", err))
 	}
 	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("kafka_brokers: at least one host:port is needed"))
@@ -109,30 +74,11 @@ func (c Config) Validate() error {
 	if c.ConsumerGroup == "" {
 		errs = append(errs, errors.New("consumer_group: must be set"))
 	}
-	if _, err := c.Level(); err != nil {
-		errs = append(errs, err)
+	if c.RelayPollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("relay_poll_interval: must be > 0, got %v", c.RelayPollInterval))
 	}
-	if c.RelayPollInterval <= 0 || c.ConsumerMaxWait <= 0 {
-		errs = append(errs, errors.New("relay_poll_interval, consumer_max_wait: must be > 0"))
+	if c.ConsumerMaxWait <= 0 {
+		errs = append(errs, fmt.Errorf("consumer_max_wait: must be > 0, got %v", c.ConsumerMaxWait))
 	}
 	return errors.Join(errs...)
-}
-
-// Level parses LogLevel.
-func (c Config) Level() (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return 0, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
-	}
-	return l, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

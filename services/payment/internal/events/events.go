@@ -1,10 +1,13 @@
-// Package events connects payment to the brokers: it encodes payment events as eventsv1 protobuf
-// outbox messages for the topic shopmesh.payment.events, and turns order events consumed from
-// shopmesh.order.events into use-case calls.
+// Package events connects payment to the brokers, in one place: the topic names (Topics: the ones
+// payment creates), the encoding of payment events as eventsv1 protobuf outbox messages for the topic
+// shopmesh.payment.events (Encode, written by Outbox in the change's transaction), and the decoding of
+// order events consumed from shopmesh.order.events into use-case calls (OrderHandler). Payment
+// publishes to Kafka only: no JetStream copies.
 package events
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +23,7 @@ import (
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
+	"github.com/shopmesh/shopmesh/services/payment/internal/store"
 )
 
 // Kafka topics, as documented in proto/shopmesh/events/v1/events.proto.
@@ -29,6 +33,38 @@ const (
 	// HeaderEventType carries the payload's full message name.
 	HeaderEventType = "event-type"
 )
+
+// Topics are the Kafka topics payment writes, to create when missing: its events and the dead letters
+// of the order events it consumes. The order topic is the order service's (the consumer waits for it).
+func Topics(partitions int) []outbox.Topic {
+	return []outbox.Topic{
+		{Name: PaymentTopic, Partitions: partitions},
+		{Name: consumer.DeadLetterTopic(OrderTopic), Partitions: 1},
+	}
+}
+
+// Outbox writes payment events into the outbox (Encode's message, one row per event) in the
+// transaction of the change they announce; the relay sends each row to Kafka.
+type Outbox struct {
+	ob *outbox.Outbox
+}
+
+var _ store.EventWriter = (*Outbox)(nil)
+
+// NewOutbox returns the event writer on ob.
+func NewOutbox(ob *outbox.Outbox) *Outbox { return &Outbox{ob: ob} }
+
+// WriteEvent implements store.EventWriter.
+func (o *Outbox) WriteEvent(ctx context.Context, tx *sql.Tx, e domain.Event) error {
+	m, err := Encode(e)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", e.Type, err)
+	}
+	if _, err := o.ob.Enqueue(ctx, tx, m); err != nil {
+		return fmt.Errorf("enqueue %s: %w", e.Type, err)
+	}
+	return nil
+}
 
 // Encode turns a payment event into its outbox message: key = order id, event-type header = the
 // eventsv1 message name, payload event_id = the outbox event id.
@@ -89,7 +125,7 @@ type OrderEvents interface {
 	OrderCancelled(ctx context.Context, eventID, orderID string) (app.Outcome, error)
 }
 
-var _ OrderEvents = (*app.Service)(nil)
+var _ OrderEvents = (*app.App)(nil)
 
 // errUndecodable marks a payload that will never decode. It is permanent: the consumer dead-letters it
 // at once instead of holding the partition behind it.

@@ -14,9 +14,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/platformtest"
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
@@ -26,12 +29,13 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/events"
 	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+	"github.com/shopmesh/shopmesh/services/payment/migrations"
 )
 
 // A customer reads only their own account: another customer's is NOT_FOUND, with the same answer as a
 // missing one. Checked with mTLS on (the customer is believed only from the gateway's certificate) and
-// off; under the default policy only the gateway may call GetAccount at all, and under a policy that
-// lets order call it, order reads any account for itself but cannot claim to act for a customer.
+// off; under the service's policy only the gateway may call GetAccount at all, and under a policy file
+// that lets order call it, order reads any account for itself but cannot claim to act for a customer.
 func TestCustomerSeesOnlyOwnAccount(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -91,11 +95,11 @@ func TestCustomerSeesOnlyOwnAccount(t *testing.T) {
 		})
 	}
 	t.Run("policy", func(t *testing.T) {
-		// The default policy lets only the gateway call GetAccount, with or without a customer.
+		// The service's policy lets only the gateway call GetAccount, with or without a customer.
 		order := paymentClient(t, "order", dir, mtlsAddr)
 		for _, customer := range []string{"", "alice"} {
 			if _, err := get(order, customer, "alice"); status.Code(err) != codes.PermissionDenied {
-				t.Errorf("order (customer %q) under the default policy: %v", customer, err)
+				t.Errorf("order (customer %q) under the service's policy: %v", customer, err)
 			}
 		}
 		// A policy that lets order in: order acts for no customer and reads the account it names, but its
@@ -115,32 +119,33 @@ func TestCustomerSeesOnlyOwnAccount(t *testing.T) {
 }
 
 // newPayments is the payment use cases over a fresh SQLite database holding accounts.
-func newPayments(t *testing.T, accounts ...domain.Account) *app.Service {
+func newPayments(t *testing.T, accounts ...domain.Account) *app.App {
 	t.Helper()
 	dsn := sqldbtest.SQLite(t)
-	if err := store.Migrate(t.Context(), dsn, nil); err != nil {
+	if err := migrate.UpAll(t.Context(), dsn, migrations.FS, migrate.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	db, _ := sqldbtest.Open(t, dsn)
-	st, err := store.New(db, events.Encode)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, d := sqldbtest.Open(t, dsn)
+	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
 	if _, err := st.SeedAccounts(t.Context(), accounts); err != nil {
 		t.Fatal(err)
 	}
-	return app.New(st)
+	uc, err := app.New(app.Deps{Store: st}, app.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uc
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // servePayment serves the PaymentService over uc from a platform built from cfg (its TLS, policy and
 // the whole server chain) and returns its address.
-func servePayment(t *testing.T, cfg config.Config, uc *app.Service) string {
+func servePayment(t *testing.T, cfg config.Config, uc *app.App) string {
 	t.Helper()
 	return platformtest.Serve(t, cfg, func(s *grpc.Server) {
-		paymentv1.RegisterPaymentServiceServer(s, rpc.NewServer(uc, quiet()))
-	})
+		rpc.NewServer(uc, quiet()).Register(s)
+	}, platform.WithPolicy(rpc.Policy()))
 }
 
 // paymentClient dials the payment service at addr as identity (mTLS when dir != "").

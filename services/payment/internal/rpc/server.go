@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/authz"
@@ -24,7 +25,7 @@ type Payments interface {
 	GetAccount(ctx context.Context, customerID string) (domain.Account, error)
 }
 
-var _ Payments = (*app.Service)(nil)
+var _ Payments = (*app.App)(nil)
 
 // Server implements paymentv1.PaymentServiceServer.
 type Server struct {
@@ -38,6 +39,9 @@ var _ paymentv1.PaymentServiceServer = (*Server)(nil)
 // NewServer returns the gRPC handlers over the use cases; log receives errors that clients only see
 // as UNAVAILABLE or INTERNAL.
 func NewServer(uc Payments, log *slog.Logger) *Server { return &Server{uc: uc, log: log} }
+
+// Register registers the server on r (the service's gRPC server).
+func (s *Server) Register(r grpc.ServiceRegistrar) { paymentv1.RegisterPaymentServiceServer(r, s) }
 
 // AuthorizePayment implements paymentv1.PaymentServiceServer. A decline is a normal response.
 func (s *Server) AuthorizePayment(ctx context.Context, req *paymentv1.AuthorizePaymentRequest) (*paymentv1.AuthorizePaymentResponse, error) {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
@@ -30,6 +32,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/events"
 	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
 	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+	"github.com/shopmesh/shopmesh/services/payment/migrations"
 )
 
 type harness struct {
@@ -50,14 +53,11 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 func start(t *testing.T, dsn string, accounts ...domain.Account) harness {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
-	if err := store.Migrate(ctx, dsn, nil); err != nil {
+	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, dsn)
-	st, err := store.New(db, events.Encode)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
 	if _, err := st.SeedAccounts(ctx, accounts); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,11 @@ func start(t *testing.T, dsn string, accounts ...domain.Account) harness {
 		t.Fatal(err)
 	}
 	srv := p.NewServer()
-	paymentv1.RegisterPaymentServiceServer(srv, rpc.NewServer(app.New(st), logger))
+	uc, err := app.New(app.Deps{Store: st}, app.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc.NewServer(uc, logger).Register(srv)
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		t.Fatal(err)

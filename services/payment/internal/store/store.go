@@ -11,19 +11,23 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/propagation"
-
 	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
-	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 )
 
-var _ app.Store = (*Store)(nil)
+// The ports of the application the store implements.
+var (
+	_ app.Store = (*Store)(nil)
+	_ app.Tx    = (*txView)(nil)
+)
 
-// Encoder turns a domain event into the outbox message that publishes it.
-type Encoder func(domain.Event) (outbox.Message, error)
+// EventWriter records a payment event in the transaction of the change it announces (the outbox), so
+// the event is published exactly when the change commits.
+type EventWriter interface {
+	WriteEvent(ctx context.Context, tx *sql.Tx, e domain.Event) error
+}
 
 // maxAttempts bounds the retries of a transaction the database aborted (deadlock, serialization
 // failure) or that lost a race to insert the same order.
@@ -34,42 +38,34 @@ var errRetry = errors.New("store: concurrent change, retry")
 
 // Store is the SQL implementation of app.Store.
 type Store struct {
-	db       *sql.DB
-	dialect  sqldb.Dialect
-	outbox   *outbox.Outbox
-	encode   Encoder
-	onCommit func()
-	q        queries
+	db          *sql.DB
+	dialect     sqldb.Dialect
+	writer      EventWriter
+	afterCommit func()
+	q           queries
 }
 
 // Option customizes New.
 type Option func(*Store)
 
-// WithOnCommit is called after every committed transaction that wrote events (typically the outbox
-// relay's Notify, so events leave without waiting for its poll).
-func WithOnCommit(f func()) Option { return func(s *Store) { s.onCommit = f } }
+// WithAfterCommit makes the store call fn after every committed transaction that wrote events
+// (the outbox relay's Notify, so events leave without waiting for its poll).
+func WithAfterCommit(fn func()) Option {
+	return func(s *Store) {
+		if fn != nil {
+			s.afterCommit = fn
+		}
+	}
+}
 
-// New returns a store over db, whose schema the migrations (service, outbox, inbox) have created.
-func New(db *sql.DB, encode Encoder, opts ...Option) (*Store, error) {
-	if encode == nil {
-		return nil, errors.New("store: nil encoder")
-	}
-	d, err := sqldb.DialectOf(db)
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	s := &Store{
-		db:       db,
-		dialect:  d,
-		outbox:   outbox.New(d, propagation.TraceContext{}),
-		encode:   encode,
-		onCommit: func() {},
-		q:        newQueries(d),
-	}
+// New returns a store on db, of dialect d, whose schema migrate.UpAll applied (migrations.FS with the
+// outbox and inbox schemas); every state change's event is written through events in its transaction.
+func New(db *sql.DB, d sqldb.Dialect, events EventWriter, opts ...Option) *Store {
+	s := &Store{db: db, dialect: d, writer: events, afterCommit: func() {}, q: newQueries(d)}
 	for _, o := range opts {
 		o(s)
 	}
-	return s, nil
+	return s
 }
 
 type queries struct {
@@ -146,7 +142,7 @@ func (s *Store) retry(ctx context.Context, attempt func(v *txView) error) error 
 		err := attempt(v)
 		if err == nil {
 			if v.events > 0 {
-				s.onCommit()
+				s.afterCommit()
 			}
 			return nil
 		}
@@ -225,8 +221,6 @@ type txView struct {
 	tx     *sql.Tx
 	events int
 }
-
-var _ app.Tx = (*txView)(nil)
 
 func (v *txView) Authorization(ctx context.Context, orderID string) (domain.Authorization, error) {
 	if v.s.dialect == sqldb.Postgres {
@@ -319,11 +313,7 @@ func (v *txView) Apply(ctx context.Context, c domain.Change) error {
 			return fmt.Errorf("ledger %s %s: %w", e.Kind, e.OrderID, err)
 		}
 	}
-	msg, err := v.s.encode(c.Event)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", c.Event.Type, err)
-	}
-	if _, err := v.s.outbox.Enqueue(ctx, v.tx, msg); err != nil {
+	if err := v.s.writer.WriteEvent(ctx, v.tx, c.Event); err != nil {
 		return err
 	}
 	v.events++

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
@@ -15,13 +16,14 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
 	"github.com/shopmesh/shopmesh/services/payment/internal/events"
 	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+	"github.com/shopmesh/shopmesh/services/payment/migrations"
 )
 
 type fixture struct {
 	db      *sql.DB
 	dialect sqldb.Dialect
 	store   *store.Store
-	svc     *app.Service
+	svc     *app.App
 	commits *int64
 	mu      *sync.Mutex
 }
@@ -32,23 +34,37 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func newFixture(t *testing.T, dsn string, encode store.Encoder) fixture {
+// newFixture migrates dsn and returns the store and the use cases on it, writing events through the
+// service's outbox writer (wrapped by wrap when not nil).
+func newFixture(t *testing.T, dsn string, wrap func(store.EventWriter) store.EventWriter) fixture {
 	t.Helper()
-	if err := store.Migrate(ctxT(t), dsn, nil); err != nil {
+	if err := migrate.UpAll(ctxT(t), dsn, migrations.FS, migrate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, dsn)
 	f := fixture{db: db, dialect: d, commits: new(int64), mu: &sync.Mutex{}}
-	st, err := store.New(db, encode, store.WithOnCommit(func() {
+	var w store.EventWriter = events.NewOutbox(outbox.New(d, nil))
+	if wrap != nil {
+		w = wrap(w)
+	}
+	st := store.New(db, d, w, store.WithAfterCommit(func() {
 		f.mu.Lock()
 		*f.commits++
 		f.mu.Unlock()
 	}))
+	svc, err := app.New(app.Deps{Store: st}, app.Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.store, f.svc = st, app.New(st)
+	f.store, f.svc = st, svc
 	return f
+}
+
+// writerFunc is a store.EventWriter in one function.
+type writerFunc func(ctx context.Context, tx *sql.Tx, e domain.Event) error
+
+func (f writerFunc) WriteEvent(ctx context.Context, tx *sql.Tx, e domain.Event) error {
+	return f(ctx, tx, e)
 }
 
 func (f fixture) count(t *testing.T, query string, args ...any) int64 {
@@ -95,7 +111,7 @@ func TestStoreContract(t *testing.T) {
 }
 
 func testSeed(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	n, err := f.svc.SeedDev(ctx)
 	if err != nil || n != app.DevAccounts+1 {
@@ -133,7 +149,7 @@ func seedOne(t *testing.T, f fixture, id string, balance int64) {
 }
 
 func testLifecycle(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	seedOne(t, f, "c1", 1000)
 	a1, err := f.svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: "o1", CustomerID: "c1", Amount: 300, Currency: "EUR"})
@@ -190,16 +206,18 @@ func testLifecycle(t *testing.T, dsn string) {
 }
 
 func testRollback(t *testing.T, dsn string) {
-	boom := errors.New("encoder down")
+	boom := errors.New("event writer down")
 	fail := false
 	var mu sync.Mutex
-	f := newFixture(t, dsn, func(e domain.Event) (outbox.Message, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if fail {
-			return outbox.Message{}, boom
-		}
-		return events.Encode(e)
+	f := newFixture(t, dsn, func(w store.EventWriter) store.EventWriter {
+		return writerFunc(func(ctx context.Context, tx *sql.Tx, e domain.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if fail {
+				return boom
+			}
+			return w.WriteEvent(ctx, tx, e)
+		})
 	})
 	ctx := ctxT(t)
 	seedOne(t, f, "c1", 1000)
@@ -210,10 +228,10 @@ func testRollback(t *testing.T, dsn string) {
 	fail = true
 	mu.Unlock()
 	if _, err := f.svc.Capture(ctx, "o1"); !errors.Is(err, boom) {
-		t.Fatalf("capture with failing encoder: err = %v", err)
+		t.Fatalf("capture with failing event writer: err = %v", err)
 	}
 	if _, err := f.svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: "o2", CustomerID: "c1", Amount: 1, Currency: "EUR"}); !errors.Is(err, boom) {
-		t.Fatalf("authorize with failing encoder: err = %v", err)
+		t.Fatalf("authorize with failing event writer: err = %v", err)
 	}
 	if a := f.account(t, "c1"); a.Balance != 1000 || a.Held != 300 {
 		t.Errorf("account = %+v, want the state before the failed calls", a)
@@ -230,7 +248,7 @@ func testRollback(t *testing.T, dsn string) {
 }
 
 func testConcurrentSameOrder(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	seedOne(t, f, "c1", 1000)
 	const n = 20
@@ -264,7 +282,7 @@ func testConcurrentSameOrder(t *testing.T, dsn string) {
 }
 
 func testInbox(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	seedOne(t, f, "c1", 1000)
 	if _, err := f.svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: "o1", CustomerID: "c1", Amount: 300, Currency: "EUR"}); err != nil {
@@ -298,7 +316,7 @@ func testInbox(t *testing.T, dsn string) {
 }
 
 func testLedgerGuard(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	insert := f.dialect.Rebind("INSERT INTO ledger_entries (order_id, kind, customer_id, amount_cents, created_at) VALUES (?, 'DEBIT', 'c1', 5, ?)")
 	if _, err := f.db.ExecContext(ctx, insert, "o1", time.Now().UTC()); err != nil {

@@ -9,13 +9,12 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
-	"github.com/shopmesh/shopmesh/services/payment/internal/events"
 )
 
 // testVoidBeforeAuthorize: compensation that overtakes its action leaves a tombstone, and the late
 // action is refused without moving money (RELIABILITY.md R13).
 func testVoidBeforeAuthorize(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	seedOne(t, f, "c1", 1000)
 	req := func(id string) domain.AuthorizeRequest {
@@ -87,7 +86,7 @@ func testVoidBeforeAuthorize(t *testing.T, dsn string) {
 // never holding money, never both. Without the per-order lock on PostgreSQL this fails (seen: 6–12
 // of 60 orders both tombstoned and authorized, their money held forever).
 func testVoidRacesAuthorize(t *testing.T, dsn string) {
-	f := newFixture(t, dsn, events.Encode)
+	f := newFixture(t, dsn, nil)
 	ctx := ctxT(t)
 	const orders = 60
 	seedOne(t, f, "c1", 1_000_000)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	"github.com/shopmesh/shopmesh/services/inventory/migrations"
@@ -19,7 +20,7 @@ func Open(t testing.TB, dsn string) (*sql.DB, sqldb.Dialect) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := migrations.Up(ctx, dsn, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
 		t.Fatal(err)
 	}
 	return sqldbtest.Open(t, dsn)

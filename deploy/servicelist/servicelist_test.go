@@ -1,0 +1,125 @@
+package servicelist_test
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// tree writes one services/<dir>/service.yaml per entry under a temporary root.
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for dir, body := range files {
+		if err := os.MkdirAll(filepath.Join(root, "services", dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "services", dir, servicelist.File), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestLoadRepository(t *testing.T) {
+	t.Parallel()
+	list, err := servicelist.Load(repoRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := servicelist.Names(list)
+	if want := []string{"inventory", "payment", "order", "gateway"}; !slices.Equal(got, want) {
+		t.Fatalf("start order %v, want %v", got, want)
+	}
+	gw, ok := servicelist.Find(list, "gateway")
+	if !ok || gw.Kind != servicelist.KindHTTP || gw.Prefix() != "GATEWAY" || gw.Dir != "services/gateway" {
+		t.Errorf("gateway = %+v, %v", gw, ok)
+	}
+	if _, ok := servicelist.Find(list, "shipping"); ok {
+		t.Error("Find(shipping) found a service that does not exist")
+	}
+}
+
+func TestLoadDefaultsAndOrder(t *testing.T) {
+	t.Parallel()
+	root := tree(t, map[string]string{
+		"b":    "name: b\nkind: grpc\ndev_port: 5001\n",
+		"a":    "name: a\nkind: grpc\ndev_port: 5002\ncalls: [c]\n",
+		"c":    "name: c\nkind: grpc\ndev_port: 5003\ndev_instances: 3\nreplicas: 2\n",
+		"edge": "name: edge\nkind: http\ndev_port: 8080\ncalls: [a, b]\n",
+	})
+	list, err := servicelist.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := servicelist.Names(list), []string{"b", "c", "a", "edge"}; !slices.Equal(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+	b, _ := servicelist.Find(list, "b")
+	if b.DevInstances != 1 || b.Replicas != 1 {
+		t.Errorf("defaults: %+v", b)
+	}
+	if got := servicelist.Names(servicelist.Callers(list, "a")); !slices.Equal(got, []string{"edge"}) {
+		t.Errorf("Callers(a) = %v", got)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	t.Parallel()
+	ok := "name: ok\nkind: grpc\ndev_port: 6000\n"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []string // every one must be in the error
+	}{
+		{"name differs from folder", map[string]string{"ok": ok, "x": "name: y\nkind: grpc\ndev_port: 6001\n"},
+			[]string{"services/x/service.yaml", "name", `"y"`}},
+		{"name not a DNS label", map[string]string{"Bad_Name": "name: Bad_Name\nkind: grpc\ndev_port: 6001\n"},
+			[]string{"services/Bad_Name/service.yaml", "name", "DNS label"}},
+		{"unknown kind", map[string]string{"x": "name: x\nkind: rest\ndev_port: 6001\n"},
+			[]string{"services/x/service.yaml", "kind", `"rest"`}},
+		{"unknown field", map[string]string{"x": "name: x\nkind: grpc\ndev_prot: 6001\n"},
+			[]string{"services/x/service.yaml", "dev_prot"}},
+		{"duplicate port", map[string]string{"ok": ok, "x": "name: x\nkind: grpc\ndev_port: 6000\n"},
+			[]string{"services/x/service.yaml", "dev_port", "6000", "ok"}},
+		{"instances overlap the next port", map[string]string{"ok": ok, "x": "name: x\nkind: grpc\ndev_port: 5999\ndev_instances: 2\n"},
+			[]string{"dev_port", "6000"}},
+		{"unknown call", map[string]string{"ok": ok, "x": "name: x\nkind: grpc\ndev_port: 6001\ncalls: [ok, nope]\n"},
+			[]string{"services/x/service.yaml", "calls", `"nope"`}},
+		{"calls the edge", map[string]string{"ok": "name: ok\nkind: http\ndev_port: 6000\n", "x": "name: x\nkind: grpc\ndev_port: 6001\ncalls: [ok]\n"},
+			[]string{"services/x/service.yaml", "calls", "http"}},
+		{"cycle", map[string]string{
+			"a":  "name: a\nkind: grpc\ndev_port: 6001\ncalls: [b]\n",
+			"b":  "name: b\nkind: grpc\ndev_port: 6002\ncalls: [c]\n",
+			"c":  "name: c\nkind: grpc\ndev_port: 6003\ncalls: [a]\n",
+			"ok": ok,
+		}, []string{"cycle", "a -> b -> c -> a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := servicelist.Load(tree(t, tc.files))
+			if err == nil {
+				t.Fatal("Load accepted the list")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := servicelist.Load(t.TempDir()); err == nil {
+		t.Error("Load accepted a root with no services")
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
+	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
+	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/auth"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/httpapi"
+)
+
+// wire builds the gateway on s: the clients of order, inventory and payment, the token verifier and
+// the HTTP API, served on GATEWAY_HTTP_ADDR. The platform serves it with the admin port and the config
+// center, and drains it: /readyz answers 503 from the drain's start, the event streams end when the
+// server stops taking requests, and the shutdown is bounded by GATEWAY_SERVER_SHUTDOWN_TIMEOUT.
+func wire(_ context.Context, s *service.Service, cfg config.Config) error {
+	backends := map[string]httpapi.Backend{}
+	dial := func(name string) (*grpc.ClientConn, error) {
+		conn, err := s.Dial(name)
+		if err == nil {
+			backends[name] = conn
+		}
+		return conn, err
+	}
+	orders, err := dial("order")
+	if err != nil {
+		return err
+	}
+	inventory, err := dial("inventory")
+	if err != nil {
+		return err
+	}
+	payment, err := dial("payment")
+	if err != nil {
+		return err
+	}
+	tokens, err := auth.New(cfg.JWTSecret.Reveal(), cfg.JWTIssuer, nil)
+	if err != nil {
+		return err
+	}
+	health := s.Platform().Health()
+	api, err := httpapi.New(httpapi.Deps{
+		Orders: orderv1.NewOrderServiceClient(orders), Inventory: inventoryv1.NewInventoryServiceClient(inventory),
+		Payment: paymentv1.NewPaymentServiceClient(payment), Backends: backends,
+		Tokens: tokens, Logger: s.Logger(), Metrics: s.Platform().Metrics(), TracerProvider: s.TracerProvider(),
+		Stopping: s.Stopping(),
+		Serving: func(ctx context.Context) bool {
+			st, err := health.Check(ctx, "")
+			return err == nil && st == healthpb.HealthCheckResponse_SERVING
+		},
+	}, httpapi.Settings{
+		CallTimeout: cfg.CallTimeout, CreateTimeout: cfg.CreateTimeout, StreamMaxDuration: cfg.StreamMaxDuration,
+		ImportTimeout: cfg.ImportTimeout, WriteTimeout: cfg.WriteTimeout, MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxImportBytes: cfg.MaxImportBytes, MaxImportLineBytes: cfg.MaxImportLineBytes,
+		RateLimitRPS: cfg.RateLimitRPS, RateLimitBurst: cfg.RateLimitBurst, TokenTTL: cfg.TokenTTL,
+		DevTokens: cfg.DevTokens(),
+	})
+	if err != nil {
+		return err
+	}
+	s.OnStop(func() error { api.Close(); return nil })
+	s.HTTP(&http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.Logger().Handler(), slog.LevelWarn),
+	}, cfg.HTTPAddr)
+	s.Logger().Info("http api", "dev_tokens", cfg.DevTokens(), "routes", len(api.Routes()))
+	return nil
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/services/payment/internal/app"
+	"github.com/shopmesh/shopmesh/services/payment/internal/config"
+	"github.com/shopmesh/shopmesh/services/payment/internal/events"
+	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
+	"github.com/shopmesh/shopmesh/services/payment/internal/store"
+)
+
+// wire builds payment on s: the Kafka topics it writes and the relay publishing its events there, the
+// store and the use cases, the gRPC service, the order-event consumer and the inbox purger, and seeds
+// the development accounts when configured. The platform runs and stops them.
+func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
+	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, events.Topics(cfg.TopicPartitions)...)
+	if err != nil {
+		return err
+	}
+	relay, err := s.Relay(outbox.Brokers{Kafka: kafka}, outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	if err != nil {
+		return err
+	}
+	st := store.New(s.DB(), s.Dialect(), events.NewOutbox(s.Outbox()), store.WithAfterCommit(relay.Notify))
+	a, err := app.New(app.Deps{Store: st}, app.Settings{})
+	if err != nil {
+		return err
+	}
+	if cfg.Seed {
+		n, err := a.SeedDev(ctx)
+		if err != nil {
+			return err
+		}
+		s.Logger().Info("development accounts seeded", "created", n)
+	}
+	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
+
+	orders, err := consumer.NewKafka(consumer.KafkaConfig{
+		Brokers: cfg.KafkaBrokers, GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
+		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
+	}, events.OrderHandler(a, s.Logger()), s.Logger())
+	if err != nil {
+		return err
+	}
+	s.Go("order events consumer", orders.Run)
+	s.InboxPurger(cfg.InboxRetention)
+	return nil
+}
