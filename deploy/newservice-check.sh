@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make new-service-check (CI): `make new-service NAME=demo` in a throwaway copy of the repository (the
-# files git tracks plus new, not ignored ones; bin/ linked), then in that copy: build, vet, staticcheck
-# and test the new module, `make gen-check` (the deploy files are up to date with the service list),
+# files git tracks plus new, not ignored ones; bin/ linked), then in that copy: build, lint
+# (golangci-lint with the repository's .golangci.yml: go vet, staticcheck, gofmt, ...) and test the new module, `make gen-check` (the deploy files are up to date with the service list),
 # the compose and k8s checks (deploy/manifests), and a `make run` smoke: the whole suite started as
 # `make run` does, the new service SERVING and its authorization policy enforced
 # (deploy/cmd/newservice/smoke_test.go). The copy is removed at the end (KEEP=1 keeps it).
@@ -24,9 +24,9 @@ ln -s "$ROOT/bin" "$WORK/bin"
 step "make new-service NAME=$NAME"
 make -C "$WORK" --no-print-directory new-service NAME="$NAME"
 
-step "build, vet, staticcheck, gofmt and test services/$NAME"
-(cd "$WORK/services/$NAME" && go build ./... && go vet ./... && "$WORK/bin/staticcheck" ./... &&
-	test -z "$(gofmt -l .)" && go test -count=1 ./...)
+step "build, golangci-lint and test services/$NAME"
+(cd "$WORK/services/$NAME" && go build ./... && "$WORK/bin/golangci-lint" run -c "$WORK/.golangci.yml" ./... &&
+	go test -count=1 ./...)
 
 step "make gen-check"
 make -C "$WORK" --no-print-directory gen-check

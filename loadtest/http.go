@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/google/uuid"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/shopmesh/shopmesh/loadtest/openloop"
 )
 
 // customers is how many dev accounts (cust-0001 …) the HTTP scenarios spread their load over.
@@ -63,8 +66,11 @@ func (h *httpRun) token(ctx context.Context, customer string, scopes []string) (
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.Token == "" {
-		return "", fmt.Errorf("dev token: %s (%v)", resp.Status, err)
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+		return "", fmt.Errorf("dev token: %s: %w", resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK || tok.Token == "" {
+		return "", fmt.Errorf("dev token: %s: no token", resp.Status)
 	}
 	return tok.Token, nil
 }
@@ -144,39 +150,21 @@ func vegetaRun(sc Scenario, h *httpRun, rate float64, d time.Duration, tr vegeta
 // returns one sample per arrival.
 func openLoop(ctx context.Context, rate float64, d time.Duration, fn func(context.Context) (string, bool)) []Sample {
 	const maxInFlight = 2000
-	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
 	var mu sync.Mutex
 	var samples []Sample
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxInFlight)
-	for i := 0; ; i++ {
-		at := time.Duration(i) * interval
-		if at >= d || ctx.Err() != nil {
-			break
-		}
-		if wait := time.Until(start.Add(at)); wait > 0 {
-			time.Sleep(wait)
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			mu.Lock()
-			samples = append(samples, Sample{At: at, Code: "dropped"})
-			mu.Unlock()
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
+	add := func(s Sample) {
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
+	}
+	openloop.Schedule{Rate: rate, Duration: d, MaxInFlight: maxInFlight}.Run(ctx,
+		func(openloop.Arrival) {
 			t0 := time.Now()
 			code, ok := fn(ctx)
-			s := Sample{At: t0.Sub(start), Latency: time.Since(t0), Code: code, OK: ok}
-			mu.Lock()
-			samples = append(samples, s)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+			add(Sample{At: t0.Sub(start), Latency: time.Since(t0), Code: code, OK: ok})
+		},
+		func(a openloop.Arrival) { add(Sample{At: a.At, Code: "dropped"}) })
 	return samples
 }
 
@@ -270,7 +258,10 @@ func (h *httpRun) follow(ctx context.Context, tok, id string) (string, error) {
 		}
 	}
 	if last == "" {
-		return "", fmt.Errorf("events: stream ended without a status: %v", sc.Err())
+		if err := sc.Err(); err != nil {
+			return "", fmt.Errorf("events: stream ended without a status: %w", err)
+		}
+		return "", errors.New("events: stream ended without a status")
 	}
 	return last, nil
 }

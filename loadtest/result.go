@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/shopmesh/shopmesh/loadtest/stats"
 )
 
 // Sample is one finished request (or journey).
@@ -93,8 +95,8 @@ func summarize(sc Scenario, target string, rate float64, samples []Sample) Resul
 		r.Throughput = math.Round(float64(r.Requests-r.Errors)/r.Duration*10) / 10
 	}
 	r.Latency = Latency{
-		Mean: ms(sum / time.Duration(len(lat))), P50: ms(Percentile(lat, 50)), P90: ms(Percentile(lat, 90)),
-		P99: ms(Percentile(lat, 99)), Max: ms(lat[len(lat)-1]),
+		Mean: ms(sum / time.Duration(len(lat))), P50: ms(stats.Percentile(lat, 50)), P90: ms(stats.Percentile(lat, 90)),
+		P99: ms(stats.Percentile(lat, 99)), Max: ms(lat[len(lat)-1]),
 	}
 	step := max(1, len(samples)/maxPoints)
 	for i := 0; i < len(samples); i += step {
@@ -102,15 +104,6 @@ func summarize(sc Scenario, target string, rate float64, samples []Sample) Resul
 		r.Series = append(r.Series, Point{T: math.Round(s.At.Seconds()*1000) / 1000, Ms: ms(s.Latency), OK: s.OK})
 	}
 	return r
-}
-
-// Percentile returns the p-th percentile (nearest rank) of sorted durations.
-func Percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 // PrintTable writes one line per result.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
@@ -83,7 +82,7 @@ func (t Target) dial(service, caller string) (*grpc.ClientConn, func(), error) {
 			return nil, nil, err
 		}
 		closeSrc = func() { _ = src.Close() }
-		creds = credentials.TransportCredentials(src.ClientCredentials(service))
+		creds = src.ClientCredentials(service)
 	}
 	conn, err := grpc.NewClient(t.Addr(service), grpc.WithTransportCredentials(creds))
 	if err != nil {

@@ -177,8 +177,7 @@ apt_install() {
 # ============================================================================
 pg_bin() {
 	local d
-	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
-	echo "$d"
+	for d in /usr/lib/postgresql/*/bin; do if [[ -d $d ]]; then echo "$d"; fi; done | sort -V | tail -n1
 }
 
 # Postgres refuses to run as root, so as root we run it as the `postgres` OS user.
@@ -449,7 +448,7 @@ install_nats() {
 	log "nats: building nats-server $NATS_VERSION with go install"
 	local tmp="$CACHE/tmp-nats-$$"
 	mkdir -p "$tmp"
-	(cd "$tmp" && GOWORK=off GOFLAGS= GOBIN="$tmp" go install "github.com/nats-io/nats-server/v2@$NATS_VERSION") ||
+	(cd "$tmp" && GOWORK=off GOFLAGS='' GOBIN="$tmp" go install "github.com/nats-io/nats-server/v2@$NATS_VERSION") ||
 		die "nats: go install failed"
 	mkdir -p "$CACHE/bin"
 	mv -f "$tmp/nats-server" "$NATS_BIN"
@@ -887,7 +886,7 @@ main() {
 	status) cmd_status ;;
 	env) cmd_env ;;
 	logs)
-		(($# == 1)) && is_component "$1" || die "logs: name one component"
+		if (($# != 1)) || ! is_component "$1"; then die "logs: name one component"; fi
 		tail -n "${LINES_TAIL:-100}" "$(comp_log "$1")"
 		;;
 	-h | --help | help | "") usage ;;

@@ -99,7 +99,7 @@ func resolvePorts(names []string, addrs []*string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", names[i], err)
 		}
-		l, err := net.Listen("tcp", *a)
+		l, err := net.Listen("tcp", *a) //nolint:noctx // a probe: the listener only reserves the port until the brokers start
 		if err != nil {
 			return fmt.Errorf("%s: address %s is not available (another stack or server running?): %w", names[i], *a, err)
 		}

@@ -61,7 +61,8 @@ func startChild(inst Instance, bin string, env []string, logDir string, console 
 	if console != nil {
 		outs = append(outs, &prefixWriter{prefix: "[" + inst.Name() + "] ", dst: console})
 	}
-	cmd := exec.Command(bin)
+	// Not CommandContext: the stack stops its children in order with signals (stop), not by cancellation.
+	cmd := exec.Command(bin) //nolint:noctx // the child's lifetime is the stack's, see above
 	cmd.Env = append([]string{}, env...)
 	cmd.Stdout = io.MultiWriter(outs...)
 	cmd.Stderr = cmd.Stdout
@@ -92,13 +93,11 @@ func (c *child) exited() bool {
 	}
 }
 
-// markStopping records that the stack, not a crash, ends this child; it reports whether it was already.
-func (c *child) markStopping() bool {
+// markStopping records that the stack, not a crash, ends this child.
+func (c *child) markStopping() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	was := c.stopping
 	c.stopping = true
-	return was
 }
 
 func (c *child) isStopping() bool {

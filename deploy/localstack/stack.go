@@ -408,7 +408,7 @@ func (s *Stack) waitReady(parent context.Context, c *child) error {
 		}
 		select {
 		case <-c.done:
-			return fmt.Errorf("%s exited during start-up (%v); see %s; last output:\n%s",
+			return fmt.Errorf("%s exited during start-up (%w); see %s; last output:\n%s",
 				c.inst.Name(), exitError(c), c.inst.Log, c.tail.String())
 		case <-ctx.Done():
 			if parent.Err() != nil {

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 )
 
 // TestJaeger exports one span over OTLP/gRPC and reads it back through Jaeger's

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 )
 
 func TestKafka(t *testing.T) {

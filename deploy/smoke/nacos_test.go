@@ -11,6 +11,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
 	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 )
 
@@ -29,7 +30,7 @@ func TestNacos(t *testing.T) {
 	}
 	// Not t.TempDir: the SDK keeps writing its log files for a moment after CloseClient,
 	// which makes TempDir's strict cleanup fail; removal here is best effort.
-	dir, err := os.MkdirTemp("", "shopmesh-nacos-smoke-")
+	dir, err := os.MkdirTemp("", "shopmesh-nacos-smoke-") //nolint:usetesting // see above
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,10 +87,10 @@ type world struct {
 }
 
 const (
-	imported = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_IMPORTED
-	reserved = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_RESERVED
-	released = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_RELEASED
-	commited = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_COMMITTED
+	imported  = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_IMPORTED
+	reserved  = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_RESERVED
+	released  = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_RELEASED
+	committed = eventsv1.StockChangeCause_STOCK_CHANGE_CAUSE_COMMITTED
 )
 
 // consistent is a settled shop: o1 confirmed (captured, committed), o2 cancelled (voided, released),
@@ -110,7 +110,7 @@ func consistent() *world {
 		},
 		products: []productRow{
 			{sku: "SKU-1", onHand: 98, reserved: 0, version: 3,
-				history: []stockChange{{imported, 100}, {reserved, -2}, {commited, 0}}},
+				history: []stockChange{{imported, 100}, {reserved, -2}, {committed, 0}}},
 			{sku: "SKU-2", onHand: 60, reserved: 0, version: 4,
 				history: []stockChange{{imported, 50}, {reserved, -3}, {released, 3}, {imported, 10}}},
 		},

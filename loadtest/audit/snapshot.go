@@ -269,7 +269,7 @@ func readInventory(ctx context.Context, dsn string, eventIDs []string) (inventor
 		}
 		var ev eventsv1.StockChanged
 		if err := proto.Unmarshal(payload, &ev); err != nil || ev.GetSku() == "" {
-			return nil // not a StockChanged event
+			return nil //nolint:nilerr // not a StockChanged event: skipped, not a failure
 		}
 		s.events[ev.GetSku()] = append(s.events[ev.GetSku()], stockEvent{
 			version: ev.GetAggregateVersion(), delta: ev.GetDelta(), cause: ev.GetCause(),

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/loadtest"
+	"github.com/shopmesh/shopmesh/loadtest/openloop"
+	"github.com/shopmesh/shopmesh/loadtest/stats"
 )
 
 // Op is one request.
@@ -124,29 +126,17 @@ func OpenLoop(ctx context.Context, op Op, rate float64, d time.Duration, pids []
 	var all []time.Duration
 	errs := 0
 	cpu0, t0 := cpuNow(pids), time.Now()
-	interval := time.Duration(float64(time.Second) / rate)
-	var wg sync.WaitGroup
-	for i := 0; ; i++ {
-		at := time.Duration(i) * interval
-		if at >= d || ctx.Err() != nil {
-			break
+	openloop.Schedule{Rate: rate, Duration: d}.Run(ctx, func(openloop.Arrival) {
+		s := time.Now()
+		err := op(ctx)
+		l := time.Since(s)
+		mu.Lock()
+		all = append(all, l)
+		if err != nil {
+			errs++
 		}
-		if w := time.Until(t0.Add(at)); w > 0 {
-			time.Sleep(w)
-		}
-		wg.Go(func() {
-			s := time.Now()
-			err := op(ctx)
-			l := time.Since(s)
-			mu.Lock()
-			all = append(all, l)
-			if err != nil {
-				errs++
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+		mu.Unlock()
+	}, nil)
 	st := Stats{Wall: time.Since(t0), CPU: cpuNow(pids) - cpu0, Errors: errs}
 	return withPercentiles(st, all)
 }
@@ -154,7 +144,7 @@ func OpenLoop(ctx context.Context, op Op, rate float64, d time.Duration, pids []
 func withPercentiles(st Stats, all []time.Duration) Stats {
 	slices.Sort(all)
 	st.Ops = len(all)
-	st.P50, st.P99 = percentile(all, 50), percentile(all, 99)
+	st.P50, st.P99 = stats.Percentile(all, 50), stats.Percentile(all, 99)
 	if len(all) > 0 {
 		st.Max = all[len(all)-1]
 	}
@@ -163,7 +153,3 @@ func withPercentiles(st Stats, all []time.Duration) Stats {
 
 // Machine describes the host.
 func Machine() string { return loadtest.Machine() }
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	return loadtest.Percentile(sorted, p)
-}

@@ -22,6 +22,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/shopmesh/shopmesh/loadtest/openloop"
+	"github.com/shopmesh/shopmesh/loadtest/stats"
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -291,18 +293,17 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 		return res, err
 	}
 	time.Sleep(200 * time.Millisecond) // consumer positioned at the end
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	start := time.Now()
-	for i := 0; time.Duration(i)*interval < cfg.Duration; i++ {
-		if w := time.Until(start.Add(time.Duration(i) * interval)); w > 0 {
-			time.Sleep(w)
-		}
-		if err := sqldb.InTx(ctx, db, func(tx *sql.Tx) error { return enqueue(ctx, tx, i) }); err != nil {
+	for a := range (openloop.Schedule{Rate: cfg.Rate, Duration: cfg.Duration}).Arrivals(ctx) {
+		if err := sqldb.InTx(ctx, db, func(tx *sql.Tx) error { return enqueue(ctx, tx, a.N) }); err != nil {
 			stop()
 			return res, err
 		}
 		relay.Notify()
 		res.Sent++
+	}
+	if err := ctx.Err(); err != nil {
+		stop()
+		return res, err
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -319,7 +320,7 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 	defer mu.Unlock()
 	slices.Sort(lats)
 	res.Got = len(lats)
-	res.P50, res.P99 = percentile(lats, 50), percentile(lats, 99)
+	res.P50, res.P99 = stats.Percentile(lats, 50), stats.Percentile(lats, 99)
 	fmt.Fprintf(log, "  %-28s commit-to-consume at %.0f/s: %d/%d received, p50 %.2f ms, p99 %.2f ms\n",
 		name, cfg.Rate, res.Got, res.Sent, ms(res.P50), ms(res.P99))
 	return res, nil

@@ -84,8 +84,11 @@ func (s *Stack) token(ctx context.Context, customer string) (string, error) {
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
-		return "", fmt.Errorf("dev token: %s %v", resp.Status, err)
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+		return "", fmt.Errorf("dev token: %s: %w", resp.Status, err)
+	}
+	if tok.Token == "" {
+		return "", fmt.Errorf("dev token: %s: no token", resp.Status)
 	}
 	return tok.Token, nil
 }

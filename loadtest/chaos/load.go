@@ -14,6 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shopmesh/shopmesh/loadtest/openloop"
+	"github.com/shopmesh/shopmesh/loadtest/stats"
 )
 
 // Load is an open-loop order load through the gateway's HTTP API: Rate orders/s whatever the answers,
@@ -99,42 +102,21 @@ func (l *Load) Run(ctx context.Context, stop <-chan struct{}) {
 	if l.Rate <= 0 {
 		return
 	}
-	interval := time.Duration(float64(time.Second) / l.Rate)
-	sem := make(chan struct{}, l.MaxInFlight)
-	var wg sync.WaitGroup
-	next := time.Now()
-	for ctx.Err() == nil {
-		w := time.Until(next)
-		if w < 0 {
-			w = 0
-		}
-		select {
-		case <-time.After(w):
-		case <-ctx.Done():
-		case <-stop:
-		}
-		if isClosed(stop) || ctx.Err() != nil {
-			break
-		}
-		start := next
-		next = next.Add(interval)
-		l.seq++
-		l.rec.sent.Add(1)
-		key := fmt.Sprintf("%s-%06d", l.KeyPrefix, l.seq)
-		select {
-		case sem <- struct{}{}:
-		default:
-			l.rec.Add(Sample{At: start, Status: StatusBusy, Key: key})
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			l.rec.Add(l.place(ctx, start, key))
+	seq := l.seq
+	l.seq += openloop.Schedule{Rate: l.Rate, Stop: stop, MaxInFlight: l.MaxInFlight}.Run(ctx,
+		func(a openloop.Arrival) {
+			l.rec.sent.Add(1)
+			l.rec.Add(l.place(ctx, a.Due, l.key(seq+a.N+1)))
+		},
+		func(a openloop.Arrival) {
+			l.rec.sent.Add(1)
+			l.rec.Add(Sample{At: a.Due, Status: StatusBusy, Key: l.key(seq + a.N + 1)})
 		})
-	}
-	wg.Wait()
 	l.client.CloseIdleConnections()
 }
+
+// key is the idempotency key of the order with sequence number seq.
+func (l *Load) key(seq int) string { return fmt.Sprintf("%s-%06d", l.KeyPrefix, seq) }
 
 // place sends one order, retrying 503/429 and connection errors with the same key, and returns the final outcome. Latency
 // is from the first attempt to the final answer.
@@ -221,8 +203,11 @@ func (l *Load) token(ctx context.Context, customer string) (string, error) {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	var t struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || resp.StatusCode != http.StatusOK || t.Token == "" {
-		return "", fmt.Errorf("POST /v1/dev/token: %s %v", resp.Status, err)
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil {
+		return "", fmt.Errorf("POST /v1/dev/token: %s: %w", resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK || t.Token == "" {
+		return "", fmt.Errorf("POST /v1/dev/token: %s: no token", resp.Status)
 	}
 	return t.Token, nil
 }
@@ -323,19 +308,10 @@ func (r *Recorder) Seconds() []Second {
 		}
 	}
 	for i := range out {
-		out[i].P50Ms, out[i].P99Ms = quantile(lat[i], 0.50), quantile(lat[i], 0.99)
+		slices.Sort(lat[i])
+		out[i].P50Ms, out[i].P99Ms = stats.Percentile(lat[i], 50), stats.Percentile(lat[i], 99)
 	}
 	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-// quantile of xs (sorted in place), nearest rank; 0 for none.
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	slices.Sort(xs)
-	i := int(q*float64(len(xs))+0.999999) - 1
-	return xs[min(max(i, 0), len(xs)-1)]
-}

@@ -175,12 +175,9 @@ func (p *Proxy) pipe(dst, src net.Conn, back bool) {
 		}
 	}()
 	buf := make([]byte, 32<<10)
-	for {
-		// Hold before reading: the bytes stay in the kernel buffers, as in a network that drops them and
-		// has them retransmitted later.
-		if !p.wait() {
-			break
-		}
+	// Hold before reading: the bytes stay in the kernel buffers, as in a network that drops them and
+	// has them retransmitted later.
+	for p.wait() {
 		n, err := src.Read(buf)
 		if n > 0 {
 			d := time.Duration(0)

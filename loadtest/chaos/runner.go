@@ -21,6 +21,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
 	"github.com/shopmesh/shopmesh/loadtest/audit"
+	"github.com/shopmesh/shopmesh/loadtest/stats"
 )
 
 // Options configure a campaign.
@@ -169,7 +170,7 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	defer stack.Stop()
 	for _, c := range sc.Servers {
 		// Whatever happens, the server is started again before the next scenario.
-		defer func() {
+		defer func() { //nolint:gocritic // deferInLoop: each server is started again when the scenario ends
 			hctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			if err := o.Ctl(hctx, "start", c); err != nil {
@@ -329,8 +330,9 @@ func progress(w io.Writer, id string, t0 time.Time, rec *Recorder, phase *atomic
 		if len(e) > 0 {
 			es = strings.Join(e, " ")
 		}
+		slices.Sort(lat)
 		fmt.Fprintf(w, "%-4s %-8s t=%3.0fs  sent %4d  ok %4d  errors %-24s p99 %7.1f ms\n",
-			id, phase.Load(), time.Since(t0).Seconds(), sent-prevSent, ok, es, quantile(lat, 0.99))
+			id, phase.Load(), time.Since(t0).Seconds(), sent-prevSent, ok, es, stats.Percentile(lat, 99))
 		prevSent = sent
 	}
 }
@@ -356,8 +358,10 @@ func (r *Result) measure(samples []Sample, secs []Second, t0 time.Time) {
 			fault = append(fault, l)
 		}
 	}
-	r.WarmupP99Ms = quantile(warm, 0.99)
-	r.FaultP50Ms, r.FaultP99Ms = quantile(fault, 0.50), quantile(fault, 0.99)
+	slices.Sort(warm)
+	slices.Sort(fault)
+	r.WarmupP99Ms = stats.Percentile(warm, 99)
+	r.FaultP50Ms, r.FaultP99Ms = stats.Percentile(fault, 50), stats.Percentile(fault, 99)
 	// Time to recover: the first second after the fault ends from which every second has no error and
 	// a p99 under twice the warm-up's.
 	end := int(r.FaultEndS)

@@ -7,14 +7,12 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 )
 
 // liveConfig is the process's config center: its source and the center applying it.
 type liveConfig struct {
-	src interface {
-		configcenter.Source
-		Close() error
-	}
+	src    ConfigSource
 	center *configcenter.Center
 }
 
@@ -25,10 +23,11 @@ func (p *Platform) newConfigCenter() error {
 	if !p.cfg.ConfigCenter.Enabled() {
 		return nil
 	}
-	if p.cfg.ConfigCenter.Backend != config.ConfigCenterNacos {
-		return fmt.Errorf("config center: backend %q", p.cfg.ConfigCenter.Backend)
+	newSource := configSource(p.opts.backends, p.cfg.ConfigCenter.Backend)
+	if newSource == nil {
+		return fmt.Errorf("config center: backend %q: %w", p.cfg.ConfigCenter.Backend, registry.ErrNotLinked)
 	}
-	src, err := configcenter.NewNacos(p.cfg.Registry.Nacos)
+	src, err := newSource(p.cfg)
 	if err != nil {
 		return fmt.Errorf("config center: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
@@ -75,10 +76,67 @@ type options struct {
 	telemetry    []telemetry.Option
 	logLevel     *slog.LevelVar
 	security     securityOptions // WithPolicy (security.go)
+	backends     []Backend       // WithBackends
 }
 
 // Option customizes New.
 type Option func(*options)
+
+// Backend is a discovery and/or config-center backend that lives in a module of its own, so that its
+// client library is linked only into the binaries that opt in: the Nacos one is
+// github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos (nacos.Backend()). The static and dns
+// registries are built in. A service links one with service.Spec.Backends (or WithBackends).
+type Backend struct {
+	// Name is the value of Config.Registry.Backend / Config.ConfigCenter.Backend that selects it.
+	Name string
+	// Registry builds the discovery backend from Config.Registry; nil when it is none.
+	Registry registry.Factory
+	// ConfigSource builds the config-center source; nil when it is none.
+	ConfigSource func(cfg Config) (ConfigSource, error)
+}
+
+// ConfigSource is a config-center backend's source of documents, closed by Close.
+type ConfigSource interface {
+	configcenter.Source
+	io.Closer
+}
+
+// WithBackends links backends from contrib modules (see Backend).
+func WithBackends(b ...Backend) Option {
+	return func(o *options) { o.backends = append(o.backends, b...) }
+}
+
+// CheckBackends fails when cfg selects a registry or config-center backend that is neither built in
+// nor among backends: New would fail the same way (check-config runs it).
+func CheckBackends(cfg Config, backends ...Backend) error {
+	if err := registry.Linked(cfg.Registry, registryFactories(backends)); err != nil {
+		return err
+	}
+	if cfg.ConfigCenter.Enabled() && configSource(backends, cfg.ConfigCenter.Backend) == nil {
+		return fmt.Errorf("config center backend %q: %w (add github.com/shopmesh/shopmesh/pkg/platform/contrib/%s's Backend to service.Spec.Backends, or platform.WithBackends)",
+			cfg.ConfigCenter.Backend, registry.ErrNotLinked, cfg.ConfigCenter.Backend)
+	}
+	return nil
+}
+
+func registryFactories(backends []Backend) map[string]registry.Factory {
+	m := map[string]registry.Factory{}
+	for _, b := range backends {
+		if b.Registry != nil {
+			m[b.Name] = b.Registry
+		}
+	}
+	return m
+}
+
+func configSource(backends []Backend, name string) func(Config) (ConfigSource, error) {
+	for _, b := range backends {
+		if b.Name == name && b.ConfigSource != nil {
+			return b.ConfigSource
+		}
+	}
+	return nil
+}
 
 // WithLogLevel lets the config center change the level of the logger main built on lv
 // (log_level in its documents).
@@ -120,7 +178,8 @@ func WithClientInterceptors(unary []grpc.UnaryClientInterceptor, stream []grpc.S
 }
 
 // New validates cfg and builds the platform. When Config.Registry selects nacos or dns, it builds that
-// backend (a Nacos client connects in the background and does not fail when Nacos is down): Serve then
+// backend (nacos only when linked with WithBackends; a Nacos client connects in the background and does
+// not fail when Nacos is down): Serve then
 // registers through it and Dial resolves through it, unless WithRegistry or WithResolver replace a side.
 // No server is started yet; Close releases the backend.
 //
@@ -139,6 +198,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if err := CheckBackends(cfg, o.backends...); err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
 	}
 	// Records logged with a span in their context carry trace_id and span_id.
 	logger = slog.New(telemetry.LogHandler(logger.Handler()))
@@ -164,7 +226,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		_ = obs.shutdown()
 		return nil, err
 	}
-	backend, err := registry.New(cfg.Registry, logger, o.metrics)
+	backend, err := registry.New(cfg.Registry, logger, o.metrics, registryFactories(o.backends))
 	if err != nil {
 		_ = obs.shutdown()
 		return nil, err

@@ -2,6 +2,7 @@ package platform_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -358,7 +359,7 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 			got := 0
 			for {
 				_, err := s.Recv()
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					break
 				}
 				if err != nil {

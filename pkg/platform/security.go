@@ -48,7 +48,7 @@ func newSecurity(cfg config.Config, o securityOptions, logger *slog.Logger) (*se
 	if !cfg.TLS.Enabled() {
 		return &security{authorizer: authz.Unenforced(logger), edge: cfg.AuthzEdge}, nil
 	}
-	var authorizer authz.Authorizer = noPolicy(logger)
+	authorizer := noPolicy(logger)
 	if policy != nil {
 		policy.AllowReflection = cfg.Profile == config.Dev
 		authorizer = policy

@@ -598,10 +598,11 @@ func TestCustomerFromMetadata(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx := t.Context()
+		kv := make([]string, 0, 2*len(customers))
 		for _, c := range customers {
-			ctx = metadata.AppendToOutgoingContext(ctx, authz.CustomerHeader, c)
+			kv = append(kv, authz.CustomerHeader, c)
 		}
+		ctx := metadata.AppendToOutgoingContext(t.Context(), kv...)
 		resp, err := testgrpc.NewTestServiceClient(conn).UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		return resp.GetUsername(), status.Code(err)
 	}

@@ -311,7 +311,7 @@ func wireIn(root, name string, stdout io.Writer) error {
 	}
 	for _, s := range steps {
 		fmt.Fprintf(stdout, "== %s (in %s)\n", strings.Join(s.argv, " "), s.dir)
-		cmd := exec.Command(s.argv[0], s.argv[1:]...)
+		cmd := exec.Command(s.argv[0], s.argv[1:]...) //nolint:noctx // a CLI step run to completion, as make would; Ctrl-C reaches it
 		cmd.Dir = filepath.Join(root, s.dir)
 		cmd.Env = append(os.Environ(), s.env...)
 		cmd.Stdout, cmd.Stderr = stdout, stdout

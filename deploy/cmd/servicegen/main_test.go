@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -208,7 +209,7 @@ func TestRemovedService(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := gen(t, "-check", "-root", root)
-	if err != errDrift || !strings.Contains(out, "deploy/k8s/base/shipping.yaml") {
+	if !errors.Is(err, errDrift) || !strings.Contains(out, "deploy/k8s/base/shipping.yaml") {
 		t.Errorf("-check: %v\n%s", err, out)
 	}
 	if out, err := gen(t, "-root", root); err != nil {
@@ -240,7 +241,7 @@ func TestCheckReportsDrift(t *testing.T) {
 	}
 	write(t, root, rel, edited)
 	out, err := gen(t, "-check", "-root", root)
-	if err != errDrift {
+	if !errors.Is(err, errDrift) {
 		t.Fatalf("-check: %v, want errDrift", err)
 	}
 	for _, want := range []string{"--- " + rel, "-      - names: [order]", "+      - names: [inventory, payment, order, gateway]"} {

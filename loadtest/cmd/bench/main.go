@@ -29,7 +29,8 @@ func main() {
 	if dir := os.Getenv(bench.HandshakeServerEnv); dir != "" {
 		if err := bench.ServeHandshakes(ctx, dir); err != nil {
 			fmt.Fprintln(os.Stderr, "bench handshake server:", err)
-			os.Exit(1)
+			stop()
+			os.Exit(1) //nolint:gocritic // exitAfterDefer: stop() ran on the line above
 		}
 		return
 	}
@@ -43,7 +44,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	root := fs.String("root", ".", "repository root")
-	casesFlag := fs.String("cases", "chain,mtls,gateway,orders,orders-pg,outbox,outbox-real", "comma-separated: chain, mtls, gateway, orders, orders-pg (needs -pg/-kafka), outbox (embedded), outbox-real (-pg/-kafka/-nats)")
+	casesFlag := fs.String("cases", "chain,validation,mtls,gateway,orders,orders-pg,outbox,outbox-real", "comma-separated: chain, validation (the server chain's validation stage off / valid request / invalid one), mtls, gateway, orders, orders-pg (needs -pg/-kafka), outbox (embedded), outbox-real (-pg/-kafka/-nats)")
 	rounds := fs.Int("rounds", 5, "measured rounds per case (each variant once per round, order rotating)")
 	each := fs.Duration("each", 2*time.Second, "length of one variant's run in a round")
 	warmup := fs.Duration("warmup", time.Second, "warm-up per variant before the rounds")
@@ -121,6 +122,15 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		if err := runCases(cs); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(want, "validation") {
+		c, err := bench.ValidationCase(ctx, &cl)
+		if err != nil {
+			return err
+		}
+		if err := runCases([]bench.Case{c}); err != nil {
 			return err
 		}
 	}

@@ -400,7 +400,7 @@ type trackedStream struct {
 func (s *trackedStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	switch {
-	case err == io.EOF:
+	case errors.Is(err, io.EOF):
 		s.done(nil)
 	case err != nil:
 		s.done(err)

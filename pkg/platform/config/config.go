@@ -1,10 +1,10 @@
 // Package config is the typed configuration of the platform: one struct with per-profile defaults,
 // Validate with messages that name the field, and environment overrides through an injected lookup so
-// that only main ever touches the process environment. Each service embeds Config (and Brokers, Database
-// when it uses them) in its own config and loads it with Load, which applies <P>_* variables (and the
-// shared unprefixed ones a field's `alias` tag names, such as KAFKA_BROKERS) over the profile's defaults
-// and validates. Every field that can be set carries a `help` tag, so Vars and WriteVars list each
-// variable with its default and meaning.
+// that only main ever touches the process environment. Each service embeds Config (and Database, Brokers
+// or Kafka, Outbox, Consumer when it uses them, each with its own Validate) in its own config and loads
+// it with Load, which applies <P>_* variables (and the shared unprefixed ones a field's `alias` tag
+// names, such as KAFKA_BROKERS) over the profile's defaults and validates. Every field that can be set
+// carries a `help` tag, so Vars and WriteVars list each variable with its default and meaning.
 package config
 
 import (

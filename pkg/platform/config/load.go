@@ -9,23 +9,6 @@ import (
 // Base lets Load and the service command reach the platform part of any config that embeds Config.
 func (c *Config) Base() *Config { return c }
 
-// Kafka is the shared Kafka setting a service embeds: ORDER_KAFKA_BROKERS or, when unset, KAFKA_BROKERS.
-type Kafka struct {
-	KafkaBrokers []string `alias:"KAFKA_BROKERS" help:"Kafka bootstrap brokers, host:port, comma-separated"`
-}
-
-// NATS is the shared NATS setting a service embeds: ORDER_NATS_URL or, when unset, NATS_URL.
-type NATS struct {
-	NatsURL string `alias:"NATS_URL" help:"NATS server URL(s) for JetStream"`
-}
-
-// Brokers is both shared broker settings, for a service that uses Kafka and NATS; one that uses only
-// one of them embeds Kafka or NATS, so that it lists (and -h shows) only what it reads.
-type Brokers struct {
-	Kafka
-	NATS
-}
-
 // Load returns the configuration selected by <prefix>_PROFILE (default dev) from defaults(profile) with the
 // environment applied through lookup (prefixed names; an `alias` tag names an unprefixed variable read when the
 // prefixed one is unset), the profile recorded in Base(), then Validate. Errors start with "config: " and name
@@ -90,7 +73,7 @@ func problems(err error, head string) []string {
 	if err == nil {
 		return nil
 	}
-	switch u := err.(type) {
+	switch u := err.(type) { //nolint:errorlint // walks the wrap tree itself, one level at a time
 	case interface{ Unwrap() []error }:
 		msg, children := err.Error(), u.Unwrap()
 		var inner []string

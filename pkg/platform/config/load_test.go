@@ -271,7 +271,11 @@ func TestWriteVars(t *testing.T) {
 		if got := strings.Join(strings.Fields(l), " "); got != want[i] {
 			t.Errorf("line %d = %q, want %q", i, got, want[i])
 		}
-		at := utf8.RuneCountInString(l[:strings.Index(l, "—")])
+		dash := strings.Index(l, "—")
+		if dash < 0 {
+			t.Fatalf("line %d has no \"—\": %q", i, l)
+		}
+		at := utf8.RuneCountInString(l[:dash])
 		if col >= 0 && at != col {
 			t.Errorf("help not aligned:\n%s", out.String())
 		}

@@ -100,7 +100,7 @@ func TestInvalidUpdateKeepsPrevious(t *testing.T) {
 	for _, bad := range []string{
 		"rate_limit: {default: {rps: -1}}", // fails Validate
 		"rate_limit: {default: {rps: [}",   // not YAML
-		"rate_limit: {defualt: {rps: 5}}",  // unknown key
+		"rate_limit: {defualt: {rps: 5}}",  //nolint:misspell // unknown key, misspelled on purpose
 		"log_level: loud",                  // bad level
 		"fault: {enabled: true, rules: {'*': {delay: 1s, delay_percent: 100}}}", // refused in this profile
 		"rate_limit: {retry_after: 5}",                                          // a duration needs a unit

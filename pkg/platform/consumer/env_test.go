@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -37,7 +36,7 @@ func logger(t *testing.T) *slog.Logger {
 	if os.Getenv("TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 func uniq(prefix string) string {

@@ -97,7 +97,7 @@ func (c *JetStream) Run(ctx context.Context) error {
 	cons, err := c.js.CreateOrUpdateConsumer(sctx, c.cfg.Stream, c.ConsumerConfig())
 	cancel()
 	if ctx.Err() != nil {
-		return nil
+		return nil //nolint:nilerr // stopping: a create cut short by the caller's cancel is not a failure
 	}
 	if err != nil {
 		return fmt.Errorf("jetstream consumer %s: %w", c.cfg.Durable, err)

@@ -253,7 +253,7 @@ func TestPickFirstAndLeastRequest(t *testing.T) {
 	target, builder, _ := static.Resolve("echo")
 
 	pf := dial(t, target, dialer.Options{Target: dialer.Target{LB: dialer.PickFirst, Retry: retryPolicy(1)}, Resolver: builder})
-	if c := counts(t, pf, bs, 20); !(c[0] == 20 && c[1] == 0) {
+	if c := counts(t, pf, bs, 20); c[0] != 20 || c[1] != 0 {
 		t.Errorf("pick_first spread = %v, want all on the first", c)
 	}
 	// With outlier ejection wrapping it, as the platform dials.

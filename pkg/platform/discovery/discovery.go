@@ -6,6 +6,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -68,15 +69,23 @@ func (s *Static) Resolve(name string) (string, resolver.Builder, error) {
 	return StaticScheme + ":///" + name, staticBuilder{s}, nil
 }
 
-// Update replaces the addresses of name and informs the connections using it.
-func (s *Static) Update(name string, addrs []string) {
+// Update replaces the addresses of name and informs the connections using it. A list with an address
+// that is not "host:port" is refused as a whole: name keeps its addresses.
+func (s *Static) Update(name string, addrs []string) error {
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("static resolver: update %q: address %q: %w", name, a, err)
+		}
+	}
 	s.mu.Lock()
 	s.targets[name] = slices.Clone(addrs)
 	rs := slices.Clone(s.conns[name])
 	s.mu.Unlock()
+	var errs []error
 	for _, r := range rs {
-		r.push(addrs)
+		errs = append(errs, r.push(addrs))
 	}
+	return errors.Join(errs...)
 }
 
 type staticBuilder struct{ s *Static }

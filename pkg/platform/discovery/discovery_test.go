@@ -42,7 +42,9 @@ func TestStaticResolvesAndUpdates(t *testing.T) {
 		t.Fatalf("calls a=%d b=%d", a.Calls.Load(), b.Calls.Load())
 	}
 
-	static.Update("echo", []string{addrB})
+	if err := static.Update("echo", []string{addrB}); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for b.Calls.Load() == 0 {
 		if time.Now().After(deadline) {
@@ -51,6 +53,33 @@ func TestStaticResolvesAndUpdates(t *testing.T) {
 		if _, err := c.UnaryCall(t.Context(), &testgrpc.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// An update with an address that is not host:port is refused and changes nothing: connections dialed
+// afterwards still reach the addresses the name had.
+func TestStaticUpdateRejectsBadAddress(t *testing.T) {
+	t.Parallel()
+	a := &testserver.Echo{}
+	addrA := testserver.Start(t, grpc.NewServer(), a)
+	static := discovery.NewStatic(map[string][]string{"echo": {addrA}})
+	if err := static.Update("echo", []string{"no-port"}); err == nil || !strings.Contains(err.Error(), "no-port") {
+		t.Fatalf("Update with a bad address: err = %v, want it named", err)
+	}
+	target, builder, err := static.Resolve("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := testgrpc.NewTestServiceClient(conn).UnaryCall(t.Context(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("call after a refused update: %v", err)
+	}
+	if a.Calls.Load() != 1 {
+		t.Fatalf("calls at the old address = %d, want 1", a.Calls.Load())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -165,7 +164,7 @@ func TestPurger(t *testing.T) {
 			pctx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			go func() {
-				done <- inbox.RunPurger(pctx, db, inbox.PurgerConfig{BatchSize: 4, Interval: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				done <- inbox.RunPurger(pctx, db, inbox.PurgerConfig{BatchSize: 4, Interval: time.Hour}, slog.New(slog.DiscardHandler))
 			}()
 			left := func() int {
 				var n int

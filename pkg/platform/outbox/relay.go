@@ -551,7 +551,7 @@ func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 		}
 		for rows.Next() {
 		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil { //nolint:sqlclosecheck // closed here, its error checked
 			return fmt.Errorf("lock rows: %w", err)
 		}
 	}

@@ -2,9 +2,15 @@
 // or DNS (Kubernetes headless services) — and returns it as a discovery.Resolver and discovery.Registry.
 // platform.New builds it from the Registry section of the platform config; platform.WithResolver and
 // platform.WithRegistry replace either side.
+//
+// Static and DNS are built in. The Nacos backend is a Factory from its own module
+// (github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos), linked only into binaries that opt in, so
+// nacos-sdk-go stays out of the others; its configuration section (package nacos here) is always known,
+// so every binary validates and documents the same variables.
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -81,18 +87,25 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
-// New builds the configured backend; reg receives its metrics (may be nil).
-func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (Backend, error) {
+// Factory builds a backend that is not part of this module (the Nacos one of contrib/nacos) from the
+// configuration; reg receives its metrics (may be nil).
+type Factory func(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (Backend, error)
+
+// ErrNotLinked is returned (wrapped) for a configured backend that no Factory provides.
+var ErrNotLinked = errors.New("backend not linked into this binary")
+
+// New builds the configured backend; reg receives its metrics (may be nil). Static and dns are built
+// in; any other backend comes from factories, by the name Config.Backend holds.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, factories map[string]Factory) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return Backend{}, fmt.Errorf("registry config: %w", err)
 	}
+	if err := Linked(cfg, factories); err != nil {
+		return Backend{}, err
+	}
 	switch cfg.Backend {
-	case Nacos:
-		c, err := nacos.New(cfg.Nacos, logger, reg)
-		if err != nil {
-			return Backend{}, err
-		}
-		return Backend{Resolver: c, Registry: c, Closer: c}, nil
+	case Static, "":
+		return Backend{Closer: nopCloser{}}, nil
 	case DNS:
 		r, err := dns.New(cfg.DNS)
 		if err != nil {
@@ -100,5 +113,26 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (Backend, e
 		}
 		return Backend{Resolver: r, Registry: dns.Registry{}, Closer: nopCloser{}}, nil
 	}
-	return Backend{Closer: nopCloser{}}, nil
+	b, err := factories[cfg.Backend](cfg, logger, reg)
+	if err != nil {
+		return Backend{}, err
+	}
+	if b.Closer == nil {
+		b.Closer = nopCloser{}
+	}
+	return b, nil
+}
+
+// Linked reports whether the backend cfg selects can be built with factories: static and dns always
+// can, another one needs its Factory (for nacos: the Backend of contrib/nacos in service.Spec.Backends).
+func Linked(cfg Config, factories map[string]Factory) error {
+	switch cfg.Backend {
+	case Static, "", DNS:
+		return nil
+	}
+	if factories[cfg.Backend] == nil {
+		return fmt.Errorf("registry backend %q: %w (add github.com/shopmesh/shopmesh/pkg/platform/contrib/%s's Backend to service.Spec.Backends, or platform.WithBackends)",
+			cfg.Backend, ErrNotLinked, cfg.Backend)
+	}
+	return nil
 }

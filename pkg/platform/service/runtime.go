@@ -211,7 +211,7 @@ func (s *Service) serve(ctx context.Context) error {
 	if s.httpServer != nil {
 		addr = s.httpAddr
 	}
-	lis, err := net.Listen("tcp", addr)
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}

@@ -66,6 +66,12 @@ type Spec[C any] struct {
 	// Healthcheck is the `healthcheck` command; nil asks the gRPC health service of the running server
 	// (Config.ListenAddr, with the configured mTLS identity).
 	Healthcheck func(ctx context.Context, cfg C) error
+	// Backends links discovery and config-center backends that live in modules of their own, so their
+	// client libraries are in this binary only when listed: `[]platform.Backend{nacos.Backend()}`
+	// (github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos) makes <P>_REGISTRY_BACKEND=nacos and
+	// <P>_CONFIG_CENTER_BACKEND=nacos work; static and dns are built in. check-config and serve refuse a
+	// backend the binary does not link.
+	Backends []platform.Backend
 	// Options are extra platform options (tests).
 	Options []platform.Option
 }
@@ -137,8 +143,11 @@ func Run[C any, PC configOf[C]](ctx context.Context, spec Spec[C], args []string
 			rest = env.Environ
 		}
 		return config.CheckCommand(rest, prefix, keys, func() error {
-			_, err := config.Load[C, PC](prefix, env.Lookup, spec.Defaults)
-			return err
+			cfg, err := config.Load[C, PC](prefix, env.Lookup, spec.Defaults)
+			if err != nil {
+				return err
+			}
+			return platform.CheckBackends(*PC(&cfg).Base(), spec.Backends...)
 		}, env.Stdout)
 	case "serve", "migrate", "healthcheck":
 	default:
@@ -181,7 +190,7 @@ func Run[C any, PC configOf[C]](ctx context.Context, spec Spec[C], args []string
 		}
 		return migrate.Command(ctx, dsn, spec.Migrations, migrate.Options{Logger: logger}, rest, env.Stdout)
 	}
-	opts := append([]platform.Option{platform.WithLogLevel(level)}, spec.Options...)
+	opts := append([]platform.Option{platform.WithLogLevel(level), platform.WithBackends(spec.Backends...)}, spec.Options...)
 	if spec.Policy != nil {
 		opts = append(opts, platform.WithPolicy(spec.Policy))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
+	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
 )
 
@@ -256,6 +262,61 @@ func TestCheckConfigAndCommands(t *testing.T) {
 		t.Fatalf("an unknown command = %v", err)
 	}
 }
+
+// TestBackendsAreOptIn: a binary whose Spec does not link the Nacos backend refuses
+// DEMO_REGISTRY_BACKEND=nacos in check-config and serve (it would otherwise run without discovery);
+// once Backends lists one by that name both accept it.
+func TestBackendsAreOptIn(t *testing.T) {
+	spec := demoSpec(t, freeAddr(t), func(_ context.Context, s *service.Service, _ demoConfig) error {
+		s.GRPC()
+		return nil
+	})
+	vars := map[string]string{
+		"DEMO_REGISTRY_BACKEND": "nacos", "DEMO_REGISTRY_NACOS_ADDRS": "127.0.0.1:8848",
+		"DEMO_REGISTRY_NACOS_CACHE_DIR": t.TempDir(), "DEMO_REGISTRY_NACOS_LOG_DIR": t.TempDir(),
+	}
+	var out bytes.Buffer
+	for _, cmd := range []string{"check-config", "serve"} {
+		if err := service.Run(t.Context(), spec, []string{cmd}, env(vars, &out)); !errors.Is(err, registry.ErrNotLinked) {
+			t.Fatalf("%s without the backend = %v, want ErrNotLinked", cmd, err)
+		}
+	}
+	reg := &chanRegistry{registered: make(chan discovery.Instance, 1)}
+	spec.Backends = []platform.Backend{{
+		Name: registry.Nacos,
+		Registry: func(registry.Config, *slog.Logger, prometheus.Registerer) (registry.Backend, error) {
+			return registry.Backend{Registry: reg}, nil
+		},
+	}}
+	if err := service.Run(t.Context(), spec, []string{"check-config"}, env(vars, &out)); err != nil {
+		t.Fatalf("check-config with the backend linked: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- service.Run(ctx, spec, nil, env(vars, &out)) }()
+	select {
+	case in := <-reg.registered:
+		if in.Service != "demo" {
+			t.Errorf("registered %+v", in)
+		}
+	case err := <-served:
+		t.Fatalf("serve with the backend linked: %v", err)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}
+
+// chanRegistry stands for a contrib registry: it reports what Serve registers.
+type chanRegistry struct{ registered chan discovery.Instance }
+
+func (r *chanRegistry) Register(_ context.Context, in discovery.Instance) error {
+	r.registered <- in
+	return nil
+}
+func (r *chanRegistry) Deregister(context.Context, discovery.Instance) error { return nil }
 
 func TestMigrateAppliesThePlatformAndServiceSchemas(t *testing.T) {
 	spec := demoSpec(t, freeAddr(t), func(context.Context, *service.Service, demoConfig) error { return nil })

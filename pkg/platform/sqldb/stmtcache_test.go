@@ -3,6 +3,7 @@ package sqldb_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -77,8 +78,11 @@ func TestSQLiteStatementCacheBehavesLikeUnprepared(t *testing.T) {
 			}
 			if n%100 == 0 {
 				var k2 string
-				if err := tx.QueryRowContext(ctx, sel, v, 1).Scan(&k2, new(int)); err != nil || k2 != k {
-					return fmt.Errorf("nested query at %d = %q, %v", v, k2, err)
+				if err := tx.QueryRowContext(ctx, sel, v, 1).Scan(&k2, new(int)); err != nil {
+					return fmt.Errorf("nested query at %d: %w", v, err)
+				}
+				if k2 != k {
+					return fmt.Errorf("nested query at %d = %q, want %q", v, k2, k)
 				}
 			}
 			n++
@@ -103,7 +107,9 @@ func TestSQLiteStatementCacheBehavesLikeUnprepared(t *testing.T) {
 	if err != nil || len(cts) != 2 || cts[0].Name() != "k" {
 		t.Fatalf("column types = %v, %v", cts, err)
 	}
-	_ = rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
 	// A cancelled context fails the call and leaves the connection usable.
 	cctx, ccancel := context.WithCancel(ctx)
 	ccancel()

@@ -162,7 +162,7 @@ func (c *tracedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 		tx, err = b.BeginTx(sctx, opts)
 	} else {
 		//lint:ignore SA1019 the fallback for drivers without BeginTx
-		tx, err = c.inner.Begin()
+		tx, err = c.inner.Begin() //nolint:staticcheck // SA1019: the fallback for drivers without BeginTx
 	}
 	end(err)
 	if err != nil {

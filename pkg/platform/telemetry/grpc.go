@@ -283,7 +283,7 @@ func (h *rpcStatsHandler) serverHeaders(st *rpcState, md metadata.MD) {
 		if tc == nil {
 			tc = context.Background()
 		}
-		tc, st.span = h.tracer.Start(tc, st.info.name, h.kind...)
+		tc, st.span = h.tracer.Start(tc, st.info.name, h.kind...) //nolint:spancheck // ended by HandleRPC on *stats.End
 		if st.span.IsRecording() {
 			st.span.SetAttributes(st.info.attrs...)
 		}

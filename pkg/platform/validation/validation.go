@@ -1,6 +1,7 @@
 // Package validation rejects malformed requests before they reach a handler: every request message (each
-// received message, for client streams) goes through the proto validator, and a failure becomes
-// INVALID_ARGUMENT carrying a google.rpc.BadRequest that names the offending fields.
+// received message, for client streams) goes through the proto validator (protovalidate, with the
+// buf.validate rules of the contracts), and a failure becomes INVALID_ARGUMENT carrying a
+// google.rpc.BadRequest that names the offending fields.
 package validation
 
 import (
@@ -24,7 +25,7 @@ type Violator interface {
 }
 
 // ToStatus converts a validator error to the status the caller receives: INVALID_ARGUMENT with a
-// BadRequest for violations (a Violator or the proto validator's *validate.Error), the error itself if it
+// BadRequest for violations (a Violator, such as the proto validator's *Error), the error itself if it
 // already is a gRPC status, INTERNAL for anything else.
 func ToStatus(err error) error {
 	if err == nil {
@@ -33,20 +34,13 @@ func ToStatus(err error) error {
 	if rpcerr.IsStatus(err) {
 		return err
 	}
-	if vs, ok := violations(err); ok {
-		return rpcerr.InvalidArgument(vs...)
+	var v Violator
+	if errors.As(err, &v) {
+		return rpcerr.InvalidArgument(v.FieldViolations()...)
 	}
 	// Anything else means the validator itself failed (e.g. a malformed rule): a server bug, not the
 	// caller's, and its text stays inside.
 	return status.Error(codes.Internal, "request validation failed")
-}
-
-func violations(err error) ([]rpcerr.FieldViolation, bool) {
-	var v Violator
-	if errors.As(err, &v) {
-		return v.FieldViolations(), true
-	}
-	return protoViolations(err)
 }
 
 // UnaryServerInterceptor validates the request of every unary call.

@@ -75,7 +75,7 @@ func run(ctx context.Context, name string, environ []string) error {
 	}
 	defer func() { _ = event(out, "stop "+name) }()
 
-	lis, err := net.Listen("tcp", addr)
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}

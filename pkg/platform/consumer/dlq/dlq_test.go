@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -42,7 +41,7 @@ func timeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 // effects applies events once per consumer through the inbox and tallies deliveries.
 type effects struct {

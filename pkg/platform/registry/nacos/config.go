@@ -1,3 +1,8 @@
+// Package nacos is the Nacos section of the registry configuration (registry.Config.Nacos): where the
+// servers are, what an instance announces, and its validation. The backend that talks to Nacos (the
+// registry, the resolver and the config-center source) lives in its own module,
+// github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos, so that nacos-sdk-go and what it pulls are
+// linked only into the binaries that opt in (service.Spec.Backends).
 package nacos
 
 import (
@@ -8,9 +13,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-
-	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 )
+
+// DefaultGroup is the group used when Config.Group is empty.
+const DefaultGroup = "DEFAULT_GROUP"
 
 // Config is how this process reaches Nacos and what it announces there.
 type Config struct {
@@ -54,7 +60,7 @@ type Config struct {
 func Default(addr, dir string) Config {
 	return Config{
 		Addrs:          []string{addr},
-		Group:          "DEFAULT_GROUP",
+		Group:          DefaultGroup,
 		CacheDir:       filepath.Join(dir, "cache"),
 		LogDir:         filepath.Join(dir, "log"),
 		LogLevel:       "warn",
@@ -105,42 +111,39 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c Config) group() string {
+// GroupOrDefault is Group, or DefaultGroup when it is empty.
+func (c Config) GroupOrDefault() string {
 	if c.Group == "" {
-		return constant.DEFAULT_GROUP
+		return DefaultGroup
 	}
 	return c.Group
 }
 
-func (c Config) clusters() []string {
+// Clusters is Cluster as the list the SDK takes (nil for the default cluster).
+func (c Config) Clusters() []string {
 	if c.Cluster == "" {
 		return nil
 	}
 	return []string{c.Cluster}
 }
 
-// SDKConfig returns the SDK client and server configuration (shared by the config center's source).
-// Empty instance lists replace the cached ones (issues #420, #781: otherwise clients keep routing to
-// instances that are gone), and the disk cache is loaded at start for starts during an outage.
-func (c Config) SDKConfig() (constant.ClientConfig, []constant.ServerConfig, error) {
-	if err := c.Validate(); err != nil {
-		return constant.ClientConfig{}, nil, fmt.Errorf("nacos config: %w", err)
-	}
-	servers := make([]constant.ServerConfig, 0, len(c.Addrs))
+// Servers returns the servers' hosts and ports; call it on a validated Config.
+func (c Config) Servers() ([]Server, error) {
+	servers := make([]Server, 0, len(c.Addrs))
 	for _, a := range c.Addrs {
-		host, port, _ := splitAddr(a)
-		servers = append(servers, *constant.NewServerConfig(host, port))
+		host, port, err := splitAddr(a)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, Server{Host: host, Port: port})
 	}
-	cc := *constant.NewClientConfig(
-		constant.WithNamespaceId(c.Namespace),
-		constant.WithTimeoutMs(uint64(c.Timeout.Milliseconds())),
-		constant.WithCacheDir(c.CacheDir),
-		constant.WithLogDir(c.LogDir),
-		constant.WithLogLevel(c.LogLevel),
-		constant.WithNotLoadCacheAtStart(false),
-		constant.WithUpdateCacheWhenEmpty(true),
-	)
-	return cc, servers, nil
+	return servers, nil
+}
+
+// Server is one Nacos server's HTTP host and port.
+type Server struct {
+	Host string
+	Port uint64
 }
 
 func splitAddr(a string) (string, uint64, error) {

@@ -8,6 +8,8 @@ package main
 import (
 	"context"
 
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/healthcheck"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
 	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
@@ -19,6 +21,7 @@ func spec() service.Spec[config.Config] {
 	return service.Spec[config.Config]{
 		Name: "gateway", Summary: "the HTTP/JSON edge: tokens, rate limits, orders, catalogue, stock import and accounts over the gRPC services",
 		Defaults: config.Default, Wire: wire,
+		Backends: []platform.Backend{nacos.Backend()}, // GATEWAY_REGISTRY_BACKEND=nacos, GATEWAY_CONFIG_CENTER_BACKEND=nacos
 		// The gateway runs no gRPC server: its healthcheck is GET /healthz on the HTTP port.
 		Healthcheck: func(ctx context.Context, cfg config.Config) error { return healthcheck.Gateway(ctx, cfg.HTTPAddr) },
 	}

@@ -99,7 +99,8 @@ func TestRun(t *testing.T) {
 	base := "http://" + gw.addr
 	checkHealth(ctx, t, env, gw.addr)
 
-	do := func(method, path, token, body string) (*http.Response, map[string]any) {
+	// do makes one request and returns its status and decoded JSON body (the body is closed).
+	do := func(method, path, token, body string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
 		if token != "" {
@@ -112,24 +113,24 @@ func TestRun(t *testing.T) {
 		defer resp.Body.Close()
 		var m map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&m)
-		return resp, m
+		return resp.StatusCode, m
 	}
-	resp, m := do("POST", "/v1/dev/token", "", `{"customer_id":"cust-1"}`)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("dev token: %d %v", resp.StatusCode, m)
+	code, m := do(http.MethodPost, "/v1/dev/token", "", `{"customer_id":"cust-1"}`)
+	if code != http.StatusOK {
+		t.Fatalf("dev token: %d %v", code, m)
 	}
 	tok := m["token"].(string)
-	if resp, m := do("POST", "/v1/orders", tok, `{"items":[{"sku":"SKU-1","quantity":1}]}`); resp.StatusCode != http.StatusCreated || m["status"] != "CONFIRMED" {
-		t.Fatalf("create: %d %v", resp.StatusCode, m)
+	if code, m := do(http.MethodPost, "/v1/orders", tok, `{"items":[{"sku":"SKU-1","quantity":1}]}`); code != http.StatusCreated || m["status"] != "CONFIRMED" {
+		t.Fatalf("create: %d %v", code, m)
 	}
-	if resp, m := do("GET", "/readyz", "", ""); resp.StatusCode != http.StatusOK {
-		t.Fatalf("readyz: %d %v", resp.StatusCode, m)
+	if code, m := do(http.MethodGet, "/readyz", "", ""); code != http.StatusOK {
+		t.Fatalf("readyz: %d %v", code, m)
 	}
 	watch := func() (string, *bufio.Scanner) {
 		t.Helper()
-		_, m := do("POST", "/v1/orders", tok, `{"items":[{"sku":"SLOW-1","quantity":1}]}`)
+		_, m := do(http.MethodPost, "/v1/orders", tok, `{"items":[{"sku":"SLOW-1","quantity":1}]}`)
 		id := m["id"].(string)
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/orders/"+id+"/events", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/orders/"+id+"/events", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		stream, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -158,7 +159,7 @@ func TestRun(t *testing.T) {
 	stop()
 	// The drain: the instance leaves the load balancer (/readyz 503) before it refuses requests.
 	for i := 0; ; i++ {
-		if resp, _ := do("GET", "/readyz", "", ""); resp.StatusCode == http.StatusServiceUnavailable {
+		if code, _ := do(http.MethodGet, "/readyz", "", ""); code == http.StatusServiceUnavailable {
 			break
 		}
 		if i == 200 {
@@ -166,8 +167,8 @@ func TestRun(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if resp, m := do("GET", "/v1/products", tok, ""); resp.StatusCode != http.StatusOK {
-		t.Fatalf("products during the drain delay: %d %v", resp.StatusCode, m)
+	if code, m := do(http.MethodGet, "/v1/products", tok, ""); code != http.StatusOK {
+		t.Fatalf("products during the drain delay: %d %v", code, m)
 	}
 	for sc.Scan() { // the stream must end by itself at shutdown
 	}

@@ -14,7 +14,7 @@ import (
 
 // DevJWTSecret is the fixed signing secret of the dev profile, so `make run` works without setup. Every
 // other profile must set GATEWAY_JWT_SECRET, and prod refuses this value.
-const DevJWTSecret = "shopmesh-dev-secret-do-not-use-in-prod"
+const DevJWTSecret = "shopmesh-dev-secret-do-not-use-in-prod" //nolint:gosec // G101: the dev profile's, refused in prod
 
 // minSecretLen is the shortest HS256 secret accepted outside dev (RFC 7518 §3.2: at least the hash size).
 const minSecretLen = 32

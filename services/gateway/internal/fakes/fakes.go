@@ -30,7 +30,6 @@ import (
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
-	"github.com/shopmesh/shopmesh/proto/validate"
 )
 
 // Serve runs a gRPC server with the health service on 127.0.0.1:0 until the test ends and returns its
@@ -147,7 +146,7 @@ func newID() string {
 // CreateOrder implements orderv1.OrderServiceServer.
 func (f *Order) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRequest) (*orderv1.CreateOrderResponse, error) {
 	f.enter(ctx, "CreateOrder")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	f.mu.Lock()
@@ -193,7 +192,7 @@ func orderNotFound() error {
 // GetOrder implements orderv1.OrderServiceServer.
 func (f *Order) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
 	f.enter(ctx, "GetOrder")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	f.mu.Lock()
@@ -208,7 +207,7 @@ func (f *Order) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*or
 // CancelOrder implements orderv1.OrderServiceServer.
 func (f *Order) CancelOrder(ctx context.Context, req *orderv1.CancelOrderRequest) (*orderv1.CancelOrderResponse, error) {
 	f.enter(ctx, "CancelOrder")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	f.mu.Lock()
@@ -263,7 +262,7 @@ func terminal(o *orderv1.Order) bool {
 func (f *Order) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	ctx := stream.Context()
 	f.enter(ctx, "WatchOrder")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return validation.ToStatus(err)
 	}
 	id := req.GetOrderId()
@@ -343,7 +342,7 @@ func (f *Inventory) OnHand(sku string) int64 {
 // GetProduct implements inventoryv1.InventoryServiceServer.
 func (f *Inventory) GetProduct(ctx context.Context, req *inventoryv1.GetProductRequest) (*inventoryv1.GetProductResponse, error) {
 	f.enter(ctx, "GetProduct")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	f.mu.Lock()
@@ -358,7 +357,7 @@ func (f *Inventory) GetProduct(ctx context.Context, req *inventoryv1.GetProductR
 // ListProducts implements inventoryv1.InventoryServiceServer; the page token is the last SKU returned.
 func (f *Inventory) ListProducts(ctx context.Context, req *inventoryv1.ListProductsRequest) (*inventoryv1.ListProductsResponse, error) {
 	f.enter(ctx, "ListProducts")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	f.mu.Lock()
@@ -412,7 +411,7 @@ func (f *Inventory) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Im
 		}
 		p, known := f.products[req.GetSku()]
 		key := fmt.Sprintf("%s\x00%d", req.GetImportId(), req.GetSeq())
-		switch err := validate.Validate(req); {
+		switch err := validation.Proto(req); {
 		case err != nil:
 			reject(err.Error())
 		case f.imported[key]:
@@ -438,7 +437,7 @@ func (f *Inventory) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Im
 // importKey refuses a line whose import_id or seq is invalid, as inventory does, ending the stream.
 func importKey(req *inventoryv1.ImportStockRequest) error {
 	var vs []rpcerr.FieldViolation
-	for _, v := range rpcerr.Violations(validation.ToStatus(validate.Validate(req))) {
+	for _, v := range rpcerr.Violations(validation.ToStatus(validation.Proto(req))) {
 		if v.Field == "import_id" || v.Field == "seq" {
 			vs = append(vs, v)
 		}
@@ -462,7 +461,7 @@ func NewPayment() *Payment { return &Payment{} }
 // GetAccount implements paymentv1.PaymentServiceServer.
 func (f *Payment) GetAccount(ctx context.Context, req *paymentv1.GetAccountRequest) (*paymentv1.GetAccountResponse, error) {
 	f.enter(ctx, "GetAccount")
-	if err := validate.Validate(req); err != nil {
+	if err := validation.Proto(req); err != nil {
 		return nil, validation.ToStatus(err)
 	}
 	if strings.Contains(req.GetCustomerId(), "ghost") {

@@ -223,7 +223,7 @@ func TestOrderEventsStreamUntilTerminal(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/orders/"+id+"/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/orders/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -270,7 +270,7 @@ func TestOrderEventsEndWhenTheClientLeaves(t *testing.T) {
 	tok := h.token("cust-1")
 	id := h.do("POST", "/v1/orders", tok, str(`{"items":[{"sku":"SLOW-1","quantity":1}]}`)).json(t)["id"].(string)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/orders/"+id+"/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/orders/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -292,7 +292,7 @@ func TestOrderEventsEndOnClose(t *testing.T) {
 	id := h.do("POST", "/v1/orders", tok, str(`{"items":[{"sku":"SLOW-1","quantity":1}]}`)).json(t)["id"].(string)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/orders/"+id+"/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/orders/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -317,7 +317,7 @@ func TestOrderEventsEndWhenStopping(t *testing.T) {
 	id := h.do("POST", "/v1/orders", tok, str(`{"items":[{"sku":"SLOW-1","quantity":1}]}`)).json(t)["id"].(string)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/orders/"+id+"/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/orders/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

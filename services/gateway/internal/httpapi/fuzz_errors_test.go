@@ -55,7 +55,7 @@ func FuzzErrorMapping(f *testing.F) {
 			return // not an error
 		}
 		w := httptest.NewRecorder()
-		s.writeRPCError(w, httptest.NewRequest("GET", "/v1/orders/x", nil), err)
+		s.writeRPCError(w, httptest.NewRequest(http.MethodGet, "/v1/orders/x", nil), err)
 		var body rpcerr.HTTPError
 		if jerr := json.Unmarshal(w.Body.Bytes(), &body); jerr != nil {
 			t.Fatalf("%v: body is not JSON: %q", err, w.Body.Bytes())

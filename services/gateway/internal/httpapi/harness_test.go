@@ -71,7 +71,7 @@ func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings), tu
 	for name, addr := range b.Addrs {
 		cfg.Targets[name] = platformcfg.Target{Addresses: []string{addr}}
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	p, err := platform.New(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatal(err)

@@ -56,7 +56,7 @@ func TestStockImportRetriedWithSameKeyAddsOnce(t *testing.T) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", h.url+"/v1/stock:import", pr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/v1/stock:import", pr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,9 +36,17 @@ func buildOpenAPI(routes []route) ([]byte, error) {
 				"content":  map[string]any{rt.body.contentType: map[string]any{"schema": g.schema(rt.body.typ)}},
 			}
 		}
+		idempotent := slices.ContainsFunc(rt.params, func(p param) bool { return p.in == "header" && p.name == headerIdempotencyKey })
 		responses := map[string]any{}
 		for _, r := range rt.responses {
-			responses[strconv.Itoa(r.status)] = g.response(r)
+			resp := g.response(r)
+			if idempotent && r.status < 300 {
+				resp["headers"] = map[string]any{headerIdempotencyKey: map[string]any{
+					"description": "The key the request ran under: its own, or the one the gateway made up.",
+					"required":    true, "schema": map[string]any{"type": "string"},
+				}}
+			}
+			responses[strconv.Itoa(r.status)] = resp
 		}
 		errResp := func(status int, desc string) {
 			key := strconv.Itoa(status)

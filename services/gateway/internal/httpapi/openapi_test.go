@@ -1,47 +1,106 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 )
 
-type doc struct {
-	Paths      map[string]map[string]map[string]any `json:"paths"`
-	Components struct {
-		Schemas         map[string]map[string]any `json:"schemas"`
-		SecuritySchemes map[string]any            `json:"securitySchemes"`
-	} `json:"components"`
+// strict asks kin-openapi to also reject unknown schema formats and invalid patterns in the document.
+var strict = []openapi3.ValidationOption{openapi3.EnableSchemaFormatValidation(), openapi3.EnableSchemaPatternValidation()}
+
+// spec is the served document as kin-openapi loads it (every $ref resolved) and a router over it.
+type spec struct {
+	doc    *openapi3.T
+	router routers.Router
 }
 
-func loadDoc(t *testing.T, h *harness) doc {
+// loadSpec fetches /openapi.json and loads it with kin-openapi; the document must be valid OpenAPI 3.0.
+func loadSpec(t *testing.T, h *harness) spec {
 	t.Helper()
 	r := h.do("GET", "/openapi.json", "", nil)
 	if r.status != http.StatusOK {
 		t.Fatalf("openapi.json: %d", r.status)
 	}
-	var d doc
-	if err := json.Unmarshal(r.body, &d); err != nil {
+	doc, err := openapi3.NewLoader().LoadFromData(r.body)
+	if err != nil {
+		t.Fatalf("kin-openapi cannot load the document: %v", err)
+	}
+	if err := doc.Validate(context.Background(), strict...); err != nil {
+		t.Fatalf("kin-openapi: the document is not valid OpenAPI: %v", err)
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return spec{doc: doc, router: router}
+}
+
+// TestOpenAPIDocumentIsValid: kin-openapi loads the served document and validates it as OpenAPI 3.0
+// (structure, $refs, parameters, security, schema keywords, formats and patterns).
+func TestOpenAPIDocumentIsValid(t *testing.T) {
+	t.Parallel()
+	s := loadSpec(t, newHarness(t, nil))
+	if v := s.doc.OpenAPI; !strings.HasPrefix(v, "3.0.") {
+		t.Fatalf("openapi %q, want 3.0.x", v)
+	}
+	if len(s.doc.Components.Schemas) == 0 {
+		t.Fatal("no component schemas")
+	}
+}
+
+// TestOpenAPIValidationRejectsBrokenDocuments: the served document, broken in one place each time, is
+// refused by the same load and validation TestOpenAPIDocumentIsValid passes (so that test is not vacuous).
+func TestOpenAPIValidationRejectsBrokenDocuments(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	served := string(h.do("GET", "/openapi.json", "", nil).body)
+	breaks := map[string][2]string{
+		"dangling $ref":         {`"$ref": "#/components/schemas/Order"`, `"$ref": "#/components/schemas/Nope"`},
+		"unknown type":          {`"type": "integer"`, `"type": "int"`},
+		"unknown format":        {`"format": "date-time"`, `"format": "datetime"`},
+		"undeclared path param": {`"/v1/products/{sku}"`, `"/v1/products/{code}"`},
+		"security scheme":       {`"bearerAuth": {`, `"bearer": {`},
+		"operationId twice":     {`"operationId": "readyz"`, `"operationId": "healthz"`},
+	}
+	for name, b := range breaks {
+		if !strings.Contains(served, b[0]) {
+			t.Fatalf("%s: the document has no %s", name, b[0])
+		}
+		broken := strings.Replace(served, b[0], b[1], 1)
+		doc, err := openapi3.NewLoader().LoadFromData([]byte(broken))
+		if err == nil {
+			err = doc.Validate(context.Background(), strict...)
+		}
+		if err == nil {
+			t.Errorf("%s: kin-openapi accepts the document", name)
+		}
+	}
 }
 
 // TestOpenAPIDescribesExactlyTheServedRoutes: every route of the table is in the document, nothing else
-// is, and every documented operation is actually routed (not the JSON 404 of unknown routes).
+// is, every documented operation is actually routed (not the JSON 404 of unknown routes), and a request
+// to each served path finds its operation through kin-openapi's router.
 func TestOpenAPIDescribesExactlyTheServedRoutes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	d := loadDoc(t, h)
+	s := loadSpec(t, h)
 	routes := h.api.Routes()
 	documented := 0
-	for _, ops := range d.Paths {
-		documented += len(ops)
+	for _, item := range s.doc.Paths.Map() {
+		documented += len(item.Operations())
 	}
 	if documented != len(routes) {
 		t.Fatalf("document has %d operations, the API serves %d", documented, len(routes))
@@ -54,15 +113,23 @@ func TestOpenAPIDescribesExactlyTheServedRoutes(t *testing.T) {
 	var got []string
 	for _, rt := range routes {
 		got = append(got, rt.Method+" "+rt.Path)
-		op, ok := d.Paths[rt.Path][strings.ToLower(rt.Method)]
-		if !ok {
+		item := s.doc.Paths.Value(rt.Path)
+		var op *openapi3.Operation
+		if item != nil {
+			op = item.GetOperation(rt.Method)
+		}
+		if op == nil {
 			t.Errorf("%s %s is served but not documented", rt.Method, rt.Path)
 			continue
 		}
-		if op["responses"].(map[string]any)["default"] == nil || op["security"] == nil || op["operationId"] == "" {
-			t.Errorf("%s %s: incomplete operation %v", rt.Method, rt.Path, op)
+		if op.Responses.Default() == nil || op.Security == nil || op.OperationID == "" {
+			t.Errorf("%s %s: incomplete operation (default response, security, operationId)", rt.Method, rt.Path)
 		}
 		path := strings.NewReplacer("{id}", "00000000-0000-4000-8000-000000000000", "{sku}", "SKU-1").Replace(rt.Path)
+		found, _, err := s.router.FindRoute(httptest.NewRequest(rt.Method, path, nil))
+		if err != nil || found.Operation != op {
+			t.Errorf("%s %s: kin-openapi routes it to %v (%v), want %s", rt.Method, path, found, err, op.OperationID)
+		}
 		r := h.do(rt.Method, path, h.token("ops-1", "admin"), strings.NewReader("{}"))
 		if r.status == http.StatusNotFound && strings.Contains(string(r.body), "no such route") {
 			t.Errorf("%s %s is documented but not routed", rt.Method, rt.Path)
@@ -73,69 +140,139 @@ func TestOpenAPIDescribesExactlyTheServedRoutes(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("routes %v, want %v", got, want)
 	}
-	if d.Components.SecuritySchemes["bearerAuth"] == nil {
+	if s.doc.Components.SecuritySchemes["bearerAuth"] == nil {
 		t.Fatal("no bearerAuth security scheme")
 	}
 }
 
-// TestResponsesMatchTheirSchemas drives the API and checks each real response against the schema the
-// document gives for its operation and status.
+// bearer is the AuthenticationFunc for request validation: the bearerAuth scheme is met by an
+// Authorization: Bearer header (whether the token is good is the server's business, not the document's).
+func bearer(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if in.SecuritySchemeName != "bearerAuth" {
+		return fmt.Errorf("unknown security scheme %q", in.SecuritySchemeName)
+	}
+	if !strings.HasPrefix(in.RequestValidationInput.Request.Header.Get("Authorization"), "Bearer ") {
+		return errors.New("no bearer token")
+	}
+	return nil
+}
+
+// exchange is one request and the reply the server gave to it.
+type exchange struct {
+	method, path, token, contentType string
+	body                             []byte
+	reply                            reply
+}
+
+// validate checks the request and the reply against the document with kin-openapi's openapi3filter:
+// the request must match its operation (parameters, body, security) and the reply must be a documented
+// status of that operation whose body and headers match the schemas. openapi3filter cannot decode
+// streams: an application/x-ndjson request body is not validated, and of a text/event-stream reply
+// only the status, headers and content type are (TestResponsesMatchTheirSchemas checks its events).
+func (s spec) validate(x exchange) (requestErr, responseErr error) {
+	req := httptest.NewRequest(x.method, x.path, bytes.NewReader(x.body))
+	if x.token != "" {
+		req.Header.Set("Authorization", "Bearer "+x.token)
+	}
+	if len(x.body) > 0 {
+		req.Header.Set("Content-Type", x.contentType)
+	}
+	route, params, err := s.router.FindRoute(req)
+	if err != nil {
+		return err, err
+	}
+	opts := &openapi3filter.Options{
+		AuthenticationFunc:      bearer,
+		MultiError:              true,
+		IncludeResponseStatus:   true,
+		ExcludeRequestBody:      x.contentType == "application/x-ndjson",
+		SchemaValidationOptions: []openapi3.SchemaValidationOption{openapi3.EnableFormatValidation()},
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
+	requestErr = openapi3filter.ValidateRequest(context.Background(), in)
+	if route.Operation.Responses.Status(x.reply.status) == nil {
+		return requestErr, fmt.Errorf("status %d is not documented for %s", x.reply.status, route.Operation.OperationID)
+	}
+	if ct := x.reply.header.Get("Content-Type"); ct == "text/event-stream" {
+		if route.Operation.Responses.Status(x.reply.status).Value.Content.Get(ct) == nil {
+			return requestErr, fmt.Errorf("%s: %d is not documented as %s", route.Operation.OperationID, x.reply.status, ct)
+		}
+		opts.ExcludeResponseBody = true
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: x.reply.status, Header: x.reply.header, Options: opts,
+	}
+	return requestErr, openapi3filter.ValidateResponse(context.Background(), out.SetBodyBytes(x.reply.body))
+}
+
+// TestResponsesMatchTheirSchemas drives the API and checks each real request and response against
+// the document with kin-openapi.
 func TestResponsesMatchTheirSchemas(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	d := loadDoc(t, h)
+	s := loadSpec(t, h)
 	tok, admin := h.token("cust-1"), h.token("ops-1", "admin")
-	check := func(method, tmpl, path, token, body string, wantStatus int) reply {
+	check := func(method, path, token, contentType, body string, wantStatus int) reply {
 		t.Helper()
-		var r reply
-		if body == "" {
-			r = h.do(method, path, token, nil)
-		} else {
-			r = h.do(method, path, token, strings.NewReader(body))
+		x := exchange{method: method, path: path, token: token, contentType: contentType, body: []byte(body)}
+		var headers []string
+		if body != "" {
+			headers = append(headers, "Content-Type: "+contentType)
 		}
-		if r.status != wantStatus {
-			t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, wantStatus, r.body)
+		x.reply = h.do(method, path, token, bytes.NewReader(x.body), headers...)
+		if x.reply.status != wantStatus {
+			t.Fatalf("%s %s: status %d, want %d: %s", method, path, x.reply.status, wantStatus, x.reply.body)
 		}
-		schema := responseSchema(t, d, method, tmpl, r.status)
-		var v any
-		if err := json.Unmarshal(r.body, &v); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
+		reqErr, respErr := s.validate(x)
+		// A request without the token the document demands is one the document rejects too; every
+		// other request here is valid by the document (the server may still refuse it: a quantity of
+		// 0, someone else's order, a missing scope).
+		if wantAuthErr := wantStatus == http.StatusUnauthorized; (reqErr != nil) != wantAuthErr {
+			t.Fatalf("%s %s: request validation error %v, want one: %v", method, path, reqErr, wantAuthErr)
 		}
-		if err := validate(d, schema, v, "$"); err != nil {
-			t.Fatalf("%s %s %d: %v\n%s", method, path, r.status, err, r.body)
+		if respErr != nil {
+			t.Fatalf("%s %s %d: the response does not match the document: %v\n%s", method, path, x.reply.status, respErr, x.reply.body)
 		}
-		return r
+		return x.reply
 	}
-	created := check("POST", "/v1/orders", "/v1/orders", tok, `{"items":[{"sku":"SKU-1","quantity":2}]}`, 201)
+	const js, ndjson = "application/json", "application/x-ndjson"
+	created := check("POST", "/v1/orders", tok, js, `{"items":[{"sku":"SKU-1","quantity":2}]}`, 201)
 	id := created.json(t)["id"].(string)
-	check("GET", "/v1/orders/{id}", "/v1/orders/"+id, tok, "", 200)
-	pending := check("POST", "/v1/orders", "/v1/orders", tok, `{"items":[{"sku":"SLOW-1","quantity":1}]}`, 201).json(t)["id"].(string)
-	check("POST", "/v1/orders/{id}:cancel", "/v1/orders/"+pending+":cancel", tok, `{"reason":"no"}`, 200)
-	check("POST", "/v1/orders", "/v1/orders", tok, `{"items":[{"sku":"OOS-1","quantity":1}]}`, 409)
-	check("POST", "/v1/orders", "/v1/orders", h.token("cust-poor"), `{"items":[{"sku":"SKU-1","quantity":1}]}`, 402)
-	check("POST", "/v1/orders", "/v1/orders", tok, `{"items":[{"sku":"SKU-1","quantity":0}]}`, 400)
-	check("POST", "/v1/orders", "/v1/orders", "", `{"items":[]}`, 401)
-	check("GET", "/v1/orders/{id}", "/v1/orders/"+id, h.token("cust-2"), "", 404)
-	check("GET", "/v1/products", "/v1/products", "", "", 200)
-	check("GET", "/v1/products/{sku}", "/v1/products/SKU-3", "", "", 200)
-	check("GET", "/v1/products/{sku}", "/v1/products/NOPE-1", "", "", 404)
-	check("POST", "/v1/stock:import", "/v1/stock:import", admin, `{"sku":"SKU-1","quantity":1}`+"\n"+`{"sku":"SKU-1"}`, 200)
-	check("POST", "/v1/stock:import", "/v1/stock:import", tok, `{"sku":"SKU-1","quantity":1}`, 403)
-	check("GET", "/v1/accounts/me", "/v1/accounts/me", tok, "", 200)
-	check("POST", "/v1/dev/token", "/v1/dev/token", "", `{"customer_id":"cust-3"}`, 200)
-	check("GET", "/healthz", "/healthz", "", "", 200)
-	check("GET", "/readyz", "/readyz", "", "", 200)
+	check("GET", "/v1/orders/"+id, tok, "", "", 200)
+	pending := check("POST", "/v1/orders", tok, js, `{"items":[{"sku":"SLOW-1","quantity":1}]}`, 201).json(t)["id"].(string)
+	check("POST", "/v1/orders/"+pending+":cancel", tok, js, `{"reason":"no"}`, 200)
+	check("POST", "/v1/orders", tok, js, `{"items":[{"sku":"OOS-1","quantity":1}]}`, 409)
+	check("POST", "/v1/orders", h.token("cust-poor"), js, `{"items":[{"sku":"SKU-1","quantity":1}]}`, 402)
+	check("POST", "/v1/orders", tok, js, `{"items":[{"sku":"SKU-1","quantity":0}]}`, 400)
+	check("POST", "/v1/orders", "", js, `{"items":[]}`, 401)
+	check("GET", "/v1/orders/"+id, h.token("cust-2"), "", "", 404)
+	check("GET", "/v1/products", "", "", "", 200)
+	check("GET", "/v1/products/SKU-3", "", "", "", 200)
+	check("GET", "/v1/products/NOPE-1", "", "", "", 404)
+	check("POST", "/v1/stock:import", admin, ndjson, `{"sku":"SKU-1","quantity":1}`+"\n"+`{"sku":"SKU-1"}`, 200)
+	check("POST", "/v1/stock:import", tok, ndjson, `{"sku":"SKU-1","quantity":1}`, 403)
+	check("GET", "/v1/accounts/me", tok, "", "", 200)
+	check("POST", "/v1/dev/token", "", js, `{"customer_id":"cust-3"}`, 200)
+	check("GET", "/healthz", "", "", "", 200)
+	check("GET", "/readyz", "", "", "", 200)
 
-	// The event stream: each data line is an Order.
-	r := h.do("GET", "/v1/orders/"+id+"/events", tok, nil)
-	media := d.Paths["/v1/orders/{id}/events"]["get"]["responses"].(map[string]any)["200"].(map[string]any)["content"].(map[string]any)["text/event-stream"].(map[string]any)
+	// The event stream: the reply is documented (status, content type), and each data line is an Order
+	// by the schema the document names in x-data-schema.
+	events := exchange{method: "GET", path: "/v1/orders/" + id + "/events", token: tok}
+	events.reply = h.do(events.method, events.path, tok, nil)
+	if _, err := s.validate(events); err != nil {
+		t.Fatalf("event stream: %v", err)
+	}
+	dataSchema := s.eventDataSchema(t, events.path)
 	n := 0
-	for line := range strings.SplitSeq(string(r.body), "\n") {
+	for line := range strings.SplitSeq(string(events.reply.body), "\n") {
 		if data, ok := strings.CutPrefix(line, "data: "); ok {
 			n++
 			var v any
-			_ = json.Unmarshal([]byte(data), &v)
-			if err := validate(d, media["x-data-schema"].(map[string]any), v, "$"); err != nil {
+			if err := json.Unmarshal([]byte(data), &v); err != nil {
+				t.Fatalf("event %q: %v", data, err)
+			}
+			if err := dataSchema.VisitJSON(v, openapi3.EnableFormatValidation(), openapi3.MultiErrors()); err != nil {
 				t.Fatalf("event %q: %v", data, err)
 			}
 		}
@@ -145,119 +282,78 @@ func TestResponsesMatchTheirSchemas(t *testing.T) {
 	}
 }
 
-func responseSchema(t *testing.T, d doc, method, path string, status int) map[string]any {
+// eventDataSchema resolves the x-data-schema of the event stream's 200 response: a $ref to a component.
+func (s spec) eventDataSchema(t *testing.T, path string) *openapi3.Schema {
 	t.Helper()
-	op, ok := d.Paths[path][strings.ToLower(method)]
-	if !ok {
-		t.Fatalf("%s %s not documented", method, path)
+	route, _, err := s.router.FindRoute(httptest.NewRequest(http.MethodGet, path, nil))
+	if err != nil {
+		t.Fatal(err)
 	}
-	responses := op["responses"].(map[string]any)
-	resp, ok := responses[strconv.Itoa(status)]
-	if !ok {
-		t.Fatalf("%s %s: status %d not documented", method, path, status)
+	media := route.Operation.Responses.Status(http.StatusOK).Value.Content.Get("text/event-stream")
+	if media == nil {
+		t.Fatal("the event stream's 200 has no text/event-stream content")
 	}
-	return resp.(map[string]any)["content"].(map[string]any)["application/json"].(map[string]any)["schema"].(map[string]any)
+	raw, err := json.Marshal(media.Extensions["x-data-schema"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Ref string `json:"$ref"`
+	}
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		t.Fatal(err)
+	}
+	c := s.doc.Components.Schemas[strings.TrimPrefix(ref.Ref, "#/components/schemas/")]
+	if c == nil || c.Value == nil {
+		t.Fatalf("x-data-schema %s names no component schema", raw)
+	}
+	return c.Value
 }
 
-// validate is a small JSON Schema check: $ref, type, format date-time, enum, properties, required,
-// additionalProperties and items — what the generated document uses.
-func validate(d doc, s map[string]any, v any, at string) error {
-	if ref, ok := s["$ref"].(string); ok {
-		name := strings.TrimPrefix(ref, "#/components/schemas/")
-		c, ok := d.Components.Schemas[name]
-		if !ok {
-			return fmt.Errorf("%s: unknown schema %s", at, ref)
-		}
-		return validate(d, c, v, at)
-	}
-	if enum, ok := s["enum"].([]any); ok && !slices.Contains(enum, v) {
-		return fmt.Errorf("%s: %v is not one of %v", at, v, enum)
-	}
-	switch s["type"] {
-	case "object":
-		m, ok := v.(map[string]any)
-		if !ok {
-			return fmt.Errorf("%s: want an object, got %T", at, v)
-		}
-		props, _ := s["properties"].(map[string]any)
-		for _, r := range asSlice(s["required"]) {
-			if _, ok := m[r.(string)]; !ok {
-				return fmt.Errorf("%s: missing required %s", at, r)
-			}
-		}
-		for k, fv := range m {
-			ps, ok := props[k].(map[string]any)
-			if !ok {
-				switch ap := s["additionalProperties"].(type) {
-				case bool:
-					if !ap {
-						return fmt.Errorf("%s: property %s is not in the schema", at, k)
-					}
-					continue
-				case map[string]any:
-					ps = ap
-				default:
-					continue
-				}
-			}
-			if err := validate(d, ps, fv, at+"."+k); err != nil {
-				return err
-			}
-		}
-	case "array":
-		a, ok := v.([]any)
-		if !ok {
-			return fmt.Errorf("%s: want an array, got %T", at, v)
-		}
-		for i, e := range a {
-			if err := validate(d, s["items"].(map[string]any), e, fmt.Sprintf("%s[%d]", at, i)); err != nil {
-				return err
-			}
-		}
-	case "string":
-		str, ok := v.(string)
-		if !ok {
-			return fmt.Errorf("%s: want a string, got %T", at, v)
-		}
-		if s["format"] == "date-time" {
-			if _, err := time.Parse(time.RFC3339, str); err != nil {
-				return fmt.Errorf("%s: %v", at, err)
-			}
-		}
-	case "integer":
-		f, ok := v.(float64)
-		if !ok || f != float64(int64(f)) {
-			return fmt.Errorf("%s: want an integer, got %v", at, v)
-		}
-	case "boolean":
-		if _, ok := v.(bool); !ok {
-			return fmt.Errorf("%s: want a boolean, got %T", at, v)
-		}
-	}
-	return nil
-}
-
-func asSlice(v any) []any {
-	s, _ := v.([]any)
-	return s
-}
-
-func TestValidatorCatchesDrift(t *testing.T) {
+// TestValidationCatchesDrift: replies that drift from the document (an undocumented enum value, a
+// missing required field, an extra field, a wrong type, a bad date-time, a wrong content type, an
+// undocumented status, a missing required header) fail the same validation
+// TestResponsesMatchTheirSchemas applies.
+func TestValidationCatchesDrift(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	d := loadDoc(t, h)
-	order := map[string]any{"$ref": "#/components/schemas/Order"}
-	bad := []string{
-		`{"id":"x","status":"SHIPPED","cancel_reason":"","items":[],"total_cents":1,"currency":"EUR","created_at":"2026-01-01T00:00:00Z"}`,
-		`{"id":"x","status":"PENDING","cancel_reason":"","items":[],"total_cents":1,"currency":"EUR"}`,
-		`{"id":"x","status":"PENDING","cancel_reason":"","items":[],"total_cents":1,"currency":"EUR","created_at":"2026-01-01T00:00:00Z","extra":1}`,
-		`{"id":"x","status":"PENDING","cancel_reason":"","items":[{"sku":"A","quantity":"1","unit_price_cents":1}],"total_cents":1,"currency":"EUR","created_at":"2026-01-01T00:00:00Z"}`,
+	s := loadSpec(t, h)
+	tok := h.token("cust-1")
+	good := `{"id":"x","status":"PENDING","cancel_reason":"","items":[{"sku":"A","quantity":1,"unit_price_cents":1}],"total_cents":1,"currency":"EUR","created_at":"2026-01-01T00:00:00Z"}`
+	order := func(status int, contentType, body string) exchange {
+		return exchange{method: "GET", path: "/v1/orders/x", token: tok,
+			reply: reply{status: status, header: http.Header{"Content-Type": {contentType}}, body: []byte(body)}}
 	}
-	for _, b := range bad {
-		var v any
-		_ = json.Unmarshal([]byte(b), &v)
-		if validate(d, order, v, "$") == nil {
-			t.Errorf("accepted %s", b)
+	if reqErr, respErr := s.validate(order(200, "application/json", good)); reqErr != nil || respErr != nil {
+		t.Fatalf("a good order is refused: %v / %v", reqErr, respErr)
+	}
+	bad := map[string]exchange{
+		"enum":       order(200, "application/json", strings.Replace(good, "PENDING", "SHIPPED", 1)),
+		"required":   order(200, "application/json", strings.Replace(good, `,"created_at":"2026-01-01T00:00:00Z"`, "", 1)),
+		"extra":      order(200, "application/json", strings.Replace(good, `"id":"x"`, `"id":"x","extra":1`, 1)),
+		"type":       order(200, "application/json", strings.Replace(good, `"quantity":1`, `"quantity":"1"`, 1)),
+		"date-time":  order(200, "application/json", strings.Replace(good, "2026-01-01T00:00:00Z", "yesterday", 1)),
+		"integer":    order(200, "application/json", strings.Replace(good, `"total_cents":1`, `"total_cents":1.5`, 1)),
+		"media":      order(200, "text/plain", good),
+		"status":     order(418, "application/json", good),
+		"error body": order(404, "application/json", `{"code":"NOT_FOUND"}`),
+	}
+	for name, x := range bad {
+		if _, err := s.validate(x); err == nil {
+			t.Errorf("%s: accepted %d %s", name, x.reply.status, x.reply.body)
 		}
+	}
+
+	// A placed order must say which Idempotency-Key it ran under.
+	create := exchange{method: "POST", path: "/v1/orders", token: tok, contentType: "application/json",
+		body: []byte(`{"items":[{"sku":"A","quantity":1}]}`),
+		reply: reply{status: 201, body: []byte(good),
+			header: http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {"k-1"}}}}
+	if reqErr, respErr := s.validate(create); reqErr != nil || respErr != nil {
+		t.Fatalf("a good creation is refused: %v / %v", reqErr, respErr)
+	}
+	create.reply.header.Del("Idempotency-Key")
+	if _, err := s.validate(create); err == nil {
+		t.Error("a 201 without the Idempotency-Key header is accepted")
 	}
 }

@@ -45,7 +45,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 		t.Fatalf("-h has no Environment section:\n%s", help.String())
 	}
 	lines := strings.Split(strings.TrimSpace(vars), "\n")[1:] // after the section's heading
-	var listed []string // the names and their aliases ("NAME (ALIAS)  default  — help")
+	var listed []string                                       // the names and their aliases ("NAME (ALIAS)  default  — help")
 	for _, l := range lines {
 		f := strings.Fields(l)
 		name := f[0]

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -20,7 +19,7 @@ func (noFeed) Watch(context.Context, []string) (<-chan domain.StockLevel, error)
 func TestNewChecksDepsAndSettings(t *testing.T) {
 	t.Parallel()
 	st := &store.Store{} // never called: only its type matters here
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	full := app.Deps{Stock: st, Effects: st, Feed: noFeed{}, Logger: log}
 	if _, err := app.New(full, app.Settings{Consumer: "inventory"}); err != nil {
 		t.Fatalf("complete deps: %v", err)

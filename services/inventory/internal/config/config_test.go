@@ -56,6 +56,17 @@ func TestLoad(t *testing.T) {
 		{"bad partitions", map[string]string{"INVENTORY_TOPIC_PARTITIONS": "0"}, []string{"INVENTORY_TOPIC_PARTITIONS"}, nil},
 		{"bad duration", map[string]string{"INVENTORY_RELAY_POLL_INTERVAL": "soon"}, []string{"INVENTORY_RELAY_POLL_INTERVAL"}, nil},
 		{"zero poll", map[string]string{"INVENTORY_RELAY_POLL_INTERVAL": "0s"}, []string{"INVENTORY_RELAY_POLL_INTERVAL"}, nil},
+		{"shared defaults", map[string]string{}, nil, func(t *testing.T, c config.Config) {
+			if c.TopicPartitions != 6 || c.RelayPollInterval.String() != "200ms" || c.ConsumerCommitInterval.String() != "1s" ||
+				c.InboxRetention.String() != "168h0m0s" {
+				t.Errorf("outbox %+v consumer %+v", c.Outbox, c.Consumer)
+			}
+		}},
+		// A negative commit interval would make the Kafka reader's ticker panic; a negative retention means nothing.
+		{"negative consumer durations", map[string]string{"INVENTORY_CONSUMER_COMMIT_INTERVAL": "-1s", "INVENTORY_INBOX_RETENTION": "-1h"},
+			[]string{"consumer_commit_interval (INVENTORY_CONSUMER_COMMIT_INTERVAL)", "inbox_retention (INVENTORY_INBOX_RETENTION)"}, nil},
+		// A DSN of no known scheme fails at start, not at the first open.
+		{"unknown DSN scheme", map[string]string{"INVENTORY_DSN": "mysql://h/inventory"}, []string{"dsn (INVENTORY_DSN): sqldb: unknown DSN scheme"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -71,7 +70,7 @@ func TestRelayDeliversKafkaWhileJetStreamIsDown(t *testing.T) {
 	}
 	db, _ := sqldbtest.Open(t, dsn)
 	kafka, js := &broker{}, &broker{down: true}
-	relay, err := outbox.NewRelay(db, outbox.Brokers{Kafka: kafka, JetStream: js, Subject: events.LiveSubject}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, outbox.RelayConfig{})
+	relay, err := outbox.NewRelay(db, outbox.Brokers{Kafka: kafka, JetStream: js, Subject: events.LiveSubject}, slog.New(slog.DiscardHandler), nil, outbox.RelayConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

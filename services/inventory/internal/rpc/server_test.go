@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -63,7 +62,7 @@ type fixture struct {
 	check    func(t *testing.T)
 }
 
-func logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func logger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func start(t *testing.T, dsn string, skus int, stock int64) *fixture {
 	t.Helper()

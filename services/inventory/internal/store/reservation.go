@@ -93,11 +93,12 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 	if err != nil {
 		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, err)
 	}
-	if written {
+	switch {
+	case written:
 		s.afterCommit()
-	} else if res.Tombstone() {
+	case res.Tombstone():
 		return domain.Reservation{}, fmt.Errorf("reserve %s: released before it was reserved: %w", orderID, domain.ErrReservationReleased)
-	} else if !res.SameItems(items) {
+	case !res.SameItems(items):
 		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, domain.ErrReservationMismatch)
 	}
 	return res, nil

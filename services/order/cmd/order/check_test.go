@@ -41,10 +41,10 @@ func checkHealth(ctx context.Context, t *testing.T, env map[string]string, addr 
 // ownVariables are the order service's own variables, beyond the platform's: compose, k8s and
 // `make run` set them by these names.
 var ownVariables = []string{
-	"ORDER_DSN", "ORDER_KAFKA_BROKERS", "ORDER_NATS_URL", "ORDER_KAFKA_PARTITIONS", "ORDER_CALL_TIMEOUT",
+	"ORDER_DSN", "ORDER_KAFKA_BROKERS", "ORDER_NATS_URL", "ORDER_TOPIC_PARTITIONS", "ORDER_CALL_TIMEOUT",
 	"ORDER_RECOVERY_INTERVAL", "ORDER_SAGA_TIMEOUT", "ORDER_RECOVERY_AFTER", "ORDER_GIVE_UP_AFTER",
 	"ORDER_RECOVERY_BATCH", "ORDER_WATCH_POLL", "ORDER_SETTLE_AFTER", "ORDER_RETRY_MIN", "ORDER_RETRY_MAX",
-	"ORDER_STUCK_AFTER", "ORDER_STUCK_ATTEMPTS", "ORDER_OUTBOX_POLL",
+	"ORDER_STUCK_AFTER", "ORDER_STUCK_ATTEMPTS", "ORDER_RELAY_POLL_INTERVAL",
 }
 
 // -h lists every variable check-config knows, each with its default and a help text; the brokers

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
 	"github.com/shopmesh/shopmesh/services/order/internal/config"
 	"github.com/shopmesh/shopmesh/services/order/internal/rpc"
@@ -16,5 +18,6 @@ func spec() service.Spec[config.Config] {
 	return service.Spec[config.Config]{
 		Name: "order", Summary: "orders and the checkout saga (reserve stock, authorize payment, confirm or compensate)",
 		Defaults: config.Default, Migrations: migrations.FS, Policy: rpc.Policy(), Wire: wire,
+		Backends: []platform.Backend{nacos.Backend()}, // ORDER_REGISTRY_BACKEND=nacos, ORDER_CONFIG_CENTER_BACKEND=nacos
 	}
 }

@@ -72,8 +72,8 @@ func TestRun(t *testing.T) {
 		"ORDER_WATCH_POLL":                     "10s", // the update must come from NATS, not from polling
 		"ORDER_CLIENT_BREAKER_OPEN_TIMEOUT":    "100ms",
 		"ORDER_SERVER_SHUTDOWN_TIMEOUT":        "5s",
-		"ORDER_KAFKA_PARTITIONS":               "1",
-		"ORDER_OUTBOX_POLL":                    "50ms",
+		"ORDER_TOPIC_PARTITIONS":               "1",
+		"ORDER_RELAY_POLL_INTERVAL":            "50ms",
 		"ORDER_SERVER_STREAM_DEFAULT_DEADLINE": "30s",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }

@@ -27,11 +27,11 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	if _, err := js.CreateOrUpdateStream(ctx, events.StatusStreamConfig()); err != nil {
 		return fmt.Errorf("status stream: %w", err)
 	}
-	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, outbox.Topic{Name: events.Topic, Partitions: cfg.KafkaPartitions})
+	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, outbox.Topic{Name: events.Topic, Partitions: cfg.TopicPartitions})
 	if err != nil {
 		return err
 	}
-	relay, err := s.Relay(events.Brokers(kafka, outbox.NewJetStream(js)), outbox.RelayConfig{PollInterval: cfg.OutboxPoll})
+	relay, err := s.Relay(events.Brokers(kafka, outbox.NewJetStream(js)), outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
 	if err != nil {
 		return err
 	}

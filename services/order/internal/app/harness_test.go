@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"database/sql"
-	"io"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -89,7 +88,7 @@ func newWorldWith(t *testing.T, dsn string, wrap func(*fakes.Inventory) inventor
 	return w
 }
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // instance is one order service process: its own pool, platform connections and application.
 type instance struct {

@@ -60,7 +60,7 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 		return a.settle(ctx, o, domain.DependencyFailed, err, true)
 	case err != nil:
 		a.outcome(domain.Pending, RetryLater)
-		return o, nil // stays PENDING; recovery re-drives it
+		return o, nil //nolint:nilerr // stays PENDING; recovery re-drives it
 	}
 
 	// Someone may have cancelled (or finished) the order while we reserved: do not charge for it.
@@ -75,9 +75,12 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	}
 
 	priced, err := o.Priced(res.Lines, res.Currency)
-	if err != nil || priced.TotalCents <= 0 {
+	if err == nil && priced.TotalCents <= 0 {
+		err = fmt.Errorf("total %d is not positive", priced.TotalCents)
+	}
+	if err != nil {
 		// Inventory answered with something that does not fit the order: no safe way forward.
-		return a.settle(ctx, o, domain.DependencyFailed, fmt.Errorf("reservation does not match the order: %v", err), true)
+		return a.settle(ctx, o, domain.DependencyFailed, fmt.Errorf("reservation does not match the order: %w", err), true)
 	}
 	auth, err := a.payment.AuthorizePayment(ctx, AuthorizeRequest{
 		OrderID: o.ID, CustomerID: o.CustomerID, AmountCents: priced.TotalCents, Currency: priced.Currency,
@@ -89,7 +92,7 @@ func (a *App) drive(ctx context.Context, o domain.Order) (domain.Order, error) {
 	}
 	if err != nil {
 		a.outcome(domain.Pending, RetryLater)
-		return o, nil // stays PENDING with stock held; recovery re-drives it
+		return o, nil //nolint:nilerr // stays PENDING with stock held; recovery re-drives it
 	}
 	if auth.Voided || res.Released {
 		// A compensation already ran for this order: it must not be confirmed.

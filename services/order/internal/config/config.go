@@ -1,5 +1,5 @@
-// Package config is the order service's configuration: the platform's Config, the database and the
-// brokers, plus the saga settings, with per-profile defaults and Validate. The service command reads
+// Package config is the order service's configuration: the platform's Config, the database, the
+// brokers and the outbox, plus the saga settings, with per-profile defaults and Validate. The service command reads
 // it from the ORDER_* variables (KAFKA_BROKERS and NATS_URL when ORDER_KAFKA_BROKERS and
 // ORDER_NATS_URL are unset).
 package config
@@ -18,8 +18,8 @@ type Config struct {
 	platformcfg.Config
 	platformcfg.Database
 	platformcfg.Brokers
+	platformcfg.Outbox
 
-	KafkaPartitions  int           `help:"partitions shopmesh.order.events is created with when missing"`
 	CallTimeout      time.Duration `help:"deadline of every call to inventory and payment; below saga_timeout"`
 	RecoveryInterval time.Duration `help:"how often the recovery worker looks for interrupted sagas and due follow-ups"`
 	// The saga and recovery settings, see app.Settings.
@@ -38,7 +38,6 @@ type Config struct {
 	// (shopmesh_order_stuck_compensations, logged at WARN).
 	StuckAfter    time.Duration `help:"a compensation pending longer than this counts as stuck (metric, WARN log)"`
 	StuckAttempts int           `help:"a compensation that failed this many times counts as stuck (metric, WARN log)"`
-	OutboxPoll    time.Duration `help:"how often the outbox relay looks for events no commit announced"`
 }
 
 // Default returns the defaults of a profile.
@@ -51,7 +50,7 @@ func Default(profile platformcfg.Profile) Config {
 	return Config{
 		Config:           p,
 		Database:         platformcfg.Database{DSN: "sqlite:order.db"},
-		KafkaPartitions:  3,
+		Outbox:           platformcfg.DefaultOutbox(),
 		CallTimeout:      2 * time.Second,
 		RecoveryInterval: 5 * time.Second,
 		SagaTimeout:      8 * time.Second,
@@ -64,7 +63,6 @@ func Default(profile platformcfg.Profile) Config {
 		RetryMax:         10 * time.Minute,
 		StuckAfter:       10 * time.Minute,
 		StuckAttempts:    5,
-		OutboxPoll:       200 * time.Millisecond,
 	}
 }
 
@@ -79,27 +77,12 @@ func (c Config) Settings() app.Settings {
 
 // Validate reports every problem, each naming its field.
 func (c Config) Validate() error {
-	errs := []error{c.Config.Validate(), c.Settings().Validate()}
-	if c.DSN == "" {
-		errs = append(errs, errors.New("dsn: must be set"))
-	}
-	if len(c.KafkaBrokers) == 0 {
-		errs = append(errs, errors.New("kafka_brokers: at least one host:port is needed"))
-	}
-	if c.KafkaPartitions <= 0 {
-		errs = append(errs, fmt.Errorf("kafka_partitions: must be > 0, got %d", c.KafkaPartitions))
-	}
-	if c.NatsURL == "" {
-		errs = append(errs, errors.New("nats_url: must be set"))
-	}
+	errs := []error{c.Config.Validate(), c.Database.Validate(), c.Brokers.Validate(), c.Outbox.Validate(), c.Settings().Validate()}
 	if c.CallTimeout <= 0 || c.CallTimeout >= c.SagaTimeout {
 		errs = append(errs, fmt.Errorf("call_timeout: must be > 0 and < saga_timeout (%v), got %v", c.SagaTimeout, c.CallTimeout))
 	}
 	if c.RecoveryInterval <= 0 {
 		errs = append(errs, fmt.Errorf("recovery_interval: must be > 0, got %v", c.RecoveryInterval))
-	}
-	if c.OutboxPoll <= 0 {
-		errs = append(errs, fmt.Errorf("outbox_poll: must be > 0, got %v", c.OutboxPoll))
 	}
 	for _, t := range []string{"inventory", "payment"} {
 		if _, ok := c.Targets[t]; !ok {

@@ -45,6 +45,32 @@ func TestLoad(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "outbox settings",
+			env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_RELAY_POLL_INTERVAL": "50ms",
+				"ORDER_TOPIC_PARTITIONS": "1"},
+			check: func(t *testing.T, c config.Config) {
+				if c.RelayPollInterval != 50*time.Millisecond || c.TopicPartitions != 1 {
+					t.Fatalf("outbox %+v", c.Outbox)
+				}
+			},
+		},
+		{
+			name: "outbox defaults",
+			env:  map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n"},
+			check: func(t *testing.T, c config.Config) {
+				if c.RelayPollInterval != 200*time.Millisecond || c.TopicPartitions != 3 {
+					t.Fatalf("outbox %+v", c.Outbox)
+				}
+			},
+		},
+		{name: "zero poll", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_RELAY_POLL_INTERVAL": "0s"},
+			wantErr: "relay_poll_interval (ORDER_RELAY_POLL_INTERVAL)"},
+		{name: "zero partitions", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_TOPIC_PARTITIONS": "0"},
+			wantErr: "topic_partitions (ORDER_TOPIC_PARTITIONS)"},
+		// A DSN of no known scheme fails at start, not at the first open.
+		{name: "unknown DSN scheme", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n", "ORDER_DSN": "mysql://h/order"},
+			wantErr: "dsn (ORDER_DSN): sqldb: unknown DSN scheme"},
 		{name: "retry_max below retry_min", env: map[string]string{"KAFKA_BROKERS": "a:1", "NATS_URL": "n",
 			"ORDER_RETRY_MIN": "1m", "ORDER_RETRY_MAX": "30s"}, wantErr: "retry_max"},
 		{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -81,7 +80,7 @@ func newRig(ctx context.Context, t *testing.T) *rig {
 
 	kp := outbox.NewKafka(brokers)
 	t.Cleanup(func() { _ = kp.Close() })
-	relay, err := outbox.NewRelay(db, events.Brokers(kp, outbox.NewJetStream(js)), slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+	relay, err := outbox.NewRelay(db, events.Brokers(kp, outbox.NewJetStream(js)), slog.New(slog.DiscardHandler), nil,
 		outbox.RelayConfig{PollInterval: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, PublishTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +122,7 @@ func (r *rig) consumeKafka(ctx context.Context, t *testing.T, group string) *kaf
 		k.got[string(m.Key)] = append(k.got[string(m.Key)], m.ID)
 		k.n++
 		return nil
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package rpc_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -33,7 +32,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/order/migrations"
 )
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 type noFeed struct{}
 

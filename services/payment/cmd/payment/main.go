@@ -5,6 +5,8 @@
 package main
 
 import (
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
 	"github.com/shopmesh/shopmesh/services/payment/internal/config"
 	"github.com/shopmesh/shopmesh/services/payment/internal/rpc"
@@ -17,5 +19,6 @@ func spec() service.Spec[config.Config] {
 	return service.Spec[config.Config]{
 		Name: "payment", Summary: "customer accounts and the authorization, capture and void of order payments",
 		Defaults: config.Default, Migrations: migrations.FS, Policy: rpc.Policy(), Wire: wire,
+		Backends: []platform.Backend{nacos.Backend()}, // PAYMENT_REGISTRY_BACKEND=nacos, PAYMENT_CONFIG_CENTER_BACKEND=nacos
 	}
 }

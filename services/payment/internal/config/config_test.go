@@ -60,6 +60,19 @@ func TestLoad(t *testing.T) {
 		{name: "bad partitions", env: map[string]string{"PAYMENT_TOPIC_PARTITIONS": "0"}, wantErr: "PAYMENT_TOPIC_PARTITIONS"},
 		{name: "no consumer group", env: map[string]string{"PAYMENT_CONSUMER_GROUP": ""}, wantErr: "PAYMENT_CONSUMER_GROUP"},
 		{name: "bad poll interval", env: map[string]string{"PAYMENT_RELAY_POLL_INTERVAL": "0s"}, wantErr: "PAYMENT_RELAY_POLL_INTERVAL"},
+		{name: "shared defaults", env: map[string]string{}, check: func(t *testing.T, c config.Config) {
+			if c.TopicPartitions != 8 || c.RelayPollInterval != 200*time.Millisecond || c.ConsumerCommitInterval != time.Second ||
+				c.InboxRetention != 7*24*time.Hour {
+				t.Errorf("outbox %+v consumer %+v", c.Outbox, c.Consumer)
+			}
+		}},
+		// A negative commit interval would make the Kafka reader's ticker panic.
+		{name: "negative commit interval", env: map[string]string{"PAYMENT_CONSUMER_COMMIT_INTERVAL": "-1s"},
+			wantErr: "consumer_commit_interval (PAYMENT_CONSUMER_COMMIT_INTERVAL)"},
+		{name: "negative inbox retention", env: map[string]string{"PAYMENT_INBOX_RETENTION": "-1h"},
+			wantErr: "inbox_retention (PAYMENT_INBOX_RETENTION)"},
+		{name: "unknown DSN scheme", env: map[string]string{"PAYMENT_DSN": "mysql://h/payment"},
+			wantErr: "dsn (PAYMENT_DSN): sqldb: unknown DSN scheme"},
 		{name: "bad max wait", env: map[string]string{"PAYMENT_CONSUMER_MAX_WAIT": "0s"}, wantErr: "PAYMENT_CONSUMER_MAX_WAIT"},
 		{name: "bad duration", env: map[string]string{"PAYMENT_CONSUMER_MAX_WAIT": "soon"}, wantErr: "PAYMENT_CONSUMER_MAX_WAIT"},
 		{name: "bad profile", env: map[string]string{"PAYMENT_PROFILE": "staging"}, wantErr: "PAYMENT_PROFILE"},

@@ -3,7 +3,6 @@ package events_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -67,7 +66,7 @@ func TestOrderHandler(t *testing.T) {
 			events.HeaderEventType: string(m.ProtoReflect().Descriptor().FullName())}}
 	}
 	r := &recorder{}
-	h := events.OrderHandler(r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := events.OrderHandler(r, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	for _, m := range []consumer.Message{
 		msg(&eventsv1.OrderConfirmed{EventId: "e1", OrderId: "o1"}),

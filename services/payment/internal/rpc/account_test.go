@@ -2,7 +2,6 @@ package rpc_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -137,7 +136,7 @@ func newPayments(t *testing.T, accounts ...domain.Account) *app.App {
 	return uc
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // servePayment serves the PaymentService over uc from a platform built from cfg (its TLS, policy and
 // the whole server chain) and returns its address.

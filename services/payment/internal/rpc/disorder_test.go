@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -163,7 +164,9 @@ func sagaDisorder(t *testing.T, dsn string) {
 		}
 		final[id] = st
 	}
-	_ = rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
 	tombstones := map[string]bool{}
 	rows, err = h.db.QueryContext(ctx, "SELECT order_id FROM void_tombstones")
 	if err != nil {
@@ -176,7 +179,9 @@ func sagaDisorder(t *testing.T, dsn string) {
 		}
 		tombstones[id] = true
 	}
-	_ = rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
 	perPlan := sagatest.Tally{}
 	for _, s := range scripts {
 		st := final[s.ID]

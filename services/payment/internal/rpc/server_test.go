@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -61,7 +61,7 @@ func start(t *testing.T, dsn string, accounts ...domain.Account) harness {
 	if _, err := st.SeedAccounts(ctx, accounts); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	cfg := config.Default(config.Test)
 	cfg.Service, cfg.ListenAddr = "payment", "127.0.0.1:0"
 	p, err := platform.New(ctx, cfg, logger)
@@ -350,7 +350,9 @@ func concurrentInvariants(t *testing.T, dsn string) {
 		}
 		status[id], versions[id] = st, v
 	}
-	_ = rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
 	for id := range capturedOK {
 		if voidedOK[id] || status[id] != "CAPTURED" {
 			t.Errorf("%s: capture acknowledged, voided ack %v, stored %s", id, voidedOK[id], status[id])

@@ -146,7 +146,7 @@ func (s *Store) retry(ctx context.Context, attempt func(v *txView) error) error 
 			}
 			return nil
 		}
-		if n == maxAttempts || !(errors.Is(err, errRetry) || retryable(err)) {
+		if n == maxAttempts || (!errors.Is(err, errRetry) && !retryable(err)) {
 			return err
 		}
 		t := time.NewTimer(time.Duration(n) * 2 * time.Millisecond)

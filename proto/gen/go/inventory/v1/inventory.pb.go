@@ -15,7 +15,7 @@
 package inventoryv1
 
 import (
-	_ "github.com/shopmesh/shopmesh/proto/gen/go/validate/v1"
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1391,7 +1391,7 @@ var File_shopmesh_inventory_v1_inventory_proto protoreflect.FileDescriptor
 
 const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\n" +
-	"%shopmesh/inventory/v1/inventory.proto\x12\x15shopmesh.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#shopmesh/validate/v1/validate.proto\"\xd9\x01\n" +
+	"%shopmesh/inventory/v1/inventory.proto\x12\x15shopmesh.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bbuf/validate/validate.proto\"\xd9\x01\n" +
 	"\aProduct\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -1401,10 +1401,11 @@ const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\aon_hand\x18\x05 \x01(\x03R\x06onHand\x12\x1a\n" +
 	"\breserved\x18\x06 \x01(\x03R\breserved\x12\x1c\n" +
 	"\tavailable\x18\a \x01(\x03R\tavailable\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\"q\n" +
-	"\x0fReservationItem\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12'\n" +
-	"\bquantity\x18\x02 \x01(\x05B\v\xe2\xe0\x18\a\x1a\x05\x10\x01\x18\xe8\aR\bquantity\"\x93\x01\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"o\n" +
+	"\x0fReservationItem\x124\n" +
+	"\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12&\n" +
+	"\bquantity\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x01R\bquantity\"\x93\x01\n" +
 	"\x0fReservationLine\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1a\n" +
 	"\bquantity\x18\x02 \x01(\x05R\bquantity\x12(\n" +
@@ -1420,35 +1421,34 @@ const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xc4\x01\n" +
-	"\x13ReserveStockRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12H\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xc3\x01\n" +
+	"\x13ReserveStockRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12H\n" +
 	"\x05items\x18\x02 \x03(\v2&.shopmesh.inventory.v1.ReservationItemB\n" +
-	"\xe2\xe0\x18\x06\"\x04\b\x01\x102R\x05items\"\\\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05items\"\\\n" +
 	"\x14ReserveStockResponse\x12D\n" +
-	"\vreservation\x18\x01 \x01(\v2\".shopmesh.inventory.v1.ReservationR\vreservation\"z\n" +
-	"\x13ReleaseStockRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"\\\n" +
-	"\x14ReleaseStockResponse\x12D\n" +
 	"\vreservation\x18\x01 \x01(\v2\".shopmesh.inventory.v1.ReservationR\vreservation\"y\n" +
-	"\x12CommitStockRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"[\n" +
+	"\x13ReleaseStockRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"\\\n" +
+	"\x14ReleaseStockResponse\x12D\n" +
+	"\vreservation\x18\x01 \x01(\v2\".shopmesh.inventory.v1.ReservationR\vreservation\"x\n" +
+	"\x12CommitStockRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"[\n" +
 	"\x13CommitStockResponse\x12D\n" +
-	"\vreservation\x18\x01 \x01(\v2\".shopmesh.inventory.v1.ReservationR\vreservation\"J\n" +
-	"\x11GetProductRequest\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\"N\n" +
+	"\vreservation\x18\x01 \x01(\v2\".shopmesh.inventory.v1.ReservationR\vreservation\"I\n" +
+	"\x11GetProductRequest\x124\n" +
+	"\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\"N\n" +
 	"\x12GetProductResponse\x128\n" +
-	"\aproduct\x18\x01 \x01(\v2\x1e.shopmesh.inventory.v1.ProductR\aproduct\"h\n" +
-	"\x13ListProductsRequest\x12'\n" +
-	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xe2\xe0\x18\x06\x1a\x04\x10\x00\x18dR\bpageSize\x12(\n" +
+	"\aproduct\x18\x01 \x01(\v2\x1e.shopmesh.inventory.v1.ProductR\aproduct\"f\n" +
+	"\x13ListProductsRequest\x12&\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\t\xe2\xe0\x18\x05\x12\x03\x10\x80\x04R\tpageToken\"z\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"z\n" +
 	"\x14ListProductsResponse\x12:\n" +
 	"\bproducts\x18\x01 \x03(\v2\x1e.shopmesh.inventory.v1.ProductR\bproducts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"P\n" +
-	"\x11WatchStockRequest\x12;\n" +
-	"\x04skus\x18\x01 \x03(\tB'\xe2\xe0\x18#\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$\"\x02\x10dR\x04skus\"M\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"R\n" +
+	"\x11WatchStockRequest\x12=\n" +
+	"\x04skus\x18\x01 \x03(\tB)\xbaH&\x92\x01#\x10d\"\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x04skus\"M\n" +
 	"\x12WatchStockResponse\x127\n" +
 	"\x05level\x18\x01 \x01(\v2!.shopmesh.inventory.v1.StockLevelR\x05level\"\xc6\x01\n" +
 	"\n" +
@@ -1459,17 +1459,18 @@ const file_shopmesh_inventory_v1_inventory_proto_rawDesc = "" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x90\x03\n" +
-	"\x12ImportStockRequest\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12(\n" +
-	"\bquantity\x18\x02 \x01(\x03B\f\xe2\xe0\x18\b\x1a\x06\x10\x01\x18\xc0\x84=R\bquantity\x12$\n" +
-	"\x04name\x18\x03 \x01(\tB\v\xe2\xe0\x18\a\x12\x05\b\x01\x10\xc8\x01H\x00R\x04name\x88\x01\x01\x123\n" +
-	"\vprice_cents\x18\x04 \x01(\x03B\r\xe2\xe0\x18\t\x1a\a\b\x00\x18\x80\xc2\xd7/H\x01R\n" +
-	"priceCents\x88\x01\x01\x123\n" +
-	"\bcurrency\x18\x05 \x01(\tB\x12\xe2\xe0\x18\x0e\x12\f\x1a\n" +
-	"^[A-Z]{3}$H\x02R\bcurrency\x88\x01\x01\x12G\n" +
-	"\timport_id\x18\x06 \x01(\tB*\xe2\xe0\x18&\x12$\b\x01\x10\x80\x01\x1a\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\bimportId\x12\x1a\n" +
-	"\x03seq\x18\a \x01(\x03B\b\xe2\xe0\x18\x04\x1a\x02\x10\x01R\x03seqB\a\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x89\x03\n" +
+	"\x12ImportStockRequest\x124\n" +
+	"\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12'\n" +
+	"\bquantity\x18\x02 \x01(\x03B\v\xbaH\b\"\x06\x18\xc0\x84=(\x01R\bquantity\x12#\n" +
+	"\x04name\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01H\x00R\x04name\x88\x01\x01\x122\n" +
+	"\vprice_cents\x18\x04 \x01(\x03B\f\xbaH\t\"\a\x18\x80\xc2\xd7/ \x00H\x01R\n" +
+	"priceCents\x88\x01\x01\x122\n" +
+	"\bcurrency\x18\x05 \x01(\tB\x11\xbaH\x0er\f2\n" +
+	"^[A-Z]{3}$H\x02R\bcurrency\x88\x01\x01\x12F\n" +
+	"\timport_id\x18\x06 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x012\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\bimportId\x12\x19\n" +
+	"\x03seq\x18\a \x01(\x03B\a\xbaH\x04\"\x02(\x01R\x03seqB\a\n" +
 	"\x05_nameB\x0e\n" +
 	"\f_price_centsB\v\n" +
 	"\t_currency\"\xac\x02\n" +

@@ -15,7 +15,7 @@
 package orderv1
 
 import (
-	_ "github.com/shopmesh/shopmesh/proto/gen/go/validate/v1"
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1362,7 +1362,7 @@ var File_shopmesh_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_shopmesh_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x1dshopmesh/order/v1/order.proto\x12\x11shopmesh.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#shopmesh/validate/v1/validate.proto\"\xdc\x03\n" +
+	"\x1dshopmesh/order/v1/order.proto\x12\x11shopmesh.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bbuf/validate/validate.proto\"\xdc\x03\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -1384,39 +1384,42 @@ const file_shopmesh_order_v1_order_proto_rawDesc = "" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1a\n" +
 	"\bquantity\x18\x02 \x01(\x05R\bquantity\x12(\n" +
 	"\x10unit_price_cents\x18\x03 \x01(\x03R\x0eunitPriceCents\x12(\n" +
-	"\x10line_total_cents\x18\x04 \x01(\x03R\x0elineTotalCents\"k\n" +
-	"\tOrderItem\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12'\n" +
-	"\bquantity\x18\x02 \x01(\x05B\v\xe2\xe0\x18\a\x1a\x05\x10\x01\x18\xe8\aR\bquantity\"\xd0\x01\n" +
-	"\x12CreateOrderRequest\x12D\n" +
-	"\vcustomer_id\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
-	"customerId\x124\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tB\v\xe2\xe0\x18\a\x12\x05\b\x01\x10\x80\x01R\x0eidempotencyKey\x12>\n" +
+	"\x10line_total_cents\x18\x04 \x01(\x03R\x0elineTotalCents\"i\n" +
+	"\tOrderItem\x124\n" +
+	"\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12&\n" +
+	"\bquantity\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x01R\bquantity\"\xce\x01\n" +
+	"\x12CreateOrderRequest\x12C\n" +
+	"\vcustomer_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
+	"customerId\x123\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12>\n" +
 	"\x05items\x18\x03 \x03(\v2\x1c.shopmesh.order.v1.OrderItemB\n" +
-	"\xe2\xe0\x18\x06\"\x04\b\x01\x102R\x05items\"E\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05items\"E\n" +
 	"\x13CreateOrderResponse\x12.\n" +
-	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"v\n" +
-	"\x0fGetOrderRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"B\n" +
+	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"u\n" +
+	"\x0fGetOrderRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"B\n" +
 	"\x10GetOrderResponse\x12.\n" +
-	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"\x9c\x01\n" +
-	"\x12CancelOrderRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12!\n" +
-	"\x06reason\x18\x02 \x01(\tB\t\xe2\xe0\x18\x05\x12\x03\x10\x80\x02R\x06reason\"E\n" +
+	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"\x9a\x01\n" +
+	"\x12CancelOrderRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12 \n" +
+	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"E\n" +
 	"\x13CancelOrderResponse\x12.\n" +
-	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"x\n" +
-	"\x11WatchOrderRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"D\n" +
+	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"w\n" +
+	"\x11WatchOrderRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"D\n" +
 	"\x12WatchOrderResponse\x12.\n" +
-	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"\xd0\x01\n" +
+	"\x05order\x18\x01 \x01(\v2\x18.shopmesh.order.v1.OrderR\x05order\"\xcf\x01\n" +
 	"\x0fCheckoutRequest\x12;\n" +
 	"\bset_item\x18\x01 \x01(\v2\x1e.shopmesh.order.v1.CartSetItemH\x00R\asetItem\x124\n" +
 	"\x05clear\x18\x02 \x01(\v2\x1c.shopmesh.order.v1.CartClearH\x00R\x05clear\x12:\n" +
-	"\arefresh\x18\x03 \x01(\v2\x1e.shopmesh.order.v1.CartRefreshH\x00R\arefreshB\x0e\n" +
-	"\x04edit\x12\x06\xea\xe0\x18\x02\b\x01\"m\n" +
-	"\vCartSetItem\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12'\n" +
-	"\bquantity\x18\x02 \x01(\x05B\v\xe2\xe0\x18\a\x1a\x05\x10\x00\x18\xe8\aR\bquantity\"\v\n" +
+	"\arefresh\x18\x03 \x01(\v2\x1e.shopmesh.order.v1.CartRefreshH\x00R\arefreshB\r\n" +
+	"\x04edit\x12\x05\xbaH\x02\b\x01\"k\n" +
+	"\vCartSetItem\x124\n" +
+	"\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[A-Z0-9][A-Z0-9-]{1,31}$R\x03sku\x12&\n" +
+	"\bquantity\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bquantity\"\v\n" +
 	"\tCartClear\"\r\n" +
 	"\vCartRefresh\"B\n" +
 	"\x10CheckoutResponse\x12.\n" +

@@ -39,8 +39,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // OrderService creates, reads, cancels and observes orders, and runs live
-// checkout quote sessions. Requests are validated with
-// github.com/shopmesh/shopmesh/proto/validate before any side effect.
+// checkout quote sessions. Requests are validated against their
+// protovalidate rules (buf.validate) before any side effect.
 type OrderServiceClient interface {
 	// CreateOrder places an order and runs the saga. It is idempotent per
 	// (customer_id, idempotency_key) so clients can retry safely after a
@@ -147,8 +147,8 @@ type OrderService_CheckoutClient = grpc.BidiStreamingClient[CheckoutRequest, Che
 // for forward compatibility.
 //
 // OrderService creates, reads, cancels and observes orders, and runs live
-// checkout quote sessions. Requests are validated with
-// github.com/shopmesh/shopmesh/proto/validate before any side effect.
+// checkout quote sessions. Requests are validated against their
+// protovalidate rules (buf.validate) before any side effect.
 type OrderServiceServer interface {
 	// CreateOrder places an order and runs the saga. It is idempotent per
 	// (customer_id, idempotency_key) so clients can retry safely after a

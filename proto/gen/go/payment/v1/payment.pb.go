@@ -15,7 +15,7 @@
 package paymentv1
 
 import (
-	_ "github.com/shopmesh/shopmesh/proto/gen/go/validate/v1"
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -749,7 +749,7 @@ var File_shopmesh_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_shopmesh_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"!shopmesh/payment/v1/payment.proto\x12\x13shopmesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#shopmesh/validate/v1/validate.proto\"\xa7\x03\n" +
+	"!shopmesh/payment/v1/payment.proto\x12\x13shopmesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bbuf/validate/validate.proto\"\xa7\x03\n" +
 	"\rAuthorization\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -770,26 +770,26 @@ const file_shopmesh_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
 	"held_cents\x18\x03 \x01(\x03R\theldCents\x12'\n" +
 	"\x0favailable_cents\x18\x04 \x01(\x03R\x0eavailableCents\x12\x1a\n" +
-	"\bcurrency\x18\x05 \x01(\tR\bcurrency\"\xa3\x02\n" +
-	"\x17AuthorizePaymentRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12D\n" +
-	"\vcustomer_id\x18\x02 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
-	"customerId\x12+\n" +
-	"\famount_cents\x18\x03 \x01(\x03B\b\xe2\xe0\x18\x04\x1a\x02\b\x00R\vamountCents\x120\n" +
-	"\bcurrency\x18\x04 \x01(\tB\x14\xe2\xe0\x18\x10\x12\x0e\b\x01\x1a\n" +
+	"\bcurrency\x18\x05 \x01(\tR\bcurrency\"\x9f\x02\n" +
+	"\x17AuthorizePaymentRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\x12C\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
+	"customerId\x12*\n" +
+	"\famount_cents\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\vamountCents\x12/\n" +
+	"\bcurrency\x18\x04 \x01(\tB\x13\xbaH\x10r\x0e\x10\x012\n" +
 	"^[A-Z]{3}$R\bcurrency\"d\n" +
 	"\x18AuthorizePaymentResponse\x12H\n" +
-	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"|\n" +
-	"\x15CapturePaymentRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"b\n" +
+	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"{\n" +
+	"\x15CapturePaymentRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"b\n" +
 	"\x16CapturePaymentResponse\x12H\n" +
-	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"y\n" +
-	"\x12VoidPaymentRequest\x12c\n" +
-	"\border_id\x18\x01 \x01(\tBH\xe2\xe0\x18D\x12B\b\x01\x1a>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"_\n" +
+	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"x\n" +
+	"\x12VoidPaymentRequest\x12b\n" +
+	"\border_id\x18\x01 \x01(\tBG\xbaHDrB\x10\x012>^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$R\aorderId\"_\n" +
 	"\x13VoidPaymentResponse\x12H\n" +
-	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"Y\n" +
-	"\x11GetAccountRequest\x12D\n" +
-	"\vcustomer_id\x18\x01 \x01(\tB#\xe2\xe0\x18\x1f\x12\x1d\b\x01\x1a\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
+	"\rauthorization\x18\x01 \x01(\v2\".shopmesh.payment.v1.AuthorizationR\rauthorization\"X\n" +
+	"\x11GetAccountRequest\x12C\n" +
+	"\vcustomer_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x10\x012\x19^[a-z0-9][a-z0-9-]{0,63}$R\n" +
 	"customerId\"L\n" +
 	"\x12GetAccountResponse\x126\n" +
 	"\aaccount\x18\x01 \x01(\v2\x1c.shopmesh.payment.v1.AccountR\aaccount*\xc7\x01\n" +

@@ -4,7 +4,6 @@ package storetest
 import (
 	"context"
 	"database/sql"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ func Open(t testing.TB, dsn string) (*sql.DB, sqldb.Dialect) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+	if err := migrate.UpAll(ctx, dsn, migrations.FS, migrate.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
 		t.Fatal(err)
 	}
 	return sqldbtest.Open(t, dsn)

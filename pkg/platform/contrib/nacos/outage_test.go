@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacostest"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos/nacostest"
 )
 
 // TestNacosOutage stops the real Nacos for 60 s: running calls keep succeeding on the last known

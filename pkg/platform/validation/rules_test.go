@@ -1,4 +1,4 @@
-package validate_test
+package validation_test
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	bufvalidate "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -13,18 +16,21 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/rpcerr"
+	"github.com/shopmesh/shopmesh/pkg/platform/validation"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
-	validatev1 "github.com/shopmesh/shopmesh/proto/gen/go/validate/v1"
-	"github.com/shopmesh/shopmesh/proto/validate"
 
 	_ "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
 )
 
 const orderID = "0b5e2f0c-8d3a-4c1e-9f7b-2a6d4e8c1f03"
 
-func validOrder() *orderv1.CreateOrderRequest {
+// server is the validator a server chain uses (one protovalidate.Validator of its own).
+var server = validation.NewProto()
+
+func createOrder() *orderv1.CreateOrderRequest {
 	return &orderv1.CreateOrderRequest{
 		CustomerId:     "cust-0001",
 		IdempotencyKey: "k-1",
@@ -35,8 +41,8 @@ func validOrder() *orderv1.CreateOrderRequest {
 	}
 }
 
-func order(mut func(*orderv1.CreateOrderRequest)) *orderv1.CreateOrderRequest {
-	r := validOrder()
+func orderWith(mut func(*orderv1.CreateOrderRequest)) *orderv1.CreateOrderRequest {
+	r := createOrder()
 	mut(r)
 	return r
 }
@@ -57,9 +63,13 @@ func skus(n int) []string {
 	return out
 }
 
-type v = validate.FieldViolation
+// v is a violation as tests write it; it prints like rpcerr.FieldViolation.
+type v struct{ Field, Description string }
 
-func TestValidate(t *testing.T) {
+// TestProtoRules pins, rule by rule, the field paths and descriptions callers (and, through the gateway,
+// HTTP clients) get: they are those of the validator shopmesh had before protovalidate, unchanged.
+func TestProtoRules(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		msg  proto.Message
@@ -67,38 +77,38 @@ func TestValidate(t *testing.T) {
 	}{
 		{"nil message", nil, nil},
 		{"typed nil message", (*orderv1.CreateOrderRequest)(nil), nil},
-		{"valid create order", validOrder(), nil},
-		{"customer dev account", order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "cust-broke" }), nil},
+		{"valid create order", createOrder(), nil},
+		{"customer dev account", orderWith(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "cust-broke" }), nil},
 		{"empty create order", &orderv1.CreateOrderRequest{}, []v{
 			{"customer_id", "must not be empty"},
 			{"idempotency_key", "must not be empty"},
 			{"items", "must not be empty"},
 		}},
-		{"customer id pattern", order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "Cust_1" }), []v{
+		{"customer id pattern", orderWith(func(r *orderv1.CreateOrderRequest) { r.CustomerId = "Cust_1" }), []v{
 			{"customer_id", "must match ^[a-z0-9][a-z0-9-]{0,63}$"},
 		}},
-		{"customer id too long", order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = strings.Repeat("a", 65) }), []v{
+		{"customer id too long", orderWith(func(r *orderv1.CreateOrderRequest) { r.CustomerId = strings.Repeat("a", 65) }), []v{
 			{"customer_id", "must match ^[a-z0-9][a-z0-9-]{0,63}$"},
 		}},
-		{"idempotency key 128 runes ok", order(func(r *orderv1.CreateOrderRequest) { r.IdempotencyKey = strings.Repeat("é", 128) }), nil},
-		{"idempotency key too long", order(func(r *orderv1.CreateOrderRequest) { r.IdempotencyKey = strings.Repeat("k", 129) }), []v{
+		{"idempotency key 128 runes ok", orderWith(func(r *orderv1.CreateOrderRequest) { r.IdempotencyKey = strings.Repeat("é", 128) }), nil},
+		{"idempotency key too long", orderWith(func(r *orderv1.CreateOrderRequest) { r.IdempotencyKey = strings.Repeat("k", 129) }), []v{
 			{"idempotency_key", "must be at most 128 characters"},
 		}},
-		{"nested quantity zero", order(func(r *orderv1.CreateOrderRequest) { r.Items[1].Quantity = 0 }), []v{
+		{"nested quantity zero", orderWith(func(r *orderv1.CreateOrderRequest) { r.Items[1].Quantity = 0 }), []v{
 			{"items[1].quantity", "must be at least 1"},
 		}},
-		{"nested quantity too big", order(func(r *orderv1.CreateOrderRequest) { r.Items[0].Quantity = 1001 }), []v{
+		{"nested quantity too big", orderWith(func(r *orderv1.CreateOrderRequest) { r.Items[0].Quantity = 1001 }), []v{
 			{"items[0].quantity", "must be at most 1000"},
 		}},
-		{"nested sku pattern and empty", order(func(r *orderv1.CreateOrderRequest) {
+		{"nested sku pattern and empty", orderWith(func(r *orderv1.CreateOrderRequest) {
 			r.Items[0].Sku = "sku-1"
 			r.Items[1].Sku = ""
 		}), []v{
 			{"items[0].sku", "must match ^[A-Z0-9][A-Z0-9-]{1,31}$"},
 			{"items[1].sku", "must not be empty"},
 		}},
-		{"50 items ok", order(func(r *orderv1.CreateOrderRequest) { r.Items = items(50) }), nil},
-		{"51 items", order(func(r *orderv1.CreateOrderRequest) { r.Items = items(51) }), []v{
+		{"50 items ok", orderWith(func(r *orderv1.CreateOrderRequest) { r.Items = items(50) }), nil},
+		{"51 items", orderWith(func(r *orderv1.CreateOrderRequest) { r.Items = items(51) }), []v{
 			{"items", "must contain at most 50 items"},
 		}},
 		{"order id uuid", &orderv1.GetOrderRequest{OrderId: orderID}, nil},
@@ -166,7 +176,8 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkViolations(t, validate.Validate(tt.msg), tt.want)
+			checkViolations(t, validation.Proto(tt.msg), tt.want)
+			checkViolations(t, server(tt.msg), tt.want)
 		})
 	}
 }
@@ -179,36 +190,49 @@ func checkViolations(t *testing.T, err error, want []v) {
 		}
 		return
 	}
-	var ve *validate.Error
+	var ve *validation.Error
 	if !errors.As(err, &ve) {
-		t.Fatalf("want *validate.Error, got %T %v", err, err)
+		t.Fatalf("want *validation.Error, got %T %v", err, err)
 	}
 	if fmt.Sprint(ve.Violations) != fmt.Sprint(want) {
 		t.Fatalf("violations:\n got  %v\n want %v", ve.Violations, want)
 	}
+	// What a caller receives: INVALID_ARGUMENT with the same violations in a BadRequest.
+	st := validation.ToStatus(err)
+	if status.Code(st) != codes.InvalidArgument || fmt.Sprint(rpcerr.Violations(st)) != fmt.Sprint(want) {
+		t.Fatalf("status %v with violations %v, want INVALID_ARGUMENT with %v", status.Code(st), rpcerr.Violations(st), want)
+	}
 }
 
 func TestErrorString(t *testing.T) {
-	err := validate.Validate(&orderv1.CreateOrderRequest{CustomerId: "cust-1", IdempotencyKey: "k-1", Items: []*orderv1.OrderItem{{Sku: "SKU-1"}}})
+	t.Parallel()
+	err := validation.Proto(&orderv1.CreateOrderRequest{CustomerId: "cust-1", IdempotencyKey: "k-1", Items: []*orderv1.OrderItem{{Sku: "SKU-1"}}})
 	const want = "invalid message: items[0].quantity: must be at least 1"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %q, want %q", err, want)
 	}
 }
 
-// TestAllShopmeshMessages validates the zero value of every shopmesh message
-// type: it proves every rule in the schema is well-formed (Validate returns
-// either nil or *validate.Error, never a schema error).
+// TestAllShopmeshMessages validates the zero value of every shopmesh message type: it proves every rule
+// in the contracts compiles (the validator returns nil or *validation.Error, never a rule error), and
+// that every violation got a shopmesh description rather than protovalidate's fallback message.
 func TestAllShopmeshMessages(t *testing.T) {
+	t.Parallel()
 	n := 0
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
 		if !strings.HasPrefix(string(mt.Descriptor().FullName()), "shopmesh.") {
 			return true
 		}
 		n++
-		var ve *validate.Error
-		if err := validate.Validate(mt.New().Interface()); err != nil && !errors.As(err, &ve) {
-			t.Errorf("%s: schema error: %v", mt.Descriptor().FullName(), err)
+		var ve *validation.Error
+		err := server(mt.New().Interface())
+		if err != nil && !errors.As(err, &ve) {
+			t.Errorf("%s: rule error: %v", mt.Descriptor().FullName(), err)
+		}
+		for _, fv := range violationsOf(err) {
+			if !strings.HasPrefix(fv.Description, "must ") && fv.Description != "is required" {
+				t.Errorf("%s: %s: description %q is not shopmesh's", mt.Descriptor().FullName(), fv.Field, fv.Description)
+			}
 		}
 		return true
 	})
@@ -217,14 +241,22 @@ func TestAllShopmeshMessages(t *testing.T) {
 	}
 }
 
-// probe builds a dynamic message type exercising rules the shopmesh
-// contracts do not use yet (enum rules, required, maps, unsigned ints,
-// multi-character min_len, min_items > 1, invalid patterns).
-func probe(t *testing.T) (probeMD, badMD protoreflect.MessageDescriptor) {
+func violationsOf(err error) []rpcerr.FieldViolation {
+	var ve *validation.Error
+	if errors.As(err, &ve) {
+		return ve.Violations
+	}
+	return nil
+}
+
+// probe builds a dynamic message type exercising rules the shopmesh contracts do not use yet (enum
+// rules, required, maps, unsigned ints, multi-character min_len, min_items > 1, a gt/lte range, an
+// invalid pattern).
+func probe(t *testing.T) (probeMD, badMD, wholeMD protoreflect.MessageDescriptor) {
 	t.Helper()
-	rules := func(r *validatev1.FieldRules) *descriptorpb.FieldOptions {
+	rules := func(r *bufvalidate.FieldRules) *descriptorpb.FieldOptions {
 		o := &descriptorpb.FieldOptions{}
-		proto.SetExtension(o, validatev1.E_Rules, r)
+		proto.SetExtension(o, bufvalidate.E_Field, r)
 		return o
 	}
 	field := func(name string, num int32, typ descriptorpb.FieldDescriptorProto_Type, label descriptorpb.FieldDescriptorProto_Label, typeName string, o *descriptorpb.FieldOptions) *descriptorpb.FieldDescriptorProto {
@@ -238,11 +270,16 @@ func probe(t *testing.T) (probeMD, badMD protoreflect.MessageDescriptor) {
 		opt = descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL
 		rep = descriptorpb.FieldDescriptorProto_LABEL_REPEATED
 	)
+	// A message-level rule on a type whose fields have none: it must not be skipped as rule-free.
+	wholeRule := &descriptorpb.MessageOptions{}
+	proto.SetExtension(wholeRule, bufvalidate.E_Message, bufvalidate.MessageRules_builder{Cel: []*bufvalidate.Rule{
+		bufvalidate.Rule_builder{Id: proto.String("a_below_b"), Expression: proto.String("this.a < this.b ? '' : 'a must be below b'")}.Build(),
+	}}.Build())
 	fdp := &descriptorpb.FileDescriptorProto{
-		Name:       proto.String("validate_test/probe.proto"),
-		Package:    proto.String("shopmeshtest.validate"),
+		Name:       proto.String("validation_test/probe.proto"),
+		Package:    proto.String("shopmeshtest.validation"),
 		Syntax:     proto.String("proto3"),
-		Dependency: []string{"shopmesh/validate/v1/validate.proto"},
+		Dependency: []string{"buf/validate/validate.proto"},
 		EnumType: []*descriptorpb.EnumDescriptorProto{{
 			Name: proto.String("Color"),
 			Value: []*descriptorpb.EnumValueDescriptorProto{
@@ -252,31 +289,39 @@ func probe(t *testing.T) (probeMD, badMD protoreflect.MessageDescriptor) {
 		}},
 		MessageType: []*descriptorpb.DescriptorProto{
 			{Name: proto.String("Child"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("n", 1, descriptorpb.FieldDescriptorProto_TYPE_INT32, opt, "", rules(&validatev1.FieldRules{Int: &validatev1.IntRules{Gte: proto.Int64(1)}})),
+				field("n", 1, descriptorpb.FieldDescriptorProto_TYPE_INT32, opt, "",
+					rules(bufvalidate.FieldRules_builder{Int32: bufvalidate.Int32Rules_builder{Gte: proto.Int32(1)}.Build()}.Build())),
 			}},
 			{Name: proto.String("Probe"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("color", 1, descriptorpb.FieldDescriptorProto_TYPE_ENUM, opt, ".shopmeshtest.validate.Color",
-					rules(&validatev1.FieldRules{Enum: &validatev1.EnumRules{DefinedOnly: true, NotIn: []int32{0}}})),
-				field("colors", 2, descriptorpb.FieldDescriptorProto_TYPE_ENUM, rep, ".shopmeshtest.validate.Color",
-					rules(&validatev1.FieldRules{Enum: &validatev1.EnumRules{DefinedOnly: true}, Repeated: &validatev1.RepeatedRules{MinItems: 2}})),
-				field("child", 3, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, opt, ".shopmeshtest.validate.Child",
-					rules(&validatev1.FieldRules{Required: true})),
-				field("kids", 4, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, rep, ".shopmeshtest.validate.Probe.KidsEntry", nil),
+				field("color", 1, descriptorpb.FieldDescriptorProto_TYPE_ENUM, opt, ".shopmeshtest.validation.Color",
+					rules(bufvalidate.FieldRules_builder{Enum: bufvalidate.EnumRules_builder{DefinedOnly: proto.Bool(true), NotIn: []int32{0}}.Build()}.Build())),
+				field("colors", 2, descriptorpb.FieldDescriptorProto_TYPE_ENUM, rep, ".shopmeshtest.validation.Color",
+					rules(bufvalidate.FieldRules_builder{Repeated: bufvalidate.RepeatedRules_builder{MinItems: proto.Uint64(2),
+						Items: bufvalidate.FieldRules_builder{Enum: bufvalidate.EnumRules_builder{DefinedOnly: proto.Bool(true)}.Build()}.Build()}.Build()}.Build())),
+				field("child", 3, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, opt, ".shopmeshtest.validation.Child",
+					rules(bufvalidate.FieldRules_builder{Required: proto.Bool(true)}.Build())),
+				field("kids", 4, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, rep, ".shopmeshtest.validation.Probe.KidsEntry", nil),
 				field("big", 5, descriptorpb.FieldDescriptorProto_TYPE_UINT64, opt, "",
-					rules(&validatev1.FieldRules{Int: &validatev1.IntRules{Lte: proto.Int64(10)}})),
+					rules(bufvalidate.FieldRules_builder{Uint64: bufvalidate.UInt64Rules_builder{Lte: proto.Uint64(10)}.Build()}.Build())),
 				field("code", 6, descriptorpb.FieldDescriptorProto_TYPE_STRING, opt, "",
-					rules(&validatev1.FieldRules{String_: &validatev1.StringRules{MinLen: 3}})),
+					rules(bufvalidate.FieldRules_builder{String: bufvalidate.StringRules_builder{MinLen: proto.Uint64(3)}.Build()}.Build())),
+				field("pct", 7, descriptorpb.FieldDescriptorProto_TYPE_SINT64, opt, "",
+					rules(bufvalidate.FieldRules_builder{Sint64: bufvalidate.SInt64Rules_builder{Gt: proto.Int64(0), Lte: proto.Int64(100)}.Build()}.Build())),
 			}, NestedType: []*descriptorpb.DescriptorProto{{
 				Name:    proto.String("KidsEntry"),
 				Options: &descriptorpb.MessageOptions{MapEntry: proto.Bool(true)},
 				Field: []*descriptorpb.FieldDescriptorProto{
 					field("key", 1, descriptorpb.FieldDescriptorProto_TYPE_STRING, opt, "", nil),
-					field("value", 2, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, opt, ".shopmeshtest.validate.Child", nil),
+					field("value", 2, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, opt, ".shopmeshtest.validation.Child", nil),
 				},
 			}}},
+			{Name: proto.String("Whole"), Options: wholeRule, Field: []*descriptorpb.FieldDescriptorProto{
+				field("a", 1, descriptorpb.FieldDescriptorProto_TYPE_INT32, opt, "", nil),
+				field("b", 2, descriptorpb.FieldDescriptorProto_TYPE_INT32, opt, "", nil),
+			}},
 			{Name: proto.String("BadPattern"), Field: []*descriptorpb.FieldDescriptorProto{
 				field("s", 1, descriptorpb.FieldDescriptorProto_TYPE_STRING, opt, "",
-					rules(&validatev1.FieldRules{String_: &validatev1.StringRules{Pattern: "("}})),
+					rules(bufvalidate.FieldRules_builder{String: bufvalidate.StringRules_builder{Pattern: proto.String("(")}.Build()}.Build())),
 			}},
 		},
 	}
@@ -284,11 +329,12 @@ func probe(t *testing.T) (probeMD, badMD protoreflect.MessageDescriptor) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fd.Messages().ByName("Probe"), fd.Messages().ByName("BadPattern")
+	return fd.Messages().ByName("Probe"), fd.Messages().ByName("BadPattern"), fd.Messages().ByName("Whole")
 }
 
 func TestRulesNotUsedByContracts(t *testing.T) {
-	probeMD, badMD := probe(t)
+	t.Parallel()
+	probeMD, badMD, wholeMD := probe(t)
 	f := probeMD.Fields()
 	childMD := f.ByName("child").Message()
 	child := func(n int64) protoreflect.Value {
@@ -298,12 +344,15 @@ func TestRulesNotUsedByContracts(t *testing.T) {
 	}
 
 	empty := dynamicpb.NewMessage(probeMD)
-	checkViolations(t, validate.Validate(empty), []v{
-		{"color", "must not be COLOR_UNSPECIFIED"},
-		{"colors", "must contain at least 2 items"},
-		{"child", "is required"},
-		{"code", "must be at least 3 characters"},
-	})
+	want := []v{
+		{Field: "color", Description: "must not be COLOR_UNSPECIFIED"},
+		{Field: "colors", Description: "must contain at least 2 items"},
+		{Field: "child", Description: "is required"},
+		{Field: "code", Description: "must be at least 3 characters"},
+		{Field: "pct", Description: "must be greater than 0"},
+	}
+	checkViolations(t, validation.Proto(empty), want)
+	checkViolations(t, server(empty), want)
 
 	m := dynamicpb.NewMessage(probeMD)
 	m.Set(f.ByName("color"), protoreflect.ValueOfEnum(7))
@@ -314,57 +363,54 @@ func TestRulesNotUsedByContracts(t *testing.T) {
 	m.Mutable(f.ByName("kids")).Map().Set(protoreflect.ValueOfString("a").MapKey(), child(0))
 	m.Set(f.ByName("big"), protoreflect.ValueOfUint64(1<<63+5))
 	m.Set(f.ByName("code"), protoreflect.ValueOfString("abc"))
-	checkViolations(t, validate.Validate(m), []v{
-		{"color", "must be a defined Color value"},
-		{"colors[1]", "must be a defined Color value"},
-		{"child.n", "must be at least 1"},
-		{`kids["a"].n`, "must be at least 1"},
-		{"big", "must be at most 10"},
-	})
+	m.Set(f.ByName("pct"), protoreflect.ValueOfInt64(101))
+	want = []v{
+		{Field: "color", Description: "must be a defined Color value"},
+		{Field: "colors[1]", Description: "must be a defined Color value"},
+		{Field: "child.n", Description: "must be at least 1"},
+		{Field: `kids["a"].n`, Description: "must be at least 1"},
+		{Field: "big", Description: "must be at most 10"},
+		{Field: "pct", Description: "must be at most 100"},
+	}
+	checkViolations(t, validation.Proto(m), want)
+	checkViolations(t, server(m), want)
 
-	err := validate.Validate(dynamicpb.NewMessage(badMD))
-	var ve *validate.Error
-	if err == nil || errors.As(err, &ve) || !strings.Contains(err.Error(), "invalid pattern") {
-		t.Fatalf("want schema error for invalid pattern, got %v", err)
+	// A rule shopmesh has no description for keeps protovalidate's message; the path is empty for a
+	// message-level rule.
+	checkViolations(t, server(dynamicpb.NewMessage(wholeMD)), []v{{Field: "", Description: "a must be below b"}})
+
+	// A malformed rule is the server's fault: INTERNAL, and its text stays inside.
+	for _, check := range []validation.Func{validation.Proto, server} {
+		err := check(dynamicpb.NewMessage(badMD))
+		var ve *validation.Error
+		if err == nil || errors.As(err, &ve) {
+			t.Fatalf("want a rule error for an invalid pattern, got %v", err)
+		}
+		if st := validation.ToStatus(err); status.Code(st) != codes.Internal {
+			t.Fatalf("invalid pattern: %v, want INTERNAL", st)
+		}
 	}
 }
 
 func TestConcurrentFirstUse(t *testing.T) {
-	// Plans are built lazily; racing first uses must agree (run with -race).
+	t.Parallel()
+	// A fresh validator compiles rules on first use; racing first uses must agree (run with -race).
+	check := validation.NewProto()
 	done := make(chan error)
 	for range 8 {
-		go func() { done <- validate.Validate(&inventoryv1.ReserveStockRequest{}) }()
+		go func() { done <- check(&inventoryv1.ReserveStockRequest{}) }()
 	}
 	for range 8 {
-		if err := <-done; err == nil {
-			t.Error("want violations")
+		if err := <-done; len(violationsOf(err)) != 2 {
+			t.Errorf("got %v, want 2 violations", err)
 		}
 	}
 }
 
-func BenchmarkValidate(b *testing.B) {
-	valid := order(func(r *orderv1.CreateOrderRequest) { r.Items = items(10) })
-	invalid := order(func(r *orderv1.CreateOrderRequest) { r.CustomerId = ""; r.Items[0].Quantity = 0 })
-	b.Run("valid_10_items", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := validate.Validate(valid); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("invalid", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := validate.Validate(invalid); err == nil {
-				b.Fatal("want error")
-			}
-		}
-	})
-}
-
+// FuzzValidate: whatever a client sends, validation answers valid or with field violations, never a
+// panic or a rule error.
 func FuzzValidate(f *testing.F) {
-	for _, m := range []proto.Message{validOrder(), &orderv1.CreateOrderRequest{}, order(func(r *orderv1.CreateOrderRequest) {
+	for _, m := range []proto.Message{createOrder(), &orderv1.CreateOrderRequest{}, orderWith(func(r *orderv1.CreateOrderRequest) {
 		r.CustomerId = "BAD"
 		r.Items = items(60)
 		r.Items[3].Quantity = -5
@@ -375,13 +421,14 @@ func FuzzValidate(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	check := validation.NewProto()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req orderv1.CreateOrderRequest
 		if err := proto.Unmarshal(data, &req); err != nil {
 			return
 		}
-		err := validate.Validate(&req)
-		var ve *validate.Error
+		err := check(&req)
+		var ve *validation.Error
 		if err != nil && (!errors.As(err, &ve) || len(ve.Violations) == 0) {
 			t.Fatalf("unexpected error %T: %v", err, err)
 		}

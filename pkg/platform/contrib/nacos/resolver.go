@@ -110,7 +110,7 @@ func (c *Client) watch(service string) (*watch, error) {
 	}
 	w := &watch{c: c, service: service, subs: map[*nacosResolver]struct{}{}, stop: make(chan struct{})}
 	w.param = &vo.SubscribeParam{
-		ServiceName: service, GroupName: c.cfg.group(), Clusters: c.cfg.clusters(),
+		ServiceName: service, GroupName: c.cfg.GroupOrDefault(), Clusters: c.cfg.Clusters(),
 		SubscribeCallback: func(hosts []model.Instance, err error) {
 			if err != nil {
 				c.logger.Warn("subscription error", "target", service, "err", err.Error())
@@ -141,7 +141,7 @@ func (w *watch) start() {
 		if done {
 			return
 		}
-		svc, err := c.naming.GetService(vo.GetServiceParam{ServiceName: w.service, GroupName: c.cfg.group(), Clusters: c.cfg.clusters()})
+		svc, err := c.naming.GetService(vo.GetServiceParam{ServiceName: w.service, GroupName: c.cfg.GroupOrDefault(), Clusters: c.cfg.Clusters()})
 		if err == nil {
 			w.set(svc.Hosts, "cache")
 			continue

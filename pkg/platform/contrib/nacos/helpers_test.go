@@ -17,10 +17,10 @@ import (
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos/nacostest"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/internal/testserver"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacostest"
 )
 
 func testLogger(t testing.TB) *slog.Logger {

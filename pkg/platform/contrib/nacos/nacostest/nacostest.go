@@ -19,8 +19,8 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
 )
 
 // Require returns NACOS_ADDR (skipping or failing per infratest) and holds a shared lock until the test
@@ -145,7 +145,7 @@ func script(t testing.TB) string {
 // cleanup fail the test; removal here is best effort.
 func Dir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "shopmesh-nacos-")
+	dir, err := os.MkdirTemp("", "shopmesh-nacos-") //nolint:usetesting // see above: TempDir cleanup races the SDK log
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func Dir(t testing.TB) string {
 func Publisher(t testing.TB, cfg nacos.Config) func(dataID, content string) {
 	t.Helper()
 	cfg.CacheDir, cfg.LogDir = Dir(t), Dir(t)
-	cc, servers, err := cfg.SDKConfig()
+	cc, servers, err := nacos.SDKConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,9 @@ import (
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos/nacostest"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/internal/testserver"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacostest"
 )
 
 // TestSpreadAndRemoval: three instances share calls; a deregistered one and a killed one (Nacos

@@ -3,6 +3,12 @@
 // dies its instances disappear with the connection; a clean shutdown deregisters first. Resolvers follow
 // the healthy instance set, including its shrinking to zero, and start from the SDK's disk cache when
 // Nacos is unreachable.
+//
+// It is a module of its own (as Kratos keeps its registries in contrib modules): nacos-sdk-go brings
+// ~21 Alibaba Cloud modules and more into the build, so only binaries that opt in link it. A service
+// opts in with `Backends: []platform.Backend{nacos.Backend()}` in its service.Spec; then
+// <P>_REGISTRY_BACKEND=nacos and <P>_CONFIG_CENTER_BACKEND=nacos work. The configuration section
+// (Config) stays in pkg/platform/registry/nacos, so every binary validates and documents it.
 package nacos
 
 import (
@@ -75,7 +81,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Client, e
 	if logger == nil {
 		return nil, errors.New("nacos: logger is nil")
 	}
-	cc, servers, err := cfg.SDKConfig()
+	cc, servers, err := SDKConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -189,14 +195,14 @@ func (c *Client) Register(ctx context.Context, in discovery.Instance) error {
 	}
 	p := vo.RegisterInstanceParam{
 		Ip: host, Port: port, Weight: c.cfg.Weight, Enable: true, Healthy: true, Ephemeral: true,
-		Metadata: md, ClusterName: c.cfg.Cluster, ServiceName: in.Service, GroupName: c.cfg.group(),
+		Metadata: md, ClusterName: c.cfg.Cluster, ServiceName: in.Service, GroupName: c.cfg.GroupOrDefault(),
 	}
 	err = c.call(ctx, func() (bool, error) { return c.naming.RegisterInstance(p) })
 	if err != nil {
 		return fmt.Errorf("nacos register %s %s:%d: %w", in.Service, host, port, err)
 	}
 	c.logger.Info("registered", "nacos_service", in.Service, "addr", net.JoinHostPort(host, strconv.FormatUint(port, 10)),
-		"group", c.cfg.group(), "namespace", c.cfg.Namespace)
+		"group", c.cfg.GroupOrDefault(), "namespace", c.cfg.Namespace)
 	return nil
 }
 
@@ -207,7 +213,7 @@ func (c *Client) Deregister(ctx context.Context, in discovery.Instance) error {
 		return err
 	}
 	p := vo.DeregisterInstanceParam{
-		Ip: host, Port: port, Cluster: c.cfg.Cluster, ServiceName: in.Service, GroupName: c.cfg.group(), Ephemeral: true,
+		Ip: host, Port: port, Cluster: c.cfg.Cluster, ServiceName: in.Service, GroupName: c.cfg.GroupOrDefault(), Ephemeral: true,
 	}
 	if err := c.call(ctx, func() (bool, error) { return c.naming.DeregisterInstance(p) }); err != nil {
 		return fmt.Errorf("nacos deregister %s %s:%d: %w", in.Service, host, port, err)

@@ -1,4 +1,4 @@
-package configcenter
+package nacos
 
 import (
 	"context"
@@ -9,21 +9,21 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/config_client"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
+	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
 )
 
-// Nacos is a Source reading Nacos configs of one group. While Nacos is down the SDK answers from its
-// snapshot in Config.CacheDir.
-type Nacos struct {
+// ConfigSource is a configcenter.Source reading Nacos configs of one group. While Nacos is down the SDK
+// answers from its snapshot in Config.CacheDir.
+type ConfigSource struct {
 	client config_client.IConfigClient
 	group  string
 }
 
-var _ Source = (*Nacos)(nil)
+var _ configcenter.Source = (*ConfigSource)(nil)
 
-// NewNacos connects a config client; the group is cfg.Group.
-func NewNacos(cfg nacos.Config) (*Nacos, error) {
-	cc, servers, err := cfg.SDKConfig()
+// NewConfigSource connects a config client; the group is cfg.Group.
+func NewConfigSource(cfg Config) (*ConfigSource, error) {
+	cc, servers, err := SDKConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -31,21 +31,17 @@ func NewNacos(cfg nacos.Config) (*Nacos, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nacos config client: %w", err)
 	}
-	group := cfg.Group
-	if group == "" {
-		group = "DEFAULT_GROUP"
-	}
-	return &Nacos{client: client, group: group}, nil
+	return &ConfigSource{client: client, group: cfg.GroupOrDefault()}, nil
 }
 
 // Close ends the connection.
-func (n *Nacos) Close() error {
+func (n *ConfigSource) Close() error {
 	n.client.CloseClient()
 	return nil
 }
 
 // Get returns the config's content; a config that does not exist reads as "".
-func (n *Nacos) Get(ctx context.Context, dataID string) (string, error) {
+func (n *ConfigSource) Get(ctx context.Context, dataID string) (string, error) {
 	type result struct {
 		content string
 		err     error
@@ -75,7 +71,7 @@ func notFound(err error) bool {
 }
 
 // Watch listens to dataID until ctx ends.
-func (n *Nacos) Watch(ctx context.Context, dataID string, fn func(string)) error {
+func (n *ConfigSource) Watch(ctx context.Context, dataID string, fn func(string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	updates := make(chan string, 1)

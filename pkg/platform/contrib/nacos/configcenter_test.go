@@ -1,4 +1,4 @@
-package platform_test
+package nacos_test
 
 import (
 	"context"
@@ -7,15 +7,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacos"
-	"github.com/shopmesh/shopmesh/pkg/platform/registry/nacostest"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
+	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos/nacostest"
 )
 
 // TestConfigCenterFollowsNacos runs a server with <P>_CONFIG_CENTER_BACKEND=nacos against the real
@@ -34,7 +33,7 @@ func TestConfigCenterFollowsNacos(t *testing.T) {
 	publish(svc+".yaml", "rate_limit: {default: {rps: 25}}")
 
 	var level slog.LevelVar
-	p, err := platform.New(t.Context(), cfg, quiet(), platform.WithLogLevel(&level))
+	p, err := platform.New(t.Context(), cfg, quiet(), platform.WithBackends(nacos.Backend()), platform.WithLogLevel(&level))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,19 +74,6 @@ func TestConfigCenterFollowsNacos(t *testing.T) {
 	}
 	publish(svc+".yaml", "rate_limit: {default: {rps: 9}}")
 	waitConfig(t, "rps 9", func() bool { return p.RateLimiter().Limits().Default.RPS == 9 })
-}
-
-// TestConfigCenterBackendValidation names the field for a bad backend or a missing Nacos section.
-func TestConfigCenterBackendValidation(t *testing.T) {
-	cfg := testConfig("cc")
-	cfg.ConfigCenter.Backend = "etcd"
-	if _, err := platform.New(t.Context(), cfg, quiet()); err == nil || !strings.Contains(err.Error(), "config_center.backend") {
-		t.Fatalf("backend etcd: %v", err)
-	}
-	cfg.ConfigCenter.Backend = config.ConfigCenterNacos
-	if _, err := platform.New(t.Context(), cfg, quiet()); err == nil || !strings.Contains(err.Error(), "config_center.backend") {
-		t.Fatalf("nacos without addresses: %v", err)
-	}
 }
 
 // waitConfig waits for cond: within the Nacos push, or at worst the center's 30 s re-read.

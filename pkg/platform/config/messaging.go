@@ -1,0 +1,103 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kafka is the shared Kafka setting a service embeds: ORDER_KAFKA_BROKERS or, when unset, KAFKA_BROKERS.
+type Kafka struct {
+	KafkaBrokers []string `alias:"KAFKA_BROKERS" help:"Kafka bootstrap brokers, host:port, comma-separated"`
+}
+
+// Validate reports a missing broker list.
+func (k Kafka) Validate() error {
+	if len(k.KafkaBrokers) == 0 {
+		return errors.New("kafka_brokers: at least one host:port is needed")
+	}
+	return nil
+}
+
+// NATS is the shared NATS setting a service embeds: ORDER_NATS_URL or, when unset, NATS_URL.
+type NATS struct {
+	NatsURL string `alias:"NATS_URL" help:"NATS server URL(s) for JetStream"`
+}
+
+// Validate reports a missing URL.
+func (n NATS) Validate() error {
+	if n.NatsURL == "" {
+		return errors.New("nats_url: must be set (nats://host:4222)")
+	}
+	return nil
+}
+
+// Brokers is both shared broker settings, for a service that uses Kafka and NATS; one that uses only
+// one of them embeds Kafka or NATS, so that it lists (and -h shows) only what it reads.
+type Brokers struct {
+	Kafka
+	NATS
+}
+
+// Validate reports the problems of both settings.
+func (b Brokers) Validate() error { return errors.Join(b.Kafka.Validate(), b.NATS.Validate()) }
+
+// Outbox is the setting of a service that publishes through the transactional outbox: how its relay
+// polls and how the Kafka topics it creates are partitioned (<P>_RELAY_POLL_INTERVAL,
+// <P>_TOPIC_PARTITIONS). A service embeds it and may change the defaults DefaultOutbox gives.
+type Outbox struct {
+	// RelayPollInterval bounds the delay of an event whose commit notification was lost (another
+	// instance committed it, or the process restarted); committed events are relayed at once.
+	RelayPollInterval time.Duration `help:"how often the outbox relay looks for events no commit announced"`
+	// TopicPartitions only applies when the service creates a missing topic; an existing topic keeps its own.
+	TopicPartitions int `help:"partitions of the Kafka topics the service creates when they do not exist yet"`
+}
+
+// DefaultOutbox returns the outbox defaults: a 200ms poll, topics of 3 partitions.
+func DefaultOutbox() Outbox {
+	return Outbox{RelayPollInterval: 200 * time.Millisecond, TopicPartitions: 3}
+}
+
+// Validate reports every problem, each naming its field.
+func (o Outbox) Validate() error {
+	var errs []error
+	if o.RelayPollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("relay_poll_interval: must be > 0, got %v", o.RelayPollInterval))
+	}
+	if o.TopicPartitions <= 0 {
+		errs = append(errs, fmt.Errorf("topic_partitions: must be > 0, got %d", o.TopicPartitions))
+	}
+	return errors.Join(errs...)
+}
+
+// Consumer is the setting of a service that consumes events through an inbox: how often its Kafka
+// consumers commit offsets and how long the inbox remembers handled events
+// (<P>_CONSUMER_COMMIT_INTERVAL, <P>_INBOX_RETENTION).
+type Consumer struct {
+	// ConsumerCommitInterval batches the consumers' Kafka offset commits (0 commits every message
+	// synchronously: one broker round trip each). Handled events are deduplicated by the inbox, so a
+	// crash redelivering up to one interval of them changes nothing.
+	ConsumerCommitInterval time.Duration `help:"how often the event consumers commit their Kafka offsets; 0 commits each message synchronously"`
+	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
+	// above the consumed topics' retention and any dead-letter replay.
+	InboxRetention time.Duration `help:"how long processed event ids are kept for de-duplication (0: 7 days); keep it above the consumed topics' retention"`
+}
+
+// DefaultConsumer returns the consumer defaults: one offset commit a second instead of one per
+// event, handled event ids kept 7 days.
+func DefaultConsumer() Consumer {
+	return Consumer{ConsumerCommitInterval: time.Second, InboxRetention: 7 * 24 * time.Hour}
+}
+
+// Validate reports every problem, each naming its field. Zero is allowed for both: it means a
+// synchronous commit per message and the inbox's default retention.
+func (c Consumer) Validate() error {
+	var errs []error
+	if c.ConsumerCommitInterval < 0 {
+		errs = append(errs, fmt.Errorf("consumer_commit_interval: must be >= 0 (0 commits each message), got %v", c.ConsumerCommitInterval))
+	}
+	if c.InboxRetention < 0 {
+		errs = append(errs, fmt.Errorf("inbox_retention: must be >= 0 (0: 7 days), got %v", c.InboxRetention))
+	}
+	return errors.Join(errs...)
+}
