@@ -114,7 +114,7 @@ func (p *Platform) NewServer(opts ...ServerOption) *grpc.Server {
 	}
 	stream = append(stream,
 		skipStream(p.limiter.StreamServerInterceptor()),
-		authz.StreamServerInterceptor(o.authorizer),
+		authz.StreamServerInterceptor(o.authorizer, p.logger),
 		skipStream(p.faults.StreamServerInterceptor()),
 	)
 
@@ -180,7 +180,7 @@ func (p *Platform) unaryStages(dp deadline.Policy, validate validation.Func, az 
 			defer t.Release()
 		}
 		if err := az.Authorize(ctx, info.FullMethod); err != nil {
-			return nil, authz.Deny(err)
+			return nil, authz.Refuse(ctx, p.logger, info.FullMethod, err)
 		}
 		if !infra {
 			if err := faults.Inject(ctx, info.FullMethod); err != nil {

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/getkin/kin-openapi v0.153.0
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/shopmesh/shopmesh/pkg/platform v0.0.0
 	github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos v0.0.0

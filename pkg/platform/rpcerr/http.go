@@ -2,6 +2,8 @@ package rpcerr
 
 import (
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -32,6 +34,16 @@ const DefaultRetryAfter = time.Second
 // unavailableMessage replaces the message of an UNAVAILABLE status that no shopmesh code produced (it
 // has no ErrorInfo): those come from the transport and name internal addresses.
 const unavailableMessage = "service unavailable; retry later"
+
+// internals matches what a client must not read in a message: IPv4 and IPv6 addresses,
+// host:port pairs and the wording of Go and gRPC transport errors.
+var internals = regexp.MustCompile(`(?:\d{1,3}\.){3}\d{1,3}|\[[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*\]|` +
+	`[0-9A-Fa-f]{0,4}::[0-9A-Fa-f]{0,4}|\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3,7}\b|` +
+	`\b[A-Za-z][A-Za-z0-9.-]*:\d{2,5}\b|(?i:dial (?:tcp|udp|unix)|connection refused|connection reset|` +
+	`transport: |no such host|i/o timeout|name resolver|last connection error|last resolver error)`)
+
+// namesInternals reports whether msg names an address or quotes a transport error.
+func namesInternals(msg string) bool { return internals.MatchString(msg) }
 
 // StatusClientClosedRequest is the non-standard 499 used (as by nginx and grpc-gateway) for CANCELED.
 const StatusClientClosedRequest = 499
@@ -138,6 +150,14 @@ func ToHTTP(err error) HTTPError {
 		out.Code = r
 	} else if code == codes.Unavailable {
 		out.Message = unavailableMessage
+	}
+	if namesInternals(out.Message) {
+		// A status message that quotes a transport error (its own, or one a service passed on in its
+		// message) names hosts and ports: the code stays, the text becomes generic.
+		out.Message = strings.ToLower(http.StatusText(out.Status))
+		if code == codes.Unavailable {
+			out.Message = unavailableMessage
+		}
 	}
 	for _, v := range Violations(err) {
 		out.Details = append(out.Details, HTTPDetail{Field: v.Field, Issue: v.Description})

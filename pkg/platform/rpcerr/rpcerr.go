@@ -105,6 +105,14 @@ func fromError(err error) (*status.Status, bool) {
 	return st, true
 }
 
+// Message returns the status message of err, or "" when err is no gRPC status.
+func Message(err error) string {
+	if st, ok := fromError(err); ok {
+		return st.Message()
+	}
+	return ""
+}
+
 // Reason returns the ErrorInfo reason carried by err, or "" if there is none.
 func Reason(err error) string {
 	if info := ErrorInfo(err); info != nil {

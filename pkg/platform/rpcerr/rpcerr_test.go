@@ -95,6 +95,18 @@ func TestToHTTP(t *testing.T) {
 			want: rpcerr.HTTPError{Code: "TIMEOUT", Message: "late", Status: 504},
 		},
 		{
+			// A service that passed its dependency's transport error on in its own message.
+			name: "unavailable naming an address",
+			err: rpcerr.WithReason(codes.Unavailable, "DEPENDENCY_UNAVAILABLE",
+				"inventory: connection error: dial tcp 10.0.0.7:50051: connect: connection refused", nil),
+			want: rpcerr.HTTPError{Code: "DEPENDENCY_UNAVAILABLE", Message: "service unavailable; retry later", Status: 503},
+		},
+		{
+			name: "ipv6 address and host:port in another code",
+			err:  status.Error(codes.FailedPrecondition, "peer [fd00::1]:7000 via inventory-1:50051 refused"),
+			want: rpcerr.HTTPError{Code: "FAILED_PRECONDITION", Message: "bad request", Status: 400},
+		},
+		{
 			name: "circuit open",
 			err:  rpcerr.WithReason(codes.Unavailable, rpcerr.ReasonCircuitOpen, "payment unavailable", nil),
 			want: rpcerr.HTTPError{Code: "CIRCUIT_OPEN", Message: "payment unavailable", Status: 503},

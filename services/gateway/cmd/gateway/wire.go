@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -42,7 +44,7 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	tokens, err := auth.New(cfg.JWTSecret.Reveal(), cfg.JWTIssuer, nil)
+	tokens, err := newTokens(cfg)
 	if err != nil {
 		return err
 	}
@@ -78,4 +80,26 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 	}, cfg.HTTPAddr)
 	s.Logger().Info("http api", "dev_tokens", cfg.DevTokens(), "routes", len(api.Routes()))
 	return nil
+}
+
+// newTokens builds the token verifier: ES256 public keys from GATEWAY_JWT_JWKS_FILE (verify only), else
+// the HS256 keys of GATEWAY_JWT_KEYS or GATEWAY_JWT_SECRET.
+func newTokens(cfg config.Config) (*auth.Tokens, error) {
+	o := auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.JWTLeeway}
+	if cfg.JWTJwksFile != "" {
+		data, err := os.ReadFile(cfg.JWTJwksFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwt_jwks_file: %w", err)
+		}
+		if o.Public, err = auth.LoadJWKS(data); err != nil {
+			return nil, fmt.Errorf("jwt_jwks_file %s: %w", cfg.JWTJwksFile, err)
+		}
+		return auth.NewTokens(o)
+	}
+	keys, err := cfg.JWTKeySet()
+	if err != nil {
+		return nil, err
+	}
+	o.Keys = keys
+	return auth.NewTokens(o)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
+	"github.com/shopmesh/shopmesh/services/gateway/internal/auth"
 )
 
 // DevJWTSecret is the fixed signing secret of the dev profile, so `make run` works without setup. Every
@@ -24,7 +25,15 @@ type Config struct {
 	platformcfg.Config
 
 	HTTPAddr  string             `help:"HTTP/JSON API listen address, host:port"`
-	JWTSecret platformcfg.Secret `help:"HS256 key signing and verifying bearer tokens; required outside dev, at least 32 bytes"`
+	JWTSecret platformcfg.Secret `help:"HS256 key signing and verifying bearer tokens, key id \"default\"; required outside dev unless GATEWAY_JWT_KEYS is set, at least 32 bytes"`
+	// JWTKeys, when set, replaces JWTSecret: "kid:secret,kid:secret", the first signs and every one
+	// verifies (the token's kid picks the key), so old and new keys overlap during a rotation.
+	JWTKeys platformcfg.Secret `help:"HS256 keys by id, kid:secret,kid:secret (the first signs, all verify: list the new key first and keep the old one until its tokens expire); replaces GATEWAY_JWT_SECRET; each at least 32 bytes outside dev"`
+	// JWTJwksFile (spelt so that its variable is GATEWAY_JWT_JWKS_FILE), when set, replaces both: the gateway verifies ES256 tokens with the JWKS document's
+	// public keys and issues none (so not in dev, whose /v1/dev/token mints tokens).
+	JWTJwksFile string `help:"JWKS file of ES256 public keys (kty EC, crv P-256, each with a kid): tokens are verified with them and none is issued; replaces GATEWAY_JWT_SECRET and GATEWAY_JWT_KEYS; not in dev"`
+	// JWTLeeway is the clock skew allowed on a token's exp, nbf and iat.
+	JWTLeeway time.Duration `help:"clock skew allowed on a bearer token's exp, nbf and iat"`
 	// JWTIssuer is the iss of issued tokens and the only one accepted; the audience is always "shopmesh".
 	JWTIssuer string        `help:"iss of issued tokens and the only one accepted (the audience is always shopmesh)"`
 	TokenTTL  time.Duration `help:"lifetime of the tokens POST /v1/dev/token mints (dev profile only)"`
@@ -68,6 +77,7 @@ func Default(profile platformcfg.Profile) Config {
 		Config:             p,
 		HTTPAddr:           "127.0.0.1:8080",
 		JWTIssuer:          "shopmesh-gateway",
+		JWTLeeway:          auth.DefaultLeeway,
 		TokenTTL:           time.Hour,
 		CallTimeout:        3 * time.Second,
 		CreateTimeout:      12 * time.Second,
@@ -103,6 +113,15 @@ func (c *Config) Base() *platformcfg.Config {
 // DevTokens reports whether POST /v1/dev/token is served (dev profile only).
 func (c Config) DevTokens() bool { return c.Profile == platformcfg.Dev }
 
+// JWTKeySet returns the token keys: GATEWAY_JWT_KEYS when set, else GATEWAY_JWT_SECRET as the single
+// key "default". The first key signs.
+func (c Config) JWTKeySet() ([]auth.Key, error) {
+	if keys := c.JWTKeys.Reveal(); keys != "" {
+		return auth.ParseKeys(keys)
+	}
+	return []auth.Key{{ID: auth.DefaultKeyID, Secret: []byte(c.JWTSecret.Reveal())}}, nil
+}
+
 // Validate reports every problem, each naming its field.
 func (c Config) Validate() error {
 	errs := []error{c.Config.Validate()}
@@ -110,14 +129,41 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		addf("http_addr: %q is not host:port", c.HTTPAddr)
 	}
-	secret := c.JWTSecret.Reveal()
-	switch {
-	case secret == "":
-		addf("jwt_secret: must be set")
-	case c.Profile == platformcfg.Prod && secret == DevJWTSecret:
-		addf("jwt_secret: the dev secret is refused in the prod profile")
-	case c.Profile != platformcfg.Dev && len(secret) < minSecretLen:
-		addf("jwt_secret: must be at least %d bytes outside dev, got %d", minSecretLen, len(secret))
+	if c.JWTJwksFile != "" {
+		switch {
+		case c.Profile == platformcfg.Dev:
+			addf("jwt_jwks_file: the dev profile mints tokens and needs GATEWAY_JWT_SECRET or GATEWAY_JWT_KEYS, not public keys")
+		case c.JWTKeys.Reveal() != "" || c.JWTSecret.Reveal() != "":
+			addf("jwt_jwks_file: set either it or jwt_secret / jwt_keys, not both")
+		}
+	} else if c.JWTKeys.Reveal() == "" {
+		secret := c.JWTSecret.Reveal()
+		switch {
+		case secret == "":
+			addf("jwt_secret: must be set")
+		case c.Profile == platformcfg.Prod && secret == DevJWTSecret:
+			addf("jwt_secret: the dev secret is refused in the prod profile")
+		case c.Profile != platformcfg.Dev && len(secret) < minSecretLen:
+			addf("jwt_secret: must be at least %d bytes outside dev, got %d", minSecretLen, len(secret))
+		}
+	} else if keys, err := c.JWTKeySet(); err != nil {
+		addf("jwt_keys: %v", err)
+	} else {
+		seen := map[string]bool{}
+		for _, k := range keys {
+			switch {
+			case seen[k.ID]:
+				addf("jwt_keys: key id %q is listed twice", k.ID)
+			case c.Profile == platformcfg.Prod && string(k.Secret) == DevJWTSecret:
+				addf("jwt_keys: key %q: the dev secret is refused in the prod profile", k.ID)
+			case c.Profile != platformcfg.Dev && len(k.Secret) < minSecretLen:
+				addf("jwt_keys: key %q: must be at least %d bytes outside dev, got %d", k.ID, minSecretLen, len(k.Secret))
+			}
+			seen[k.ID] = true
+		}
+	}
+	if c.JWTLeeway < 0 {
+		addf("jwt_leeway: must be >= 0, got %v", c.JWTLeeway)
 	}
 	if c.JWTIssuer == "" {
 		addf("jwt_issuer: must be set")

@@ -34,6 +34,16 @@ func TestLoad(t *testing.T) {
 		{"bad duration", map[string]string{"GATEWAY_CALL_TIMEOUT": "soon"}, "GATEWAY_CALL_TIMEOUT"},
 		{"zero timeout", map[string]string{"GATEWAY_READ_TIMEOUT": "0s"}, "read_timeout (GATEWAY_READ_TIMEOUT): must be > 0"},
 		{"negative http shutdown timeout", map[string]string{"GATEWAY_HTTP_SHUTDOWN_TIMEOUT": "-1s"}, "http_shutdown_timeout"},
+		{"test with keys instead of a secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:" + strong}, ""},
+		{"test with a short key", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:short"}, `jwt_keys (GATEWAY_JWT_KEYS): key "k1": must be at least 32`},
+		{"keys without ids", map[string]string{"GATEWAY_JWT_KEYS": strong}, "jwt_keys (GATEWAY_JWT_KEYS): key 1: want kid:secret"},
+		{"duplicate key ids", map[string]string{"GATEWAY_JWT_KEYS": "k1:" + strong + ",k1:" + strong + "x"}, `key id "k1" is listed twice`},
+		{"prod with the dev secret as a key", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:" + config.DevJWTSecret}, "refused in the prod"},
+		{"prod with a JWKS file", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_JWKS_FILE": "jwks.json",
+			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
+		{"JWKS file and a secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_JWKS_FILE": "jwks.json", "GATEWAY_JWT_SECRET": strong}, "not both"},
+		{"JWKS file in dev", map[string]string{"GATEWAY_JWT_JWKS_FILE": "jwks.json"}, "jwt_jwks_file (GATEWAY_JWT_JWKS_FILE): the dev profile"},
+		{"negative leeway", map[string]string{"GATEWAY_JWT_LEEWAY": "-1s"}, "jwt_leeway (GATEWAY_JWT_LEEWAY): must be >= 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,5 +117,28 @@ func TestHTTPShutdownTimeoutIsTheServerShutdownTimeout(t *testing.T) {
 				t.Fatalf("shutdown timeout %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestJWTKeySet(t *testing.T) {
+	t.Parallel()
+	c, err := load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.JWTKeySet()
+	if err != nil || len(keys) != 1 || keys[0].ID != "default" || string(keys[0].Secret) != config.DevJWTSecret || c.JWTLeeway != 30*time.Second {
+		t.Fatalf("dev keys %v, %v, leeway %v", len(keys), err, c.JWTLeeway)
+	}
+	c, err = load(map[string]string{"GATEWAY_JWT_KEYS": "new:" + strings.Repeat("n", 32) + ",old:" + strings.Repeat("o", 32), "GATEWAY_JWT_LEEWAY": "5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err = c.JWTKeySet()
+	if err != nil || len(keys) != 2 || keys[0].ID != "new" || keys[1].ID != "old" || c.JWTLeeway != 5*time.Second {
+		t.Fatalf("keys %d, %v, leeway %v", len(keys), err, c.JWTLeeway)
+	}
+	if strings.Contains(c.JWTKeys.String(), "nnnn") {
+		t.Fatal("the keys are printed")
 	}
 }

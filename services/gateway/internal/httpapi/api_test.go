@@ -468,7 +468,7 @@ func TestUnauthenticated(t *testing.T) {
 	h := newHarness(t, nil)
 	exp := time.Now().Add(time.Hour).Unix()
 	claims := func(aud string, exp int64) map[string]any {
-		return map[string]any{"iss": issuer, "aud": aud, "sub": "cust-1", "exp": exp}
+		return map[string]any{"iss": issuer, "aud": aud, "sub": "cust-1", "exp": exp, "iat": time.Now().Unix()}
 	}
 	good := forge(secret, "HS256", claims("shopmesh", exp))
 	parts := strings.Split(good, ".")
@@ -637,13 +637,12 @@ func TestHealthReadinessMetrics(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("readyz %d %s", r.status, r.body)
 	}
-	if b := r.json(t)["backends"].(map[string]any); len(b) != 3 || b["payment"] == nil {
-		t.Fatalf("backends %v", b)
+	// The metrics are served by the admin port from this registry (TestAPIPortHasNoInternals: not here).
+	if v, ok := h.metric(`gateway_http_requests_total{code="200",route="GET /healthz"}`); !ok || v != 1 {
+		t.Fatalf("gateway_http_requests_total for /healthz: %v %v", v, ok)
 	}
-	metrics := h.do("GET", "/metrics", "", nil)
-	if metrics.status != http.StatusOK || !strings.Contains(string(metrics.body), `gateway_http_requests_total{code="200",route="GET /healthz"} 1`) ||
-		!strings.Contains(string(metrics.body), `shopmesh_gateway_backend_up{backend="payment"} 1`) {
-		t.Fatalf("metrics %d:\n%s", metrics.status, metrics.body)
+	if v, ok := h.metric(`shopmesh_gateway_backend_up{backend="payment"}`); !ok || v != 1 {
+		t.Fatalf("shopmesh_gateway_backend_up for payment: %v %v", v, ok)
 	}
 }
 
@@ -669,8 +668,6 @@ func TestBackendDownDegradesItsRoutesOnly(t *testing.T) {
 	}
 	if r := h.do("GET", "/readyz", "", nil); r.status != http.StatusOK {
 		t.Fatalf("readyz with payment down: %d %s", r.status, r.body)
-	} else if b := r.json(t)["backends"].(map[string]any); b["payment"] != "TRANSIENT_FAILURE" {
-		t.Fatalf("backends %v", b)
 	}
 	if r := h.do("GET", "/v1/products", "", nil); r.status != http.StatusOK {
 		t.Fatalf("products with payment down: %d %s", r.status, r.body)
@@ -678,8 +675,8 @@ func TestBackendDownDegradesItsRoutesOnly(t *testing.T) {
 	if r := h.do("GET", "/v1/orders/"+"00000000-0000-4000-8000-000000000000", tok, nil); r.status == http.StatusServiceUnavailable {
 		t.Fatalf("an order route with payment down: %d %s", r.status, r.body)
 	}
-	if m := h.do("GET", "/metrics", "", nil); !strings.Contains(string(m.body), `shopmesh_gateway_backend_up{backend="payment"} 0`) {
-		t.Fatalf("metrics:\n%s", m.body)
+	if v, ok := h.metric(`shopmesh_gateway_backend_up{backend="payment"}`); !ok || v != 0 {
+		t.Fatalf("shopmesh_gateway_backend_up for payment: %v %v, want 0", v, ok)
 	}
 
 	h.fakes.Health["payment"].SetServingStatus("", grpc_health_v1.HealthCheckResponse_SERVING)

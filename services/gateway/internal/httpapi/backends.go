@@ -71,17 +71,14 @@ func (s *Server) registerBackendMetrics() error {
 }
 
 // readyz is the gateway's own readiness: it can serve until it starts shutting down (Deps.Serving
-// false from the start of the drain, or Close), whatever the backends (a backend down makes its routes answer 503, not the gateway leave the load balancer). The
-// body shows each backend's channel state for operators: READY, IDLE (not called yet), CONNECTING or
-// TRANSIENT_FAILURE (no healthy instance).
+// false from the start of the drain, or Close), whatever the backends (a backend down makes its routes
+// answer 503, not the gateway leave the load balancer). It says ready or not and nothing else: the API
+// port does not describe the backends (their state is shopmesh_gateway_backend_up and the admin port's
+// /readyz?verbose).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Err() != nil || (s.deps.Serving != nil && !s.deps.Serving(r.Context())) {
-		writeError(w, newError(http.StatusServiceUnavailable, codeNotReady, "shutting down"))
+		writeError(w, newError(http.StatusServiceUnavailable, codeNotReady, "not ready"))
 		return
 	}
-	backends := map[string]string{}
-	for name, b := range s.deps.Backends {
-		backends[name] = b.GetState().String()
-	}
-	writeJSON(w, http.StatusOK, Health{Status: "ok", Backends: backends})
+	writeJSON(w, http.StatusOK, Health{Status: "ok"})
 }

@@ -109,8 +109,7 @@ type Token struct {
 
 // Health is the body of /healthz and a successful /readyz.
 type Health struct {
-	Status   string            `json:"status" enum:"ok"`
-	Backends map[string]string `json:"backends,omitempty" doc:"Connection state of each backend: READY, IDLE, CONNECTING or TRANSIENT_FAILURE (no healthy instance: its routes answer 503)."`
+	Status string `json:"status" enum:"ok"`
 }
 
 // Error is the body of every failed request.
@@ -120,6 +119,8 @@ type Error struct {
 	Details []ErrorDetail `json:"details,omitempty"`
 	Status  int           `json:"status" doc:"The HTTP status, repeated."`
 	OrderID string        `json:"order_id,omitempty" doc:"The order concerned, for order outcomes (409, 402)."`
+	// RequestID is also the X-Request-Id response header; the server's log has the detail under it.
+	RequestID string `json:"request_id,omitempty" doc:"The request's id (also the X-Request-Id header): quote it to operators; the log has the detail under it."`
 }
 
 // ErrorDetail names one invalid request field.

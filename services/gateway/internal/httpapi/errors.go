@@ -40,7 +40,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-func writeError(w http.ResponseWriter, e Error) { writeJSON(w, e.Status, e) }
+// writeError writes the error body, with the request's id (set by the route wrapper in the
+// X-Request-Id header) so that the client can quote it and an operator find the log lines.
+func writeError(w http.ResponseWriter, e Error) {
+	if e.RequestID == "" {
+		e.RequestID = w.Header().Get(requestIDHeader)
+	}
+	writeJSON(w, e.Status, e)
+}
 
 func newError(status int, code, msg string, details ...ErrorDetail) Error {
 	return Error{Code: code, Message: msg, Details: details, Status: status}
@@ -54,8 +61,13 @@ func (s *Server) rpcError(r *http.Request, err error) Error {
 	for _, d := range h.Details {
 		out.Details = append(out.Details, ErrorDetail{Field: d.Field, Issue: d.Issue})
 	}
-	if h.Status >= 500 {
-		s.log.WarnContext(r.Context(), "backend call failed", "path", r.URL.Path, "code", rpcerr.Code(err).String(), "err", err)
+	// The body says only what rpcerr.ToHTTP lets through; the full error goes to the log under the
+	// request id the body carries.
+	// A backend's own request id (its ErrorInfo metadata, e.g. a refusal's) links to the backend's log.
+	backendID := rpcerr.ErrorInfo(err).GetMetadata()["request_id"]
+	if h.Status >= 500 || h.Message != rpcerr.Message(err) || backendID != "" {
+		s.log.WarnContext(r.Context(), "backend call failed", "path", r.URL.Path, "request_id", requestID(r.Context()),
+			"backend_request_id", backendID, "code", rpcerr.Code(err).String(), "err", err)
 	}
 	return out
 }
@@ -151,5 +163,5 @@ func jsonKind(kind string) string {
 
 // logError is used where nothing can be sent any more (a stream already started).
 func logError(log *slog.Logger, r *http.Request, msg string, err error) {
-	log.WarnContext(r.Context(), msg, "path", r.URL.Path, "err", err)
+	log.WarnContext(r.Context(), msg, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func FuzzErrorMapping(f *testing.F) {
 	f.Add(uint32(codes.Unavailable), "down", "DEPENDENCY_UNAVAILABLE", "", "", int64(1500), false)
 	f.Add(uint32(codes.ResourceExhausted), "slow down", "RATE_LIMITED", "", "", int64(-5), false)
 	f.Add(uint32(codes.Unavailable), "connection error: dial tcp 10.0.0.7:50051: connect: connection refused", "", "", "", int64(0), false)
+	f.Add(uint32(codes.Unavailable), "inventory: dial tcp 10.0.0.7:50051: connection refused", "DEPENDENCY_UNAVAILABLE", "", "", int64(0), false)
+	f.Add(uint32(codes.PermissionDenied), "peer at [fd00::7]:50051 refused", "", "", "", int64(0), false)
 	f.Add(uint32(99), "\xff\xfe", "\x00", "\xff", "", int64(1<<62), false)
 	f.Add(uint32(codes.Unknown), "", "", "", "", int64(0), true)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
@@ -71,6 +74,11 @@ func FuzzErrorMapping(f *testing.F) {
 		}
 		if w.Code == http.StatusInternalServerError && body.Message != "internal error" {
 			t.Fatalf("%v: a 500 says %q", err, body.Message)
+		}
+		for _, addr := range []string{"10.0.0.7", "fd00::7"} {
+			if strings.Contains(msg, addr) && strings.Contains(body.Message, addr) {
+				t.Fatalf("%v: the body names the address %s: %q", err, addr, body.Message)
+			}
 		}
 		ra := w.Header().Get("Retry-After")
 		if (w.Code == http.StatusServiceUnavailable || w.Code == http.StatusTooManyRequests) && ra == "" {

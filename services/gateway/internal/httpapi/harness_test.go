@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -11,9 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
@@ -32,11 +35,83 @@ const (
 )
 
 type harness struct {
-	t      testing.TB
-	url    string
-	fakes  *fakes.Backends
-	tokens *auth.Tokens
-	api    *httpapi.Server
+	t       testing.TB
+	url     string
+	fakes   *fakes.Backends
+	tokens  *auth.Tokens
+	api     *httpapi.Server
+	metrics *prometheus.Registry
+	logs    *logBuffer
+}
+
+// logBuffer holds the JSON log lines of the API and the platform under it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the log records that have the attribute key with the value.
+func (b *logBuffer) lines(key, value string) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for l := range strings.Lines(b.buf.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m[key] == value {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// metric reads a metric of the API's registry (what the admin port's /metrics serves) in the text
+// format, e.g. gateway_http_requests_total{code="200",route="GET /healthz"}; ok is false if absent.
+func (h *harness) metric(name string) (float64, bool) {
+	h.t.Helper()
+	mfs, err := h.metrics.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	base, labels, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
+	for _, mf := range mfs {
+		if mf.GetName() != base {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			n := 0
+			for kv := range strings.SplitSeq(labels, ",") {
+				if kv == "" {
+					continue
+				}
+				k, v, _ := strings.Cut(kv, "=")
+				if got[k] != strings.Trim(v, `"`) {
+					continue metrics
+				}
+				n++
+			}
+			if n != len(got) {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), true
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), true
+			}
+		}
+	}
+	return 0, false
 }
 
 func settings() httpapi.Settings {
@@ -71,13 +146,14 @@ func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings), tu
 	for name, addr := range b.Addrs {
 		cfg.Targets[name] = platformcfg.Target{Addresses: []string{addr}}
 	}
-	logger := slog.New(slog.DiscardHandler)
+	logs := &logBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	p, err := platform.New(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	deps := httpapi.Deps{Logger: logger, Backends: map[string]httpapi.Backend{}}
+	deps := httpapi.Deps{Logger: logger, Backends: map[string]httpapi.Backend{}, Metrics: prometheus.NewRegistry()}
 	for name := range b.Addrs {
 		conn, err := p.Dial(name)
 		if err != nil {
@@ -111,7 +187,7 @@ func harnessOn(t testing.TB, b *fakes.Backends, tune func(*httpapi.Settings), tu
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	t.Cleanup(api.Close)
-	return &harness{t: t, url: srv.URL, fakes: b, tokens: deps.Tokens, api: api}
+	return &harness{t: t, url: srv.URL, fakes: b, tokens: deps.Tokens, api: api, metrics: deps.Metrics, logs: logs}
 }
 
 func (h *harness) token(sub string, scopes ...string) string {
@@ -180,6 +256,9 @@ func wantError(t *testing.T, r reply, status int, code string) map[string]any {
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q", ct)
+	}
+	if id := r.header.Get("X-Request-Id"); id == "" || m["request_id"] != id {
+		t.Fatalf("error body %s: request_id is not the X-Request-Id header %q", r.body, id)
 	}
 	return m
 }

@@ -59,3 +59,23 @@ func (l *clientLimiter) sweep(now time.Time) {
 		}
 	}
 }
+
+// exhausted reports, without taking a token, whether key's bucket is empty, and how long until it holds
+// one. A key without a bucket is not exhausted.
+func (l *clientLimiter) exhausted(key string) (time.Duration, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return 0, false
+	}
+	tokens := b.TokensAt(now)
+	if tokens >= 1 {
+		return 0, false
+	}
+	if l.rps <= 0 {
+		return time.Second, true
+	}
+	return time.Duration((1 - tokens) / float64(l.rps) * float64(time.Second)), true
+}

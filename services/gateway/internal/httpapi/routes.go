@@ -149,17 +149,12 @@ func (s *Server) table() []route {
 		},
 		{
 			method: http.MethodGet, path: "/readyz", id: "readyz",
-			summary: "The gateway can serve (whatever its backends: a backend without a healthy instance makes its own routes answer 503).",
+			summary: "The gateway can serve (whatever its backends: a backend without a healthy instance makes its own routes answer 503). Backend detail is on the admin port only.",
 			responses: []response{
-				{status: http.StatusOK, desc: "Ready; backends shows each backend's connection state.", typ: typeOf[Health]()},
+				{status: http.StatusOK, desc: "Ready.", typ: typeOf[Health]()},
 				{status: http.StatusServiceUnavailable, desc: "NOT_READY: shutting down.", typ: typeOf[Error]()},
 			},
 			handler: s.readyz,
-		},
-		{
-			method: http.MethodGet, path: "/metrics", id: "metrics", summary: "Prometheus metrics.",
-			responses: []response{{status: http.StatusOK, desc: "Text exposition format.", contentType: ctText}},
-			handler:   s.metricsHandler().ServeHTTP,
 		},
 		{
 			method: http.MethodGet, path: "/openapi.json", id: "openapi", summary: "This document.",

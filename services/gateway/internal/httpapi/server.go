@@ -5,6 +5,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -190,6 +191,7 @@ func (s *Server) Routes() []RouteInfo {
 // ServeHTTP routes the request; unknown routes and methods get the JSON error body too.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h, pattern := s.mux.Handler(r); pattern == "" {
+		r = withRequestID(w, r)
 		c := &captureWriter{header: http.Header{}}
 		h.ServeHTTP(c, r)
 		s.requests.WithLabelValues("unmatched", strconv.Itoa(c.status)).Inc()
@@ -244,7 +246,8 @@ func claimsFrom(ctx context.Context) (auth.Claims, bool) {
 	return c, ok
 }
 
-// wrap adds, outside in: metrics, panic recovery, authentication, the rate limit, the backend check.
+// wrap adds, outside in: the request id, metrics, panic recovery, authentication (behind the client
+// IP's bucket: see authenticate), the rate limit, the backend check.
 func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.path
 	h := http.Handler(rt.handler)
@@ -278,12 +281,13 @@ func (s *Server) wrap(rt route) http.Handler {
 			}()
 			r = r.WithContext(ctx)
 		}
+		r = withRequestID(w, r)
 		defer func() {
 			if v := recover(); v != nil {
 				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
-				s.log.ErrorContext(r.Context(), "handler panicked", "route", name, "panic", v)
+				s.log.ErrorContext(r.Context(), "handler panicked", "route", name, "request_id", requestID(r.Context()), "panic", v)
 				if sw.status == 0 {
 					writeError(sw, newError(http.StatusInternalServerError, codeInternal, "internal error"))
 				}
@@ -295,18 +299,34 @@ func (s *Server) wrap(rt route) http.Handler {
 	})
 }
 
+// authenticate verifies the bearer token. The rate limit runs before it, so a flood of bad tokens is
+// throttled too: every failed authentication takes a token from the client IP's bucket (the one
+// unauthenticated requests use), and while that bucket is empty the IP's requests on authenticated
+// routes get 429 without their token being looked at. Authenticated requests are then limited per
+// customer (rateLimit). The 401 body does not say why a token failed; the log does, under the request id.
 func (s *Server) authenticate(level access, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ipKey := "ip:" + remoteIP(r)
+		if wait, blocked := s.limiter.exhausted(ipKey); blocked {
+			w.Header().Set("Retry-After", retryAfter(wait.Seconds()))
+			writeError(w, newError(http.StatusTooManyRequests, codeRateLimited, "too many requests; retry later"))
+			return
+		}
+		fail := func(challenge, reason string, err error) {
+			s.limiter.allow(ipKey)
+			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path,
+				"request_id", requestID(r.Context()), "reason", reason, "err", err)
+			w.Header().Set("WWW-Authenticate", challenge)
+			writeError(w, newError(http.StatusUnauthorized, codeUnauthenticated, "a valid bearer token is required"))
+		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="shopmesh"`)
-			writeError(w, newError(http.StatusUnauthorized, codeUnauthenticated, "a bearer token is required"))
+			fail(`Bearer realm="shopmesh"`, "no bearer token", nil)
 			return
 		}
 		claims, err := s.deps.Tokens.Verify(strings.TrimSpace(token))
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="shopmesh", error="invalid_token"`)
-			writeError(w, newError(http.StatusUnauthorized, codeUnauthenticated, err.Error()))
+			fail(`Bearer realm="shopmesh", error="invalid_token"`, "invalid token", err)
 			return
 		}
 		if level == admin && !claims.HasScope(auth.ScopeAdmin) {
@@ -351,6 +371,31 @@ func (s *Server) outgoing(r *http.Request, timeout time.Duration) (context.Conte
 	return context.WithTimeout(ctx, timeout)
 }
 
-func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.deps.Metrics, promhttp.HandlerOpts{})
+// requestIDHeader carries the request id in every response; error bodies repeat it (request_id).
+const requestIDHeader = "X-Request-Id"
+
+type requestIDKey struct{}
+
+// newRequestID is the trace id when the request has a span (so the id finds the trace too), else 16
+// random bytes. An incoming X-Request-Id is not trusted: the id names our own log lines.
+func newRequestID(ctx context.Context) string {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		return sc.TraceID().String()
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// withRequestID gives the request its id: in the response header and in the context (requestID).
+func withRequestID(w http.ResponseWriter, r *http.Request) *http.Request {
+	id := newRequestID(r.Context())
+	w.Header().Set(requestIDHeader, id)
+	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+}
+
+// requestID is the id withRequestID gave the request ("" outside a request).
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
