@@ -38,21 +38,12 @@ import (
 func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
 	// However Serve ends, streams and code waiting on Stopping must not outlive it.
 	defer p.stopServing()
-	sc, err := p.startSidecars(ctx)
+	stopRuntime, err := p.startRuntime(ctx)
 	if err != nil {
 		_ = lis.Close()
 		return err
 	}
-	defer sc.stop()
-	cctx, stopCenter := context.WithCancel(ctx)
-	centerDone := make(chan struct{})
-	go func() {
-		defer close(centerDone)
-		if err := p.RunConfigCenter(cctx); err != nil {
-			p.logger.Warn("config center stopped", "err", err)
-		}
-	}()
-	defer func() { stopCenter(); <-centerDone }()
+	defer stopRuntime()
 	for name := range srv.GetServiceInfo() {
 		if name != healthgrpc.Health_ServiceDesc.ServiceName {
 			p.health.track(name)
@@ -96,10 +87,7 @@ func (p *Platform) Serve(ctx context.Context, srv *grpc.Server, lis net.Listener
 		p.deregister(inst)
 	}
 	p.health.shutdown()
-	if s.DrainDelay > 0 {
-		t := time.NewTimer(s.DrainDelay)
-		<-t.C
-	}
+	waitDrainDelay(s.DrainDelay)
 
 	p.stopServing()
 	p.health.endWatches()
@@ -137,5 +125,37 @@ func (p *Platform) deregister(inst discovery.Instance) {
 	if err := p.registry.Deregister(ctx, inst); err != nil {
 		// Clients still have health checks to stop sending here; keep shutting down.
 		p.logger.Warn("deregister failed", "addr", inst.Addr, "err", err)
+	}
+}
+
+// startRuntime starts what runs beside any front server, gRPC (Serve) or HTTP (ServeHTTP): the
+// sidecars (admin server, health-only gRPC server) and the config center. stop ends both, the config
+// center first.
+func (p *Platform) startRuntime(ctx context.Context) (stop func(), err error) {
+	sc, err := p.startSidecars(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cctx, stopCenter := context.WithCancel(ctx)
+	centerDone := make(chan struct{})
+	go func() {
+		defer close(centerDone)
+		if err := p.RunConfigCenter(cctx); err != nil {
+			p.logger.Warn("config center stopped", "err", err)
+		}
+	}()
+	return func() {
+		stopCenter()
+		<-centerDone
+		sc.stop()
+	}, nil
+}
+
+// waitDrainDelay waits d (none when d <= 0): the instance reports NOT_SERVING but still serves while
+// clients and load balancers notice.
+func waitDrainDelay(d time.Duration) {
+	if d > 0 {
+		t := time.NewTimer(d)
+		<-t.C
 	}
 }

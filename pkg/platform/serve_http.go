@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 )
 
 // ServeHTTP is Serve for a process whose front server speaks HTTP (the gateway): it serves srv on lis
@@ -26,21 +25,12 @@ import (
 // It returns nil after a shutdown caused by ctx, and the server's error otherwise.
 func (p *Platform) ServeHTTP(ctx context.Context, srv *http.Server, lis net.Listener) error {
 	defer p.stopServing()
-	sc, err := p.startSidecars(ctx)
+	stopRuntime, err := p.startRuntime(ctx)
 	if err != nil {
 		_ = lis.Close()
 		return err
 	}
-	defer sc.stop()
-	cctx, stopCenter := context.WithCancel(ctx)
-	centerDone := make(chan struct{})
-	go func() {
-		defer close(centerDone)
-		if err := p.RunConfigCenter(cctx); err != nil {
-			p.logger.Warn("config center stopped", "err", err)
-		}
-	}()
-	defer func() { stopCenter(); <-centerDone }()
+	defer stopRuntime()
 	stopChecks := p.health.runDependencies(ctx, p.logger)
 	defer stopChecks()
 
@@ -64,10 +54,7 @@ func (p *Platform) ServeHTTP(ctx context.Context, srv *http.Server, lis net.List
 	p.logger.Info("shutting down", "drain_delay", s.DrainDelay, "timeout", s.ShutdownTimeout)
 	stopChecks()
 	p.health.shutdown()
-	if s.DrainDelay > 0 {
-		t := time.NewTimer(s.DrainDelay)
-		<-t.C
-	}
+	waitDrainDelay(s.DrainDelay)
 
 	p.stopServing()
 	p.health.endWatches()
