@@ -114,8 +114,16 @@ vulncheck: ## govulncheck every module against a local database built from golan
 CERTS_DIR ?= $(ROOT)/.run/certs
 
 .PHONY: certs
-certs: ## Issue a dev CA and one mTLS certificate per service (ECDSA P-256, SPIFFE ids) into .run/certs.
-	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -services $(subst $(space),$(comma),$(SERVICES))
+certs: ## Issue a dev CA and one mTLS certificate per service (ECDSA P-256, SPIFFE ids) into .run/certs (+ .run/certs/<svc>/).
+	cd pkg/platform && go run ./cmd/certs -out $(CERTS_DIR) -per-service -services $(subst $(space),$(comma),$(SERVICES))
+
+SECRETS_DIR ?= $(ROOT)/.run/secrets
+# ROTATE=1 draws every value anew, ROTATE=name,name only those (names: the files of SECRETS_DIR).
+ROTATE ?=
+
+.PHONY: secrets
+secrets: certs ## make certs, then generate the compose and k8s dev secrets (passwords, JWT keys, tokens) into .run/secrets (kept; ROTATE=1).
+	cd deploy && go run ./cmd/secrets -root $(ROOT) -out $(SECRETS_DIR) $(if $(ROTATE),-rotate $(ROTATE))
 
 .PHONY: gen
 gen: ## Regenerate go.work, Dockerfile, compose, k8s and Prometheus lines from services/*/service.yaml.
@@ -162,7 +170,7 @@ infra-down: ## Stop the real servers started by infra-up.
 # buildx and compose plugins; deploy/docker/require-docker.sh says what is missing.
 IMAGE_TAG         ?= dev
 COMPOSE           := docker compose -f deploy/compose/compose.yaml
-# What deploy/compose/compose.yaml mounts read-only at /certs (../../.run/certs).
+# What deploy/compose/compose.yaml mounts: .run/certs/<svc> read-only at /certs, .run/secrets/compose/*.env.
 COMPOSE_CERTS_DIR := $(ROOT)/.run/certs
 
 .PHONY: images
@@ -171,12 +179,12 @@ images: ## docker build each service from deploy/docker/Dockerfile, tagged shopm
 	@set -e; for s in $(SERVICES); do echo "== image shopmesh/$$s:$(IMAGE_TAG)"; \
 		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s -t shopmesh/$$s:$(IMAGE_TAG) .; done
 
-# The services run as your uid:gid (they must read the 0600 key files of `make certs`) unless
+# The services run as your uid:gid (they must read the 0600 key files of `make secrets`) unless
 # SHOPMESH_UID / SHOPMESH_GID are set; the environment wins over deploy/compose/.env.
 .PHONY: compose-up
-compose-up: ## make certs, then build and start the compose stack, waiting for health; gateway on 127.0.0.1:8080.
+compose-up: ## make secrets (and certs), then build and start the compose stack, waiting for health; gateway on 127.0.0.1:8080.
 	@bash deploy/docker/require-docker.sh $@ buildx compose
-	@$(MAKE) --no-print-directory certs CERTS_DIR=$(COMPOSE_CERTS_DIR)
+	@$(MAKE) --no-print-directory secrets CERTS_DIR=$(COMPOSE_CERTS_DIR) SECRETS_DIR=$(ROOT)/.run/secrets
 	SHOPMESH_UID=$${SHOPMESH_UID:-$$(id -u)} SHOPMESH_GID=$${SHOPMESH_GID:-$$(id -g)} $(COMPOSE) up -d --build --wait
 
 .PHONY: compose-down
@@ -193,6 +201,18 @@ k8s-render: ## Render the kustomize overlays dev and prod into deploy/k8s/out/<o
 .PHONY: e2e
 e2e: ## End-to-end: the whole stack as processes (make run's code), driven over gRPC and HTTP, invariants checked.
 	cd deploy && go test -count=1 -v -run '^TestStack$$' ./localstack/
+
+.PHONY: api-contract
+api-contract: ## schemathesis 4.32 (cached venv) against make run's stack on free ports: every operation, --checks all, zero failures (deploy/contract).
+	bash deploy/contract/run.sh
+
+# SECURITY_INFRA_ENV: an env file of authenticated servers (INFRA_AUTH=1 infra.sh up), sourced in the
+# recipe so that it wins over .run/infra.env; SECURITY_REPORT=FILE also writes the table (.json or .md).
+SECURITY_INFRA_ENV ?=
+
+.PHONY: security-test
+security-test: ## Security suite (deploy/security): every attack tried against running components, a table of tries; fails if one succeeds.
+	cd deploy && $(if $(SECURITY_INFRA_ENV),set -a && . $(abspath $(SECURITY_INFRA_ENV)) && set +a && ,)SECURITY_SUITE=1 go test -count=1 -v ./security/
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks of every module.

@@ -1,6 +1,8 @@
 // Readiness probe for the harness Kafka broker (compiled once by infra.sh against the
 // kafka-clients jar in the cached libs dir). Checks, with a real client: cluster metadata,
-// topic creation, and an acks=all produce. Exits 0 when all succeed within the deadline.
+// topic creation, and an acks=all produce. Exits 0 when all succeed within the deadline. With
+// KAFKA_PROBE_USERNAME and KAFKA_PROBE_PASSWORD in the environment (infra.sh with INFRA_AUTH=1) it
+// authenticates with SASL SCRAM-SHA-512.
 import java.util.Collections;
 import java.util.Properties;
 import java.util.concurrent.ExecutionException;
@@ -35,8 +37,22 @@ public class KafkaProbe {
         System.exit(1);
     }
 
+    // auth returns the client properties of the SCRAM credential in the environment (none if unset).
+    static Properties auth() {
+        Properties p = new Properties();
+        String user = System.getenv("KAFKA_PROBE_USERNAME");
+        String password = System.getenv("KAFKA_PROBE_PASSWORD");
+        if (user != null && !user.isEmpty()) {
+            p.put("security.protocol", "SASL_PLAINTEXT");
+            p.put("sasl.mechanism", "SCRAM-SHA-512");
+            p.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
+                    + user + "\" password=\"" + password + "\";");
+        }
+        return p;
+    }
+
     static void run(String bootstrap, String topic) throws Exception {
-        Properties ap = new Properties();
+        Properties ap = auth();
         ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         ap.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 5000);
         ap.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 10000);
@@ -50,7 +66,7 @@ public class KafkaProbe {
                 if (!(e.getCause() instanceof TopicExistsException)) throw e;
             }
         }
-        Properties pp = new Properties();
+        Properties pp = auth();
         pp.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         pp.put(ProducerConfig.ACKS_CONFIG, "all");
         pp.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10000);

@@ -160,6 +160,39 @@ http_ok() { [[ $(http_code "$1") == 200 ]]; }
 
 need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not installed${2:+ ($2)}"; }
 
+# ---- authentication (INFRA_AUTH=1) ------------------------------------------
+# auth_on: whether servers start with authentication. INFRA_AUTH=1 turns it on and records it in the
+# infra dir ($RUN/auth), so that a later start/restart of that dir (outage tests) keeps it; INFRA_AUTH=0
+# turns it off for this run; unset follows the record.
+auth_on() {
+	case ${INFRA_AUTH:-} in
+	1)
+		mkdir -p "$RUN"
+		touch "$RUN/auth"
+		return 0
+		;;
+	"") [[ -f $RUN/auth ]] ;;
+	*) return 1 ;;
+	esac
+}
+
+# infra_secret <name>: the password <name>, generated (crypto-random, 64 hex digits) into
+# $RUN/secrets/<name> (0600, dir 0700) the first time and read back afterwards.
+infra_secret() {
+	local dir="$RUN/secrets" f
+	f="$dir/$1"
+	if [[ ! -s $f ]]; then
+		mkdir -p "$dir"
+		chmod 700 "$dir"
+		(
+			umask 077
+			head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f.tmp.$$"
+		)
+		mv -f "$f.tmp.$$" "$f"
+	fi
+	cat "$f"
+}
+
 APT_UPDATED=0
 apt_install() {
 	[[ $(id -u) == 0 ]] || die "need root to apt-get install $*"
@@ -332,8 +365,8 @@ install_kafka() {
 			{ tail -n 50 "$KAFKA_HOME/mvn.log" >&2; die "kafka: maven resolution failed"; }
 		touch "$KAFKA_HOME/.complete"
 	fi
-	# Admin-client readiness probe (compiled once, runs against kafka-clients in libs/).
-	if [[ ! -f $KAFKA_HOME/probe/KafkaProbe.class ]]; then
+	# Admin-client readiness probe (compiled again when its source changed, runs against kafka-clients in libs/).
+	if [[ ! -f $KAFKA_HOME/probe/KafkaProbe.class ]] || ! cmp -s "$SCRIPT_DIR/KafkaProbe.java" "$KAFKA_HOME/probe/KafkaProbe.java"; then
 		mkdir -p "$KAFKA_HOME/probe"
 		cp "$SCRIPT_DIR/KafkaProbe.java" "$KAFKA_HOME/probe/"
 		javac -nowarn -cp "$KAFKA_HOME/libs/*" -d "$KAFKA_HOME/probe" "$KAFKA_HOME/probe/KafkaProbe.java" ||
@@ -343,18 +376,56 @@ install_kafka() {
 
 kafka_java() { java -cp "$KAFKA_HOME/libs/*" "$@"; }
 
+# With authentication (auth_on, recorded as $RUN/kafka/auth) the client listener is SASL_PLAINTEXT with
+# SCRAM-SHA-512 only, the controller listener SASL_PLAINTEXT with PLAIN (KRaft cannot use SCRAM there:
+# the credentials live in the metadata the controller serves), and StandardAuthorizer refuses whatever
+# no ACL allows (allow.everyone.if.no.acl.found=false). `admin` (super user; tests and tools such as dlq)
+# gets its SCRAM credential when the storage is formatted; each service that uses Kafka (kafka: true in
+# services/*/service.yaml) gets its own user and the ACLs its service.yaml lists (kafka_writes,
+# kafka_reads, kafka_groups), written by deploy/cmd/kafkaacl after the broker started. Passwords:
+# infra_secret kafka-admin, kafka-<service>.
+kafka_auth() { [[ -f $RUN/kafka/auth ]]; }
+
+# kafka_services: the services with kafka: true in services/*/service.yaml.
+kafka_services() {
+	local f
+	for f in "$REPO"/services/*/service.yaml; do
+		if grep -q '^kafka: *true' "$f"; then basename "$(dirname "$f")"; fi
+	done
+}
+
+# kafka_auth_config: the server.properties lines of authentication and authorization.
+kafka_auth_config() {
+	local pw
+	pw=$(infra_secret kafka-admin)
+	cat <<-EOF
+		sasl.enabled.mechanisms=SCRAM-SHA-512
+		sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+		listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$pw";
+		sasl.mechanism.controller.protocol=PLAIN
+		listener.name.controller.sasl.enabled.mechanisms=PLAIN
+		listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$pw" user_admin="$pw";
+		authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+		allow.everyone.if.no.acl.found=false
+		super.users=User:admin
+	EOF
+}
+
 kafka_write_config() {
-	local dir="$RUN/kafka"
+	local dir="$RUN/kafka" l=PLAINTEXT c=PLAINTEXT
+	if kafka_auth; then l=SASL_PLAINTEXT c=SASL_PLAINTEXT; fi
 	mkdir -p "$dir/data"
+	# 0600: with authentication it holds the admin password.
+	(umask 077 && rm -f "$dir/server.properties" && touch "$dir/server.properties")
 	cat >"$dir/server.properties" <<-EOF
 		process.roles=broker,controller
 		node.id=1
 		controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-		listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-		advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+		listeners=$l://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+		advertised.listeners=$l://127.0.0.1:$KAFKA_PORT
 		controller.listener.names=CONTROLLER
-		inter.broker.listener.name=PLAINTEXT
-		listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+		inter.broker.listener.name=$l
+		listener.security.protocol.map=CONTROLLER:$c,$l:$l
 		log.dirs=$dir/data
 		num.partitions=3
 		default.replication.factor=1
@@ -369,6 +440,7 @@ kafka_write_config() {
 		log.retention.hours=24
 		log.segment.bytes=67108864
 	EOF
+	if kafka_auth; then kafka_auth_config >>"$dir/server.properties"; fi
 	cat >"$dir/log4j.properties" <<-'EOF'
 		log4j.rootLogger=INFO, stdout
 		log4j.appender.stdout=org.apache.log4j.ConsoleAppender
@@ -383,9 +455,22 @@ kafka_write_config() {
 	EOF
 }
 
+# kafka_probe: KafkaProbe as admin (its credential in the environment, not on the command line).
 kafka_probe() {
-	java -cp "$KAFKA_HOME/probe:$KAFKA_HOME/libs/*" -Dlog4j.configuration=file:"$RUN/kafka/log4j-quiet.properties" \
+	local user="" pw=""
+	if kafka_auth; then user=admin pw=$(infra_secret kafka-admin); fi
+	KAFKA_PROBE_USERNAME=$user KAFKA_PROBE_PASSWORD=$pw \
+		java -cp "$KAFKA_HOME/probe:$KAFKA_HOME/libs/*" -Dlog4j.configuration=file:"$RUN/kafka/log4j-quiet.properties" \
 		KafkaProbe "127.0.0.1:$KAFKA_PORT" 2>&1
+}
+
+# kafka_acl: a user and ACLs per service (deploy/cmd/kafkaacl), passwords drawn on first use.
+kafka_acl() {
+	need_cmd go "https://go.dev/dl"
+	local s
+	for s in $(kafka_services); do infra_secret "kafka-$s" >/dev/null; done
+	(cd "$REPO/deploy" && go run ./cmd/kafkaacl -brokers "127.0.0.1:$KAFKA_PORT" -secrets "$RUN/secrets" -root "$REPO") >&2 ||
+		die "kafka: creating the service users and ACLs failed"
 }
 
 kafka_started() { port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$(comp_log kafka)"; }
@@ -399,13 +484,26 @@ start_kafka() {
 		return 0
 	fi
 	port_open "$KAFKA_PORT" && die "kafka: port $KAFKA_PORT is in use by another process"
+	rm -f "$dir/auth"
+	if auth_on; then
+		# The admin credential is written when the storage is formatted: a store formatted without it
+		# cannot start with authentication.
+		if [[ -f $dir/data/meta.properties && ! -f $dir/scram ]]; then
+			die "kafka: $dir/data was formatted without authentication; purge it first (infra.sh down --purge)"
+		fi
+		mkdir -p "$dir"
+		touch "$dir/auth"
+	fi
 	kafka_write_config
 	printf 'log4j.rootLogger=ERROR, stderr\nlog4j.appender.stderr=org.apache.log4j.ConsoleAppender\nlog4j.appender.stderr.Target=System.err\nlog4j.appender.stderr.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stderr.layout.ConversionPattern=%%p %%m%%n\n' >"$dir/log4j-quiet.properties"
 	if [[ ! -f $dir/data/meta.properties ]]; then
 		log "kafka: formatting storage (cluster id $KAFKA_CLUSTER_ID)"
+		local scram=()
+		if kafka_auth; then scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(infra_secret kafka-admin)]"); fi
 		kafka_java -Dlog4j.configuration=file:"$dir/log4j-quiet.properties" kafka.tools.StorageTool format \
-			-t "$KAFKA_CLUSTER_ID" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+			-t "$KAFKA_CLUSTER_ID" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 ||
 			{ tail -n 50 "$dir/format.log" >&2; die "kafka: storage format failed"; }
+		if kafka_auth; then touch "$dir/scram"; fi
 	fi
 	launch kafka java -Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
 		-Dlog4j.configuration=file:"$dir/log4j.properties" -Dkafka.logs.dir="$dir" \
@@ -419,6 +517,7 @@ start_kafka() {
 		show_log kafka
 		die "kafka: admin-client probe failed"
 	fi
+	if kafka_auth; then kafka_acl; fi
 }
 
 stop_kafka() { term_wait kafka "$(read_pid kafka)"; rm -f "$(pidfile kafka)"; }
@@ -427,13 +526,25 @@ status_kafka() {
 	local pid
 	pid=$(read_pid kafka)
 	if pid_alive "$pid"; then
-		if port_open "$KAFKA_PORT"; then echo "up    pid=$pid 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT) kafka_$KAFKA_SCALA-$KAFKA_VERSION KRaft"; else echo "running pid=$pid but port $KAFKA_PORT closed"; fi
+		if port_open "$KAFKA_PORT"; then echo "up    pid=$pid 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT) kafka_$KAFKA_SCALA-$KAFKA_VERSION KRaft$(kafka_auth && echo ", SASL/SCRAM+ACLs")"; else echo "running pid=$pid but port $KAFKA_PORT closed"; fi
 	else
 		echo "down"
 	fi
 }
 
-env_kafka() { echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"; }
+env_kafka() {
+	echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+	kafka_auth || return 0
+	local s p
+	# One variable a line: the Makefile includes this file, and make reads `export A=1 B=2` as A.
+	echo "export KAFKA_USERNAME=admin"
+	echo "export KAFKA_PASSWORD=$(infra_secret kafka-admin)"
+	for s in $(kafka_services); do
+		p=$(tr '[:lower:]-' '[:upper:]_' <<<"$s")
+		echo "export ${p}_KAFKA_USERNAME=$s"
+		echo "export ${p}_KAFKA_PASSWORD=$(infra_secret "kafka-$s")"
+	done
+}
 
 purge_kafka() { rm -rf "$RUN/kafka"; }
 
@@ -453,6 +564,51 @@ install_nats() {
 	mkdir -p "$CACHE/bin"
 	mv -f "$tmp/nats-server" "$NATS_BIN"
 	rm -rf "$tmp"
+}
+
+# With authentication (auth_on) each service that uses NATS (nats: true in services/*/service.yaml)
+# has its own user, allowed to publish only its own event subjects and the JetStream API requests for
+# its own stream (subjects and streams: services/<svc>/internal/events), to subscribe to its own
+# subjects and to _INBOX.> (request replies, JetStream publish acks); `admin` (tests, tools such as
+# dlq) may do everything. Connections without a user are refused (no no_auth_user). A service that
+# declares nats: true without a line in nats_permissions stops `up` with an error.
+nats_services() {
+	local f
+	for f in "$REPO"/services/*/service.yaml; do
+		grep -q '^nats: *true' "$f" && sed -n 's/^name: *//p' "$f"
+	done
+	return 0
+}
+
+# nats_permissions <service>: its publish and subscribe allow-lists.
+nats_permissions() {
+	local subj stream
+	case $1 in
+	inventory) subj=shopmesh.stock. stream=SHOPMESH_STOCK ;;
+	order) subj=shopmesh.order.status. stream=SHOPMESH_ORDER_STATUS ;;
+	*) die "nats: no permissions for service $1" ;;
+	esac
+	cat <<-EOF
+		permissions: {
+		  publish: { allow: ["$subj>", "\$JS.API.INFO", "\$JS.API.STREAM.CREATE.$stream", "\$JS.API.STREAM.UPDATE.$stream", "\$JS.API.STREAM.INFO.$stream"] }
+		  subscribe: { allow: ["$subj>", "_INBOX.>"] }
+		}
+	EOF
+}
+
+# nats_authorization: the authorization block (passwords from infra_secret).
+nats_authorization() {
+	local u
+	echo "authorization {"
+	echo "  users = ["
+	echo "    { user: admin, password: \"$(infra_secret nats-admin)\" }"
+	for u in $(nats_services); do
+		echo "    { user: $u, password: \"$(infra_secret "nats-$u")\","
+		nats_permissions "$u" | sed 's/^/      /'
+		echo "    }"
+	done
+	echo "  ]"
+	echo "}"
 }
 
 # /healthz answers {"status":"ok"} once JetStream is up; check the body, not just 200.
@@ -483,6 +639,15 @@ start_nats() {
 		  max_file_store: 4GB
 		}
 	EOF
+	rm -f "$dir/auth"
+	if auth_on; then
+		(
+			umask 077
+			nats_authorization >"$dir/auth.conf"
+		)
+		echo 'include "auth.conf"' >>"$dir/nats.conf"
+		touch "$dir/auth"
+	fi
 	launch nats "$NATS_BIN" -c "$dir/nats.conf"
 	pid=$(read_pid nats)
 	wait_for nats "$pid" nats_ready || die "nats: not ready"
@@ -495,13 +660,25 @@ status_nats() {
 	local pid
 	pid=$(read_pid nats)
 	if pid_alive "$pid"; then
-		if nats_ready; then echo "up    pid=$pid 127.0.0.1:$NATS_PORT (monitor :$NATS_MONITOR_PORT) nats-server $NATS_VERSION JetStream"; else echo "running pid=$pid but NOT READY"; fi
+		if nats_ready; then echo "up    pid=$pid 127.0.0.1:$NATS_PORT (monitor :$NATS_MONITOR_PORT) nats-server $NATS_VERSION JetStream$([[ -f $RUN/nats/auth ]] && echo ", users+permissions")"; else echo "running pid=$pid but NOT READY"; fi
 	else
 		echo "down"
 	fi
 }
 
-env_nats() { echo "export NATS_URL=nats://127.0.0.1:$NATS_PORT"; }
+env_nats() {
+	echo "export NATS_URL=nats://127.0.0.1:$NATS_PORT"
+	[[ -f $RUN/nats/auth ]] || return 0
+	local u p
+	# One variable a line: the Makefile includes this file, and make reads `export A=1 B=2` as A.
+	echo "export NATS_USER=admin"
+	echo "export NATS_PASSWORD=$(infra_secret nats-admin)"
+	for u in $(nats_services); do
+		p=$(tr '[:lower:]' '[:upper:]' <<<"$u")
+		echo "export ${p}_NATS_USER=$u"
+		echo "export ${p}_NATS_PASSWORD=$(infra_secret "nats-$u")"
+	done
+}
 
 purge_nats() { rm -rf "$RUN/nats"; }
 
@@ -535,18 +712,45 @@ install_nacos() {
 
 nacos_base() { echo "http://127.0.0.1:$NACOS_PORT/nacos"; }
 
-# Readiness: console readiness endpoint + an open-API register/list/deregister round trip.
+# With authentication (auth_on, recorded as $RUN/nacos/auth) rnacos refuses every open-API and SDK
+# request without the accessToken of a logged-in user: RNACOS_ENABLE_OPEN_API_AUTH=true, and the
+# admin user it creates in an empty data dir gets the generated password (infra_secret nacos-admin)
+# instead of "admin". Clients log in with NACOS_USERNAME/NACOS_PASSWORD (services:
+# <P>_REGISTRY_NACOS_USERNAME/_PASSWORD).
+nacos_auth() { [[ -f $RUN/nacos/auth ]]; }
+
+# nacos_q: the query suffix authenticating an open-API request ("" without authentication). The
+# password goes to curl from its file, never on a command line.
+nacos_q() {
+	nacos_auth || return 0
+	local tok
+	tok=$(curl -sf --max-time 3 -X POST "$(nacos_base)/v1/auth/login" --data-urlencode username=admin \
+		--data-urlencode "password@$RUN/secrets/nacos-admin" | sed -n 's/.*"accessToken":"\([^"]*\)".*/\1/p') || return 1
+	[[ -n $tok ]] || return 1
+	echo "&accessToken=$tok"
+}
+
+# Readiness: the gRPC port (rnacos keeps serving HTTP after its gRPC listener failed to bind, e.g. on
+# a port a client connection holds) + console readiness endpoint + an open-API
+# register/list/deregister round trip.
 nacos_ready() {
-	local b
+	local b q
 	b=$(nacos_base)
-	http_ok "$b/v1/console/health/readiness" || return 1
-	curl -sf --max-time 3 -X POST "$b/v1/ns/instance?serviceName=infra-probe&ip=127.0.0.1&port=1&ephemeral=false" | grep -qi ok || return 1
-	curl -sf --max-time 3 "$b/v1/ns/instance/list?serviceName=infra-probe" | grep -q '"ip":"127.0.0.1"' || return 1
-	curl -sf --max-time 3 -X DELETE "$b/v1/ns/instance?serviceName=infra-probe&ip=127.0.0.1&port=1&ephemeral=false" >/dev/null || true
+	port_open "$NACOS_GRPC_PORT" || return 1
+	q=$(nacos_q) || return 1
+	http_ok "$b/v1/console/health/readiness?probe=1$q" || return 1
+	curl -sf --max-time 3 -X POST "$b/v1/ns/instance?serviceName=infra-probe&ip=127.0.0.1&port=1&ephemeral=false$q" | grep -qi ok || return 1
+	curl -sf --max-time 3 "$b/v1/ns/instance/list?serviceName=infra-probe$q" | grep -q '"ip":"127.0.0.1"' || return 1
+	curl -sf --max-time 3 -X DELETE "$b/v1/ns/instance?serviceName=infra-probe&ip=127.0.0.1&port=1&ephemeral=false$q" >/dev/null || true
 	return 0
 }
 
-nacos_up() { http_ok "$(nacos_base)/v1/console/health/readiness"; }
+nacos_up() {
+	local q
+	port_open "$NACOS_GRPC_PORT" || return 1
+	q=$(nacos_q) || return 1
+	http_ok "$(nacos_base)/v1/console/health/readiness?probe=1$q"
+}
 
 start_nacos() {
 	local dir="$RUN/nacos" pid
@@ -561,18 +765,29 @@ start_nacos() {
 		port_open "$p" && die "nacos: port $p is in use by another process"
 	done
 	mkdir -p "$dir/data"
-	# rnacos loads ./.env when no env file is given; always give it ours.
-	cat >"$dir/rnacos.env" <<-EOF
-		RNACOS_HTTP_PORT=$NACOS_PORT
-		RNACOS_GRPC_PORT=$NACOS_GRPC_PORT
-		RNACOS_HTTP_CONSOLE_PORT=$NACOS_CONSOLE_PORT
-		RNACOS_SDK_HOST=127.0.0.1
-		RNACOS_CONSOLE_HOST=127.0.0.1
-		RNACOS_DATA_DIR=$dir/data
-		RNACOS_RAFT_NODE_ADDR=127.0.0.1:$NACOS_GRPC_PORT
-		RNACOS_ENABLE_OPEN_API_AUTH=false
-		RUST_LOG=${RNACOS_LOG:-info}
-	EOF
+	rm -f "$dir/auth"
+	local auth=false admin_password=admin
+	if auth_on; then
+		auth=true admin_password=$(infra_secret nacos-admin)
+	fi
+	# rnacos loads ./.env when no env file is given; always give it ours (0600: it holds the password).
+	(
+		umask 077
+		cat >"$dir/rnacos.env" <<-EOF
+			RNACOS_HTTP_PORT=$NACOS_PORT
+			RNACOS_GRPC_PORT=$NACOS_GRPC_PORT
+			RNACOS_HTTP_CONSOLE_PORT=$NACOS_CONSOLE_PORT
+			RNACOS_SDK_HOST=127.0.0.1
+			RNACOS_CONSOLE_HOST=127.0.0.1
+			RNACOS_DATA_DIR=$dir/data
+			RNACOS_RAFT_NODE_ADDR=127.0.0.1:$NACOS_GRPC_PORT
+			RNACOS_ENABLE_OPEN_API_AUTH=$auth
+			RNACOS_INIT_ADMIN_USERNAME=admin
+			RNACOS_INIT_ADMIN_PASSWORD=$admin_password
+			RUST_LOG=${RNACOS_LOG:-info}
+		EOF
+	)
+	if [[ $auth == true ]]; then touch "$dir/auth"; fi
 	(
 		cd "$dir"
 		set -a
@@ -591,7 +806,7 @@ status_nacos() {
 	local pid
 	pid=$(read_pid nacos)
 	if pid_alive "$pid"; then
-		if nacos_up; then echo "up    pid=$pid 127.0.0.1:$NACOS_PORT (gRPC :$NACOS_GRPC_PORT, console :$NACOS_CONSOLE_PORT) rnacos $RNACOS_VERSION"; else echo "running pid=$pid but NOT READY"; fi
+		if nacos_up; then echo "up    pid=$pid 127.0.0.1:$NACOS_PORT (gRPC :$NACOS_GRPC_PORT, console :$NACOS_CONSOLE_PORT) rnacos $RNACOS_VERSION$(nacos_auth && echo ", auth")"; else echo "running pid=$pid but NOT READY"; fi
 	else
 		echo "down"
 	fi
@@ -599,6 +814,10 @@ status_nacos() {
 
 env_nacos() {
 	echo "export NACOS_ADDR=127.0.0.1:$NACOS_PORT"
+	if nacos_auth; then
+		echo "export NACOS_USERNAME=admin"
+		echo "export NACOS_PASSWORD=$(infra_secret nacos-admin)"
+	fi
 }
 
 purge_nacos() { rm -rf "$RUN/nacos"; }
@@ -723,6 +942,7 @@ write_env() {
 	local c any=0 tmp
 	mkdir -p "$(dirname "$ENV_FILE")"
 	tmp="$ENV_FILE.tmp.$$"
+	(umask 077 && : >"$tmp") # 0600: with INFRA_AUTH=1 it holds passwords
 	{
 		echo "# generated by deploy/infra/infra.sh at $(date -u +%Y-%m-%dT%H:%M:%SZ); source it"
 		for c in "${ALL_COMPONENTS[@]}"; do

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Creates (or updates) the <service>-tls Secrets of the dev overlay from the files `make certs` wrote,
-# in the layout the Deployments mount at /certs: ca.crt, tls.crt, tls.key.
+# Creates (or updates) the <service>-tls Secrets of the dev overlay from the per-service folders `make
+# certs` (run by `make secrets`) wrote, .run/certs/<service>/, in the layout the Deployments mount at
+# /certs: ca.crt, tls.crt, tls.key. Each Secret holds one service's key pair and the CA bundle; the CA
+# key (.run/certs/ca-key.pem) never leaves the host. The other dev Secrets (passwords, JWT keys, the
+# Nacos token) come from the overlay's secretGenerator, reading overlays/dev/secrets (make secrets).
 #
-#   make certs && deploy/k8s/dev-secrets.sh [namespace]     # default namespace: shopmesh-dev
+#   make secrets && deploy/k8s/dev-secrets.sh [namespace]     # default namespace: shopmesh-dev
 set -euo pipefail
 ns="${1:-shopmesh-dev}"
 dir="$(cd "$(dirname "$0")/../.." && pwd)/.run/certs"
@@ -11,8 +14,8 @@ kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
 for svc in inventory payment order gateway; do
 # END generated
 	kubectl -n "$ns" create secret generic "$svc-tls" \
-		--from-file=ca.crt="$dir/ca.pem" \
-		--from-file=tls.crt="$dir/$svc.pem" \
-		--from-file=tls.key="$dir/$svc-key.pem" \
+		--from-file=ca.crt="$dir/$svc/ca.pem" \
+		--from-file=tls.crt="$dir/$svc/cert.pem" \
+		--from-file=tls.key="$dir/$svc/key.pem" \
 		--dry-run=client -o yaml | kubectl apply -f -
 done

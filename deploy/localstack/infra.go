@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 )
 
 // InfraEndpoints are the real servers `make infra-up` (deploy/infra/infra.sh) runs: with Config.Infra
@@ -37,6 +40,27 @@ type InfraEndpoints struct {
 	NacosNamespace string
 	// OTLPEndpoint receives the traces ("" = tracing off); Config.OTLPEndpoint, when set, wins.
 	OTLPEndpoint string
+	// Credentials are the servers' credentials of a set started with INFRA_AUTH=1 (infra.env's
+	// <P>_NATS_USER/_PASSWORD, <P>_KAFKA_USERNAME/_PASSWORD, NACOS_USERNAME/_PASSWORD): each service
+	// gets its own (and the Nacos login as <P>_REGISTRY_NACOS_USERNAME/_PASSWORD). Empty: no auth.
+	Credentials map[string]string
+}
+
+// credentialSuffixes name the credential variables of infra.env a service may be given.
+var credentialSuffixes = []string{"_NATS_USER", "_NATS_PASSWORD", "_KAFKA_USERNAME", "_KAFKA_PASSWORD"}
+
+// credentials is the service's own credential variables (prefix p) of the infra env.
+func (e InfraEndpoints) credentials(p string, svc servicelist.Service) []string {
+	var env []string
+	for _, s := range credentialSuffixes {
+		if (strings.Contains(s, "NATS") && !svc.NATS) || (strings.Contains(s, "KAFKA") && !svc.Kafka) {
+			continue
+		}
+		if v := e.Credentials[p+s]; v != "" {
+			env = append(env, p+s+"="+v)
+		}
+	}
+	return env
 }
 
 // ReadInfraEnv reads the `export KEY=VALUE` lines infra.sh writes (.run/infra.env). PostgreSQL,
@@ -55,11 +79,14 @@ func ReadInfraEnv(path string) (InfraEndpoints, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			continue
+		// `export A=1 B=2` sets both (values have no blanks).
+		for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			vars[k] = strings.Trim(v, `"'`)
 		}
-		vars[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
 	}
 	if err := sc.Err(); err != nil {
 		return InfraEndpoints{}, fmt.Errorf("infra env %s: %w", path, err)
@@ -69,6 +96,14 @@ func ReadInfraEnv(path string) (InfraEndpoints, error) {
 		NATSURL:      vars["NATS_URL"],
 		NacosAddr:    vars["NACOS_ADDR"],
 		OTLPEndpoint: vars["OTLP_ENDPOINT"],
+	}
+	for k, v := range vars {
+		if k == "NACOS_USERNAME" || k == "NACOS_PASSWORD" || slices.ContainsFunc(credentialSuffixes, func(s string) bool { return strings.HasSuffix(k, s) }) {
+			if e.Credentials == nil {
+				e.Credentials = map[string]string{}
+			}
+			e.Credentials[k] = v
+		}
 	}
 	for _, b := range strings.Split(vars["KAFKA_BROKERS"], ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -181,6 +216,9 @@ func (s *Stack) nacosEnv(p, instance string) []string {
 		p + "_REGISTRY_NACOS_CACHE_DIR=" + filepath.Join(dir, "cache"),
 		p + "_REGISTRY_NACOS_LOG_DIR=" + filepath.Join(dir, "log"),
 		p + "_CONFIG_CENTER_BACKEND=nacos",
+	}
+	if u := e.Credentials["NACOS_USERNAME"]; u != "" {
+		env = append(env, p+"_REGISTRY_NACOS_USERNAME="+u, p+"_REGISTRY_NACOS_PASSWORD="+e.Credentials["NACOS_PASSWORD"])
 	}
 	if a := s.admin[instance]; a != "" {
 		if _, port, err := splitPort(a); err == nil {

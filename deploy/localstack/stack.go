@@ -363,6 +363,7 @@ func (s *Stack) env(svc servicelist.Service, inst Instance) []string {
 		env = append(env, p+"_TARGETS_"+targetKey(c)+"_ADDRESSES="+strings.Join(s.plan.byName[c].addrs, ","))
 	}
 	if s.cfg.Infra != nil {
+		env = append(env, s.cfg.Infra.credentials(p, svc)...)
 		env = append(env, s.nacosEnv(p, inst.Name())...)
 	}
 	env = append(env, s.cfg.ServiceEnv[svc.Name]...)

@@ -10,18 +10,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
 
-func loadCompose(t *testing.T, dir string) *types.Project {
+// loadCompose loads dir's compose.yaml with the env files `make secrets` wrote into secrets.
+func loadCompose(t *testing.T, dir, secrets string) *types.Project {
 	t.Helper()
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "compose.yaml")},
-		cli.WithWorkingDirectory(dir), cli.WithEnvFiles(filepath.Join(dir, ".env")), cli.WithDotEnv,
-		cli.WithProfiles([]string{"grafana"}))
+	opts, err := composeProject(dir, secrets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,9 +30,10 @@ func loadCompose(t *testing.T, dir string) *types.Project {
 	return p
 }
 
-func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
+func checkCompose(t *testing.T, root, bins string, list []servicelist.Service, gen generated) {
 	dir := filepath.Join(root, "deploy", "compose")
-	p := loadCompose(t, dir)
+	p := loadCompose(t, dir, gen.dir)
+	checkComposeMounts(t, p, list)
 
 	// One-shot jobs: something waits for them to complete.
 	jobs := map[string]bool{}
@@ -136,12 +135,17 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
 			}
 			var certs bool
 			for _, v := range s.Volumes {
-				if v.Target == "/certs" && v.ReadOnly && strings.HasSuffix(filepath.ToSlash(v.Source), ".run/certs") {
+				if v.Target == "/certs" && v.ReadOnly && strings.HasSuffix(filepath.ToSlash(v.Source), ".run/certs/"+svc) {
 					certs = true
 				}
 			}
 			if !certs {
-				t.Error("the certificates of `make certs` are not mounted read-only at /certs")
+				t.Errorf("its own folder of `make certs -per-service` (.run/certs/%s) is not mounted read-only at /certs", svc)
+			}
+			if !slices.ContainsFunc(s.EnvFiles, func(f types.EnvFile) bool {
+				return bool(f.Required) && filepath.Base(f.Path) == svc+".env" && filepath.Dir(f.Path) == filepath.Join(gen.dir, "compose")
+			}) {
+				t.Errorf("env_file %+v: want the required %s.env of make secrets", s.EnvFiles, svc)
 			}
 			env := map[string]string{}
 			for k, v := range s.Environment {
@@ -164,10 +168,11 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
 					t.Errorf("%s%s = %q is not under /certs", p, k, f)
 				}
 			}
-			if env[p+"_TLS_CERT_FILE"] != "/certs/"+svc+".pem" || env[p+"_TLS_KEY_FILE"] != "/certs/"+svc+"-key.pem" {
-				t.Errorf("certificate files %q, %q do not match `make certs` names", env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"])
+			if env[p+"_TLS_CA_FILE"] != "/certs/ca.pem" || env[p+"_TLS_CERT_FILE"] != "/certs/cert.pem" || env[p+"_TLS_KEY_FILE"] != "/certs/key.pem" {
+				t.Errorf("certificate files %q, %q, %q do not match `make certs -per-service` names", env[p+"_TLS_CA_FILE"], env[p+"_TLS_CERT_FILE"], env[p+"_TLS_KEY_FILE"])
 			}
 			checkEnv(t, bins, entry, env, config.Compose)
+			checkSecretEnv(t, entry, env, gen.vals)
 			if s.StopGracePeriod == nil || int64(*s.StopGracePeriod) <= int64(drainBudget(t, entry, env)) {
 				t.Errorf("stop_grace_period %v must exceed drain delay + shutdown timeout %v", s.StopGracePeriod, drainBudget(t, entry, env))
 			}
@@ -188,6 +193,13 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
 	if err != nil || !strings.Contains(string(nats), "sync_interval: always") {
 		t.Errorf("NATS config must fsync every write (sync_interval: always): %v", err)
 	}
+	natsEnv := map[string]string{}
+	for k, v := range p.Services["nats"].Environment {
+		if v != nil {
+			natsEnv[k] = *v
+		}
+	}
+	checkNATSUsers(t, string(nats), natsEnv, list, gen.vals)
 	for _, want := range []string{"postgres", "kafka", "nats", "nacos", "jaeger", "prometheus", "grafana"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("no %s service", want)
@@ -195,6 +207,32 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service) {
 	}
 	if img := p.Services["kafka"].Image; img != "apache/kafka:3.9.1" {
 		t.Errorf("kafka image %q, want apache/kafka:3.9.1", img)
+	}
+}
+
+// checkComposeMounts: no container mounts the certificate folder of `make certs` whole or the CA key;
+// a service's containers (and its migrate job) mount its own folder .run/certs/<service> only, and
+// nothing else of .run (the other containers: nothing of it).
+func checkComposeMounts(t *testing.T, p *types.Project, list []servicelist.Service) {
+	t.Helper()
+	for _, name := range sortedKeys(p.Services) {
+		own := strings.TrimSuffix(name, "-migrate")
+		if _, ok := servicelist.Find(list, own); !ok {
+			own = ""
+		}
+		for _, v := range p.Services[name].Volumes {
+			src := filepath.ToSlash(v.Source)
+			_, after, underRun := strings.Cut(src, "/.run/")
+			switch {
+			case strings.Contains(src, "ca-key"):
+				t.Errorf("%s mounts the CA key %s", name, v.Source)
+			case !underRun:
+			case own == "" || after != "certs/"+own:
+				t.Errorf("%s mounts %s; a container may mount only its own .run/certs/<service> folder", name, v.Source)
+			case !v.ReadOnly:
+				t.Errorf("%s mounts %s writable", name, v.Source)
+			}
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/shopmesh/shopmesh/deploy/devsecrets"
 	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
@@ -198,7 +199,10 @@ func containerEnv(t *testing.T, r rendered, c corev1.Container) map[string]strin
 			}
 			switch {
 			case strings.HasSuffix(e.Name, "_DSN"):
-				env[e.Name] = "postgres://svc:placeholder@db.example:5432/svc?sslmode=verify-full"
+				// Not a committed password: prod refuses those (config.CommittedSecret).
+				env[e.Name] = "postgres://svc:operator-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "@db.example:5432/svc?sslmode=verify-full"
+			case strings.HasSuffix(e.Name, "_JWT_KEYS"):
+				env[e.Name] = "operator:placeholder-key-provided-by-the-operator-" + strings.Repeat("x", 32)
 			default:
 				env[e.Name] = "placeholder-secret-provided-by-the-operator-" + strings.Repeat("x", 32)
 			}
@@ -214,8 +218,10 @@ func containerEnv(t *testing.T, r rendered, c corev1.Container) map[string]strin
 	return env
 }
 
-func checkKustomize(t *testing.T, root, bins, overlay string, list []servicelist.Service) {
-	r := render(t, filepath.Join(root, "deploy", "k8s", "overlays", overlay))
+// checkKustomize renders overlay of k8sDir (a copy of deploy/k8s whose dev overlay holds the files of
+// `make secrets`, whose values are vals) and checks it.
+func checkKustomize(t *testing.T, k8sDir, bins, overlay string, list []servicelist.Service, vals map[string]string) {
+	r := render(t, filepath.Join(k8sDir, "overlays", overlay))
 	profile := config.K8s
 	if overlay == "prod" {
 		profile = config.Prod
@@ -244,6 +250,24 @@ func checkKustomize(t *testing.T, root, bins, overlay string, list []servicelist
 				t.Fatalf("no Deployment %s", svc)
 			}
 			checkDeployment(t, r, bins, s, d, profile)
+			if overlay == "dev" {
+				checkSecretEnv(t, s, containerEnv(t, r, d.Spec.Template.Spec.Containers[0]), vals)
+			}
+			if overlay == "prod" {
+				// Prod's Kafka is authenticated: the service's own user, its password from <svc>-kafka.
+				c := d.Spec.Template.Spec.Containers[0]
+				env, p := containerEnv(t, r, c), s.Prefix()
+				fromSecret := slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+					return e.Name == p+"_KAFKA_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil &&
+						e.ValueFrom.SecretKeyRef.Name == svc+"-kafka"
+				})
+				if s.Kafka && (env[p+"_KAFKA_USERNAME"] != svc || !fromSecret) {
+					t.Errorf("prod: %s_KAFKA_USERNAME = %q and %s_KAFKA_PASSWORD from Secret %s-kafka: %v; want its own user", p, env[p+"_KAFKA_USERNAME"], p, svc, fromSecret)
+				}
+				if !s.Kafka && (env[p+"_KAFKA_USERNAME"] != "" || env[p+"_KAFKA_PASSWORD"] != "") {
+					t.Errorf("prod: Kafka credentials for %s, which does not use Kafka", svc)
+				}
+			}
 			for _, c := range companions {
 				c.check(t, r, svc, d)
 			}
@@ -285,6 +309,33 @@ func checkKustomize(t *testing.T, root, bins, overlay string, list []servicelist
 
 	switch overlay {
 	case "dev":
+		if s, ok := r.statefulSets["nats"]; ok {
+			cm := r.configMaps["nats-config"]
+			if cm == nil {
+				for name, c := range r.configMaps {
+					if strings.HasPrefix(name, "nats-config") {
+						cm = c
+					}
+				}
+			}
+			if cm == nil {
+				t.Error("no ConfigMap nats-config")
+			} else {
+				checkNATSUsers(t, cm.Data["nats.conf"], containerEnv(t, r, s.Spec.Template.Spec.Containers[0]), list, vals)
+			}
+		}
+		// Every Secret value is one `make secrets` generated (none is committed in the overlay).
+		generated := map[string]bool{}
+		for _, v := range devsecrets.K8sFiles(list, vals) {
+			generated[v] = true
+		}
+		for _, name := range sortedKeys(r.secrets) {
+			for k, v := range r.secrets[name].Data {
+				if !generated[string(v)] {
+					t.Errorf("Secret %s key %s is not a value of make secrets", name, k)
+				}
+			}
+		}
 		for _, name := range []string{"postgres", "kafka", "nats", "nacos", "jaeger"} {
 			s, ok := r.statefulSets[name]
 			if !ok || s.Spec.Replicas == nil || *s.Spec.Replicas != 1 {
@@ -300,6 +351,9 @@ func checkKustomize(t *testing.T, root, bins, overlay string, list []servicelist
 			}
 		}
 	case "prod":
+		if len(r.secrets) != 0 {
+			t.Errorf("prod renders Secrets %v; they are the operator's (no value in the repository)", sortedKeys(r.secrets))
+		}
 		if len(r.statefulSets) != 0 {
 			t.Errorf("prod renders StatefulSets %v; its infrastructure is managed", sortedKeys(r.statefulSets))
 		}
@@ -403,6 +457,15 @@ func checkDeployment(t *testing.T, r rendered, bins string, s servicelist.Servic
 			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == svc+"-tls" {
 				mounted = true
 			}
+		}
+	}
+	// Its own key pair only: no other Secret is mounted in the pod (the CA key is in none).
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName != svc+"-tls" {
+			t.Errorf("volume %s mounts Secret %s; a pod mounts only its own %s-tls", v.Name, v.Secret.SecretName, svc)
+		}
+		if v.Projected != nil || v.HostPath != nil {
+			t.Errorf("volume %s: projected or hostPath volumes could carry other keys", v.Name)
 		}
 	}
 	if !mounted || filepath.Dir(env[p+"_TLS_CA_FILE"]) != certDir || filepath.Dir(env[p+"_TLS_KEY_FILE"]) != certDir {

@@ -29,9 +29,12 @@ func TestManifests(t *testing.T) {
 		t.Fatal("the Dockerfile's build step failed; the environment checks need the binaries")
 	}
 	t.Logf("built %d services in %v", len(list), time.Since(start).Round(time.Millisecond))
-	t.Run("compose", func(t *testing.T) { checkCompose(t, root, bins, list) })
+	// `make secrets` into temporary folders: compose reads them through SHOPMESH_SECRETS_DIR, kustomize
+	// renders a copy of deploy/k8s holding the dev overlay's files.
+	gen := generateSecrets(t, root, list)
+	t.Run("compose", func(t *testing.T) { checkCompose(t, root, bins, list, gen) })
 	for _, overlay := range []string{"dev", "prod"} {
-		t.Run("k8s/"+overlay, func(t *testing.T) { checkKustomize(t, root, bins, overlay, list) })
+		t.Run("k8s/"+overlay, func(t *testing.T) { checkKustomize(t, gen.k8s, bins, overlay, list, gen.vals) })
 	}
 }
 
@@ -48,11 +51,12 @@ func checkEnv(t *testing.T, bins string, s servicelist.Service, env map[string]s
 	want := []string{p + "_PROFILE", p + "_TLS_CA_FILE", p + "_TLS_CERT_FILE", p + "_TLS_KEY_FILE", p + "_ADMIN_ADDR",
 		p + "_TELEMETRY_OTLP_ENDPOINT", p + "_REGISTRY_BACKEND"}
 	if isHTTP(s) {
-		want = append(want, p+"_HTTP_ADDR", p+"_JWT_SECRET")
+		want = append(want, p+"_HTTP_ADDR", p+"_JWT_KEYS")
 	} else {
 		want = append(want, p+"_LISTEN_ADDR")
 	}
-	for k, needed := range map[string]bool{p + "_DSN": s.Database, "KAFKA_BROKERS": s.Kafka, "NATS_URL": s.NATS} {
+	for k, needed := range map[string]bool{p + "_DSN": s.Database, "KAFKA_BROKERS": s.Kafka, "NATS_URL": s.NATS,
+		p + "_NATS_USER": s.NATS, p + "_NATS_PASSWORD": s.NATS} {
 		switch _, set := env[k]; {
 		case needed:
 			want = append(want, k)
@@ -73,6 +77,17 @@ func checkEnv(t *testing.T, bins string, s servicelist.Service, env map[string]s
 	for k := range env {
 		if !keys[k] {
 			t.Errorf("%s: %s is set but the service does not read it", svc, k)
+		}
+	}
+	// A secret the service reads is provided by the deployment (make secrets, the operator's Secrets),
+	// or listed in notProvided with the reason: a new secret setting fails here until it is wired.
+	for _, k := range sortedKeys(keys) {
+		suffix, isSecret := strings.CutPrefix(k, p+"_")
+		if isSecret = isSecret && secretName.MatchString(k); !isSecret || env[k] != "" {
+			continue
+		}
+		if _, ok := notProvided[suffix]; !ok {
+			t.Errorf("%s reads the secret %s, which the deployment does not provide: add it to make secrets (deploy/devsecrets) and the manifests, or to notProvided with the reason", svc, k)
 		}
 	}
 	if out, err := checkConfig(bin, env); err != nil {

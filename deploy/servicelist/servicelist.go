@@ -38,6 +38,12 @@ type Service struct {
 	NATS         bool     `yaml:"nats"`          // reads NATS_URL
 	Seed         bool     `yaml:"seed"`          // compose/k8s set <P>_SEED=true (demo data on first start)
 
+	// The service's Kafka topics and consumer groups: its user's ACLs on an authenticating cluster
+	// (deploy/cmd/kafkaacl, run by `INFRA_AUTH=1 infra.sh up`). Only with kafka: true.
+	KafkaWrites []string `yaml:"kafka_writes"` // topics it writes and creates: its events topic, the dead-letter topics of what it reads
+	KafkaReads  []string `yaml:"kafka_reads"`  // topics it consumes
+	KafkaGroups []string `yaml:"kafka_groups"` // consumer groups it reads them with
+
 	// Dir is the service's folder relative to the repository root ("services/order"); not read from
 	// the file.
 	Dir string `yaml:"-"`
@@ -78,6 +84,9 @@ func Callers(list []Service, name string) []Service {
 // dnsLabel is an RFC 1123 label that is also a Go package, env prefix and image name: lowercase letters
 // and digits, '-' inside, starting with a letter.
 var dnsLabel = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// kafkaName is a legal Kafka topic name (also used for groups): no wildcard, no empty name.
+var kafkaName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // Load reads root/services/*/service.yaml, validates the list as a whole and returns it in start order:
 // a service after every service it calls, ties by name.
@@ -151,6 +160,19 @@ func readFile(path string) (Service, error) {
 	}
 	if s.Replicas < 0 {
 		bad("replicas", "%d is negative", s.Replicas)
+	}
+	for field, names := range map[string][]string{"kafka_writes": s.KafkaWrites, "kafka_reads": s.KafkaReads, "kafka_groups": s.KafkaGroups} {
+		if len(names) > 0 && !s.Kafka {
+			bad(field, "needs kafka: true")
+		}
+		for _, n := range names {
+			if !kafkaName.MatchString(n) {
+				bad(field, "%q is not a Kafka topic or group name (letters, digits, '.', '_', '-')", n)
+			}
+		}
+	}
+	if len(s.KafkaReads) > 0 && len(s.KafkaGroups) == 0 {
+		bad("kafka_groups", "a service that reads topics (kafka_reads) needs its consumer group")
 	}
 	return s, errors.Join(errs...)
 }

@@ -46,6 +46,11 @@ func TestLoadRepository(t *testing.T) {
 	if !ok || gw.Kind != servicelist.KindHTTP || gw.Prefix() != "GATEWAY" || gw.Dir != "services/gateway" {
 		t.Errorf("gateway = %+v, %v", gw, ok)
 	}
+	// The Kafka ACLs of `INFRA_AUTH=1 infra.sh up` (deploy/cmd/kafkaacl) come from these.
+	if p, _ := servicelist.Find(list, "payment"); !slices.Equal(p.KafkaWrites, []string{"shopmesh.payment.events", "shopmesh.order.events.dlq"}) ||
+		!slices.Equal(p.KafkaReads, []string{"shopmesh.order.events"}) || !slices.Equal(p.KafkaGroups, []string{"payment"}) {
+		t.Errorf("payment's Kafka topics and groups: %+v", p)
+	}
 	if _, ok := servicelist.Find(list, "shipping"); ok {
 		t.Error("Find(shipping) found a service that does not exist")
 	}
@@ -99,6 +104,12 @@ func TestLoadRejects(t *testing.T) {
 			[]string{"services/x/service.yaml", "calls", `"nope"`}},
 		{"calls the edge", map[string]string{"ok": "name: ok\nkind: http\ndev_port: 6000\n", "x": "name: x\nkind: grpc\ndev_port: 6001\ncalls: [ok]\n"},
 			[]string{"services/x/service.yaml", "calls", "http"}},
+		{"kafka topics without kafka", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nkafka_writes: [x.events]\n"},
+			[]string{"services/x/service.yaml", "kafka_writes", "needs kafka: true"}},
+		{"kafka wildcard topic", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nkafka: true\nkafka_writes: ['*']\n"},
+			[]string{"services/x/service.yaml", "kafka_writes", `"*"`}},
+		{"kafka reads without a group", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nkafka: true\nkafka_reads: [y.events]\n"},
+			[]string{"services/x/service.yaml", "kafka_groups"}},
 		{"cycle", map[string]string{
 			"a":  "name: a\nkind: grpc\ndev_port: 6001\ncalls: [b]\n",
 			"b":  "name: b\nkind: grpc\ndev_port: 6002\ncalls: [c]\n",

@@ -165,7 +165,7 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 	var pub outbox.Publisher
 	var consume func(ctx context.Context, got func(sent time.Time)) (func(), error)
 	if useKafka {
-		if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1}); err != nil {
+		if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1}); err != nil {
 			return res, err
 		}
 		defer func() {
@@ -175,7 +175,7 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 			c := &kafka.Client{Addr: kafka.TCP(brokers...)}
 			_, _ = c.DeleteTopics(dctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 		}()
-		k := outbox.NewKafka(brokers)
+		k := outbox.NewKafka(brokers, nil)
 		defer func() { _ = k.Close() }()
 		pub = k
 		consume = func(ctx context.Context, got func(time.Time)) (func(), error) {

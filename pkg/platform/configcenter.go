@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
 	"github.com/shopmesh/shopmesh/pkg/platform/registry"
 )
@@ -45,7 +44,7 @@ func (p *Platform) newConfigCenter() error {
 		Faults:   p.faults,
 		LogLevel: p.opts.logLevel,
 		Breaker:  p.UpdateBreakers,
-	}, configcenter.Options{RefuseFault: p.cfg.Profile == config.Prod}, p.logger.With("component", "configcenter"))
+	}, configcenter.Options{RefuseFault: !p.cfg.Profile.AllowsFaults()}, p.logger.With("component", "configcenter"))
 	if err != nil {
 		_ = src.Close()
 		return fmt.Errorf("config center: %w", err)

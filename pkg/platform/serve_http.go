@@ -9,8 +9,10 @@ import (
 )
 
 // ServeHTTP is Serve for a process whose front server speaks HTTP (the gateway): it serves srv on lis
-// until ctx is cancelled or the server fails, with the same sidecars (admin server on Config.AdminAddr,
-// health-only gRPC server on Config.HealthAddr), config center and dependency checks, then shuts down:
+// (HTTPS only when srv.TLSConfig is set: the certificate comes from TLSConfig, e.g. the reloading
+// GetCertificate of mtls.KeyPair, and HTTP/2 is offered through ALPN) until ctx is cancelled or the
+// server fails, with the same sidecars (admin server on Config.AdminAddr, health-only gRPC server on
+// Config.HealthAddr), config center and dependency checks, then shuts down:
 //
 //  1. every health status becomes NOT_SERVING, so /readyz answers 503 and load balancers stop sending
 //     new requests;
@@ -36,8 +38,15 @@ func (p *Platform) ServeHTTP(ctx context.Context, srv *http.Server, lis net.List
 
 	addr := lis.Addr().String()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	p.logger.Info("serving", "addr", addr, "profile", p.cfg.Profile, "protocol", "http")
+	tlsOn := srv.TLSConfig != nil
+	go func() {
+		if tlsOn {
+			errc <- srv.ServeTLS(lis, "", "") // the certificate comes from TLSConfig (GetCertificate)
+			return
+		}
+		errc <- srv.Serve(lis)
+	}()
+	p.logger.Info("serving", "addr", addr, "profile", p.cfg.Profile, "protocol", "http", "tls", tlsOn)
 
 	select {
 	case err := <-errc:

@@ -6,22 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("k8s-render", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	k8sDir := fs.String("k8s", filepath.Join("deploy", "k8s"), "the kustomize tree: base/ and overlays/<name>/")
-	out := fs.String("out", filepath.Join("deploy", "k8s", "out"), `directory for <overlay>.yaml, or "-" for standard output`)
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("k8s-render", flag.ContinueOnError)
+	flags.SetOutput(stdout)
+	k8sDir := flags.String("k8s", filepath.Join("deploy", "k8s"), "the kustomize tree: base/ and overlays/<name>/")
+	out := flags.String("out", filepath.Join("deploy", "k8s", "out"), `directory for <overlay>.yaml, or "-" for standard output`)
+	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	overlays := fs.Args()
+	overlays := flags.Args()
 	if len(overlays) == 0 {
 		overlays = []string{"dev", "prod"}
 	}
@@ -34,8 +36,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		yaml, err := render(filepath.Join(*k8sDir, "overlays", name))
+		dir := filepath.Join(*k8sDir, "overlays", name)
+		yaml, err := render(dir)
 		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || missingSecrets(dir) {
+				return fmt.Errorf("overlay %s: %w (its Secrets come from files `make secrets` writes into %s)", name, err, filepath.Join(dir, "secrets"))
+			}
 			return fmt.Errorf("overlay %s: %w", name, err)
 		}
 		if *out == "-" {
@@ -68,4 +74,14 @@ func render(dir string) ([]byte, error) {
 		return nil, err
 	}
 	return res.AsYaml()
+}
+
+// missingSecrets reports an overlay with a secretGenerator whose generated files are not there yet.
+func missingSecrets(dir string) bool {
+	k, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil || !strings.Contains(string(k), "secretGenerator:") {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(dir, "secrets"))
+	return errors.Is(err, fs.ErrNotExist)
 }

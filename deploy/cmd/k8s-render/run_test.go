@@ -7,14 +7,35 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shopmesh/shopmesh/deploy/devsecrets"
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 )
 
 // TestRender renders both overlays of the repository into files and one to standard output, and refuses
 // an overlay that does not exist.
 func TestRender(t *testing.T) {
-	k8s := filepath.Join("..", "..", "k8s")
-	out := t.TempDir()
+	// A copy of deploy/k8s whose dev overlay holds what `make secrets` writes (kustomize reads them).
+	k8s := filepath.Join(t.TempDir(), "k8s")
+	if err := os.CopyFS(k8s, os.DirFS(filepath.Join("..", "..", "k8s"))); err != nil {
+		t.Fatal(err)
+	}
 	var stdout bytes.Buffer
+	_ = os.RemoveAll(filepath.Join(k8s, "overlays", "dev", "secrets"))
+	if err := run(context.Background(), []string{"-k8s", k8s, "-out", "-", "dev"}, &stdout); err == nil ||
+		!strings.Contains(err.Error(), "make secrets") {
+		t.Errorf("dev overlay without generated secrets: err = %v, want one naming make secrets", err)
+	}
+	list, err := servicelist.Load(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devsecrets.Ensure(devsecrets.Options{Dir: filepath.Join(t.TempDir(), "secrets"),
+		K8sDir: filepath.Join(k8s, "overlays", "dev", "secrets"), Services: list}); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	stdout.Reset()
 	if err := run(context.Background(), []string{"-k8s", k8s, "-out", out}, &stdout); err != nil {
 		t.Fatal(err)
 	}

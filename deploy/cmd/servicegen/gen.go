@@ -33,9 +33,10 @@ var regionFiles = []regionFile{
 	{"go.work", goWork},
 	{"deploy/docker/Dockerfile", dockerfile},
 	{"deploy/compose/compose.yaml", compose},
-	{"deploy/compose/.env", composeEnvFile},
 	{"deploy/compose/init/postgres-init.sh", postgresInit},
 	{"deploy/compose/config/prometheus.yml", prometheus},
+	{"deploy/compose/config/nats.conf", natsUsers},
+	{"deploy/k8s/overlays/dev/nats.conf", natsUsers},
 	{"deploy/k8s/base/kustomization.yaml", k8sBaseKustomization},
 	{"deploy/k8s/dev-secrets.sh", devSecrets},
 	{"deploy/k8s/overlays/dev/postgres-init.sh", postgresInit},
@@ -68,6 +69,7 @@ func each(list []servicelist.Service, keep func(servicelist.Service) bool, f fun
 
 func withDatabase(s servicelist.Service) bool { return s.Database }
 func isHTTP(s servicelist.Service) bool       { return s.Kind == servicelist.KindHTTP }
+func usesNATS(s servicelist.Service) bool     { return s.NATS }
 
 func goWork(list []servicelist.Service) []string {
 	dirs := make([]string, 0, len(list))
@@ -88,17 +90,16 @@ func dockerfile(list []servicelist.Service) []string {
 	}
 }
 
-// composeEnv is a service's environment in compose, in the file's order.
+// composeEnv is a service's environment in compose, in the file's order. Its secrets (the DSN with the
+// database password, the JWT keys) are not here: they come from the env file `make secrets` writes
+// (deploy/devsecrets), see composeSecrets.
 func composeEnv(s servicelist.Service) []string {
 	p := s.Prefix()
 	env := []string{p + "_PROFILE: compose"}
 	if isHTTP(s) {
-		env = append(env, p+`_HTTP_ADDR: ":8080"`, p+`_ADMIN_ADDR: ":9090"`, p+`_JWT_SECRET: ${`+p+`_JWT_SECRET}`)
+		env = append(env, p+`_HTTP_ADDR: ":8080"`, p+`_ADMIN_ADDR: ":9090"`)
 	} else {
 		env = append(env, p+`_LISTEN_ADDR: ":50051"`, p+`_ADMIN_ADDR: ":9090"`)
-	}
-	if s.Database {
-		env = append(env, fmt.Sprintf(`%s_DSN: "postgres://%s:${%s_DB_PASSWORD}@postgres:5432/%s?sslmode=disable"`, p, s.Name, p, s.Name))
 	}
 	if s.Seed {
 		env = append(env, p+`_SEED: "true"`)
@@ -107,12 +108,12 @@ func composeEnv(s servicelist.Service) []string {
 		env = append(env, `KAFKA_BROKERS: "kafka:9092"`)
 	}
 	if s.NATS {
-		env = append(env, `NATS_URL: "nats://nats:4222"`)
+		env = append(env, `NATS_URL: "nats://nats:4222"`, p+"_NATS_USER: "+s.Name)
 	}
 	env = append(env,
 		p+"_TLS_CA_FILE: /certs/ca.pem",
-		p+"_TLS_CERT_FILE: /certs/"+s.Name+".pem",
-		p+"_TLS_KEY_FILE: /certs/"+s.Name+"-key.pem",
+		p+"_TLS_CERT_FILE: /certs/cert.pem",
+		p+"_TLS_KEY_FILE: /certs/key.pem",
 		p+"_REGISTRY_BACKEND: nacos",
 		p+"_CONFIG_CENTER_BACKEND: nacos",
 		p+`_REGISTRY_NACOS_ADDRS: "nacos:8848"`)
@@ -135,9 +136,16 @@ func compose(list []servicelist.Service) []string {
 		}
 		return b.String()
 	})
-	passwords := each(list, withDatabase, func(s servicelist.Service) string {
-		return fmt.Sprintf("      %[1]s_DB_PASSWORD: ${%[1]s_DB_PASSWORD}\n", s.Prefix())
-	})
+	// What one container of s mounts and reads besides its environment: its own folder of `make certs
+	// -per-service` (its key pair and the CA bundle, nothing else) and its env file of `make secrets`.
+	own := func(s servicelist.Service) string {
+		return fmt.Sprintf(`    volumes:
+      - ../../.run/certs/%[1]s:/certs:ro
+    env_file:
+      - path: ${SHOPMESH_SECRETS_DIR:-../../.run/secrets}/compose/%[1]s.env
+        required: true
+`, s.Name)
+	}
 	build := func(s servicelist.Service, anchor bool) string {
 		a := ""
 		if anchor {
@@ -158,7 +166,7 @@ func compose(list []servicelist.Service) []string {
 	b.WriteString("  # --- schema migrations (one-shot, before the services) ----------------------------------------------\n")
 	b.WriteString(each(list, withDatabase, func(s servicelist.Service) string {
 		return "  " + s.Name + "-migrate:\n    <<: *migrate\n" + image(s) + build(s, true) +
-			"    environment: *" + s.Name + "-env\n\n"
+			"    environment: *" + s.Name + "-env\n" + own(s) + "\n"
 	}))
 	b.WriteString("  # --- services ---------------------------------------------------------------------------------------\n")
 	for i, s := range list {
@@ -174,7 +182,7 @@ func compose(list []servicelist.Service) []string {
 		if s.Replicas > 1 {
 			fmt.Fprintf(&b, "    deploy:\n      replicas: %d\n", s.Replicas)
 		}
-		b.WriteString("    environment: *" + s.Name + "-env\n")
+		b.WriteString("    environment: *" + s.Name + "-env\n" + own(s))
 		if isHTTP(s) {
 			fmt.Fprintf(&b, "    ports:\n      - \"127.0.0.1:${%s_PORT}:8080\"\n", s.Prefix())
 		}
@@ -194,13 +202,7 @@ func compose(list []servicelist.Service) []string {
 			dep(c, "service_healthy")
 		}
 	}
-	return []string{anchors, passwords, b.String()}
-}
-
-func composeEnvFile(list []servicelist.Service) []string {
-	return []string{each(list, withDatabase, func(s servicelist.Service) string {
-		return fmt.Sprintf("%s_DB_PASSWORD=shopmesh-dev-%s\n", s.Prefix(), s.Name)
-	})}
+	return []string{anchors, b.String()}
 }
 
 func postgresInit(list []servicelist.Service) []string {
@@ -216,6 +218,14 @@ func postgresInit(list []servicelist.Service) []string {
 		}) + "\tesac\n"}
 }
 
+// natsUsers is the NATS server's user per service that uses NATS (compose and the dev overlay), each
+// with its password from the server's environment (make secrets).
+func natsUsers(list []servicelist.Service) []string {
+	return []string{each(list, usesNATS, func(s servicelist.Service) string {
+		return fmt.Sprintf("    { user: %s, password: $%s_NATS_PASSWORD }\n", s.Name, s.Prefix())
+	})}
+}
+
 func prometheus(list []servicelist.Service) []string {
 	return []string{"      - names: [" + strings.Join(servicelist.Names(list), ", ") + "]\n"}
 }
@@ -228,14 +238,21 @@ func devSecrets(list []servicelist.Service) []string {
 	return []string{"for svc in " + strings.Join(servicelist.Names(list), " ") + "; do\n"}
 }
 
+// k8sDevKustomization: the dev overlay's Secrets read the files `make secrets` writes into
+// overlays/dev/secrets (ignored by git; deploy/devsecrets.K8sFiles names them), never literals.
 func k8sDevKustomization(list []servicelist.Service) []string {
 	admin := each(list, withDatabase, func(s servicelist.Service) string {
-		return fmt.Sprintf("      - %[1]s=shopmesh-dev-%[1]s\n", s.Name)
+		return fmt.Sprintf("      - %[1]s=secrets/%[1]s-db-password\n", s.Name)
 	})
 	secrets := each(list, withDatabase, func(s servicelist.Service) string {
-		return fmt.Sprintf("  - name: %[1]s-db\n    literals:\n      - dsn=postgres://%[1]s:shopmesh-dev-%[1]s@postgres:5432/%[1]s?sslmode=disable\n", s.Name)
+		return fmt.Sprintf("  - name: %[1]s-db\n    files:\n      - dsn=secrets/%[1]s-dsn\n", s.Name)
 	}) + each(list, isHTTP, func(s servicelist.Service) string {
-		return fmt.Sprintf("  - name: %s-jwt\n    literals:\n      - secret=shopmesh-k8s-dev-jwt-secret-change-me-0123456789\n", s.Name)
+		return fmt.Sprintf("  - name: %[1]s-jwt\n    files:\n      - keys=secrets/%[1]s-jwt-keys\n", s.Name)
+	}) + each(list, usesNATS, func(s servicelist.Service) string {
+		return fmt.Sprintf("  - name: %[1]s-nats\n    files:\n      - password=secrets/%[1]s-nats-password\n", s.Name)
+	})
+	natsUsers := each(list, usesNATS, func(s servicelist.Service) string {
+		return fmt.Sprintf("      - %[1]s=secrets/%[1]s-nats-password\n", s.Name)
 	})
 	patches := each(list, nil, func(s servicelist.Service) string {
 		var b strings.Builder
@@ -246,18 +263,32 @@ func k8sDevKustomization(list []servicelist.Service) []string {
 		fmt.Fprintf(&b, "      - op: replace\n        path: /data/%s_TELEMETRY_SAMPLE_RATIO\n        value: \"1\"\n", s.Prefix())
 		return b.String()
 	})
-	return []string{admin, secrets, patches}
+	return []string{admin, secrets, natsUsers, patches}
 }
 
 func k8sDevInfra(list []servicelist.Service) []string {
 	return []string{each(list, withDatabase, func(s servicelist.Service) string {
 		return fmt.Sprintf("            - name: %s_DB_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: postgres-admin, key: %s}\n", s.Prefix(), s.Name)
+	}), each(list, usesNATS, func(s servicelist.Service) string {
+		return fmt.Sprintf("            - name: %s_NATS_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: nats-users, key: %s}\n", s.Prefix(), s.Name)
 	})}
 }
 
 func k8sProdKustomization(list []servicelist.Service) []string {
 	return []string{each(list, nil, func(s servicelist.Service) string {
 		return fmt.Sprintf("  - name: shopmesh/%[1]s\n    newName: registry.example.com/shopmesh/%[1]s\n    newTag: 0.1.0\n", s.Name)
+	}), each(list, func(s servicelist.Service) bool { return s.Kafka }, func(s servicelist.Service) string {
+		return fmt.Sprintf(`  - target:
+      kind: Deployment
+      name: %[1]s
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value:
+          name: %[2]s_KAFKA_PASSWORD
+          valueFrom:
+            secretKeyRef: {name: %[1]s-kafka, key: password}
+`, s.Name, s.Prefix())
 	})}
 }
 
@@ -272,9 +303,14 @@ func k8sProdServices(list []servicelist.Service) []string {
 		}
 		if s.Kafka {
 			data["KAFKA_BROKERS"] = "kafka-bootstrap.kafka.svc:9092"
+			data[p+"_KAFKA_USERNAME"] = s.Name // its password: the <svc>-kafka Secret (k8sProdKustomization)
 		}
 		if s.NATS {
 			data["NATS_URL"] = "nats://nats.nats.svc:4222"
+		}
+		if s.Kind == servicelist.KindHTTP {
+			// TLS ends at the ingress in front (prod refuses plain HTTP without this opt-out).
+			data[p+"_HTTPS_TERMINATED_UPSTREAM"] = "true"
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-config\ndata:\n", s.Name)
@@ -323,7 +359,7 @@ func k8sBase(list []servicelist.Service, s servicelist.Service) (string, error) 
 	var secrets []secret
 	if isHTTP(s) {
 		cfg[p+"_HTTP_ADDR"] = ":8080"
-		secrets = append(secrets, secret{p + "_JWT_SECRET", s.Name + "-jwt", "secret"})
+		secrets = append(secrets, secret{p + "_JWT_KEYS", s.Name + "-jwt", "keys"})
 	} else {
 		cfg[p+"_HEALTH_ADDR"] = ":8086"
 		cfg[p+"_LISTEN_ADDR"] = ":50051"
@@ -348,6 +384,8 @@ func k8sBase(list []servicelist.Service, s servicelist.Service) (string, error) 
 	}
 	if s.NATS {
 		cfg["NATS_URL"] = "nats://nats:4222"
+		cfg[p+"_NATS_USER"] = s.Name
+		secrets = append(secrets, secret{p + "_NATS_PASSWORD", s.Name + "-nats", "password"})
 	}
 	callers := servicelist.Names(servicelist.Callers(list, s.Name))
 	slices.Sort(callers)

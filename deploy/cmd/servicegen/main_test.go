@@ -15,6 +15,9 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/shopmesh/shopmesh/deploy/devsecrets"
+	"github.com/shopmesh/shopmesh/deploy/servicelist"
 )
 
 func repoRoot(t *testing.T) string {
@@ -43,8 +46,8 @@ func copyTree(t *testing.T) string {
 				return err
 			}
 			rel, _ := filepath.Rel(src, path)
-			if strings.HasPrefix(filepath.ToSlash(rel), "deploy/k8s/out/") {
-				return nil
+			if r := filepath.ToSlash(rel); strings.HasPrefix(r, "deploy/k8s/out/") || strings.HasPrefix(r, "deploy/k8s/overlays/dev/secrets/") {
+				return nil // outputs, not sources (make k8s-render, make secrets)
 			}
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -123,7 +126,6 @@ func TestNewService(t *testing.T) {
 		{"deploy/docker/Dockerfile", "SERVICE=inventory|payment|order|shipping|gateway is required"},
 		{"deploy/compose/compose.yaml", "x-shipping-env: &shipping-env"},
 		{"deploy/compose/compose.yaml", "  shipping-migrate:\n"},
-		{"deploy/compose/.env", "SHIPPING_DB_PASSWORD=shopmesh-dev-shipping\n"},
 		{"deploy/compose/init/postgres-init.sh", `shipping) pw="$SHIPPING_DB_PASSWORD" ;;`},
 		{"deploy/compose/config/prometheus.yml", "- names: [inventory, payment, order, shipping, gateway]"},
 		{"deploy/k8s/base/kustomization.yaml", "  - shipping.yaml\n"},
@@ -152,6 +154,20 @@ func TestNewService(t *testing.T) {
 		t.Errorf("-check after gen: %v\n%s", err, out)
 	}
 
+	// make secrets in the copy: the compose env files and the dev overlay's files, with shipping's.
+	list, err := servicelist.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := filepath.Join(root, ".run", "secrets")
+	if _, err := devsecrets.Ensure(devsecrets.Options{Dir: secrets, K8sDir: filepath.Join(root, "deploy", "k8s", "overlays", "dev", "secrets"), Services: list}); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := devsecrets.ReadValues(secrets, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	p := loadCompose(t, filepath.Join(root, "deploy", "compose"))
 	s, ok := p.Services["shipping"]
 	if !ok {
@@ -170,11 +186,11 @@ func TestNewService(t *testing.T) {
 	if _, ok := s.DependsOn["nats"]; ok {
 		t.Error("compose: shipping waits for NATS, which it does not use")
 	}
-	if v := s.Environment["SHIPPING_DSN"]; v == nil || *v != "postgres://shipping:shopmesh-dev-shipping@postgres:5432/shipping?sslmode=disable" {
-		t.Errorf("compose: SHIPPING_DSN = %v", v)
+	if v := s.Environment["SHIPPING_DSN"]; v == nil || *v != devsecrets.DSN("shipping", vals["shipping-db-password"]) {
+		t.Errorf("compose: SHIPPING_DSN is not the generated one: %v", v)
 	}
-	if pg := p.Services["postgres"].Environment["SHIPPING_DB_PASSWORD"]; pg == nil || *pg != "shopmesh-dev-shipping" {
-		t.Errorf("compose: postgres does not get SHIPPING_DB_PASSWORD: %v", pg)
+	if pg := p.Services["postgres"].Environment["SHIPPING_DB_PASSWORD"]; pg == nil || *pg != vals["shipping-db-password"] {
+		t.Errorf("compose: postgres does not get the generated SHIPPING_DB_PASSWORD")
 	}
 
 	for _, overlay := range []string{"dev", "prod"} {

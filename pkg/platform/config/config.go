@@ -44,10 +44,15 @@ func (p Profile) Valid() bool {
 	return false
 }
 
+// AllowsFaults reports whether fault injection may be turned on in p: dev and test only. Elsewhere a
+// fault section in the configuration is refused at start-up and a fault document from the config center
+// is refused while running (a fault rule is a denial of service whoever sets it).
+func (p Profile) AllowsFaults() bool { return p == Dev || p == Test }
+
 // Config is the platform part of a service's configuration.
 type Config struct {
 	Service    string  `help:"service name, used in logs, traces, metrics and discovery"`
-	Profile    Profile `help:"where the service runs: dev, test, compose, k8s or prod; selects the defaults"`
+	Profile    Profile `help:"where the service runs, required (no default): dev (what make run sets), test, compose, k8s or prod; selects the defaults and what is allowed"`
 	ListenAddr string  `help:"gRPC listen address, host:port"`
 	// AdminAddr serves HTTP /metrics, /healthz and /readyz; "" disables it.
 	AdminAddr string `help:"admin HTTP address (/metrics, /healthz, /readyz), host:port; empty disables it"`
@@ -358,8 +363,8 @@ func (c Config) Validate() error {
 
 	add("rate_limit", c.RateLimit.Validate())
 	add("fault", c.Fault.Validate())
-	if c.Profile == Prod && (c.Fault.Enabled || len(c.Fault.Rules) > 0) {
-		addf("fault", "fault injection is refused in the prod profile")
+	if c.Profile.Valid() && !c.Profile.AllowsFaults() && (c.Fault.Enabled || len(c.Fault.Rules) > 0) {
+		addf("fault", "fault injection is refused in the %s profile (dev and test only)", c.Profile)
 	}
 
 	add("registry", c.Registry.Validate())

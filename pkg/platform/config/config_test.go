@@ -67,22 +67,27 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	}
 }
 
-func TestFaultInjectionRefusedInProd(t *testing.T) {
+// TestFaultInjectionOnlyInDevAndTest: a fault section (enabled, or rules alone: one flag flip away from
+// faults) is refused at start-up in compose, k8s and prod, and allowed in dev and test.
+func TestFaultInjectionOnlyInDevAndTest(t *testing.T) {
 	t.Parallel()
 	rules := map[string]fault.Rule{"/shopmesh.payment.v1.PaymentService/*": {AbortCode: "UNAVAILABLE", AbortPercent: 10}}
-	dev := valid(config.Dev)
-	dev.Fault = fault.Config{Enabled: true, Rules: rules}
-	if err := dev.Validate(); err != nil {
-		t.Errorf("dev allows fault injection: %v", err)
-	}
-	prod := valid(config.Prod)
-	prod.Fault = fault.Config{Enabled: true, Rules: rules}
-	if err := prod.Validate(); err == nil || !strings.Contains(err.Error(), "refused in the prod profile") {
-		t.Errorf("prod must refuse fault injection, got %v", err)
-	}
-	prod.Fault.Enabled = false // rules alone are refused too: one flag flip away from production faults
-	if err := prod.Validate(); err == nil {
-		t.Error("prod must refuse fault rules even when disabled")
+	for _, p := range []config.Profile{config.Dev, config.Test, config.Compose, config.K8s, config.Prod} {
+		for _, f := range []fault.Config{{Enabled: true, Rules: rules}, {Rules: rules}} {
+			c := valid(p)
+			c.Fault = f
+			err := c.Validate()
+			if p == config.Dev || p == config.Test {
+				if err != nil {
+					t.Errorf("%s allows fault injection: %v", p, err)
+				}
+				continue
+			}
+			want := "fault: fault injection is refused in the " + string(p) + " profile (dev and test only)"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s with %+v = %v, want %q", p, f, err, want)
+			}
+		}
 	}
 }
 

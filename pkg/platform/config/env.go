@@ -3,12 +3,13 @@ package config
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/config/secret"
 )
 
 // Lookup reads one variable; main passes os.LookupEnv.
@@ -169,21 +170,7 @@ func keyName(k string) string {
 }
 
 // Secret holds a credential. It prints, logs and marshals as "[redacted]"; only Reveal gives the value.
-type Secret string
+// It is secret.Value, so that sections config imports (registry/nacos) can hold one too.
+type Secret = secret.Value
 
-const redacted = "[redacted]"
-
-// Reveal returns the secret value, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
-
-// String hides the value from fmt.
-func (s Secret) String() string { return redacted }
-
-// GoString hides the value from %#v.
-func (s Secret) GoString() string { return redacted }
-
-// LogValue hides the value from slog.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalText hides the value from encoders (JSON, YAML, config dumps).
-func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+const redacted = secret.Redacted

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -9,10 +10,13 @@ import (
 // Base lets Load and the service command reach the platform part of any config that embeds Config.
 func (c *Config) Base() *Config { return c }
 
-// Load returns the configuration selected by <prefix>_PROFILE (default dev) from defaults(profile) with the
-// environment applied through lookup (prefixed names; an `alias` tag names an unprefixed variable read when the
-// prefixed one is unset), the profile recorded in Base(), then Validate. Errors start with "config: " and name
-// the variable.
+// Load returns the configuration selected by <prefix>_PROFILE from defaults(profile) with the environment
+// applied through lookup (prefixed names; an `alias` tag names an unprefixed variable read when the prefixed
+// one is unset), the profile recorded in Base(), then Validate. Errors start with "config: " and name the
+// variable. In the prod and k8s profiles every credential must differ from the values committed in the
+// repository (RefuseCommittedSecrets). There is no default profile: an unset or empty <prefix>_PROFILE is an error (fail closed; `make
+// run` chooses dev explicitly), so a process started without one refuses to start rather than running with
+// the dev profile's open doors (dev tokens, a built-in JWT secret, no mTLS).
 //
 // A service's Load is one line: config.Load[Config]("ORDER", lookup, Default), where Config embeds the
 // platform's Config (and Brokers when it uses them) and has its own Validate calling the platform's.
@@ -23,12 +27,9 @@ func Load[C any, PC interface {
 }](prefix string, lookup Lookup, defaults func(Profile) C) (C, error) {
 	var zero C
 	prefix = strings.TrimSuffix(prefix, "_")
-	profile := Dev
-	if p, ok := lookup(prefix + "_PROFILE"); ok && strings.TrimSpace(p) != "" {
-		profile = Profile(strings.TrimSpace(p))
-	}
-	if !profile.Valid() {
-		return zero, fmt.Errorf("config: %s_PROFILE: must be dev, test, compose, k8s or prod, got %q", prefix, profile)
+	profile, err := SelectedProfile(prefix, lookup)
+	if err != nil {
+		return zero, fmt.Errorf("config: %w", err)
 	}
 	c := defaults(profile)
 	pc := PC(&c)
@@ -36,10 +37,39 @@ func Load[C any, PC interface {
 		return zero, fmt.Errorf("config: %w", err)
 	}
 	pc.Base().Profile = profile
-	if err := pc.Validate(); err != nil {
+	err = pc.Validate()
+	if profile.RefusesCommittedSecrets() {
+		err = errors.Join(err, RefuseCommittedSecrets(pc))
+	}
+	if err != nil {
 		return zero, &validationError{msg: "config: " + nameVariables(err, prefix, Vars(pc, prefix)), err: err}
 	}
 	return c, nil
+}
+
+// NoProfileError is the error of SelectedProfile (and so Load) when <prefix>_PROFILE is unset or empty.
+type NoProfileError struct {
+	// Variable is the variable that is not set, ORDER_PROFILE.
+	Variable string
+}
+
+func (e *NoProfileError) Error() string {
+	return e.Variable + " is not set: choose dev (what make run uses), test, compose, k8s or prod"
+}
+
+// SelectedProfile is the profile <prefix>_PROFILE names. Unset or empty is a *NoProfileError naming the
+// variable and the choices; a name that is not a profile is an error too.
+func SelectedProfile(prefix string, lookup Lookup) (Profile, error) {
+	prefix = strings.TrimSuffix(prefix, "_")
+	v, _ := lookup(prefix + "_PROFILE")
+	p := Profile(strings.TrimSpace(v))
+	switch {
+	case p == "":
+		return "", &NoProfileError{Variable: prefix + "_PROFILE"}
+	case !p.Valid():
+		return "", fmt.Errorf("%s_PROFILE: must be dev, test, compose, k8s or prod, got %q", prefix, p)
+	}
+	return p, nil
 }
 
 // validationError is Validate's error with each problem's variable named; it unwraps to Validate's.

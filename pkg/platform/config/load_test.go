@@ -61,7 +61,7 @@ func TestLoad(t *testing.T) {
 		check   func(t *testing.T, s shop)
 		wantErr []string
 	}{
-		{name: "dev by default, aliases read", env: map[string]string{"KAFKA_BROKERS": "k1:9092, k2:9092", "NATS_URL": "nats://n:4222"},
+		{name: "dev, aliases read", env: map[string]string{"SHOP_PROFILE": "dev", "KAFKA_BROKERS": "k1:9092, k2:9092", "NATS_URL": "nats://n:4222"},
 			check: func(t *testing.T, s shop) {
 				if s.Profile != config.Dev || s.DSN != "sqlite:shop.db" {
 					t.Errorf("profile %q dsn %q, want dev and the dev default", s.Profile, s.DSN)
@@ -70,7 +70,7 @@ func TestLoad(t *testing.T) {
 					t.Errorf("brokers %v nats %q, want the KAFKA_BROKERS and NATS_URL values", s.KafkaBrokers, s.NatsURL)
 				}
 			}},
-		{name: "prefixed wins over alias", env: map[string]string{
+		{name: "prefixed wins over alias", env: map[string]string{"SHOP_PROFILE": "dev",
 			"KAFKA_BROKERS": "shared:9092", "SHOP_KAFKA_BROKERS": "own:9092", "NATS_URL": "nats://shared", "SHOP_NATS_URL": "nats://own"},
 			check: func(t *testing.T, s shop) {
 				if !slices.Equal(s.KafkaBrokers, []string{"own:9092"}) || s.NatsURL != "nats://own" {
@@ -83,8 +83,20 @@ func TestLoad(t *testing.T) {
 					t.Errorf("profile %q dsn %q workers %d", s.Profile, s.DSN, s.Workers)
 				}
 			}},
+		{name: "test runs the development values", env: map[string]string{"SHOP_PROFILE": "test", "KAFKA_BROKERS": "k:1",
+			"SHOP_DSN": "postgres://order:shopmesh-dev-order@db:5432/order"},
+			check: func(t *testing.T, s shop) {
+				if s.DSN != "postgres://order:shopmesh-dev-order@db:5432/order" {
+					t.Errorf("dsn %q", s.DSN)
+				}
+			}},
 		{name: "unknown profile", env: map[string]string{"SHOP_PROFILE": "staging"}, wantErr: []string{"SHOP_PROFILE", "staging"}},
-		{name: "bad value names the variable", env: map[string]string{"SHOP_SERVER_DRAIN_DELAY": "5", "KAFKA_BROKERS": "k:1"},
+		// No default profile: a process started without one refuses to start (fail closed).
+		{name: "no profile", env: map[string]string{"SHOP_DSN": "sqlite:shop.db", "KAFKA_BROKERS": "k:1"},
+			wantErr: []string{"config: SHOP_PROFILE is not set: choose dev (what make run uses), test, compose, k8s or prod"}},
+		{name: "empty profile", env: map[string]string{"SHOP_PROFILE": " ", "SHOP_DSN": "sqlite:shop.db", "KAFKA_BROKERS": "k:1"},
+			wantErr: []string{"config: SHOP_PROFILE is not set: choose dev (what make run uses), test, compose, k8s or prod"}},
+		{name: "bad value names the variable", env: map[string]string{"SHOP_PROFILE": "dev", "SHOP_SERVER_DRAIN_DELAY": "5", "KAFKA_BROKERS": "k:1"},
 			wantErr: []string{"SHOP_SERVER_DRAIN_DELAY", "not a duration"}},
 		// Validate runs after the environment and each problem names its variable.
 		{name: "validate", env: map[string]string{"SHOP_PROFILE": "test", "SHOP_LISTEN_ADDR": "50051", "SHOP_CLIENT_RETRY_MAX_ATTEMPTS": "9",
@@ -99,6 +111,13 @@ func TestLoad(t *testing.T) {
 			}},
 		{name: "validate in the profile's rules", env: map[string]string{"SHOP_PROFILE": "prod", "SHOP_DSN": "x", "KAFKA_BROKERS": "k:1"},
 			wantErr: []string{"tls: ca_file, cert_file and key_file are required in the prod profile"}},
+		// Prod and k8s refuse a credential committed in the repository (compose's former .env password here).
+		{name: "prod refuses a committed password", env: map[string]string{"SHOP_PROFILE": "prod", "KAFKA_BROKERS": "k:1",
+			"SHOP_DSN": "postgres://order:shopmesh-dev-order@db:5432/order?sslmode=verify-full"},
+			wantErr: []string{"dsn (SHOP_DSN): a value committed in the shopmesh repository; generate one (make secrets)"}},
+		{name: "k8s refuses a committed password", env: map[string]string{"SHOP_PROFILE": "k8s", "KAFKA_BROKERS": "k:1",
+			"SHOP_DSN": "host=db user=order password=shopmesh-dev-order"},
+			wantErr: []string{"dsn (SHOP_DSN): a value committed in the shopmesh repository"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

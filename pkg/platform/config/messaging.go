@@ -4,32 +4,78 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
-// Kafka is the shared Kafka setting a service embeds: ORDER_KAFKA_BROKERS or, when unset, KAFKA_BROKERS.
+// Kafka is the shared Kafka setting a service embeds: ORDER_KAFKA_BROKERS or, when unset, KAFKA_BROKERS,
+// and the service's own SASL/SCRAM-SHA-512 credential, ORDER_KAFKA_USERNAME and ORDER_KAFKA_PASSWORD
+// (no unprefixed alias: a service never falls back to another user's credential, such as the admin's
+// KAFKA_USERNAME of infra.env). Without a user name the clients do not authenticate.
 type Kafka struct {
-	KafkaBrokers []string `alias:"KAFKA_BROKERS" help:"Kafka bootstrap brokers, host:port, comma-separated"`
+	KafkaBrokers  []string `alias:"KAFKA_BROKERS" help:"Kafka bootstrap brokers, host:port, comma-separated"`
+	KafkaUsername string   `help:"the service's Kafka user (SASL SCRAM-SHA-512); empty: no authentication"`
+	KafkaPassword Secret   `help:"the Kafka user's password (SASL SCRAM-SHA-512); set with kafka_username"`
 }
 
-// Validate reports a missing broker list.
+// Validate reports a missing broker list and a user name without a password or the reverse.
 func (k Kafka) Validate() error {
+	var errs []error
 	if len(k.KafkaBrokers) == 0 {
-		return errors.New("kafka_brokers: at least one host:port is needed")
+		errs = append(errs, errors.New("kafka_brokers: at least one host:port is needed"))
 	}
-	return nil
+	if _, err := kafkaauth.Mechanism(k.KafkaUsername, k.KafkaPassword.Reveal()); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-// NATS is the shared NATS setting a service embeds: ORDER_NATS_URL or, when unset, NATS_URL.
+// SASL returns the mechanism every Kafka client of the service authenticates with (kafkaauth), nil
+// when no user name is set. Call it on a validated setting: a credential Validate refuses gives nil,
+// which an authenticating broker refuses.
+func (k Kafka) SASL() sasl.Mechanism {
+	m, err := kafkaauth.Mechanism(k.KafkaUsername, k.KafkaPassword.Reveal())
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// NATS is the shared NATS setting a service embeds: ORDER_NATS_URL or, when unset, NATS_URL, and the
+// service's own NATS user, ORDER_NATS_USER and ORDER_NATS_PASSWORD (no unprefixed alias: a service
+// never falls back to another user's credential, such as the admin's NATS_USER of infra.env). Without
+// a user the connections do not authenticate.
 type NATS struct {
-	NatsURL string `alias:"NATS_URL" help:"NATS server URL(s) for JetStream"`
+	NatsURL      string `alias:"NATS_URL" help:"NATS server URL(s) for JetStream"`
+	NatsUser     string `help:"the service's NATS user; empty: no authentication"`
+	NatsPassword Secret `help:"the NATS user's password; set with nats_user"`
 }
 
-// Validate reports a missing URL.
+// Validate reports a missing URL and a user without a password or the reverse.
 func (n NATS) Validate() error {
+	var errs []error
 	if n.NatsURL == "" {
-		return errors.New("nats_url: must be set (nats://host:4222)")
+		errs = append(errs, errors.New("nats_url: must be set (nats://host:4222)"))
 	}
-	return nil
+	if n.NatsUser != "" && n.NatsPassword == "" {
+		errs = append(errs, errors.New("nats_password: must be set with nats_user"))
+	}
+	if n.NatsUser == "" && n.NatsPassword != "" {
+		errs = append(errs, errors.New("nats_user: must be set with nats_password"))
+	}
+	return errors.Join(errs...)
+}
+
+// Auth is the option every NATS connection of the service is made with: the user and password when
+// a user is set, else an option that changes nothing.
+func (n NATS) Auth() nats.Option {
+	if n.NatsUser == "" {
+		return func(*nats.Options) error { return nil }
+	}
+	return nats.UserInfo(n.NatsUser, n.NatsPassword.Reveal())
 }
 
 // Brokers is both shared broker settings, for a service that uses Kafka and NATS; one that uses only

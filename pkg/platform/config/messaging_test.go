@@ -111,7 +111,7 @@ func relayDefaults(p config.Profile) relay {
 // Load names the variable of each shared setting that is wrong, and -h lists them all with help.
 func TestSharedSettingsThroughLoad(t *testing.T) {
 	t.Parallel()
-	good := map[string]string{"SHOP_DSN": "sqlite:shop.db", "KAFKA_BROKERS": "k:9092", "NATS_URL": "nats://n:4222"}
+	good := map[string]string{"SHOP_PROFILE": "dev", "SHOP_DSN": "sqlite:shop.db", "KAFKA_BROKERS": "k:9092", "NATS_URL": "nats://n:4222"}
 	r, err := config.Load[relay]("SHOP", envLookup(good), relayDefaults)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestSharedSettingsThroughLoad(t *testing.T) {
 		t.Errorf("defaults %+v %+v", r.Outbox, r.Consumer)
 	}
 
-	_, err = config.Load[relay]("SHOP", envLookup(map[string]string{"SHOP_DSN": "mysql://h/db", "SHOP_RELAY_POLL_INTERVAL": "0s",
+	_, err = config.Load[relay]("SHOP", envLookup(map[string]string{"SHOP_PROFILE": "dev", "SHOP_DSN": "mysql://h/db", "SHOP_RELAY_POLL_INTERVAL": "0s",
 		"SHOP_TOPIC_PARTITIONS": "0", "SHOP_CONSUMER_COMMIT_INTERVAL": "-1s", "SHOP_INBOX_RETENTION": "-1h"}), relayDefaults)
 	if err == nil {
 		t.Fatal("no error")

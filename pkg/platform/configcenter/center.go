@@ -41,7 +41,8 @@ type Targets struct {
 
 // Options refine New.
 type Options struct {
-	// RefuseFault rejects documents that enable fault injection (set it in the prod profile).
+	// RefuseFault rejects documents that enable fault injection (set outside the dev and test profiles:
+	// config.Profile.AllowsFaults).
 	RefuseFault bool
 	// Resync is how often Run reads every layer again besides watching it, so a change whose push was
 	// lost (a reconnect, a listener the server dropped) still arrives; 0 means 30 s, < 0 never.

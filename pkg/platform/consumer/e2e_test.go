@@ -52,7 +52,7 @@ func kafkaKit(t *testing.T, e env, commitInterval time.Duration, restartable boo
 	t.Helper()
 	brokers, restart := e.kafkaBrokers(t, restartable)
 	topic := kafkaTopic(t, brokers, 8)
-	pub := outbox.NewKafka(brokers)
+	pub := outbox.NewKafka(brokers, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	group := uniq("g-")
 	retry, observe := testRetry, consumer.Observe{}

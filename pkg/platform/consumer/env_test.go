@@ -289,7 +289,7 @@ func (e *effects) waitEffects(t *testing.T, ctx context.Context, n int) {
 func kafkaTopic(t *testing.T, brokers []string, partitions int) string {
 	t.Helper()
 	topic := uniq("e2e-")
-	if err := outbox.EnsureTopics(timeout(t, 30*time.Second), brokers,
+	if err := outbox.EnsureTopics(timeout(t, 30*time.Second), brokers, nil,
 		outbox.Topic{Name: topic, Partitions: partitions},
 		outbox.Topic{Name: consumer.DeadLetterTopic(topic), Partitions: 1}); err != nil {
 		t.Fatal(err)

@@ -10,14 +10,20 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 )
 
 // KafkaConfig configures a Kafka consumer-group member.
 type KafkaConfig struct {
 	Brokers []string
+	// SASL authenticates every connection of the member: group, fetches, dead letters (nil: none; see
+	// config.Kafka.SASL). On a broker with ACLs the user needs Read on Topics and GroupID, Write on
+	// their dead-letter topics.
+	SASL sasl.Mechanism
 	// GroupID names the consumer group; its committed offsets are where a restart resumes.
 	GroupID string
 	Topics  []string
@@ -95,7 +101,7 @@ const topicWaitInterval = 500 * time.Millisecond
 // partition count), and without one it assigns nothing and never looks again. Client.Metadata does
 // not ask for auto-creation.
 func (c *Kafka) waitTopics(ctx context.Context) bool {
-	client := &kafka.Client{Addr: kafka.TCP(c.cfg.Brokers...), Timeout: 5 * time.Second}
+	client := &kafka.Client{Addr: kafka.TCP(c.cfg.Brokers...), Timeout: 5 * time.Second, Transport: kafkaauth.Transport(c.cfg.SASL)}
 	for n := 0; ; n++ {
 		missing, err := missingTopics(ctx, client, c.cfg.Topics)
 		if err == nil && len(missing) == 0 {
@@ -141,6 +147,7 @@ func (c *Kafka) Run(ctx context.Context) error {
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:          c.cfg.Brokers,
+		Dialer:           kafkaauth.Dialer(c.cfg.SASL),
 		GroupID:          c.cfg.GroupID,
 		GroupTopics:      c.cfg.Topics,
 		MinBytes:         1,
@@ -167,6 +174,7 @@ func (c *Kafka) Run(ctx context.Context) error {
 	}()
 	dlq := &kafka.Writer{
 		Addr:         kafka.TCP(c.cfg.Brokers...),
+		Transport:    kafkaauth.Transport(c.cfg.SASL),
 		RequiredAcks: kafka.RequireAll,
 		Balancer:     &kafka.Hash{},
 		BatchTimeout: 5 * time.Millisecond,

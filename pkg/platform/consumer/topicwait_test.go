@@ -81,11 +81,11 @@ func TestKafkaConsumerStartedBeforeItsTopic(t *testing.T) {
 			}
 
 			// The producer creates its topic, with its own partition count, and publishes.
-			if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: topic, Partitions: partitions},
+			if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: topic, Partitions: partitions},
 				outbox.Topic{Name: consumer.DeadLetterTopic(topic), Partitions: 1}); err != nil {
 				t.Fatal(err)
 			}
-			pub := outbox.NewKafka(brokers)
+			pub := outbox.NewKafka(brokers, nil)
 			t.Cleanup(func() { _ = pub.Close() })
 			var msgs []outbox.Message
 			for i := range messages {

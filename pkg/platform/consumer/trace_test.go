@@ -32,7 +32,7 @@ func TestTraceAcrossBrokers(t *testing.T) {
 		{"kafka", func(t *testing.T, obs consumer.Observe) (outbox.Publisher, string, func(context.Context, consumer.Handler) error) {
 			brokers, _ := embedded.kafkaBrokers(t, false)
 			topic := kafkaTopic(t, brokers, 1)
-			pub := outbox.NewKafka(brokers)
+			pub := outbox.NewKafka(brokers, nil)
 			t.Cleanup(func() { _ = pub.Close() })
 			return pub, topic, func(ctx context.Context, h consumer.Handler) error {
 				c, err := consumer.NewKafka(consumer.KafkaConfig{Brokers: brokers, GroupID: uniq("g-"), Topics: []string{topic},

@@ -10,19 +10,21 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
-// Kafka returns a check that passes when one of brokers accepts a connection and answers a metadata
-// request.
-func Kafka(brokers []string) func(context.Context) error {
+// Kafka returns a check that passes when one of brokers accepts a connection authenticated with auth
+// (nil: none) and answers a metadata request.
+func Kafka(brokers []string, auth sasl.Mechanism) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if len(brokers) == 0 {
 			return errors.New("kafka: no brokers")
 		}
 		var errs []error
 		for _, b := range brokers {
-			err := kafkaBroker(ctx, b)
+			err := kafkaBroker(ctx, b, auth)
 			if err == nil {
 				return nil
 			}
@@ -35,9 +37,8 @@ func Kafka(brokers []string) func(context.Context) error {
 	}
 }
 
-func kafkaBroker(ctx context.Context, broker string) error {
-	var d kafka.Dialer
-	conn, err := d.DialContext(ctx, "tcp", broker)
+func kafkaBroker(ctx context.Context, broker string, auth sasl.Mechanism) error {
+	conn, err := kafkaauth.Dialer(auth).DialContext(ctx, "tcp", broker)
 	if err != nil {
 		return err
 	}

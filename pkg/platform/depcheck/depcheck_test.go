@@ -39,14 +39,14 @@ func TestKafka(t *testing.T) {
 	}
 	brokers := c.ListenAddrs()
 	dead := deadAddr(t)
-	if err := check(t, depcheck.Kafka(append([]string{dead}, brokers...))); err != nil {
+	if err := check(t, depcheck.Kafka(append([]string{dead}, brokers...), nil)); err != nil {
 		t.Fatalf("one broker up: %v", err)
 	}
 	c.Close()
-	if err := check(t, depcheck.Kafka(append([]string{dead}, brokers...))); err == nil {
+	if err := check(t, depcheck.Kafka(append([]string{dead}, brokers...), nil)); err == nil {
 		t.Fatal("every broker down, and the check passed")
 	}
-	if err := check(t, depcheck.Kafka(nil)); err == nil {
+	if err := check(t, depcheck.Kafka(nil, nil)); err == nil {
 		t.Fatal("no broker, and the check passed")
 	}
 }

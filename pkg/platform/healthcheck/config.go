@@ -44,3 +44,13 @@ func Gateway(ctx context.Context, httpAddr string) error {
 	}
 	return HTTP(ctx, "http://"+addr+"/healthz")
 }
+
+// GatewayHTTPS is Gateway for an API port that serves HTTPS: GET https://127.0.0.1:<port>/healthz,
+// the certificate not verified (it names the public host; the port is the process's own).
+func GatewayHTTPS(ctx context.Context, httpAddr string) error {
+	addr, err := Loopback(httpAddr)
+	if err != nil {
+		return err
+	}
+	return HTTP(ctx, "https://"+addr+"/healthz")
+}

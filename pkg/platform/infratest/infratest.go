@@ -21,6 +21,13 @@ const (
 	JaegerQueryURL = "JAEGER_QUERY_URL"
 )
 
+// The admin credential of an authenticating Kafka (`INFRA_AUTH=1 infra.sh up`); each service's is
+// <P>_KAFKA_USERNAME and <P>_KAFKA_PASSWORD.
+const (
+	KafkaUsername = "KAFKA_USERNAME"
+	KafkaPassword = "KAFKA_PASSWORD"
+)
+
 // Required reports whether missing servers must fail tests (REQUIRE_INFRA=1).
 func Required() bool { return os.Getenv("REQUIRE_INFRA") == "1" }
 

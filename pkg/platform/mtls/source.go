@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -42,23 +39,13 @@ type material struct {
 	cert    *tls.Certificate
 	service string
 	pool    *x509.CertPool
-	caRaw   []byte
-	certRaw []byte
-	keyRaw  []byte
 }
 
 // Source holds the current certificate, key and trust bundle and hands out
 // tls.Configs that read them on every handshake, so rotated files take effect
 // without a restart.
 type Source struct {
-	cfg      Config
-	log      *slog.Logger
-	cur      atomic.Pointer[material]
-	failures atomic.Uint64
-	mu       sync.Mutex // serializes Reload
-	stop     chan struct{}
-	done     chan struct{}
-	once     sync.Once
+	r reloader[material]
 }
 
 // Load reads the files once (they must be complete and consistent) and, if
@@ -67,113 +54,55 @@ func Load(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+	s := &Source{}
+	s.r = reloader[material]{
+		files: []string{cfg.CAFile, cfg.CertFile, cfg.KeyFile},
+		parse: func(raw [][]byte) (*material, error) { return parse(raw[0], raw[1], raw[2]) },
+		what:  "mtls", log: cfg.Logger,
 	}
-	m, err := s.read()
-	if err != nil {
+	s.r.loaded = func(m *material) {
+		s.r.log.Info("mtls reloaded", "identity", SPIFFEID(m.service).String(), "serial", m.cert.Leaf.SerialNumber.String(),
+			"not_after", m.cert.Leaf.NotAfter)
+		s.warnValidity(m)
+	}
+	if err := s.r.start(cfg.Reload); err != nil {
 		return nil, err
 	}
-	s.cur.Store(m)
-	s.warnValidity(m)
-	if cfg.Reload > 0 {
-		go s.poll()
-	} else {
-		close(s.done)
-	}
+	s.warnValidity(s.r.current())
 	return s, nil
 }
 
 // Close stops background polling. It is safe to call more than once.
 func (s *Source) Close() error {
-	s.once.Do(func() { close(s.stop) })
-	<-s.done
+	s.r.close()
 	return nil
-}
-
-func (s *Source) poll() {
-	defer close(s.done)
-	t := time.NewTicker(s.cfg.Reload)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			// Reload logs and counts its own failures.
-			_ = s.Reload()
-		}
-	}
 }
 
 // Reload re-reads the files and swaps in the new material if it is complete
 // and consistent. An incomplete or mismatched set (for example a certificate
 // written before its key) is ignored: the previous material stays in use, the
 // failure is logged and counted, and the error is returned.
-func (s *Source) Reload() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	caRaw, certRaw, keyRaw, err := s.readFiles()
-	if err == nil {
-		old := s.cur.Load()
-		if bytes.Equal(caRaw, old.caRaw) && bytes.Equal(certRaw, old.certRaw) && bytes.Equal(keyRaw, old.keyRaw) {
-			return nil
-		}
-		var m *material
-		if m, err = parse(caRaw, certRaw, keyRaw); err == nil {
-			s.cur.Store(m)
-			s.log.Info("mtls reloaded", "identity", SPIFFEID(m.service).String(), "serial", m.cert.Leaf.SerialNumber.String(),
-				"not_after", m.cert.Leaf.NotAfter)
-			s.warnValidity(m)
-			return nil
-		}
-	}
-	s.failures.Add(1)
-	s.log.Warn("mtls reload ignored, keeping previous certificate", "err", err)
-	return err
-}
+func (s *Source) Reload() error { return s.r.reload() }
 
 // warnValidity logs an own certificate peers will refuse; it is still served,
 // because a fresh one may land at the next reload.
 func (s *Source) warnValidity(m *material) {
 	now := time.Now()
 	if leaf := m.cert.Leaf; now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-		s.log.Warn("mtls certificate outside its validity period", "identity", SPIFFEID(m.service).String(),
+		s.r.log.Warn("mtls certificate outside its validity period", "identity", SPIFFEID(m.service).String(),
 			"not_before", leaf.NotBefore, "not_after", leaf.NotAfter)
 	}
 }
 
 // Failures counts reloads that were ignored because the files were unreadable,
 // incomplete or inconsistent.
-func (s *Source) Failures() uint64 { return s.failures.Load() }
+func (s *Source) Failures() uint64 { return s.r.failures.Load() }
 
 // Service is the shopmesh identity of the current certificate.
-func (s *Source) Service() string { return s.cur.Load().service }
+func (s *Source) Service() string { return s.r.current().service }
 
 // Certificate returns the current leaf certificate.
-func (s *Source) Certificate() *x509.Certificate { return s.cur.Load().cert.Leaf }
-
-func (s *Source) read() (*material, error) {
-	caRaw, certRaw, keyRaw, err := s.readFiles()
-	if err != nil {
-		return nil, err
-	}
-	return parse(caRaw, certRaw, keyRaw)
-}
-
-func (s *Source) readFiles() (ca, cert, key []byte, err error) {
-	if ca, err = os.ReadFile(s.cfg.CAFile); err != nil {
-		return nil, nil, nil, fmt.Errorf("mtls: read CA: %w", err)
-	}
-	if cert, err = os.ReadFile(s.cfg.CertFile); err != nil {
-		return nil, nil, nil, fmt.Errorf("mtls: read cert: %w", err)
-	}
-	if key, err = os.ReadFile(s.cfg.KeyFile); err != nil {
-		return nil, nil, nil, fmt.Errorf("mtls: read key: %w", err)
-	}
-	return ca, cert, key, nil
-}
+func (s *Source) Certificate() *x509.Certificate { return s.r.current().cert.Leaf }
 
 func parse(caRaw, certRaw, keyRaw []byte) (*material, error) {
 	pool, err := parseBundle(caRaw)
@@ -193,7 +122,7 @@ func parse(caRaw, certRaw, keyRaw []byte) (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mtls: own certificate: %w", err)
 	}
-	return &material{cert: &cert, service: svc, pool: pool, caRaw: caRaw, certRaw: certRaw, keyRaw: keyRaw}, nil
+	return &material{cert: &cert, service: svc, pool: pool}, nil
 }
 
 // parseBundle is stricter than CertPool.AppendCertsFromPEM, which silently
@@ -239,7 +168,7 @@ func (s *Source) ServerConfig() *tls.Config {
 		ClientAuth: tls.RequireAndVerifyClientCert,
 		NextProtos: []string{"h2"},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			m := s.cur.Load()
+			m := s.r.current()
 			return &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				ClientAuth:   tls.RequireAndVerifyClientCert,
@@ -277,12 +206,12 @@ func (s *Source) ClientConfig(expectedService string) *tls.Config {
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return s.cur.Load().cert, nil
+			return s.r.current().cert, nil
 		},
 		// Verification is done in full by VerifyConnection below.
 		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection verifies the chain and the SPIFFE id
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			svc, err := verifyPeer(cs, s.cur.Load().pool, x509.ExtKeyUsageServerAuth)
+			svc, err := verifyPeer(cs, s.r.current().pool, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}

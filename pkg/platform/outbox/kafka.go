@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
 // Kafka publishes to Kafka with every replica's acknowledgement and keys hashed to partitions, so the
@@ -22,11 +25,13 @@ type Kafka struct {
 // parks it instead of retrying it for ever.
 const MaxKafkaMessageBytes = 1048588
 
-// NewKafka returns a publisher to the brokers ("host:port"). Topics must exist (EnsureTopics): auto
-// creation would give them the broker's default partition count.
-func NewKafka(brokers []string) *Kafka {
+// NewKafka returns a publisher to the brokers ("host:port") authenticating with auth (nil: none; see
+// config.Kafka.SASL). Topics must exist (EnsureTopics): auto creation would give them the broker's
+// default partition count.
+func NewKafka(brokers []string, auth sasl.Mechanism) *Kafka {
 	return &Kafka{w: &kafka.Writer{
-		Addr: kafka.TCP(brokers...),
+		Addr:      kafka.TCP(brokers...),
+		Transport: kafkaauth.Transport(auth),
 		// The zero value is RequireNone: the broker would not even have to write the event.
 		RequiredAcks: kafka.RequireAll,
 		Balancer:     &kafka.Hash{},
@@ -131,8 +136,10 @@ type Topic struct {
 }
 
 // EnsureTopics creates the topics that do not exist yet, with explicit partition counts, and waits
-// until the cluster's metadata lists them all. Existing topics are left as they are.
-func EnsureTopics(ctx context.Context, brokers []string, topics ...Topic) error {
+// until the cluster's metadata lists them all, authenticating with auth (nil: none). Existing topics are
+// left as they are. On a broker with ACLs the user needs Create on each topic (infra.sh's kafkaacl
+// grants it on the topics the service writes).
+func EnsureTopics(ctx context.Context, brokers []string, auth sasl.Mechanism, topics ...Topic) error {
 	if len(brokers) == 0 {
 		return errors.New("ensure topics: no brokers")
 	}
@@ -140,7 +147,7 @@ func EnsureTopics(ctx context.Context, brokers []string, topics ...Topic) error 
 	if err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
-	client := &kafka.Client{Addr: addr, Timeout: 10 * time.Second}
+	client := &kafka.Client{Addr: addr, Timeout: 10 * time.Second, Transport: kafkaauth.Transport(auth)}
 	req := &kafka.CreateTopicsRequest{Addr: addr}
 	names := make([]string, 0, len(topics))
 	for _, t := range topics {

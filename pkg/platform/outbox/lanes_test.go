@@ -248,13 +248,13 @@ func TestNATSOutageDoesNotDelayKafka(t *testing.T) {
 			kb := e.kafka(t)
 			topic := uniq("lanes-")
 			const partitions = 3
-			if err := outbox.EnsureTopics(ctx, kb, outbox.Topic{Name: topic, Partitions: partitions}); err != nil {
+			if err := outbox.EnsureTopics(ctx, kb, nil, outbox.Topic{Name: topic, Partitions: partitions}); err != nil {
 				t.Fatal(err)
 			}
 			ns := startNATS(t)
 			prefix := uniq("lanes")
 			js, stream := jetStreamAt(t, ns.url(), prefix)
-			kp := outbox.NewKafka(kb)
+			kp := outbox.NewKafka(kb, nil)
 			t.Cleanup(func() { _ = kp.Close() })
 			reg := prometheus.NewRegistry()
 			relay, err := outbox.NewRelay(db, orderLanes(kp, outbox.NewJetStream(js), prefix+"."), discard(), reg, outbox.RelayConfig{
@@ -347,7 +347,7 @@ func TestPoisonRowsAreParkedAndUnparked(t *testing.T) {
 			db, d := setup(t, e.dsn(t))
 			kb := e.kafka(t)
 			topic := uniq("poison-")
-			if err := outbox.EnsureTopics(ctx, kb, outbox.Topic{Name: topic, Partitions: 2}); err != nil {
+			if err := outbox.EnsureTopics(ctx, kb, nil, outbox.Topic{Name: topic, Partitions: 2}); err != nil {
 				t.Fatal(err)
 			}
 			natsURL := ""
@@ -358,7 +358,7 @@ func TestPoisonRowsAreParkedAndUnparked(t *testing.T) {
 			}
 			prefix := uniq("poison")
 			js, stream := jetStreamAt(t, natsURL, prefix)
-			kp := outbox.NewKafka(kb)
+			kp := outbox.NewKafka(kb, nil)
 			t.Cleanup(func() { _ = kp.Close() })
 			reg := prometheus.NewRegistry()
 			relay, err := outbox.NewRelay(db, orderLanes(kp, outbox.NewJetStream(js), prefix+"."), discard(), reg, outbox.RelayConfig{
@@ -687,10 +687,10 @@ func TestUnknownTopicIsParkedNotRetriedForEver(t *testing.T) {
 			db, d := setup(t, e.dsn(t))
 			kb := e.kafka(t)
 			topic := uniq("known-")
-			if err := outbox.EnsureTopics(ctx, kb, outbox.Topic{Name: topic, Partitions: 1}); err != nil {
+			if err := outbox.EnsureTopics(ctx, kb, nil, outbox.Topic{Name: topic, Partitions: 1}); err != nil {
 				t.Fatal(err)
 			}
-			kp := outbox.NewKafka(kb)
+			kp := outbox.NewKafka(kb, nil)
 			t.Cleanup(func() { _ = kp.Close() })
 			reg := prometheus.NewRegistry()
 			relay, err := outbox.NewRelay(db, kp, discard(), reg, outbox.RelayConfig{

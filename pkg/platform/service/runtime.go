@@ -113,12 +113,12 @@ func (s *Service) OnStop(fn func() error) { s.closers = append(s.closers, fn) }
 // AddDependency reports d in readiness (see platform.AddDependencies).
 func (s *Service) AddDependency(d platform.Dependency) { s.deps = append(s.deps, d) }
 
-// NATS connects to url (reconnecting for ever), reports it as the "nats" dependency and closes it
-// when the service stops.
-func (s *Service) NATS(url string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(s.name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
+// NATS connects to n's URL as n's user (reconnecting for ever), reports it as the "nats" dependency
+// and closes it when the service stops.
+func (s *Service) NATS(n config.NATS) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(n.NatsURL, nats.Name(s.name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1), n.Auth())
 	if err != nil {
-		return nil, nil, fmt.Errorf("nats %s: %w", url, err)
+		return nil, nil, fmt.Errorf("nats %s: %w", n.NatsURL, err)
 	}
 	s.OnStop(func() error { nc.Close(); return nil })
 	js, err := jetstream.New(nc)
@@ -130,24 +130,25 @@ func (s *Service) NATS(url string) (*nats.Conn, jetstream.JetStream, error) {
 }
 
 // Kafka creates the topics the service writes (when missing) and returns a publisher for the relay,
-// reports the brokers as the "kafka" dependency and closes the publisher when the service stops.
-func (s *Service) Kafka(ctx context.Context, brokers []string, topics ...outbox.Topic) (*outbox.Kafka, error) {
+// reports the brokers as the "kafka" dependency and closes the publisher when the service stops. Every
+// connection authenticates with k's credential (k.SASL); give consumers the same (consumer.KafkaConfig.SASL).
+func (s *Service) Kafka(ctx context.Context, k config.Kafka, topics ...outbox.Topic) (*outbox.Kafka, error) {
 	if len(topics) > 0 {
-		if err := outbox.EnsureTopics(ctx, brokers, topics...); err != nil {
+		if err := outbox.EnsureTopics(ctx, k.KafkaBrokers, k.SASL(), topics...); err != nil {
 			return nil, fmt.Errorf("kafka topics: %w", err)
 		}
 	}
-	s.KafkaDependency(brokers)
-	pub := outbox.NewKafka(brokers)
+	s.KafkaDependency(k)
+	pub := outbox.NewKafka(k.KafkaBrokers, k.SASL())
 	s.OnStop(pub.Close)
 	return pub, nil
 }
 
-// KafkaDependency reports the brokers as the "kafka" dependency (once).
-func (s *Service) KafkaDependency(brokers []string) {
+// KafkaDependency reports k's brokers as the "kafka" dependency (once), checked with k's credential.
+func (s *Service) KafkaDependency(k config.Kafka) {
 	if !s.kafka {
 		s.kafka = true
-		s.AddDependency(platform.Dependency{Name: "kafka", Check: depcheck.Kafka(brokers)})
+		s.AddDependency(platform.Dependency{Name: "kafka", Check: depcheck.Kafka(k.KafkaBrokers, k.SASL())})
 	}
 }
 

@@ -128,7 +128,7 @@ func Run[C any, PC configOf[C]](ctx context.Context, spec Spec[C], args []string
 	case "-h", "-help", "--help", "help":
 		return usage(spec, prefix, env)
 	case "check-config":
-		defaults := spec.Defaults(profileOf(prefix, env.Lookup))
+		defaults := spec.Defaults(listedProfile(prefix, env.Lookup))
 		// Every variable the service reads: its own and the shared ones it takes as aliases (KAFKA_BROKERS).
 		var keys []string
 		for _, v := range config.Vars(&defaults, prefix) {
@@ -224,10 +224,13 @@ func Prefix(name string) string {
 	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// profileOf is the profile <prefix>_PROFILE selects (config.Load's rule).
-func profileOf(prefix string, lookup config.Lookup) config.Profile {
-	if v, ok := lookup(prefix + "_PROFILE"); ok && v != "" {
-		return config.Profile(v)
+// listedProfile is the profile whose defaults -h and check-config -keys list: the one <prefix>_PROFILE
+// selects (config.Load's rule), or dev's when none (or an unknown one) is, since listing the variables
+// must work before a profile is chosen. Only listing: serve, migrate, healthcheck and check-config itself
+// refuse to run without a profile (config.Load).
+func listedProfile(prefix string, lookup config.Lookup) config.Profile {
+	if p, err := config.SelectedProfile(prefix, lookup); err == nil {
+		return p
 	}
 	return config.Dev
 }
@@ -243,7 +246,7 @@ func databaseDSN[C any](spec Spec[C], cfg any) (string, error) {
 
 // usage is -h: the commands, then every environment variable with its default and meaning.
 func usage[C any](spec Spec[C], prefix string, env Env) error {
-	profile := profileOf(prefix, env.Lookup)
+	profile := listedProfile(prefix, env.Lookup)
 	defaults := spec.Defaults(profile)
 	w := env.Stdout
 	fmt.Fprintf(w, "%s — %s\n\nUsage:\n", spec.Name, spec.Summary)
@@ -255,6 +258,12 @@ func usage[C any](spec Spec[C], prefix string, env Env) error {
 	fmt.Fprintf(w, "  %s check-config [-keys]   validate the environment; fail on unknown %s_* variables (-keys lists them)\n", spec.Name, prefix)
 	fmt.Fprintf(w, "  %s healthcheck        exit 0 when the running server reports SERVING (container healthchecks)\n", spec.Name)
 	fmt.Fprintf(w, "  %s -h                 this help\n\n", spec.Name)
-	fmt.Fprintf(w, "Environment (defaults of profile %q; %s_PROFILE selects dev, test, compose, k8s or prod):\n", profile, prefix)
-	return config.WriteVars(w, config.Vars(&defaults, prefix))
+	fmt.Fprintf(w, "Environment (defaults of profile %q; %s_PROFILE must be set, to dev (what make run uses), test, compose, k8s or prod):\n", profile, prefix)
+	vars := config.Vars(&defaults, prefix)
+	for i, v := range vars {
+		if v.Name == prefix+"_PROFILE" {
+			vars[i].Default, _ = env.Lookup(v.Name) // no default: what is set, or nothing
+		}
+	}
+	return config.WriteVars(w, vars)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -73,7 +74,18 @@ func demoSpec(t *testing.T, addr string, wire func(context.Context, *service.Ser
 	}
 }
 
+// devProfile is a lookup with only DEMO_PROFILE=dev.
+func devProfile(k string) (string, bool) { return "dev", k == "DEMO_PROFILE" }
+
+// env is a process environment of vars, with DEMO_PROFILE=dev unless vars sets DEMO_PROFILE (even to "").
 func env(vars map[string]string, out *bytes.Buffer) service.Env {
+	if _, ok := vars["DEMO_PROFILE"]; !ok {
+		vars = maps.Clone(vars)
+		if vars == nil {
+			vars = map[string]string{}
+		}
+		vars["DEMO_PROFILE"] = "dev"
+	}
 	var environ []string
 	for k, v := range vars {
 		environ = append(environ, k+"="+v)
@@ -160,7 +172,7 @@ func TestWorkersOutliveTheDrainAndClosersRunLast(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	out := &syncBuffer{}
-	go func() { done <- service.Run(ctx, spec, nil, service.Env{Stdout: out}) }()
+	go func() { done <- service.Run(ctx, spec, nil, service.Env{Lookup: devProfile, Stdout: out}) }()
 	waitHealthy(t, addr, done)
 	<-started
 	cancel()
@@ -197,7 +209,7 @@ func TestFailingWorkerStopsTheService(t *testing.T) {
 		return nil
 	})
 	done := make(chan error, 1)
-	go func() { done <- service.Run(t.Context(), spec, nil, service.Env{}) }()
+	go func() { done <- service.Run(t.Context(), spec, nil, service.Env{Lookup: devProfile}) }()
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "consumer: broker refused the group") {
@@ -213,7 +225,7 @@ func TestFailingWorkerStopsTheService(t *testing.T) {
 
 func TestWireMustRegisterOneServer(t *testing.T) {
 	spec := demoSpec(t, freeAddr(t), func(context.Context, *service.Service, demoConfig) error { return nil })
-	err := service.Run(t.Context(), spec, []string{"serve"}, service.Env{})
+	err := service.Run(t.Context(), spec, []string{"serve"}, service.Env{Lookup: devProfile})
 	if err == nil || !strings.Contains(err.Error(), "exactly one server") {
 		t.Fatalf("Run = %v, want a missing-server error", err)
 	}
@@ -260,6 +272,52 @@ func TestCheckConfigAndCommands(t *testing.T) {
 	}
 	if err := service.Run(t.Context(), spec, []string{"serv"}, env(nil, &out)); err == nil || !strings.Contains(err.Error(), `"serv"`) {
 		t.Fatalf("an unknown command = %v", err)
+	}
+}
+
+// TestNoProfileRefusesToStart: without DEMO_PROFILE (unset or empty) serve, migrate, check-config and
+// healthcheck refuse with the variable and the choices named, and nothing is served or migrated; -h and
+// check-config -keys still list the variables.
+func TestNoProfileRefusesToStart(t *testing.T) {
+	addr := freeAddr(t)
+	wired := false
+	spec := demoSpec(t, addr, func(_ context.Context, s *service.Service, _ demoConfig) error {
+		wired = true
+		s.GRPC()
+		return nil
+	})
+	for _, vars := range []map[string]string{{"DEMO_GREETING": "hi"}, {"DEMO_PROFILE": "", "DEMO_GREETING": "hi"}, {"DEMO_PROFILE": " "}} {
+		for _, args := range [][]string{nil, {"serve"}, {"migrate", "up"}, {"check-config"}, {"healthcheck"}} {
+			var out bytes.Buffer
+			e := env(vars, &out)
+			if _, set := vars["DEMO_PROFILE"]; !set {
+				e.Lookup = func(k string) (string, bool) { v, ok := vars[k]; return v, ok } // really unset
+			}
+			err := service.Run(t.Context(), spec, args, e)
+			want := "DEMO_PROFILE is not set: choose dev (what make run uses), test, compose, k8s or prod"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q with %v = %v, want %q", args, vars, err, want)
+			}
+			var np *config.NoProfileError
+			if !errors.As(err, &np) || np.Variable != "DEMO_PROFILE" {
+				t.Errorf("%q: %v is not a *config.NoProfileError naming DEMO_PROFILE", args, err)
+			}
+		}
+	}
+	if wired {
+		t.Error("Wire ran without a profile")
+	}
+	if healthy(t.Context(), addr) == nil {
+		t.Error("something serves on the service's address")
+	}
+	var out bytes.Buffer
+	bare := service.Env{Stdout: &out}
+	if err := service.Run(t.Context(), spec, []string{"-h"}, bare); err != nil || !strings.Contains(out.String(), "DEMO_PROFILE must be set") {
+		t.Fatalf("-h without a profile = %v:\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := service.Run(t.Context(), spec, []string{"check-config", "-keys"}, bare); err != nil || !strings.Contains(out.String(), "DEMO_PROFILE\n") {
+		t.Fatalf("check-config -keys without a profile = %v:\n%s", err, out.String())
 	}
 }
 

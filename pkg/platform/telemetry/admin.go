@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,6 +85,52 @@ func (t *Telemetry) AdminHandler(health func() bool, opts ...AdminOption) http.H
 // AdminShutdownTimeout bounds how long ServeAdmin waits for requests in flight.
 const AdminShutdownTimeout = 5 * time.Second
 
+// Limits of the admin server against slow or oversized requests. Its routes are all GETs for
+// operators and scrapers, so the limits are tight and fixed: a client has AdminReadHeaderTimeout to
+// send its headers and AdminReadTimeout for the whole request; headers larger than AdminMaxHeaderBytes
+// get 431, bodies larger than AdminMaxBodyBytes get 413 (a JSON error naming the limit).
+const (
+	AdminReadHeaderTimeout = 5 * time.Second
+	AdminReadTimeout       = 10 * time.Second
+	AdminIdleTimeout       = 2 * time.Minute
+	AdminMaxHeaderBytes    = 16 << 10
+	AdminMaxBodyBytes      = 4 << 10
+)
+
+// limitBody answers 413 to a request whose body is larger than limit, before h sees it: a declared
+// length over the limit is refused at once; any other body is read first (bounded by limit and the
+// server's ReadTimeout), so a chunked one is measured too, and one the client does not finish in time
+// gets 408.
+func limitBody(limit int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			adminError(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("the body is larger than %d bytes", limit))
+			return
+		}
+		if r.ContentLength != 0 {
+			_, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, limit))
+			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+				adminError(w, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("the body is larger than %d bytes", limit))
+				return
+			}
+			if err != nil {
+				adminError(w, http.StatusRequestTimeout, "REQUEST_TIMEOUT", "the body was not received in time")
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// adminError writes a JSON error the way the gateway's API does (code, message, status) and closes the
+// connection, whose request body may be left unread.
+func adminError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"code":%q,"message":%q,"status":%d}`+"\n", code, message, status)
+}
+
 // ServeAdmin listens on addr and serves h until ctx is done, then shuts down
 // gracefully. It returns nil after a clean shutdown.
 func ServeAdmin(ctx context.Context, addr string, h http.Handler) error {
@@ -98,12 +145,13 @@ func ServeAdmin(ctx context.Context, addr string, h http.Handler) error {
 // ServeAdminListener is ServeAdmin on an existing listener (tests use 127.0.0.1:0).
 func ServeAdminListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+		Handler:           limitBody(AdminMaxBodyBytes, h),
+		ReadHeaderTimeout: AdminReadHeaderTimeout,
+		ReadTimeout:       AdminReadTimeout,
 		// A CPU profile or trace may take 30s by default; leave room for it.
-		WriteTimeout: 60 * time.Second,
-		IdleTimeout:  2 * time.Minute,
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    AdminIdleTimeout,
+		MaxHeaderBytes: AdminMaxHeaderBytes,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

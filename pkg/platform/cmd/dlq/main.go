@@ -5,6 +5,10 @@
 //	dlq list   -nats nats://127.0.0.1:4222 -stream ORDERS_DLQ [-durable shopmesh-dlq-replay]
 //	dlq replay -nats nats://127.0.0.1:4222 -stream ORDERS_DLQ [-durable …] [-event id,id…]
 //
+// Against brokers that authenticate (infra.sh with INFRA_AUTH=1), the Kafka commands use the
+// SASL/SCRAM-SHA-512 credential in KAFKA_USERNAME and KAFKA_PASSWORD (infra.env's admin user), the
+// NATS commands the user and password in NATS_USER and NATS_PASSWORD.
+//
 // list prints one line per dead letter: its position, event id, original topic and position, the
 // consumer that gave up, cause, attempts, time, whether a replay already sent it, and the reason.
 // replay republishes the entries not yet replayed to their original topic with their event id (the
@@ -30,12 +34,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer/dlq"
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dlq:", err)
@@ -48,7 +54,7 @@ type tool interface {
 	Replay(context.Context, func(dlq.Entry) bool) (dlq.Report, error)
 }
 
-func run(ctx context.Context, args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
 		return errors.New("usage: dlq list|replay (-brokers B -topic T.dlq [-group G] | -nats URL -stream S [-durable D]) [-event ids] [-timeout d]")
 	}
@@ -72,9 +78,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var t tool
 	switch {
 	case *brokers != "" && *topic != "" && *natsURL == "":
-		t = dlq.Kafka{Brokers: strings.Split(*brokers, ","), Topic: *topic, Group: *group}
+		auth, err := kafkaauth.Mechanism(getenv("KAFKA_USERNAME"), getenv("KAFKA_PASSWORD"))
+		if err != nil {
+			return fmt.Errorf("KAFKA_USERNAME/KAFKA_PASSWORD: %w", err)
+		}
+		t = dlq.Kafka{Brokers: strings.Split(*brokers, ","), SASL: auth, Topic: *topic, Group: *group}
 	case *natsURL != "" && *stream != "" && *brokers == "":
-		nc, err := nats.Connect(*natsURL, nats.Name("dlq"), nats.Timeout(10*time.Second))
+		n := config.NATS{NatsURL: *natsURL, NatsUser: getenv("NATS_USER"), NatsPassword: config.Secret(getenv("NATS_PASSWORD"))}
+		if err := n.Validate(); err != nil {
+			return fmt.Errorf("NATS_USER/NATS_PASSWORD: %w", err)
+		}
+		nc, err := nats.Connect(*natsURL, nats.Name("dlq"), nats.Timeout(10*time.Second), n.Auth())
 		if err != nil {
 			return fmt.Errorf("nats %s: %w", *natsURL, err)
 		}

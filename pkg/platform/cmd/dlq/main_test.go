@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func TestListReplayKafka(t *testing.T) {
 	defer c.Close()
 	brokers := c.ListenAddrs()
 	const topic = "shop.events"
-	if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: topic, Partitions: 1},
+	if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: topic, Partitions: 1},
 		outbox.Topic{Name: consumer.DeadLetterTopic(topic), Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestListReplayKafka(t *testing.T) {
 	cmd := func(args ...string) string {
 		t.Helper()
 		var out bytes.Buffer
-		if err := run(ctx, append(args, "-brokers", strings.Join(brokers, ","), "-topic", consumer.DeadLetterTopic(topic)), &out); err != nil {
+		if err := run(ctx, append(args, "-brokers", strings.Join(brokers, ","), "-topic", consumer.DeadLetterTopic(topic)), os.Getenv, &out); err != nil {
 			t.Fatalf("dlq %v: %v\n%s", args, err, out.String())
 		}
 		t.Logf("dlq %s:\n%s", args[0], out.String())
@@ -82,7 +83,7 @@ func TestListReplayKafka(t *testing.T) {
 		h["dlq-replayed-from"] == "" {
 		t.Errorf("replayed message key %q value %q headers %v", m.Key, m.Value, h)
 	}
-	if err := run(ctx, []string{"list"}, &bytes.Buffer{}); err == nil {
+	if err := run(ctx, []string{"list"}, os.Getenv, &bytes.Buffer{}); err == nil {
 		t.Error("list without a broker accepted")
 	}
 }

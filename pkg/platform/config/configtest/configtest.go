@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
@@ -76,6 +77,29 @@ func CheckCommandSuite(t *testing.T, s CheckSuite) {
 		t.Parallel()
 		s.checkConfigKeys(t)
 	})
+	t.Run("NoProfile", func(t *testing.T) {
+		t.Parallel()
+		s.noProfile(t)
+	})
+}
+
+// noProfile: without <P>_PROFILE (unset or empty) serve, check-config and healthcheck refuse to run,
+// naming the variable and the choices, however valid the rest of the environment.
+func (s CheckSuite) noProfile(t *testing.T) {
+	want := s.Prefix + "PROFILE is not set: choose dev (what make run uses), test, compose, k8s or prod"
+	unset := s.env("127.0.0.1:0")
+	delete(unset, s.Prefix+"PROFILE")
+	empty := merge(unset, map[string]string{s.Prefix + "PROFILE": ""})
+	for _, env := range []map[string]string{unset, empty} {
+		for _, args := range [][]string{nil, {"serve"}, {"check-config"}, {"healthcheck"}} {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			err := s.Run(ctx, args, lookup(env), &bytes.Buffer{})
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q without a profile: err = %v, want %q", args, err, want)
+			}
+		}
+	}
 }
 
 func (s CheckSuite) healthcheckNothingListening(t *testing.T) {

@@ -153,11 +153,11 @@ func kafkaBroker(t *testing.T, e env) broker {
 		brokers = c.ListenAddrs()
 	}
 	topic := uniq("dlq-")
-	if err := outbox.EnsureTopics(timeout(t, 30*time.Second), brokers, outbox.Topic{Name: topic, Partitions: 3},
+	if err := outbox.EnsureTopics(timeout(t, 30*time.Second), brokers, nil, outbox.Topic{Name: topic, Partitions: 3},
 		outbox.Topic{Name: consumer.DeadLetterTopic(topic), Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
-	pub := outbox.NewKafka(brokers)
+	pub := outbox.NewKafka(brokers, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	groups := map[string]string{}
 	return broker{

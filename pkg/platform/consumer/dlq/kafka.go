@@ -8,11 +8,17 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
 // Kafka reads and replays one dead-letter topic.
 type Kafka struct {
 	Brokers []string
+	// SASL authenticates every connection (nil: none; the dlq command uses KAFKA_USERNAME and
+	// KAFKA_PASSWORD). The user needs Read on the topic and the group, Write on the original topics.
+	SASL sasl.Mechanism
 	// Topic is the dead-letter topic, e.g. "shopmesh.order.events.dlq".
 	Topic string
 	// Group is the consumer group whose committed offsets record the replays (default
@@ -40,7 +46,7 @@ type partitionRange struct {
 }
 
 func (k Kafka) client() *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout}
+	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: k.Timeout, Transport: kafkaauth.Transport(k.SASL)}
 }
 
 func (k Kafka) ranges(ctx context.Context) ([]partitionRange, error) {
@@ -108,7 +114,7 @@ func (k Kafka) read(ctx context.Context, partition int, from, next int64, fn fun
 	if from >= next {
 		return nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: k.Topic, Partition: partition,
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Dialer: kafkaauth.Dialer(k.SASL), Topic: k.Topic, Partition: partition,
 		MaxWait: 500 * time.Millisecond, MaxBytes: 10 << 20})
 	defer r.Close()
 	if err := r.SetOffset(from); err != nil {
@@ -172,7 +178,7 @@ func (k Kafka) Replay(ctx context.Context, only func(Entry) bool) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Transport: kafkaauth.Transport(k.SASL), RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
 		BatchTimeout: 5 * time.Millisecond, MaxAttempts: 3, WriteTimeout: k.Timeout}
 	defer func() { _ = w.Close() }()
 	var rep Report

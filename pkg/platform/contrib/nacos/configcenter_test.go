@@ -24,7 +24,7 @@ func TestConfigCenterFollowsNacos(t *testing.T) {
 	addr := nacostest.Require(t)
 	svc := uniqueService("cc")
 	cfg := testConfig(svc)
-	cfg.Registry.Nacos = nacos.Default(addr, nacostest.Dir(t))
+	cfg.Registry.Nacos = nacostest.Auth(nacos.Default(addr, nacostest.Dir(t)))
 	cfg.Registry.Nacos.Group = fmt.Sprintf("cc-%08x", rand.Uint32())
 	cfg.ConfigCenter.Backend = config.ConfigCenterNacos
 

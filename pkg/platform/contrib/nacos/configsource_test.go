@@ -19,7 +19,7 @@ import (
 // limiter follow them; a malformed one is rejected and the previous value stays.
 func TestNacosPublishChangesRateLimit(t *testing.T) {
 	addr := nacostest.Require(t)
-	cfg := nacos.Default(addr, nacostest.Dir(t))
+	cfg := nacostest.Auth(nacos.Default(addr, nacostest.Dir(t)))
 	cfg.Group = fmt.Sprintf("test-%08x", rand.Uint32())
 	src, err := nacos.NewConfigSource(cfg)
 	if err != nil {

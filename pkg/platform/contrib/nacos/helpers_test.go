@@ -45,7 +45,7 @@ func newClient(t testing.TB, addr, dir string) *nacos.Client {
 	if dir == "" {
 		dir = nacostest.Dir(t)
 	}
-	c, err := nacos.New(nacos.Default(addr, dir), testLogger(t), prometheus.NewRegistry())
+	c, err := nacos.New(nacostest.Auth(nacos.Default(addr, dir)), testLogger(t), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

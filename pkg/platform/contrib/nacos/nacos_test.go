@@ -161,6 +161,11 @@ func instanceList(t *testing.T, nacosAddr, svc string) []nacosHost {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		u := "http://" + nacosAddr + "/nacos/v1/ns/instance/list?serviceName=" + url.QueryEscape(svc)
+		if tok, err := nacostest.AccessToken(ctx, nacosAddr); err != nil {
+			return false
+		} else if tok != "" {
+			u += "&accessToken=" + url.QueryEscape(tok)
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -39,6 +39,11 @@ func nacosInstances(addr, service string) ([]string, error) {
 	q := url.Values{"serviceName": {service}, "groupName": {"DEFAULT_GROUP"}, "healthyOnly": {"true"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	if tok, err := nacostest.AccessToken(ctx, addr); err != nil {
+		return nil, err
+	} else if tok != "" {
+		q.Set("accessToken", tok)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/nacos/v1/ns/instance/list?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
@@ -139,7 +144,7 @@ func startFacadeNode(t *testing.T, nacosAddr, service string) *facadeNode {
 	t.Helper()
 	cfg := testConfig(service)
 	cfg.Server.DrainDelay = 1500 * time.Millisecond
-	nc, err := nacos.New(nacos.Default(nacosAddr, nacostest.Dir(t)), quiet(), nil)
+	nc, err := nacos.New(nacostest.Auth(nacos.Default(nacosAddr, nacostest.Dir(t))), quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +218,7 @@ func TestRollingRestartUnderLoadNacos(t *testing.T) {
 	svc := uniqueService("rolling")
 	nodes := []*facadeNode{startFacadeNode(t, addr, svc), startFacadeNode(t, addr, svc), startFacadeNode(t, addr, svc)}
 
-	resolverClient, err := nacos.New(nacos.Default(addr, nacostest.Dir(t)), quiet(), nil)
+	resolverClient, err := nacos.New(nacostest.Auth(nacos.Default(addr, nacostest.Dir(t))), quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +335,7 @@ func TestRegistryFromConfigNacos(t *testing.T) {
 		cfg.Registry.Nacos.Addrs = []string{addr}
 		cfg.Registry.Nacos.CacheDir, cfg.Registry.Nacos.LogDir = dir+"/cache", dir+"/log"
 		cfg.Registry.Nacos.AdvertiseHost = "127.0.0.1"
+		cfg.Registry.Nacos = nacostest.Auth(cfg.Registry.Nacos)
 		return cfg
 	}
 

@@ -18,7 +18,7 @@ func Default(addr, dir string) Config { return regnacos.Default(addr, dir) }
 // SDKConfig returns the SDK client and server configuration (shared by the registry, the config-center
 // source and nacostest's publisher). Empty instance lists replace the cached ones (issues #420, #781:
 // otherwise clients keep routing to instances that are gone), and the disk cache is loaded at start for
-// starts during an outage.
+// starts during an outage. With a Username the SDK logs in and sends its access token with every request.
 func SDKConfig(c Config) (constant.ClientConfig, []constant.ServerConfig, error) {
 	if err := c.Validate(); err != nil {
 		return constant.ClientConfig{}, nil, fmt.Errorf("nacos config: %w", err)
@@ -39,6 +39,8 @@ func SDKConfig(c Config) (constant.ClientConfig, []constant.ServerConfig, error)
 		constant.WithLogLevel(c.LogLevel),
 		constant.WithNotLoadCacheAtStart(false),
 		constant.WithUpdateCacheWhenEmpty(true),
+		constant.WithUsername(c.Username),
+		constant.WithPassword(c.Password.Reveal()),
 	)
 	return cc, servers, nil
 }

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/shopmesh/shopmesh/pkg/platform/config/secret"
 )
 
 // DefaultGroup is the group used when Config.Group is empty.
@@ -27,6 +29,11 @@ type Config struct {
 	Group     string `help:"Nacos group"`
 	// Cluster is the Nacos cluster instances register in and resolvers read ("" = DEFAULT).
 	Cluster string `help:"Nacos cluster instances register in and resolvers read (empty: DEFAULT)"`
+	// Username and Password log the SDK in (/nacos/v1/auth/login) when Nacos authenticates its clients
+	// (rnacos RNACOS_ENABLE_OPEN_API_AUTH=true); every request then carries the access token. Empty
+	// Username: no login.
+	Username string       `help:"Nacos user the SDK logs in as; empty: no authentication"`
+	Password secret.Value `help:"the Nacos user's password; set with username"`
 	// CacheDir keeps the SDK's instance and config snapshots, so a process started while Nacos is down
 	// still finds its dependencies; LogDir receives the SDK's own log. Both are required: the SDK's default
 	// is the working directory, which would write into the repository.
@@ -81,6 +88,12 @@ func (c Config) Validate() error {
 		if _, _, err := splitAddr(a); err != nil {
 			errs = append(errs, fmt.Errorf("addrs: %w", err))
 		}
+	}
+	if c.Username != "" && c.Password == "" {
+		errs = append(errs, errors.New("password: must be set with username"))
+	}
+	if c.Username == "" && c.Password != "" {
+		errs = append(errs, errors.New("username: must be set with password"))
 	}
 	if c.CacheDir == "" {
 		errs = append(errs, errors.New("cache_dir: must be set (the SDK default is the working directory)"))

@@ -23,6 +23,11 @@ func spec() service.Spec[config.Config] {
 		Defaults: config.Default, Wire: wire,
 		Backends: []platform.Backend{nacos.Backend()}, // GATEWAY_REGISTRY_BACKEND=nacos, GATEWAY_CONFIG_CENTER_BACKEND=nacos
 		// The gateway runs no gRPC server: its healthcheck is GET /healthz on the HTTP port.
-		Healthcheck: func(ctx context.Context, cfg config.Config) error { return healthcheck.Gateway(ctx, cfg.HTTPAddr) },
+		Healthcheck: func(ctx context.Context, cfg config.Config) error {
+			if cfg.HTTPS.Enabled() {
+				return healthcheck.GatewayHTTPS(ctx, cfg.HTTPAddr)
+			}
+			return healthcheck.Gateway(ctx, cfg.HTTPAddr)
+		},
 	}
 }

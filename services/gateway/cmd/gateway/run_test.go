@@ -20,8 +20,25 @@ type gatewayRun struct {
 	addr string     // the bound HTTP address
 	done chan error // the command's result, sent once all its log lines were read
 
-	mu   sync.Mutex
-	msgs []string // the msg of every log line
+	mu    sync.Mutex
+	msgs  []string // the msg of every log line
+	admin string   // the admin port's address, from its "admin serving" line
+}
+
+// adminAddr is the bound admin address (GATEWAY_ADMIN_ADDR 127.0.0.1:0), once logged.
+func (g *gatewayRun) adminAddr(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		g.mu.Lock()
+		a := g.admin
+		g.mu.Unlock()
+		if a != "" {
+			return a
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal(`no "admin serving" line`)
+	return ""
 }
 
 // logged reports whether the command logged a line with this msg.
@@ -49,6 +66,9 @@ func startGateway(ctx context.Context, t *testing.T, env map[string]string) *gat
 			}
 			g.mu.Lock()
 			g.msgs = append(g.msgs, l.Msg)
+			if l.Msg == "admin serving" {
+				g.admin = l.Addr
+			}
 			g.mu.Unlock()
 			if l.Msg == "serving" && l.Protocol == "http" {
 				addr <- l.Addr

@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/mtls"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
 	inventoryv1 "github.com/shopmesh/shopmesh/proto/gen/go/inventory/v1"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
@@ -29,6 +33,7 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 		conn, err := s.Dial(name)
 		if err == nil {
 			backends[name] = conn
+			s.AddDependency(backendDependency(name, conn))
 		}
 		return conn, err
 	}
@@ -69,7 +74,7 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 		return err
 	}
 	s.OnStop(func() error { api.Close(); return nil })
-	s.HTTP(&http.Server{
+	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
@@ -77,9 +82,45 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.Logger().Handler(), slog.LevelWarn),
-	}, cfg.HTTPAddr)
-	s.Logger().Info("http api", "dev_tokens", cfg.DevTokens(), "routes", len(api.Routes()))
+	}
+	if cfg.HTTPS.Enabled() {
+		// The platform's reloader (the one the mTLS files use): a replaced pair is presented to new
+		// connections within GATEWAY_TLS_RELOAD_INTERVAL; a pair that does not load is logged and ignored.
+		pair, err := mtls.LoadKeyPair(mtls.KeyPairConfig{
+			CertFile: cfg.HTTPS.CertFile, KeyFile: cfg.HTTPS.KeyFile, Reload: cfg.TLS.ReloadInterval, Logger: s.Logger(),
+		})
+		if err != nil {
+			return fmt.Errorf("https_cert_file, https_key_file: %w", err)
+		}
+		s.OnStop(pair.Close)
+		srv.TLSConfig = pair.ServerConfig()
+		leaf := pair.Certificate()
+		s.Logger().Info("https on", "subject", leaf.Subject.String(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	}
+	s.HTTP(srv, cfg.HTTPAddr)
+	if cfg.DevTokensOffLoopback() {
+		s.Logger().Warn("dev tokens off: POST /v1/dev/token is served only when GATEWAY_HTTP_ADDR is a loopback address",
+			"http_addr", cfg.HTTPAddr)
+	}
+	s.Logger().Info("http api", "dev_tokens", cfg.DevTokens(), "routes", len(api.Routes()), "https", cfg.HTTPS.Enabled(),
+		"https_terminated_upstream", cfg.HTTPS.TerminatedUpstream)
 	return nil
+}
+
+// backendDependency reports a backend's channel in the admin port's /readyz?verbose and
+// shopmesh_dependency_up{dependency}: down while it has no instance to call (every one unreachable or
+// not SERVING). An idle channel is asked to connect, so the report says what a call would find. Not
+// required: the gateway stays ready, the backend's routes answer 503.
+func backendDependency(name string, conn *grpc.ClientConn) platform.Dependency {
+	return platform.Dependency{Name: name, Check: func(context.Context) error {
+		switch st := conn.GetState(); st {
+		case connectivity.Idle:
+			conn.Connect()
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return fmt.Errorf("no instance to call (%s)", strings.ToLower(st.String()))
+		}
+		return nil
+	}}
 }
 
 // newTokens builds the token verifier: ES256 public keys from GATEWAY_JWT_JWKS_FILE (verify only), else

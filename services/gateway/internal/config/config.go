@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	platformcfg "github.com/shopmesh/shopmesh/pkg/platform/config"
@@ -14,7 +15,8 @@ import (
 )
 
 // DevJWTSecret is the fixed signing secret of the dev profile, so `make run` works without setup. Every
-// other profile must set GATEWAY_JWT_SECRET, and prod refuses this value.
+// other profile must set GATEWAY_JWT_SECRET, and prod and k8s refuse this value like every other one
+// committed in the repository (platformcfg.RefuseCommittedSecrets, when the configuration is loaded).
 const DevJWTSecret = "shopmesh-dev-secret-do-not-use-in-prod" //nolint:gosec // G101: the dev profile's, refused in prod
 
 // minSecretLen is the shortest HS256 secret accepted outside dev (RFC 7518 §3.2: at least the hash size).
@@ -24,7 +26,13 @@ const minSecretLen = 32
 type Config struct {
 	platformcfg.Config
 
-	HTTPAddr  string             `help:"HTTP/JSON API listen address, host:port"`
+	HTTPAddr string `help:"HTTP/JSON API listen address, host:port"`
+
+	// HTTPS, when its files are set, makes the API port serve HTTPS only (GATEWAY_HTTPS_CERT_FILE,
+	// GATEWAY_HTTPS_KEY_FILE; reloaded every GATEWAY_TLS_RELOAD_INTERVAL). The prod profile requires it
+	// unless GATEWAY_HTTPS_TERMINATED_UPSTREAM says a proxy in front terminates TLS.
+	HTTPS HTTPS
+
 	JWTSecret platformcfg.Secret `help:"HS256 key signing and verifying bearer tokens, key id \"default\"; required outside dev unless GATEWAY_JWT_KEYS is set, at least 32 bytes"`
 	// JWTKeys, when set, replaces JWTSecret: "kid:secret,kid:secret", the first signs and every one
 	// verifies (the token's kid picks the key), so old and new keys overlap during a rotation.
@@ -36,7 +44,7 @@ type Config struct {
 	JWTLeeway time.Duration `help:"clock skew allowed on a bearer token's exp, nbf and iat"`
 	// JWTIssuer is the iss of issued tokens and the only one accepted; the audience is always "shopmesh".
 	JWTIssuer string        `help:"iss of issued tokens and the only one accepted (the audience is always shopmesh)"`
-	TokenTTL  time.Duration `help:"lifetime of the tokens POST /v1/dev/token mints (dev profile only)"`
+	TokenTTL  time.Duration `help:"lifetime of the tokens POST /v1/dev/token mints (dev profile on a loopback GATEWAY_HTTP_ADDR only)"`
 
 	// CallTimeout bounds every unary call to a backend; CreateTimeout bounds CreateOrder, which runs the
 	// whole checkout saga and so must outlast the order service's saga timeout.
@@ -60,11 +68,24 @@ type Config struct {
 	ReadTimeout       time.Duration `help:"time a client has to send its whole request"`
 	WriteTimeout      time.Duration `help:"time to write a response, and each event of a stream"`
 	IdleTimeout       time.Duration `help:"how long an idle keep-alive connection is kept"`
-	MaxHeaderBytes    int           `help:"largest request header block, bytes"`
+	MaxHeaderBytes    int           `help:"largest request header block, bytes (431 above; net/http allows 4096 bytes of slack)"`
 	// HTTPShutdownTimeout is the gateway's older name for Server.ShutdownTimeout: when set (> 0) it
 	// replaces it (see Base). 0 leaves GATEWAY_SERVER_SHUTDOWN_TIMEOUT in charge.
 	HTTPShutdownTimeout time.Duration `help:"older name of GATEWAY_SERVER_SHUTDOWN_TIMEOUT; when > 0 it replaces it"`
 }
+
+// HTTPS is the API port's own TLS (not the mTLS of GATEWAY_TLS_*, which is the gateway's identity
+// towards the services).
+type HTTPS struct {
+	CertFile string `help:"HTTPS certificate of the API port, PEM (leaf then intermediates); with GATEWAY_HTTPS_KEY_FILE the port serves HTTPS only (TLS 1.2+, HTTP/2), the files reloaded every GATEWAY_TLS_RELOAD_INTERVAL without a restart"`
+	KeyFile  string `help:"private key of GATEWAY_HTTPS_CERT_FILE, PEM"`
+	// TerminatedUpstream is the prod profile's explicit opt-out: a load balancer or ingress in front
+	// terminates TLS, and the gateway's port is reachable only from it.
+	TerminatedUpstream bool `help:"a proxy in front terminates TLS and the API port is reachable only from it: lets the prod profile serve plain HTTP (prod refuses to start without GATEWAY_HTTPS_CERT_FILE otherwise)"`
+}
+
+// Enabled reports whether the API port serves HTTPS.
+func (h HTTPS) Enabled() bool { return h.CertFile != "" || h.KeyFile != "" }
 
 // Default returns the defaults of a profile.
 func Default(profile platformcfg.Profile) Config {
@@ -110,8 +131,30 @@ func (c *Config) Base() *platformcfg.Config {
 	return &c.Config
 }
 
-// DevTokens reports whether POST /v1/dev/token is served (dev profile only).
-func (c Config) DevTokens() bool { return c.Profile == platformcfg.Dev }
+// DevTokens reports whether POST /v1/dev/token is served: in the dev profile, and only while the API
+// listens on a loopback address (GATEWAY_HTTP_ADDR 127.0.0.1:…, [::1]:… or localhost:…; never an empty
+// host, which is every interface). The handler also refuses a request that did not arrive on a loopback
+// address.
+func (c Config) DevTokens() bool { return c.Profile == platformcfg.Dev && LoopbackAddr(c.HTTPAddr) }
+
+// DevTokensOffLoopback reports the dev profile listening beyond loopback: POST /v1/dev/token is then not
+// served (the service logs it at start-up).
+func (c Config) DevTokensOffLoopback() bool {
+	return c.Profile == platformcfg.Dev && !LoopbackAddr(c.HTTPAddr)
+}
+
+// LoopbackAddr reports whether the host of addr (host:port) is a loopback IP or "localhost".
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // JWTKeySet returns the token keys: GATEWAY_JWT_KEYS when set, else GATEWAY_JWT_SECRET as the single
 // key "default". The first key signs.
@@ -129,6 +172,14 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		addf("http_addr: %q is not host:port", c.HTTPAddr)
 	}
+	switch {
+	case c.HTTPS.Enabled() && (c.HTTPS.CertFile == "" || c.HTTPS.KeyFile == ""):
+		addf("https: https_cert_file and https_key_file are set together or not at all")
+	case c.HTTPS.Enabled() && c.HTTPS.TerminatedUpstream:
+		addf("https: https_terminated_upstream says TLS ends before the gateway; do not set it with https_cert_file")
+	case !c.HTTPS.Enabled() && c.Profile == platformcfg.Prod && !c.HTTPS.TerminatedUpstream:
+		addf("https: the prod profile serves HTTPS only: set https_cert_file and https_key_file, or https_terminated_upstream=true when a proxy in front terminates TLS")
+	}
 	if c.JWTJwksFile != "" {
 		switch {
 		case c.Profile == platformcfg.Dev:
@@ -141,8 +192,6 @@ func (c Config) Validate() error {
 		switch {
 		case secret == "":
 			addf("jwt_secret: must be set")
-		case c.Profile == platformcfg.Prod && secret == DevJWTSecret:
-			addf("jwt_secret: the dev secret is refused in the prod profile")
 		case c.Profile != platformcfg.Dev && len(secret) < minSecretLen:
 			addf("jwt_secret: must be at least %d bytes outside dev, got %d", minSecretLen, len(secret))
 		}
@@ -154,8 +203,6 @@ func (c Config) Validate() error {
 			switch {
 			case seen[k.ID]:
 				addf("jwt_keys: key id %q is listed twice", k.ID)
-			case c.Profile == platformcfg.Prod && string(k.Secret) == DevJWTSecret:
-				addf("jwt_keys: key %q: the dev secret is refused in the prod profile", k.ID)
 			case c.Profile != platformcfg.Dev && len(k.Secret) < minSecretLen:
 				addf("jwt_keys: key %q: must be at least %d bytes outside dev, got %d", k.ID, minSecretLen, len(k.Secret))
 			}

@@ -9,9 +9,26 @@ import (
 	"github.com/shopmesh/shopmesh/services/gateway/internal/config"
 )
 
-// load is what the service command does with the environment.
+// load is what the service command does with the environment; GATEWAY_PROFILE is dev unless m sets it.
 func load(m map[string]string) (config.Config, error) {
-	return platformcfg.Load[config.Config]("GATEWAY", func(k string) (string, bool) { v, ok := m[k]; return v, ok }, config.Default)
+	return platformcfg.Load[config.Config]("GATEWAY", func(k string) (string, bool) {
+		v, ok := m[k]
+		if _, set := m["GATEWAY_PROFILE"]; !set && k == "GATEWAY_PROFILE" {
+			return "dev", true
+		}
+		return v, ok
+	}, config.Default)
+}
+
+// Without GATEWAY_PROFILE the gateway does not start (it would otherwise mint tokens for anyone).
+func TestNoProfile(t *testing.T) {
+	t.Parallel()
+	for _, m := range []map[string]string{{}, {"GATEWAY_PROFILE": ""}} {
+		_, err := platformcfg.Load[config.Config]("GATEWAY", func(k string) (string, bool) { v, ok := m[k]; return v, ok }, config.Default)
+		if err == nil || err.Error() != "config: GATEWAY_PROFILE is not set: choose dev (what make run uses), test, compose, k8s or prod" {
+			t.Errorf("%v: err %v", m, err)
+		}
+	}
 }
 
 func TestLoad(t *testing.T) {
@@ -25,9 +42,12 @@ func TestLoad(t *testing.T) {
 		{"dev defaults", map[string]string{}, ""},
 		{"test without a secret", map[string]string{"GATEWAY_PROFILE": "test"}, "jwt_secret (GATEWAY_JWT_SECRET): must be set"},
 		{"test with a short secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_SECRET": "short"}, "at least 32"},
-		{"prod with the dev secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": config.DevJWTSecret}, "refused in the prod"},
+		{"prod with the dev secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": config.DevJWTSecret},
+			"jwt_secret (GATEWAY_JWT_SECRET): a value committed in the shopmesh repository; generate one (make secrets)"},
+		{"k8s with compose's former secret", map[string]string{"GATEWAY_PROFILE": "k8s", "GATEWAY_JWT_SECRET": "shopmesh-compose-jwt-secret-change-me-0123456789"},
+			"jwt_secret (GATEWAY_JWT_SECRET): a value committed in the shopmesh repository"},
 		{"prod with a secret", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong,
-			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
+			"GATEWAY_HTTPS_TERMINATED_UPSTREAM": "true", "GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
 		{"prod without mTLS", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_SECRET": strong}, "tls"},
 		{"bad addr", map[string]string{"GATEWAY_HTTP_ADDR": "nope"}, "http_addr (GATEWAY_HTTP_ADDR)"},
 		{"bad target", map[string]string{"GATEWAY_TARGETS_ORDER_ADDRESSES": "nohost"}, "targets"},
@@ -38,9 +58,10 @@ func TestLoad(t *testing.T) {
 		{"test with a short key", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:short"}, `jwt_keys (GATEWAY_JWT_KEYS): key "k1": must be at least 32`},
 		{"keys without ids", map[string]string{"GATEWAY_JWT_KEYS": strong}, "jwt_keys (GATEWAY_JWT_KEYS): key 1: want kid:secret"},
 		{"duplicate key ids", map[string]string{"GATEWAY_JWT_KEYS": "k1:" + strong + ",k1:" + strong + "x"}, `key id "k1" is listed twice`},
-		{"prod with the dev secret as a key", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:" + config.DevJWTSecret}, "refused in the prod"},
+		{"prod with the dev secret as a key", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_KEYS": "k2:" + strong + ",k1:" + config.DevJWTSecret},
+			"jwt_keys (GATEWAY_JWT_KEYS): a value committed in the shopmesh repository"},
 		{"prod with a JWKS file", map[string]string{"GATEWAY_PROFILE": "prod", "GATEWAY_JWT_JWKS_FILE": "jwks.json",
-			"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
+			"GATEWAY_HTTPS_TERMINATED_UPSTREAM": "true", "GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"}, ""},
 		{"JWKS file and a secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_JWKS_FILE": "jwks.json", "GATEWAY_JWT_SECRET": strong}, "not both"},
 		{"JWKS file in dev", map[string]string{"GATEWAY_JWT_JWKS_FILE": "jwks.json"}, "jwt_jwks_file (GATEWAY_JWT_JWKS_FILE): the dev profile"},
 		{"negative leeway", map[string]string{"GATEWAY_JWT_LEEWAY": "-1s"}, "jwt_leeway (GATEWAY_JWT_LEEWAY): must be >= 0"},
@@ -86,6 +107,23 @@ func TestDevTokensOnlyInDev(t *testing.T) {
 		"GATEWAY_TLS_CA_FILE": "ca.pem", "GATEWAY_TLS_CERT_FILE": "gateway.pem", "GATEWAY_TLS_KEY_FILE": "gateway-key.pem"})
 	if err != nil || c.DevTokens() {
 		t.Fatalf("compose: dev tokens %v, err %v", c.DevTokens(), err)
+	}
+	for _, p := range []platformcfg.Profile{platformcfg.Test, platformcfg.Compose, platformcfg.K8s, platformcfg.Prod} {
+		if c := config.Default(p); c.DevTokens() || c.DevTokensOffLoopback() {
+			t.Errorf("%s: dev tokens %v, off loopback %v", p, c.DevTokens(), c.DevTokensOffLoopback())
+		}
+	}
+	// In dev, only a loopback listener serves them; an empty host is every interface.
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "127.0.0.2:0": true, "[::1]:8080": true, "localhost:8080": true, "LOCALHOST:1": true,
+		":8080": false, "0.0.0.0:8080": false, "[::]:8080": false, "192.0.2.2:8080": false, "10.0.0.1:80": false,
+		"[::ffff:127.0.0.1]:8080": true, "example.com:8080": false,
+	} {
+		c := config.Default(platformcfg.Dev)
+		c.HTTPAddr = addr
+		if c.DevTokens() != want || c.DevTokensOffLoopback() == want {
+			t.Errorf("dev on %s: dev tokens %v, off loopback %v; want %v", addr, c.DevTokens(), c.DevTokensOffLoopback(), want)
+		}
 	}
 }
 

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	paymentv1 "github.com/shopmesh/shopmesh/proto/gen/go/payment/v1"
@@ -20,9 +22,10 @@ func (s *Server) myAccount(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, accountDTO(resp.GetAccount()))
 }
 
-// devToken mints a token for any customer: a development convenience that exists in the dev profile only.
+// devToken mints a token for any customer: a development convenience that exists in the dev profile only,
+// and answers only requests that arrived on a loopback address (whatever address the server listens on).
 func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
-	if !s.set.DevTokens {
+	if !s.set.DevTokens || !arrivedOnLoopback(r) {
 		writeError(w, newError(http.StatusNotFound, codeNotFound, "no such route"))
 		return
 	}
@@ -55,4 +58,15 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+}
+
+// arrivedOnLoopback reports whether r came in on a loopback address of this host (the local address of
+// its connection, http.LocalAddrContextKey), so that no other machine reaches it.
+func arrivedOnLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -211,7 +211,8 @@ func TestCancelOrder(t *testing.T) {
 	}
 	confirmed := h.do("POST", "/v1/orders", tok, str(`{"items":[{"sku":"SKU-1","quantity":1}]}`)).json(t)["id"].(string)
 	wantError(t, h.do("POST", "/v1/orders/"+confirmed+":cancel", tok, nil), http.StatusBadRequest, "ORDER_CONFIRMED")
-	wantError(t, h.do("POST", "/v1/orders/"+confirmed+":frobnicate", tok, nil), http.StatusNotFound, "NOT_FOUND")
+	// ".../<id>:frobnicate" is the path /v1/orders/{id}, which has GET only.
+	wantError(t, h.do("POST", "/v1/orders/"+confirmed+":frobnicate", tok, nil), http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
 	wantError(t, h.do("POST", "/v1/orders/"+pending+":cancel", tok, str(`{"why":"x"}`)), http.StatusBadRequest, "VALIDATION_ERROR")
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"regexp"
 	"time"
 
@@ -64,7 +65,10 @@ var importKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 // importID is the import id of an upload: its Idempotency-Key, or a new random one.
 func importID(r *http.Request) (string, *Error) {
-	key := r.Header.Get("Idempotency-Key")
+	key, bad := idempotencyKey(r)
+	if bad != nil {
+		return "", bad
+	}
 	if key == "" {
 		return uuid.NewString(), nil
 	}
@@ -139,13 +143,19 @@ func (s *Server) importStock(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if n == 0 {
+		cancel() // nothing was sent: the import is abandoned
+		writeError(w, newError(http.StatusBadRequest, codeValidation, "the import has no lines",
+			ErrorDetail{Field: "body", Issue: "must hold at least one non-empty line"}))
+		return
+	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		s.writeRPCError(w, r, err)
 		return
 	}
 	sum := summaryDTO(resp)
-	sum.ImportID = id // also when the body had no line
+	sum.ImportID = id
 	for i, e := range sum.Errors {
 		if reason, ok := local[e.Line]; ok {
 			sum.Errors[i].Reason = reason
@@ -159,6 +169,9 @@ func parseImportLine(line []byte) (*inventoryv1.ImportStockRequest, string) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	var l ImportLine
+	if e := strictShape(line, reflect.TypeFor[ImportLine]()); e != nil && len(e.Details) > 0 {
+		return &inventoryv1.ImportStockRequest{}, e.Details[0].Field + ": " + e.Details[0].Issue
+	}
 	if err := dec.Decode(&l); err != nil {
 		e := jsonError(err, 0)
 		if e.Code == codeInvalidJSON && len(e.Details) > 0 {

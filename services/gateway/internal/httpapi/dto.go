@@ -11,22 +11,24 @@ import (
 
 // The request and response bodies of the API. The OpenAPI document is generated from these types by
 // reflection (json tags name the properties, omitempty or a pointer makes one optional, an `enum` tag
-// lists the allowed values, a `doc` tag describes it), so the document says what the handlers do.
+// lists the allowed values, a `doc` tag describes it, a `rules` tag names the proto field whose
+// protovalidate rules — pattern, lengths, ranges, item counts — the backend checks and the document
+// states), so the document says what the handlers and the services do.
 
 // CreateOrderRequest is the body of POST /v1/orders.
 type CreateOrderRequest struct {
-	Items []OrderItem `json:"items" doc:"Lines to order, 1..50."`
+	Items []OrderItem `json:"items" doc:"Lines to order, 1..50; each SKU at most once (x-unique-by), else 400 INVALID_ORDER." rules:"shopmesh.order.v1.CreateOrderRequest.items" uniqueBy:"sku"`
 }
 
 // OrderItem is one line the customer asks for.
 type OrderItem struct {
-	SKU      string `json:"sku" doc:"Product SKU, ^[A-Z0-9][A-Z0-9-]{1,31}$."`
-	Quantity int32  `json:"quantity" doc:"Units, 1..1000."`
+	SKU      string `json:"sku" doc:"Product SKU." rules:"shopmesh.order.v1.OrderItem.sku"`
+	Quantity int32  `json:"quantity" doc:"Units, 1..1000." rules:"shopmesh.order.v1.OrderItem.quantity"`
 }
 
 // CancelOrderRequest is the optional body of POST /v1/orders/{id}:cancel.
 type CancelOrderRequest struct {
-	Reason string `json:"reason,omitempty" doc:"Free-text note, at most 256 characters."`
+	Reason string `json:"reason,omitempty" doc:"Free-text note, at most 256 characters." rules:"shopmesh.order.v1.CancelOrderRequest.reason"`
 }
 
 // Order is an order as clients see it.
@@ -63,11 +65,11 @@ type ProductList struct {
 
 // ImportLine is one line of the NDJSON body of POST /v1/stock:import.
 type ImportLine struct {
-	SKU        string  `json:"sku"`
-	Quantity   int64   `json:"quantity" doc:"Units to add, 1..1000000."`
-	Name       *string `json:"name,omitempty" doc:"Required for a new SKU."`
-	PriceCents *int64  `json:"price_cents,omitempty" doc:"Required for a new SKU."`
-	Currency   *string `json:"currency,omitempty"`
+	SKU        string  `json:"sku" rules:"shopmesh.inventory.v1.ImportStockRequest.sku"`
+	Quantity   int64   `json:"quantity" doc:"Units to add, 1..1000000." rules:"shopmesh.inventory.v1.ImportStockRequest.quantity"`
+	Name       *string `json:"name,omitempty" doc:"Required for a new SKU." rules:"shopmesh.inventory.v1.ImportStockRequest.name"`
+	PriceCents *int64  `json:"price_cents,omitempty" doc:"Required for a new SKU." rules:"shopmesh.inventory.v1.ImportStockRequest.price_cents"`
+	Currency   *string `json:"currency,omitempty" rules:"shopmesh.inventory.v1.ImportStockRequest.currency"`
 }
 
 // ImportSummary is the result of a stock import.
@@ -98,9 +100,13 @@ type Account struct {
 
 // DevTokenRequest is the body of POST /v1/dev/token.
 type DevTokenRequest struct {
-	CustomerID string   `json:"customer_id" doc:"^[a-z0-9][a-z0-9-]{0,63}$"`
-	Scopes     []string `json:"scopes,omitempty" doc:"Only \"admin\" exists."`
+	CustomerID string   `json:"customer_id" doc:"The token's subject, a customer id of the order and payment contracts." rules:"shopmesh.payment.v1.GetAccountRequest.customer_id"`
+	Scopes     []string `json:"scopes,omitempty" doc:"Only \"admin\" exists." enum:"admin"`
 }
+
+// customerIDRule is the proto field whose rule dev-token subjects must pass: a token for a customer id
+// that the services refuse would be useless.
+const customerIDRule = "shopmesh.payment.v1.GetAccountRequest.customer_id"
 
 // Token is a signed bearer token.
 type Token struct {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -86,12 +88,14 @@ func retryAfter(seconds float64) string {
 	return strconv.Itoa(max(1, int(math.Ceil(seconds))))
 }
 
-// decodeJSON reads exactly one JSON value into dst from a body of at most limit bytes, refusing unknown
-// fields. optional allows an empty body. The returned error is the body to send.
+// decodeJSON reads exactly one JSON value into dst from a body of at most limit bytes, as strictly as
+// the OpenAPI document describes it: unknown fields (also case variants of known ones) and nulls are
+// refused, wrong types name the field. optional allows an empty body. The returned error is the body
+// to send.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, optional bool) *Error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	var raw json.RawMessage
+	err := dec.Decode(&raw)
 	if errors.Is(err, io.EOF) && optional {
 		return nil
 	}
@@ -108,6 +112,14 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, op
 				return &e
 			}
 		}
+	}
+	if err == nil {
+		if e := strictShape(raw, reflect.TypeOf(dst).Elem()); e != nil {
+			return e
+		}
+		strict := json.NewDecoder(bytes.NewReader(raw))
+		strict.DisallowUnknownFields()
+		err = strict.Decode(dst)
 	}
 	if err == nil {
 		return nil

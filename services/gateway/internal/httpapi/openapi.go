@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -17,23 +19,57 @@ import (
 func buildOpenAPI(routes []route) ([]byte, error) {
 	g := &schemaGen{components: map[string]any{}}
 	errRef := g.schema(reflect.TypeFor[Error]())
+	// OpenAPI links from the responses of createOrder that name an order (the order itself, or the
+	// cancelled one of a 402/409 in order_id; a 409 IDEMPOTENCY_KEY_REUSED names none) to the
+	// operations on /v1/orders/{id}, so stateful testers (schemathesis) follow them.
+	orderLinks := func(expr string) map[string]any {
+		links := map[string]any{}
+		for _, rt := range routes {
+			if strings.HasPrefix(rt.path, "/v1/orders/{id}") {
+				links[rt.id] = map[string]any{
+					"operationId": rt.id, "parameters": map[string]any{"id": expr},
+					"description": "The order this response names.",
+				}
+			}
+		}
+		return links
+	}
 	paths := map[string]map[string]any{}
 	for _, rt := range routes {
 		op := map[string]any{"operationId": rt.id, "summary": rt.summary}
 		var params []any
 		for _, p := range rt.params {
+			schema := map[string]any{"type": "string"}
+			if p.rules != "" {
+				rules, err := protoRules(p.rules)
+				if err != nil {
+					return nil, err
+				}
+				maps.Copy(schema, rules)
+			}
 			params = append(params, map[string]any{
-				"name": p.name, "in": p.in, "required": p.in == "path", "description": p.desc,
-				"schema": map[string]any{"type": "string"},
+				"name": p.name, "in": p.in, "required": p.in == "path", "description": p.desc, "schema": schema,
 			})
 		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
 		if rt.body != nil {
+			media := map[string]any{"schema": g.schema(rt.body.typ)}
+			if rt.body.contentType == ctNDJSON {
+				// The body is one JSON value per line: documented as the array of the lines' values
+				// (what a client serialises line by line). Each line should be an x-line-schema; a line
+				// that is not is rejected in the 200 summary, while a body without any line is a 400.
+				media = map[string]any{
+					"schema": map[string]any{"type": "array", "minItems": 1, "items": map[string]any{
+						"description": "One line: an ImportLine (x-line-schema); anything else is rejected in the summary.",
+					}, "description": "The lines, each one JSON value; empty lines are skipped."},
+					"x-line-schema": g.schema(rt.body.typ),
+				}
+			}
 			op["requestBody"] = map[string]any{
 				"required": !rt.body.optional,
-				"content":  map[string]any{rt.body.contentType: map[string]any{"schema": g.schema(rt.body.typ)}},
+				"content":  map[string]any{rt.body.contentType: media},
 			}
 		}
 		idempotent := slices.ContainsFunc(rt.params, func(p param) bool { return p.in == "header" && p.name == headerIdempotencyKey })
@@ -45,6 +81,14 @@ func buildOpenAPI(routes []route) ([]byte, error) {
 					"description": "The key the request ran under: its own, or the one the gateway made up.",
 					"required":    true, "schema": map[string]any{"type": "string"},
 				}}
+			}
+			if rt.id == "createOrder" {
+				switch r.status {
+				case http.StatusCreated, http.StatusOK:
+					resp["links"] = orderLinks("$response.body#/id")
+				case http.StatusPaymentRequired, http.StatusConflict:
+					resp["links"] = orderLinks("$response.body#/order_id")
+				}
 			}
 			responses[strconv.Itoa(r.status)] = resp
 		}
@@ -88,6 +132,9 @@ func buildOpenAPI(routes []route) ([]byte, error) {
 		}
 		responses["default"] = map[string]any{"description": "Any other error.", "content": map[string]any{ctJSON: map[string]any{"schema": errRef}}}
 		op["responses"] = responses
+		if g.err != nil {
+			return nil, g.err
+		}
 		if paths[rt.path] == nil {
 			paths[rt.path] = map[string]any{}
 		}
@@ -123,8 +170,18 @@ func (g *schemaGen) response(r response) map[string]any {
 	var media map[string]any
 	switch {
 	case ct == ctSSE:
+		// In OpenAPI 3.0 the schema of an event stream describes one event (its fields, as
+		// schemathesis reads them); what the data line holds is the x-data-schema.
 		media = map[string]any{
-			"schema":        map[string]any{"type": "string", "description": "Events, each `data: <JSON>` and a blank line."},
+			"schema": map[string]any{
+				"type": "object", "required": []any{"data"}, "additionalProperties": false,
+				"description": "One event: `data: <JSON>` and a blank line; the data is the x-data-schema. " +
+					"A failure after the stream started is one `event: error` whose data is an Error; then the stream ends.",
+				"properties": map[string]any{
+					"event": map[string]any{"type": "string", "enum": []any{"message", "error"}, "description": "Absent (message) or error."},
+					"data":  map[string]any{"type": "string", "description": "JSON: the x-data-schema (an Error for event: error)."},
+				},
+			},
 			"x-data-schema": g.schema(r.typ),
 		}
 	case r.typ == nil && ct == ctJSON:
@@ -141,6 +198,26 @@ func (g *schemaGen) response(r response) map[string]any {
 // schemaGen turns Go types into JSON schemas; named structs become components referenced by $ref.
 type schemaGen struct {
 	components map[string]any
+	err        error // the first rules tag that could not be read
+}
+
+// addRules merges the JSON Schema form of a proto field's protovalidate rules into s.
+func (g *schemaGen) addRules(s map[string]any, field string) {
+	rules, err := protoRules(field)
+	if err != nil {
+		g.err = cmp.Or(g.err, err)
+		return
+	}
+	if itemRules, ok := rules["items"].(map[string]any); ok {
+		items, _ := s["items"].(map[string]any)
+		if _, isRef := items["$ref"]; isRef || items == nil {
+			g.err = cmp.Or(g.err, fmt.Errorf("openapi: item rules of %s on items that are not scalars", field))
+			return
+		}
+		maps.Copy(items, itemRules)
+		delete(rules, "items")
+	}
+	maps.Copy(s, rules)
 }
 
 func (g *schemaGen) schema(t reflect.Type) map[string]any {
@@ -176,7 +253,7 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		props := map[string]any{}
 		var required []string
 		for f := range t.Fields() {
-			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			if !f.IsExported() || name == "-" {
 				continue
 			}
@@ -193,13 +270,29 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 					for v := range strings.SplitSeq(enum, ",") {
 						vals = append(vals, v)
 					}
-					s["enum"] = vals
+					if items, isArray := s["items"].(map[string]any); isArray {
+						items["enum"] = vals
+					} else {
+						s["enum"] = vals
+					}
+				}
+				if name := f.Tag.Get("rules"); name != "" {
+					g.addRules(s, name)
+				}
+				if key := f.Tag.Get("uniqueBy"); key != "" {
+					// No JSON Schema keyword says "unique by a property"; tools that know it read this.
+					s["x-unique-by"] = key
 				}
 			}
-			props[name] = s
-			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
+			if optionalField(f) {
+				// null is the same as leaving it out (decodeJSON); a $ref cannot carry siblings in 3.0.
+				if _, isRef := s["$ref"]; !isRef {
+					s["nullable"] = true
+				}
+			} else {
 				required = append(required, name)
 			}
+			props[name] = s
 		}
 		obj := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 		if len(required) > 0 {
@@ -209,4 +302,59 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return ref
 	}
 	panic(fmt.Sprintf("openapi: no schema for %s", t)) // a new DTO field type needs a case above
+}
+
+// allowedMethods are the methods the document gives the path template a request path matches (GET
+// brings HEAD, which ServeMux serves with it), sorted; nil when no documented path matches. When
+// several templates match ("/v1/orders/{id}" and "/v1/orders/{id}:cancel" both match ".../x:cancel"),
+// the one with the most literal characters wins, as a client reading the document would route it.
+func allowedMethods(routes []route, path string) []string {
+	best, bestLit := "", -1
+	for _, rt := range routes {
+		if lit, ok := matchTemplate(rt.path, path); ok && lit > bestLit {
+			best, bestLit = rt.path, lit
+		}
+	}
+	if bestLit < 0 {
+		return nil
+	}
+	var out []string
+	for _, rt := range routes {
+		if rt.path == best && !slices.Contains(out, rt.method) {
+			out = append(out, rt.method)
+			if rt.method == http.MethodGet {
+				out = append(out, http.MethodHead)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// matchTemplate matches a request path against a documented path template whose parameters each
+// fill a segment, with literal text before and after ("{id}:cancel"); it returns the number of
+// literal characters of the template.
+func matchTemplate(template, path string) (int, bool) {
+	ts, ps := strings.Split(template, "/"), strings.Split(path, "/")
+	if len(ts) != len(ps) {
+		return 0, false
+	}
+	lit := 0
+	for i, t := range ts {
+		open, end := strings.IndexByte(t, '{'), strings.IndexByte(t, '}')
+		if open < 0 || end < open {
+			if t != ps[i] {
+				return 0, false
+			}
+			lit += len(t)
+			continue
+		}
+		prefix, suffix := t[:open], t[end+1:]
+		p := ps[i]
+		if len(p) <= len(prefix)+len(suffix) || !strings.HasPrefix(p, prefix) || !strings.HasSuffix(p, suffix) {
+			return 0, false
+		}
+		lit += len(prefix) + len(suffix)
+	}
+	return lit, true
 }

@@ -161,14 +161,16 @@ func bearer(_ context.Context, in *openapi3filter.AuthenticationInput) error {
 type exchange struct {
 	method, path, token, contentType string
 	body                             []byte
+	headers                          []string // more request headers, "Name: value"
 	reply                            reply
 }
 
 // validate checks the request and the reply against the document with kin-openapi's openapi3filter:
 // the request must match its operation (parameters, body, security) and the reply must be a documented
 // status of that operation whose body and headers match the schemas. openapi3filter cannot decode
-// streams: an application/x-ndjson request body is not validated, and of a text/event-stream reply
-// only the status, headers and content type are (TestResponsesMatchTheirSchemas checks its events).
+// streams: an application/x-ndjson request body is checked here as the array of its lines' JSON values
+// (as the document describes it), and of a text/event-stream reply only the status, headers and
+// content type are (TestResponsesMatchTheirSchemas checks its events).
 func (s spec) validate(x exchange) (requestErr, responseErr error) {
 	req := httptest.NewRequest(x.method, x.path, bytes.NewReader(x.body))
 	if x.token != "" {
@@ -176,6 +178,10 @@ func (s spec) validate(x exchange) (requestErr, responseErr error) {
 	}
 	if len(x.body) > 0 {
 		req.Header.Set("Content-Type", x.contentType)
+	}
+	for _, hv := range x.headers {
+		k, v, _ := strings.Cut(hv, ": ")
+		req.Header.Set(k, v)
 	}
 	route, params, err := s.router.FindRoute(req)
 	if err != nil {
@@ -190,6 +196,9 @@ func (s spec) validate(x exchange) (requestErr, responseErr error) {
 	}
 	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
 	requestErr = openapi3filter.ValidateRequest(context.Background(), in)
+	if requestErr == nil && x.contentType == "application/x-ndjson" {
+		requestErr = validateNDJSON(route.Operation, x.body)
+	}
 	if route.Operation.Responses.Status(x.reply.status) == nil {
 		return requestErr, fmt.Errorf("status %d is not documented for %s", x.reply.status, route.Operation.OperationID)
 	}
@@ -224,11 +233,11 @@ func TestResponsesMatchTheirSchemas(t *testing.T) {
 			t.Fatalf("%s %s: status %d, want %d: %s", method, path, x.reply.status, wantStatus, x.reply.body)
 		}
 		reqErr, respErr := s.validate(x)
-		// A request without the token the document demands is one the document rejects too; every
-		// other request here is valid by the document (the server may still refuse it: a quantity of
-		// 0, someone else's order, a missing scope).
-		if wantAuthErr := wantStatus == http.StatusUnauthorized; (reqErr != nil) != wantAuthErr {
-			t.Fatalf("%s %s: request validation error %v, want one: %v", method, path, reqErr, wantAuthErr)
+		// A request without the token the document demands, and one the server refuses with 400, are
+		// requests the document rejects too; every other request here is valid by the document (the
+		// server may still refuse it: someone else's order, a missing scope).
+		if wantReqErr := wantStatus == http.StatusUnauthorized || wantStatus == http.StatusBadRequest; (reqErr != nil) != wantReqErr {
+			t.Fatalf("%s %s: request validation error %v, want one: %v", method, path, reqErr, wantReqErr)
 		}
 		if respErr != nil {
 			t.Fatalf("%s %s %d: the response does not match the document: %v\n%s", method, path, x.reply.status, respErr, x.reply.body)
@@ -319,9 +328,10 @@ func TestValidationCatchesDrift(t *testing.T) {
 	h := newHarness(t, nil)
 	s := loadSpec(t, h)
 	tok := h.token("cust-1")
+	const id = "00000000-0000-4000-8000-000000000001"
 	good := `{"id":"x","status":"PENDING","cancel_reason":"","items":[{"sku":"A","quantity":1,"unit_price_cents":1}],"total_cents":1,"currency":"EUR","created_at":"2026-01-01T00:00:00Z"}`
 	order := func(status int, contentType, body string) exchange {
-		return exchange{method: "GET", path: "/v1/orders/x", token: tok,
+		return exchange{method: "GET", path: "/v1/orders/" + id, token: tok,
 			reply: reply{status: status, header: http.Header{"Content-Type": {contentType}}, body: []byte(body)}}
 	}
 	if reqErr, respErr := s.validate(order(200, "application/json", good)); reqErr != nil || respErr != nil {
@@ -346,7 +356,7 @@ func TestValidationCatchesDrift(t *testing.T) {
 
 	// A placed order must say which Idempotency-Key it ran under.
 	create := exchange{method: "POST", path: "/v1/orders", token: tok, contentType: "application/json",
-		body: []byte(`{"items":[{"sku":"A","quantity":1}]}`),
+		body: []byte(`{"items":[{"sku":"SKU-1","quantity":1}]}`),
 		reply: reply{status: 201, body: []byte(good),
 			header: http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {"k-1"}}}}
 	if reqErr, respErr := s.validate(create); reqErr != nil || respErr != nil {
@@ -356,4 +366,28 @@ func TestValidationCatchesDrift(t *testing.T) {
 	if _, err := s.validate(create); err == nil {
 		t.Error("a 201 without the Idempotency-Key header is accepted")
 	}
+}
+
+// validateNDJSON checks an application/x-ndjson body against the operation's schema for it: the array
+// of the values of its non-empty lines (a line that is not JSON counts as a string).
+func validateNDJSON(op *openapi3.Operation, body []byte) error {
+	media := op.RequestBody.Value.Content.Get("application/x-ndjson")
+	if media == nil {
+		return errors.New("no application/x-ndjson body documented")
+	}
+	lines := []any{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			v = line
+		}
+		lines = append(lines, v)
+	}
+	if len(body) == 0 && op.RequestBody.Value.Required {
+		return errors.New("request body required")
+	}
+	return media.Schema.Value.VisitJSON(lines)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/validation"
 	orderv1 "github.com/shopmesh/shopmesh/proto/gen/go/order/v1"
 )
 
@@ -27,7 +28,11 @@ const headerIdempotencyKey = "Idempotency-Key"
 // is echoed in the Idempotency-Key response header, on errors too, so the client can retry with it.
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 	claims, _ := claimsFrom(r.Context())
-	key := r.Header.Get(headerIdempotencyKey)
+	key, bad := idempotencyKey(r)
+	if bad != nil {
+		writeError(w, *bad)
+		return
+	}
 	if key == "" {
 		key = uuid.NewString()
 	}
@@ -60,6 +65,18 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/orders/"+o.GetId())
 	writeJSON(w, http.StatusCreated, orderDTO(o))
+}
+
+// idempotencyKey is the request's Idempotency-Key, "" without one; a header sent empty is refused
+// (the document says the key has at least one character, so an empty one is not "no key").
+func idempotencyKey(r *http.Request) (string, *Error) {
+	key := r.Header.Get(headerIdempotencyKey)
+	if _, sent := r.Header[headerIdempotencyKey]; sent && key == "" {
+		e := newError(http.StatusBadRequest, codeValidation, "invalid "+headerIdempotencyKey,
+			ErrorDetail{Field: headerIdempotencyKey, Issue: "must not be empty (leave the header out to get a key made up)"})
+		return "", &e
+	}
+	return key, nil
 }
 
 // outcomeError maps a cancelled order to the error the caller gets; false for customer cancellations.
@@ -118,12 +135,19 @@ func (s *Server) orderAction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, *e)
 		return
 	}
+	in := &orderv1.CancelOrderRequest{OrderId: id, Reason: req.Reason}
+	// The request's rules first (the document states them): the ownership check below would
+	// otherwise answer an invalid request for an unknown order with 404.
+	if err := validation.Proto(in); err != nil {
+		s.writeRPCError(w, r, validation.ToStatus(err))
+		return
+	}
 	if _, ok := s.ownOrder(w, r, id); !ok {
 		return
 	}
 	ctx, cancel := s.outgoing(r, s.set.CallTimeout)
 	defer cancel()
-	resp, err := s.deps.Orders.CancelOrder(ctx, &orderv1.CancelOrderRequest{OrderId: id, Reason: req.Reason})
+	resp, err := s.deps.Orders.CancelOrder(ctx, in)
 	if err != nil {
 		s.writeRPCError(w, r, err)
 		return

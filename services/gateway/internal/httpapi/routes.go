@@ -26,6 +26,8 @@ type route struct {
 
 type param struct {
 	name, in, desc string
+	// rules names the proto field whose protovalidate rules the value must pass (stated in the document).
+	rules string
 }
 
 type body struct {
@@ -61,13 +63,14 @@ const (
 // table is the whole API. Every route also documents the error body for every status it may return
 // (see buildOpenAPI, which adds the shared error responses).
 func (s *Server) table() []route {
-	orderID := param{name: "id", in: "path", desc: "Order id (lowercase UUID)."}
+	orderID := param{name: "id", in: "path", desc: "Order id (lowercase UUID).", rules: "shopmesh.order.v1.GetOrderRequest.order_id"}
 	return []route{
 		{
 			method: http.MethodPost, path: "/v1/orders", id: "createOrder", access: customer, limited: true, backend: "order",
 			summary: "Place an order for the token's customer (idempotent with Idempotency-Key).",
-			params:  []param{{name: "Idempotency-Key", in: "header", desc: "Repeating a request with the same key returns the original order. Without it the gateway generates a UUID; the key used is returned in the Idempotency-Key response header."}},
-			body:    &body{contentType: ctJSON, typ: typeOf[CreateOrderRequest]()},
+			params: []param{{name: "Idempotency-Key", in: "header", rules: "shopmesh.order.v1.CreateOrderRequest.idempotency_key",
+				desc: "Repeating a request with the same key returns the original order. Without it the gateway generates a UUID; the key used is returned in the Idempotency-Key response header."}},
+			body: &body{contentType: ctJSON, typ: typeOf[CreateOrderRequest]()},
 			responses: []response{
 				{status: http.StatusCreated, desc: "The order (CONFIRMED, or PENDING while the saga still runs).", typ: typeOf[Order]()},
 				{status: http.StatusOK, desc: "The order, on a retry after it was cancelled by the customer.", typ: typeOf[Order]()},
@@ -111,14 +114,14 @@ func (s *Server) table() []route {
 		{
 			method: http.MethodGet, path: "/v1/products/{sku}", id: "getProduct", access: public, limited: true, backend: "inventory",
 			summary:   "One product.",
-			params:    []param{{name: "sku", in: "path", desc: "Product SKU."}},
+			params:    []param{{name: "sku", in: "path", desc: "Product SKU.", rules: "shopmesh.inventory.v1.GetProductRequest.sku"}},
 			responses: []response{{status: http.StatusOK, desc: "The product.", typ: typeOf[Product]()}},
 			handler:   s.getProduct,
 		},
 		{
 			method: http.MethodPost, path: "/v1/stock:import", id: "importStock", access: admin, limited: true, backend: "inventory",
 			summary: "Bulk-add stock: one ImportLine JSON object per line, streamed to inventory as it is read (idempotent with Idempotency-Key).",
-			params: []param{{name: "Idempotency-Key", in: "header", desc: "Id of the import (1 to 128 letters, digits or ._:-); " +
+			params: []param{{name: "Idempotency-Key", in: "header", rules: "shopmesh.inventory.v1.ImportStockRequest.import_id", desc: "Id of the import (1 to 128 letters, digits or ._:-); " +
 				"repeating the upload with the same key applies only the lines not applied yet. Made up when absent; " +
 				"returned in the Idempotency-Key response header and as import_id."}},
 			body: &body{contentType: ctNDJSON, typ: typeOf[ImportLine]()},
@@ -135,7 +138,7 @@ func (s *Server) table() []route {
 		},
 		{
 			method: http.MethodPost, path: "/v1/dev/token", id: "devToken", access: public, limited: true,
-			summary: "Mint a bearer token (dev profile only; 404 elsewhere).",
+			summary: "Mint a bearer token (dev profile only, on a loopback address: 404 elsewhere and to a request that did not arrive on loopback).",
 			body:    &body{contentType: ctJSON, typ: typeOf[DevTokenRequest]()},
 			responses: []response{
 				{status: http.StatusOK, desc: "The token.", typ: typeOf[Token]()},

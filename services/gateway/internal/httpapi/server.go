@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +49,8 @@ type Settings struct {
 	// Per-client token bucket.
 	RateLimitRPS   float64
 	RateLimitBurst int
-	// TokenTTL is the lifetime of dev tokens; DevTokens enables POST /v1/dev/token.
+	// TokenTTL is the lifetime of dev tokens; DevTokens enables POST /v1/dev/token (dev profile on a
+	// loopback listener; even then a request that did not arrive on a loopback address gets 404).
 	TokenTTL  time.Duration
 	DevTokens bool
 }
@@ -119,8 +121,7 @@ func New(deps Deps, set Settings) (*Server, error) {
 	}
 	s := &Server{
 		deps: deps, set: set, log: deps.Logger, mux: http.NewServeMux(),
-		customerID: regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`),
-		limiter:    newClientLimiter(set.RateLimitRPS, set.RateLimitBurst, deps.Now),
+		limiter: newClientLimiter(set.RateLimitRPS, set.RateLimitBurst, deps.Now),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_http_requests_total", Help: "HTTP requests by route and status code.",
 		}, []string{"route", "code"}),
@@ -159,6 +160,11 @@ func New(deps Deps, set Settings) (*Server, error) {
 	if err := s.registerBackendMetrics(); err != nil {
 		return nil, err
 	}
+	customerID, err := protoPattern(customerIDRule)
+	if err != nil {
+		return nil, err
+	}
+	s.customerID = customerID
 	s.routes = s.table()
 	doc, err := buildOpenAPI(s.routes)
 	if err != nil {
@@ -166,6 +172,9 @@ func New(deps Deps, set Settings) (*Server, error) {
 	}
 	s.openapi = doc
 	for _, rt := range s.routes {
+		if rt.id == "devToken" && !set.DevTokens {
+			continue // not registered outside dev (or off loopback): the mux answers 404
+		}
 		s.mux.Handle(rt.pattern(), s.wrap(rt))
 	}
 	return s, nil
@@ -190,6 +199,14 @@ func (s *Server) Routes() []RouteInfo {
 
 // ServeHTTP routes the request; unknown routes and methods get the JSON error body too.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The document decides which methods a path has (the mux serves "{id}:cancel" under "/v1/orders/{rest}").
+	if allow := allowedMethods(s.routes, r.URL.EscapedPath()); allow != nil && !slices.Contains(allow, r.Method) {
+		_ = withRequestID(w, r) // the X-Request-Id header of the error
+		s.requests.WithLabelValues("unmatched", strconv.Itoa(http.StatusMethodNotAllowed)).Inc()
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, newError(http.StatusMethodNotAllowed, codeMethod, "method not allowed"))
+		return
+	}
 	if h, pattern := s.mux.Handler(r); pattern == "" {
 		r = withRequestID(w, r)
 		c := &captureWriter{header: http.Header{}}

@@ -74,7 +74,7 @@ func TestRun(t *testing.T) {
 	checkHealth(ctx, t, env, target)
 	// The order service owns its topic; it is created only now, after inventory's consumer started
 	// (and waits for it), as when inventory starts first in a deployment.
-	if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: events.OrderTopic, Partitions: 2}); err != nil {
+	if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: events.OrderTopic, Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -148,7 +148,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := outbox.NewKafka(brokers)
+	pub := outbox.NewKafka(brokers, nil)
 	defer pub.Close()
 	msg := outbox.Message{ID: confirmed.GetEventId(), Topic: events.OrderTopic, Key: orderID, Payload: payload,
 		Headers: map[string]string{events.HeaderEventType: "shopmesh.events.v1.OrderConfirmed"}}

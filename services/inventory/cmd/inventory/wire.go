@@ -19,11 +19,11 @@ import (
 // JetStream, the store and the application, the gRPC service, the order-event consumer and the
 // inbox purger, and seeds the dev catalogue when configured. The platform runs and stops them.
 func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
-	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, events.Topics(cfg.TopicPartitions)...)
+	kafka, err := s.Kafka(ctx, cfg.Kafka, events.Topics(cfg.TopicPartitions)...)
 	if err != nil {
 		return err
 	}
-	nc, js, err := s.NATS(cfg.NatsURL)
+	nc, js, err := s.NATS(cfg.NATS)
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
 
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
-		Brokers: cfg.KafkaBrokers, GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
+		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: 250 * time.Millisecond, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
 	}, events.OrderHandler(a), s.Logger())
 	if err != nil {

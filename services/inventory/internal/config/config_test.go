@@ -8,9 +8,16 @@ import (
 	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
 )
 
-// load reads the configuration from env the way the service command does.
+// load reads the configuration from env the way the service command does, with INVENTORY_PROFILE=dev unless
+// env sets it (a process needs one).
 func load(env map[string]string) (config.Config, error) {
-	return platformcfg.Load[config.Config]("INVENTORY", func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Default)
+	return platformcfg.Load[config.Config]("INVENTORY", func(k string) (string, bool) {
+		if _, set := env["INVENTORY_PROFILE"]; !set && k == "INVENTORY_PROFILE" {
+			return "dev", true
+		}
+		v, ok := env[k]
+		return v, ok
+	}, config.Default)
 }
 
 func TestLoad(t *testing.T) {

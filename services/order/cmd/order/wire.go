@@ -20,14 +20,14 @@ import (
 // its copy on the order's status subject), the store, the inventory and payment clients, the
 // application with its metrics, the gRPC API and the recovery worker.
 func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
-	nc, js, err := s.NATS(cfg.NatsURL)
+	nc, js, err := s.NATS(cfg.NATS)
 	if err != nil {
 		return err
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, events.StatusStreamConfig()); err != nil {
 		return fmt.Errorf("status stream: %w", err)
 	}
-	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, outbox.Topic{Name: events.Topic, Partitions: cfg.TopicPartitions})
+	kafka, err := s.Kafka(ctx, cfg.Kafka, outbox.Topic{Name: events.Topic, Partitions: cfg.TopicPartitions})
 	if err != nil {
 		return err
 	}

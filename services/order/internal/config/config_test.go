@@ -92,7 +92,7 @@ func TestLoad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := platformcfg.Load[config.Config](service, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }, config.Default)
+			c, err := platformcfg.Load[config.Config](service, devUnlessSet(tt.env), config.Default)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to name %s", err, tt.wantErr)
@@ -104,5 +104,16 @@ func TestLoad(t *testing.T) {
 			}
 			tt.check(t, c)
 		})
+	}
+}
+
+// devUnlessSet looks variables up in env, with ORDER_PROFILE=dev unless env sets it (a process needs one).
+func devUnlessSet(env map[string]string) platformcfg.Lookup {
+	return func(k string) (string, bool) {
+		if _, set := env["ORDER_PROFILE"]; !set && k == "ORDER_PROFILE" {
+			return "dev", true
+		}
+		v, ok := env[k]
+		return v, ok
 	}
 }

@@ -51,7 +51,7 @@ func newRig(ctx context.Context, t *testing.T) *rig {
 	}
 	t.Cleanup(kc.Close)
 	brokers := kc.ListenAddrs()
-	if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: events.Topic, Partitions: 3},
+	if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: events.Topic, Partitions: 3},
 		outbox.Topic{Name: consumer.DeadLetterTopic(events.Topic), Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func newRig(ctx context.Context, t *testing.T) *rig {
 		t.Fatal(err)
 	}
 
-	kp := outbox.NewKafka(brokers)
+	kp := outbox.NewKafka(brokers, nil)
 	t.Cleanup(func() { _ = kp.Close() })
 	relay, err := outbox.NewRelay(db, events.Brokers(kp, outbox.NewJetStream(js)), slog.New(slog.DiscardHandler), nil,
 		outbox.RelayConfig{PollInterval: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, PublishTimeout: 2 * time.Second})

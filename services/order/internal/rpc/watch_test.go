@@ -44,7 +44,7 @@ func TestWatchOrderSeesEveryChangeThroughNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(kc.Close)
-	if err := outbox.EnsureTopics(ctx, kc.ListenAddrs(), outbox.Topic{Name: events.Topic, Partitions: 1}); err != nil {
+	if err := outbox.EnsureTopics(ctx, kc.ListenAddrs(), nil, outbox.Topic{Name: events.Topic, Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
@@ -74,7 +74,7 @@ func TestWatchOrderSeesEveryChangeThroughNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	db, d := sqldbtest.Open(t, dsn)
-	kp := outbox.NewKafka(kc.ListenAddrs())
+	kp := outbox.NewKafka(kc.ListenAddrs(), nil)
 	t.Cleanup(func() { _ = kp.Close() })
 	relay, err := outbox.NewRelay(db, events.Brokers(kp, outbox.NewJetStream(js)), discard(), nil,
 		outbox.RelayConfig{PollInterval: time.Hour}) // only the after-commit hook wakes it

@@ -82,7 +82,7 @@ func TestRun(t *testing.T) {
 	checkHealth(ctx, t, env, target)
 	// The order service owns its topic; it is created only now, after payment's consumer started (and
 	// waits for it), as when payment starts first in a deployment.
-	if err := outbox.EnsureTopics(ctx, brokers, outbox.Topic{Name: events.OrderTopic, Partitions: 3}); err != nil {
+	if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: events.OrderTopic, Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -17,7 +17,7 @@ import (
 // store and the use cases, the gRPC service, the order-event consumer and the inbox purger, and seeds
 // the development accounts when configured. The platform runs and stops them.
 func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
-	kafka, err := s.Kafka(ctx, cfg.KafkaBrokers, events.Topics(cfg.TopicPartitions)...)
+	kafka, err := s.Kafka(ctx, cfg.Kafka, events.Topics(cfg.TopicPartitions)...)
 	if err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
 
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
-		Brokers: cfg.KafkaBrokers, GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
+		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
 	}, events.OrderHandler(a, s.Logger()), s.Logger())
 	if err != nil {

@@ -9,9 +9,16 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/internal/config"
 )
 
-// load reads the configuration from env the way the service command does.
+// load reads the configuration from env the way the service command does, with PAYMENT_PROFILE=dev unless
+// env sets it (a process needs one).
 func load(env map[string]string) (config.Config, error) {
-	return platformcfg.Load[config.Config]("PAYMENT", func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Default)
+	return platformcfg.Load[config.Config]("PAYMENT", func(k string) (string, bool) {
+		if _, set := env["PAYMENT_PROFILE"]; !set && k == "PAYMENT_PROFILE" {
+			return "dev", true
+		}
+		v, ok := env[k]
+		return v, ok
+	}, config.Default)
 }
 
 func TestLoad(t *testing.T) {

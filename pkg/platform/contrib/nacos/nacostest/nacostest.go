@@ -4,6 +4,8 @@ package nacostest
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/contrib/nacos"
 	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
 )
@@ -96,12 +99,71 @@ func run(t testing.TB, verb string) {
 	}
 }
 
-// configWritable publishes a probe config through the open API until it succeeds or bound passes.
+// Credential variables written by deploy/infra/infra.sh for a set started with INFRA_AUTH=1.
+const (
+	Username = "NACOS_USERNAME"
+	Password = "NACOS_PASSWORD"
+)
+
+// Auth returns cfg logging in as NACOS_USERNAME with NACOS_PASSWORD, as they are set (both unset for
+// a Nacos that does not authenticate: cfg is then returned as it is).
+func Auth(cfg nacos.Config) nacos.Config {
+	cfg.Username, cfg.Password = os.Getenv(Username), config.Secret(os.Getenv(Password))
+	return cfg
+}
+
+// Login logs in to the Nacos at addr (open API /nacos/v1/auth/login) and returns the access token the
+// open API takes as the accessToken parameter; an error when Nacos refuses the credential.
+func Login(ctx context.Context, addr, user, password string) (string, error) {
+	form := url.Values{"username": {user}, "password": {password}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/nacos/v1/auth/login", strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return "", err
+	}
+	var res struct {
+		AccessToken string `json:"accessToken"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &res) != nil || res.AccessToken == "" {
+		return "", fmt.Errorf("nacos login as %q refused: %d %s", user, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return res.AccessToken, nil
+}
+
+// AccessToken logs in as NACOS_USERNAME (Login) and returns the token for the open API's accessToken
+// parameter; "" when NACOS_USERNAME is unset (a Nacos that does not authenticate).
+func AccessToken(ctx context.Context, addr string) (string, error) {
+	user := os.Getenv(Username)
+	if user == "" {
+		return "", nil
+	}
+	return Login(ctx, addr, user, os.Getenv(Password))
+}
+
+// configWritable publishes a probe config through the open API (logged in as NACOS_USERNAME when it
+// is set) until it succeeds or bound passes.
 func configWritable(bound time.Duration) bool {
 	addr := os.Getenv(infratest.NacosAddr)
 	form := url.Values{"dataId": {"nacostest-probe"}, "group": {"nacostest"}, "content": {"ok"}}
 	for deadline := time.Now().Add(bound); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		token, err := AccessToken(ctx, addr)
+		if err != nil {
+			cancel()
+			continue
+		}
+		if token != "" {
+			form.Set("accessToken", token)
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/nacos/v1/cs/configs", strings.NewReader(form.Encode()))
 		if err != nil {
 			cancel()
@@ -154,10 +216,14 @@ func Dir(t testing.TB) string {
 }
 
 // Publisher returns a function publishing config documents to cfg's Nacos group through a config client
-// of its own (as an operator's console would), failing t when Nacos refuses one.
+// of its own (as an operator's console would; logged in as NACOS_USERNAME when cfg has no user), failing
+// t when Nacos refuses one.
 func Publisher(t testing.TB, cfg nacos.Config) func(dataID, content string) {
 	t.Helper()
 	cfg.CacheDir, cfg.LogDir = Dir(t), Dir(t)
+	if cfg.Username == "" {
+		cfg = Auth(cfg)
+	}
 	cc, servers, err := nacos.SDKConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
