@@ -187,10 +187,31 @@ compose-up: ## make secrets (and certs), then build and start the compose stack,
 	@$(MAKE) --no-print-directory secrets CERTS_DIR=$(COMPOSE_CERTS_DIR) SECRETS_DIR=$(ROOT)/.run/secrets
 	SHOPMESH_UID=$${SHOPMESH_UID:-$$(id -u)} SHOPMESH_GID=$${SHOPMESH_GID:-$$(id -g)} $(COMPOSE) up -d --build --wait
 
+# VOLUMES=1 also drops the data volumes (PostgreSQL, Kafka, NATS).
+VOLUMES ?=
+
 .PHONY: compose-down
-compose-down: ## Stop and remove the compose stack's containers (volumes kept; add -v by hand to drop them).
+compose-down: ## Stop and remove the compose stack's containers and network (volumes kept; VOLUMES=1 drops them too).
 	@bash deploy/docker/require-docker.sh $@ compose
-	$(COMPOSE) down
+	$(COMPOSE) down --remove-orphans$(if $(VOLUMES), -v)
+
+# The stand-in images (deploy/compose/standin: a test fixture, see deploy/compose/README.md) replace the
+# public images no registry serves here. COMPOSE_TEST_KEEP=1 leaves the stack up after a failure.
+.PHONY: compose-test
+compose-test: ## Start the Docker engine, build the stand-in images, then make compose-up, drive and fault the stack (deploy/composetest), make compose-down.
+	bash deploy/compose/standin/engine.sh up
+	bash deploy/compose/standin/build.sh
+	cd deploy && COMPOSE_TEST=1 go test -count=1 -v -timeout 60m -run '^TestCompose$$' ./composetest/
+
+.PHONY: engine-up engine-down standin-images
+engine-up: ## Start a local Docker engine (root dockerd --iptables=false) + the compose and buildx plugins built from Go modules (for compose-test).
+	bash deploy/compose/standin/engine.sh up
+
+engine-down: ## Stop the Docker engine that engine-up started (its containers stop with it).
+	bash deploy/compose/standin/engine.sh down
+
+standin-images: ## Build the compose stand-in images (test fixture: deploy/compose/standin/build.sh; cached, FORCE=1 rebuilds).
+	bash deploy/compose/standin/build.sh $(if $(FORCE),--force)
 
 K8S_OUT ?= $(ROOT)/deploy/k8s/out
 

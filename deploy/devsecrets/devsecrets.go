@@ -47,35 +47,34 @@ const (
 type Value struct {
 	Name string // file name in Dir
 	Kind Kind
-	// Wired is false for values generated ahead of the servers that will check them (Kafka's and
-	// Nacos' credentials): no container reads them yet.
-	Wired bool
 }
 
 // Values lists every secret of the compose stack and the dev overlay for the services of list.
 func Values(list []servicelist.Service) []Value {
 	vs := []Value{
-		{"postgres-password", Password, true},
-		{"nacos-auth-token", NacosToken, true},
-		{"grafana-admin-password", Password, true},
-		{"kafka-admin-password", Password, false},
-		{"nats-admin-password", Password, true},
-		{"nacos-admin-password", Password, false},
+		{"postgres-password", Password},
+		{"nacos-auth-token", NacosToken},
+		{"nacos-identity-key", Password},
+		{"nacos-identity-value", Password},
+		{"grafana-admin-password", Password},
+		{"kafka-admin-password", Password},
+		{"nats-admin-password", Password},
+		{"nacos-admin-password", Password},
 	}
 	for _, s := range list {
 		if s.Database {
-			vs = append(vs, Value{s.Name + "-db-password", Password, true})
+			vs = append(vs, Value{s.Name + "-db-password", Password})
 		}
 		if s.Kind == servicelist.KindHTTP {
-			vs = append(vs, Value{s.Name + "-jwt-keys", JWTKeys, true})
+			vs = append(vs, Value{s.Name + "-jwt-keys", JWTKeys})
 		}
 		if s.Kafka {
-			vs = append(vs, Value{s.Name + "-kafka-password", Password, false})
+			vs = append(vs, Value{s.Name + "-kafka-password", Password})
 		}
 		if s.NATS {
-			vs = append(vs, Value{s.Name + "-nats-password", Password, true})
+			vs = append(vs, Value{s.Name + "-nats-password", Password})
 		}
-		vs = append(vs, Value{s.Name + "-nacos-password", Password, false})
+		vs = append(vs, Value{s.Name + "-nacos-password", Password})
 	}
 	return vs
 }
@@ -212,17 +211,51 @@ func DSN(svc, password string) string {
 	return fmt.Sprintf("postgres://%s:%s@postgres:5432/%s?sslmode=disable", svc, password, svc)
 }
 
+// KafkaAdmin is the Kafka super user of compose and the dev overlay (super.users): it logs in with
+// SASL/PLAIN on the broker's internal listener (inter-broker, controller, the kafka-setup job and the
+// healthcheck); the services log in with SASL/SCRAM-SHA-512 as their own users, which kafka-setup
+// creates.
+const KafkaAdmin = "admin"
+
+// KafkaAdminJAAS is the broker's JAAS line of its PLAIN listeners (internal and controller): the
+// admin's own login (inter-broker and controller clients) and the one user the listener accepts.
+func KafkaAdminJAAS(password string) string {
+	return fmt.Sprintf(`org.apache.kafka.common.security.plain.PlainLoginModule required username="%[1]s" password="%[2]s" user_%[1]s="%[2]s";`, KafkaAdmin, password)
+}
+
+// NacosAdmin is Nacos' built-in administrator (Nacos 2.4 starts without its password: nacos-setup
+// sets it, then creates a user per service).
+const NacosAdmin = "nacos"
+
 // ComposeEnv returns the env files of the compose containers, by file name (container.env).
 func ComposeEnv(list []servicelist.Service, vals map[string]string) map[string][]string {
+	kafkaAdmin := vals["kafka-admin-password"]
 	files := map[string][]string{
 		"postgres.env": {"POSTGRES_PASSWORD=" + vals["postgres-password"]},
-		"nacos.env":    {"NACOS_AUTH_TOKEN=" + vals["nacos-auth-token"]},
-		"grafana.env":  {"GF_SECURITY_ADMIN_PASSWORD=" + vals["grafana-admin-password"]},
-		"nats.env":     {"NATS_ADMIN_PASSWORD=" + vals["nats-admin-password"]},
+		"nacos.env": {"NACOS_AUTH_TOKEN=" + vals["nacos-auth-token"],
+			"NACOS_AUTH_IDENTITY_KEY=" + vals["nacos-identity-key"],
+			"NACOS_AUTH_IDENTITY_VALUE=" + vals["nacos-identity-value"]},
+		"nacos-setup.env": {"NACOS_ADMIN_PASSWORD=" + vals["nacos-admin-password"]},
+		"grafana.env":     {"GF_SECURITY_ADMIN_PASSWORD=" + vals["grafana-admin-password"]},
+		"nats.env":        {"NATS_ADMIN_PASSWORD=" + vals["nats-admin-password"]},
+		// The apache/kafka image turns every KAFKA_* variable into a server.properties line; the
+		// admin password for the healthcheck and kafka-setup is not one.
+		"kafka.env": {"KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG=" + KafkaAdminJAAS(kafkaAdmin),
+			"KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG=" + KafkaAdminJAAS(kafkaAdmin),
+			"SHOPMESH_KAFKA_ADMIN_PASSWORD=" + kafkaAdmin},
+		"kafka-setup.env": {"SHOPMESH_KAFKA_ADMIN_PASSWORD=" + kafkaAdmin},
 	}
 	for _, s := range list {
 		p := s.Prefix()
 		var env []string
+		if s.Kafka {
+			pw := vals[s.Name+"-kafka-password"]
+			files["kafka-setup.env"] = append(files["kafka-setup.env"], p+"_KAFKA_PASSWORD="+pw)
+			env = append(env, p+"_KAFKA_PASSWORD="+pw)
+		}
+		nacos := vals[s.Name+"-nacos-password"]
+		files["nacos-setup.env"] = append(files["nacos-setup.env"], p+"_NACOS_PASSWORD="+nacos)
+		env = append(env, p+"_REGISTRY_NACOS_PASSWORD="+nacos)
 		if s.Database {
 			pw := vals[s.Name+"-db-password"]
 			files["postgres.env"] = append(files["postgres.env"], p+"_DB_PASSWORD="+pw)
@@ -244,11 +277,19 @@ func ComposeEnv(list []servicelist.Service, vals map[string]string) map[string][
 // K8sFiles returns the files of the dev overlay's secretGenerator, by file name.
 func K8sFiles(list []servicelist.Service, vals map[string]string) map[string]string {
 	files := map[string]string{
-		"postgres-password":   vals["postgres-password"],
-		"nacos-auth-token":    vals["nacos-auth-token"],
-		"nats-admin-password": vals["nats-admin-password"],
+		"postgres-password":    vals["postgres-password"],
+		"nacos-auth-token":     vals["nacos-auth-token"],
+		"nacos-identity-key":   vals["nacos-identity-key"],
+		"nacos-identity-value": vals["nacos-identity-value"],
+		"nacos-admin-password": vals["nacos-admin-password"],
+		"kafka-admin-password": vals["kafka-admin-password"],
+		"nats-admin-password":  vals["nats-admin-password"],
 	}
 	for _, s := range list {
+		if s.Kafka {
+			files[s.Name+"-kafka-password"] = vals[s.Name+"-kafka-password"]
+		}
+		files[s.Name+"-nacos-password"] = vals[s.Name+"-nacos-password"]
 		if s.Database {
 			pw := vals[s.Name+"-db-password"]
 			files[s.Name+"-db-password"] = pw

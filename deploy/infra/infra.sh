@@ -22,7 +22,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 CACHE=${SHOPMESH_CACHE:-$HOME/.cache/shopmesh}
 RUN=${SHOPMESH_INFRA_DIR:-$REPO/.run/infra}
-ENV_FILE=${SHOPMESH_INFRA_ENV:-$REPO/.run/infra.env}
+# The env file sits next to the data dir (<repo>/.run/infra.env by default), so a private set started
+# with only SHOPMESH_INFRA_DIR never overwrites the shared set's file.
+ENV_FILE=${SHOPMESH_INFRA_ENV:-$(dirname "$RUN")/infra.env}
 
 ALL_COMPONENTS=(postgres kafka nats nacos jaeger)
 
@@ -568,10 +570,11 @@ install_nats() {
 
 # With authentication (auth_on) each service that uses NATS (nats: true in services/*/service.yaml)
 # has its own user, allowed to publish only its own event subjects and the JetStream API requests for
-# its own stream (subjects and streams: services/<svc>/internal/events), to subscribe to its own
-# subjects and to _INBOX.> (request replies, JetStream publish acks); `admin` (tests, tools such as
-# dlq) may do everything. Connections without a user are refused (no no_auth_user). A service that
-# declares nats: true without a line in nats_permissions stops `up` with an error.
+# its own stream, to subscribe to its own subjects and to _INBOX.> (request replies, JetStream publish
+# acks); `admin` (tests, tools such as dlq) may do everything. Connections without a user are refused
+# (no no_auth_user). The subjects and the stream are the service's nats_subjects and nats_stream in
+# its service.yaml (the one list: compose's and the dev overlay's nats.conf get the same permissions
+# from servicegen); deploy/cmd/natsauth prints the block.
 nats_services() {
 	local f
 	for f in "$REPO"/services/*/service.yaml; do
@@ -580,35 +583,14 @@ nats_services() {
 	return 0
 }
 
-# nats_permissions <service>: its publish and subscribe allow-lists.
-nats_permissions() {
-	local subj stream
-	case $1 in
-	inventory) subj=shopmesh.stock. stream=SHOPMESH_STOCK ;;
-	order) subj=shopmesh.order.status. stream=SHOPMESH_ORDER_STATUS ;;
-	*) die "nats: no permissions for service $1" ;;
-	esac
-	cat <<-EOF
-		permissions: {
-		  publish: { allow: ["$subj>", "\$JS.API.INFO", "\$JS.API.STREAM.CREATE.$stream", "\$JS.API.STREAM.UPDATE.$stream", "\$JS.API.STREAM.INFO.$stream"] }
-		  subscribe: { allow: ["$subj>", "_INBOX.>"] }
-		}
-	EOF
-}
-
-# nats_authorization: the authorization block (passwords from infra_secret).
+# nats_authorization: the authorization block (passwords from infra_secret, drawn on first use).
 nats_authorization() {
+	need_cmd go "https://go.dev/dl"
 	local u
-	echo "authorization {"
-	echo "  users = ["
-	echo "    { user: admin, password: \"$(infra_secret nats-admin)\" }"
-	for u in $(nats_services); do
-		echo "    { user: $u, password: \"$(infra_secret "nats-$u")\","
-		nats_permissions "$u" | sed 's/^/      /'
-		echo "    }"
-	done
-	echo "  ]"
-	echo "}"
+	infra_secret nats-admin >/dev/null
+	for u in $(nats_services); do infra_secret "nats-$u" >/dev/null; done
+	(cd "$REPO/deploy" && go run ./cmd/natsauth -secrets "$RUN/secrets" -root "$REPO") ||
+		die "nats: writing the users and permissions failed"
 }
 
 # /healthz answers {"status":"ok"} once JetStream is up; check the body, not just 200.
@@ -644,7 +626,7 @@ start_nats() {
 		(
 			umask 077
 			nats_authorization >"$dir/auth.conf"
-		)
+		) || die "nats: no authorization block"
 		echo 'include "auth.conf"' >>"$dir/nats.conf"
 		touch "$dir/auth"
 	fi
@@ -788,17 +770,45 @@ start_nacos() {
 		EOF
 	)
 	if [[ $auth == true ]]; then touch "$dir/auth"; fi
+	# rnacos 0.8.8 sometimes panics applying its first raft entry in an empty data dir
+	# (raftapply.rs:421, Option::unwrap on None: an actor gets a request before its managers are
+	# set): the admin user is then never created and, with auth, every login is 403. A data dir that
+	# has never been ready ($dir/data-unready, or empty) holds nothing of value: on that panic start
+	# once more on a fresh one. A data dir that was ready once is never deleted.
+	[[ -n $(ls -A "$dir/data") ]] || touch "$dir/data-unready"
+	nacos_launch "$dir"
+	if [[ -f $dir/data-unready ]]; then
+		if wait_for nacos "$(read_pid nacos)" nacos_ready_or_panicked && ! nacos_panicked; then
+			rm -f "$dir/data-unready"
+			return 0
+		fi
+		nacos_panicked || die "nacos: not ready"
+		log "nacos: rnacos panicked during its first start in an empty data dir (upstream race, raftapply.rs); starting it once more on a fresh data dir"
+		stop_nacos
+		rm -rf "$dir/data"
+		mkdir -p "$dir/data"
+		nacos_launch "$dir"
+	fi
+	wait_for nacos "$(read_pid nacos)" nacos_ready || die "nacos: not ready"
+	rm -f "$dir/data-unready"
+}
+
+# nacos_launch <dir>: start rnacos with <dir>/rnacos.env from <dir>.
+nacos_launch() {
 	(
-		cd "$dir"
+		cd "$1"
 		set -a
 		# shellcheck disable=SC1091
-		. "$dir/rnacos.env"
+		. "$1/rnacos.env"
 		set +a
-		launch nacos "$RNACOS_BIN" -e "$dir/rnacos.env"
+		launch nacos "$RNACOS_BIN" -e "$1/rnacos.env"
 	)
-	pid=$(read_pid nacos)
-	wait_for nacos "$pid" nacos_ready || die "nacos: not ready"
 }
+
+# nacos_panicked: the log of the current start shows rnacos's first-start panic (see start_nacos).
+nacos_panicked() { grep -qs 'panicked at .*raftapply\.rs' "$(comp_log nacos)"; }
+
+nacos_ready_or_panicked() { nacos_panicked || nacos_ready; }
 
 stop_nacos() { term_wait nacos "$(read_pid nacos)"; rm -f "$(pidfile nacos)"; }
 

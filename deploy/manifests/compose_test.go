@@ -12,6 +12,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/shopmesh/shopmesh/deploy/devsecrets"
 	"github.com/shopmesh/shopmesh/deploy/servicelist"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 )
@@ -104,13 +105,14 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service, g
 			if got := s.GetScale(); got != entry.Replicas {
 				t.Errorf("replicas = %d, want %d (services/%s/service.yaml)", got, entry.Replicas, svc)
 			}
-			// Start order: its schema first, then the brokers it uses, Nacos and every service it calls.
-			deps := map[string]string{"nacos": types.ServiceConditionHealthy}
+			// Start order: its schema first, then the brokers it uses, Nacos and every service it calls;
+			// for Kafka and Nacos, the jobs that create its users there (after those are healthy).
+			deps := map[string]string{"nacos-setup": types.ServiceConditionCompletedSuccessfully}
 			if entry.Database {
 				deps[svc+"-migrate"] = types.ServiceConditionCompletedSuccessfully
 			}
 			if entry.Kafka {
-				deps["kafka"] = types.ServiceConditionHealthy
+				deps["kafka-setup"] = types.ServiceConditionCompletedSuccessfully
 			}
 			if entry.NATS {
 				deps["nats"] = types.ServiceConditionHealthy
@@ -180,7 +182,10 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service, g
 	}
 	for _, job := range sortedKeys(jobs) {
 		s := p.Services[job]
-		svc := strings.TrimSuffix(job, "-migrate")
+		svc, isMigrate := strings.CutSuffix(job, "-migrate")
+		if !isMigrate {
+			continue // kafka-setup, nacos-setup: checkSetupJobs
+		}
 		if !slices.Equal(s.Command, types.ShellCommand{"migrate", "up"}) {
 			t.Errorf("%s: command %q, want [migrate up]", job, s.Command)
 		}
@@ -200,6 +205,7 @@ func checkCompose(t *testing.T, root, bins string, list []servicelist.Service, g
 		}
 	}
 	checkNATSUsers(t, string(nats), natsEnv, list, gen.vals)
+	checkSetupJobs(t, p, list, gen.vals)
 	for _, want := range []string{"postgres", "kafka", "nats", "nacos", "jaeger", "prometheus", "grafana"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("no %s service", want)
@@ -261,6 +267,71 @@ func checkAdvertisedHosts(t *testing.T, p *types.Project, jobs map[string]bool) 
 				t.Errorf("%s and %s both advertise %s in Nacos", other, name, *v)
 			}
 			owner[*v] = name
+		}
+	}
+}
+
+// checkSetupJobs: Kafka and Nacos authenticate in compose, and the one-shot jobs that create the
+// service users run their script (init/, generated from the list) with the generated passwords.
+func checkSetupJobs(t *testing.T, p *types.Project, list []servicelist.Service, vals map[string]string) {
+	t.Helper()
+	env := func(name string) map[string]string {
+		out := map[string]string{}
+		for k, v := range p.Services[name].Environment {
+			if v != nil {
+				out[k] = *v
+			}
+		}
+		return out
+	}
+	kafka := env("kafka")
+	for k, want := range map[string]string{
+		"KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND":                  "false",
+		"KAFKA_SUPER_USERS":                                     "User:" + devsecrets.KafkaAdmin,
+		"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":                  "CLIENT:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+		"KAFKA_LISTENER_NAME_CLIENT_SASL_ENABLED_MECHANISMS":    "SCRAM-SHA-512",
+		"KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG":   devsecrets.KafkaAdminJAAS(vals["kafka-admin-password"]),
+		"KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG": devsecrets.KafkaAdminJAAS(vals["kafka-admin-password"]),
+		"SHOPMESH_KAFKA_ADMIN_PASSWORD":                         vals["kafka-admin-password"],
+	} {
+		if kafka[k] != want {
+			t.Errorf("kafka: %s = %q, want %q", k, kafka[k], want)
+		}
+	}
+	nacos := env("nacos")
+	if nacos["NACOS_AUTH_ENABLE"] != "true" || nacos["NACOS_AUTH_TOKEN"] != vals["nacos-auth-token"] ||
+		nacos["NACOS_AUTH_IDENTITY_KEY"] != vals["nacos-identity-key"] || nacos["NACOS_AUTH_IDENTITY_VALUE"] != vals["nacos-identity-value"] {
+		t.Error("nacos: want NACOS_AUTH_ENABLE=true and the generated token and identity")
+	}
+	for _, job := range []struct{ name, admin, adminVal, suffix, kind string }{
+		{"kafka-setup", "SHOPMESH_KAFKA_ADMIN_PASSWORD", "kafka-admin-password", "_KAFKA_PASSWORD", "kafka"},
+		{"nacos-setup", "NACOS_ADMIN_PASSWORD", "nacos-admin-password", "_NACOS_PASSWORD", "nacos"},
+	} {
+		s, ok := p.Services[job.name]
+		if !ok {
+			t.Errorf("no %s job", job.name)
+			continue
+		}
+		script := "/setup/" + job.name + ".sh"
+		if !slices.Equal(s.Entrypoint, types.ShellCommand{"/bin/sh", script}) ||
+			!slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+				return v.Target == script && v.ReadOnly && filepath.Base(v.Source) == job.name+".sh"
+			}) {
+			t.Errorf("%s: entrypoint %q, volumes %+v: want its init/%s.sh mounted read-only and run", job.name, s.Entrypoint, s.Volumes, job.name)
+		}
+		if dep, ok := s.DependsOn[job.kind]; !ok || dep.Condition != types.ServiceConditionHealthy {
+			t.Errorf("%s: want it to wait for %s healthy", job.name, job.kind)
+		}
+		e := env(job.name)
+		want := map[string]string{job.admin: vals[job.adminVal]}
+		for _, svc := range list {
+			if job.kind == "kafka" && !svc.Kafka {
+				continue
+			}
+			want[svc.Prefix()+job.suffix] = vals[svc.Name+"-"+job.kind+"-password"]
+		}
+		if !maps.Equal(e, want) {
+			t.Errorf("%s: environment %v, want exactly the admin's and each service's password (%v)", job.name, sortedKeys(e), sortedKeys(want))
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -27,6 +28,7 @@ import (
 type rendered struct {
 	deployments  map[string]*appsv1.Deployment
 	statefulSets map[string]*appsv1.StatefulSet
+	jobs         map[string]*batchv1.Job
 	services     map[string]*corev1.Service
 	configMaps   map[string]*corev1.ConfigMap
 	secrets      map[string]*corev1.Secret
@@ -52,6 +54,7 @@ func (r *rendered) kinds() map[string]func(t *testing.T, name string, data []byt
 	return map[string]func(*testing.T, string, []byte){
 		"apps/v1/Deployment":                     into(&r.deployments),
 		"apps/v1/StatefulSet":                    into(&r.statefulSets),
+		"batch/v1/Job":                           into(&r.jobs),
 		"v1/Service":                             into(&r.services),
 		"v1/ConfigMap":                           into(&r.configMaps),
 		"v1/Secret":                              into(&r.secrets),
@@ -110,7 +113,7 @@ type workload struct {
 	pod        corev1.PodSpec
 }
 
-// workloads are the rendered Deployments and StatefulSets, in a stable order.
+// workloads are the rendered Deployments, StatefulSets and Jobs, in a stable order.
 func (r rendered) workloads() []workload {
 	var ws []workload
 	for _, name := range sortedKeys(r.deployments) {
@@ -120,6 +123,10 @@ func (r rendered) workloads() []workload {
 	for _, name := range sortedKeys(r.statefulSets) {
 		s := r.statefulSets[name]
 		ws = append(ws, workload{"StatefulSet", name, s.Spec.Replicas, s.Spec.Template.Spec})
+	}
+	for _, name := range sortedKeys(r.jobs) {
+		j := r.jobs[name]
+		ws = append(ws, workload{"Job", name, nil, j.Spec.Template.Spec})
 	}
 	return ws
 }
@@ -161,6 +168,40 @@ var companions = []struct {
 			t.Errorf("no Service %s", svc)
 		}
 	}},
+}
+
+// ingressNamespace is the prod ingress controller's namespace (deploy/cmd/servicegen IngressNamespace).
+const ingressNamespace = "ingress-nginx"
+
+// checkIngressOnly: in prod the edge's API port (8080) is admitted from the ingress controller's
+// namespace only (no rule open to every source on it), and the edge knows TLS ends at the ingress.
+func checkIngressOnly(t *testing.T, np *networkingv1.NetworkPolicy, terminated string) {
+	t.Helper()
+	if terminated != "true" {
+		t.Errorf("prod: HTTPS_TERMINATED_UPSTREAM = %q, want true (TLS ends at the ingress)", terminated)
+	}
+	if np == nil {
+		t.Fatal("prod: no NetworkPolicy for the edge")
+	}
+	var fromIngress bool
+	for _, r := range np.Spec.Ingress {
+		if !slices.ContainsFunc(r.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.IntVal == 8080 }) {
+			continue
+		}
+		if len(r.From) == 0 {
+			t.Error("prod: the edge's NetworkPolicy admits port 8080 from everywhere; want the ingress controller's namespace only")
+		}
+		for _, f := range r.From {
+			if f.NamespaceSelector == nil || f.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != ingressNamespace || f.PodSelector != nil || f.IPBlock != nil {
+				t.Errorf("prod: the edge's port 8080 admits %+v; want namespace %s only", f, ingressNamespace)
+				continue
+			}
+			fromIngress = true
+		}
+	}
+	if !fromIngress {
+		t.Errorf("prod: the edge's NetworkPolicy does not admit port 8080 from namespace %s", ingressNamespace)
+	}
 }
 
 // containerEnv resolves a container's environment as the kubelet would: envFrom ConfigMaps, then env
@@ -266,6 +307,9 @@ func checkKustomize(t *testing.T, k8sDir, bins, overlay string, list []serviceli
 				}
 				if !s.Kafka && (env[p+"_KAFKA_USERNAME"] != "" || env[p+"_KAFKA_PASSWORD"] != "") {
 					t.Errorf("prod: Kafka credentials for %s, which does not use Kafka", svc)
+				}
+				if isHTTP(s) {
+					checkIngressOnly(t, r.policies[svc], env[p+"_HTTPS_TERMINATED_UPSTREAM"])
 				}
 			}
 			for _, c := range companions {

@@ -25,15 +25,8 @@ cmd=${1:-}
 case $cmd in
 up)
 	(($#)) || set -- postgres kafka nats nacos
-	INFRA_AUTH=1 bash "$REPO/deploy/infra/infra.sh" up "$@" && exit 0
-	# rnacos 0.8.8 sometimes panics applying its first raft entry in an empty data dir
-	# (raftapply.rs:421, Option::unwrap on None): the admin user is never created and every login is
-	# 403. Start it once more on a fresh data dir; anything else fails as it is.
-	grep -qs 'raftapply.rs' "$SHOPMESH_INFRA_DIR/nacos/nacos.log" "$SHOPMESH_INFRA_DIR/nacos/nacos.log.prev" || exit 1
-	echo "authinfra: rnacos panicked during its first start (upstream race); starting it again on a fresh data dir" >&2
-	bash "$REPO/deploy/infra/infra.sh" stop nacos || true
-	rm -rf "$SHOPMESH_INFRA_DIR/nacos/data"
-	INFRA_AUTH=1 bash "$REPO/deploy/infra/infra.sh" up "$@"
+	# infra.sh's start_nacos starts rnacos once more on a fresh data dir when it panics on its first start.
+	INFRA_AUTH=1 exec bash "$REPO/deploy/infra/infra.sh" up "$@"
 	;;
 down) bash "$REPO/deploy/infra/infra.sh" down ;;
 env) echo "$SHOPMESH_INFRA_ENV" ;;

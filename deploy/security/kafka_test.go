@@ -168,7 +168,6 @@ func uniqueID(prefix string) string {
 // TestKafkaWithoutCredentials: a client without a credential, or with a wrong one, gets neither the
 // topics' metadata nor a produce through.
 func TestKafkaWithoutCredentials(t *testing.T) {
-	k := authKafka(t)
 	wrong, err := kafkaauth.Mechanism("order", "not-the-password")
 	if err != nil {
 		t.Fatal(err)
@@ -177,15 +176,22 @@ func TestKafkaWithoutCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
+	cases := []struct {
 		name string
 		auth sasl.Mechanism
 	}{
 		{"Kafka: metadata and produce without credentials", nil},
 		{"Kafka: metadata and produce with a wrong password", wrong},
 		{"Kafka: metadata and produce as an unknown user", unknown},
-	} {
-		a := attack(t, c.name, "connection refused before any request (no SASL) / SASL_AUTHENTICATION_FAILED")
+	}
+	// The rows first: without the cluster the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(cases))
+	for i, c := range cases {
+		rows[i] = attack(t, c.name, "connection refused before any request (no SASL) / SASL_AUTHENTICATION_FAILED")
+	}
+	k := authKafka(t)
+	for ci, c := range cases {
+		a := rows[ci]
 		for i := range kafkaTries {
 			a.try(func() (bool, error) {
 				if err := k.alive(); err != nil {
@@ -224,6 +230,17 @@ func TestKafkaWithoutCredentials(t *testing.T) {
 // sees the order service's events before and after the forgeries, and none of them. The publishers are
 // the platform's (outbox.NewKafka), as the relay of the forging service would use them.
 func TestKafkaForgedEvent(t *testing.T) {
+	forgeries := []struct{ user, topic string }{
+		{"payment", orderTopic},
+		{"inventory", orderTopic},
+		{"payment", inventoryTopic},
+		{"order", paymentTopic},
+	}
+	// The rows first: without the cluster the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(forgeries))
+	for i, f := range forgeries {
+		rows[i] = attack(t, fmt.Sprintf("Kafka: %s forges an event onto %s", f.user, f.topic), "TOPIC_AUTHORIZATION_FAILED, or the topic hidden (no Describe: UNKNOWN_TOPIC_OR_PARTITION)")
+	}
 	k := authKafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -239,13 +256,8 @@ func TestKafkaForgedEvent(t *testing.T) {
 		t.Fatalf("order publishing its own event: %v", err)
 	}
 	forged := map[string]bool{}
-	for _, f := range []struct{ user, topic string }{
-		{"payment", orderTopic},
-		{"inventory", orderTopic},
-		{"payment", inventoryTopic},
-		{"order", paymentTopic},
-	} {
-		a := attack(t, fmt.Sprintf("Kafka: %s forges an event onto %s", f.user, f.topic), "TOPIC_AUTHORIZATION_FAILED, or the topic hidden (no Describe: UNKNOWN_TOPIC_OR_PARTITION)")
+	for fi, f := range forgeries {
+		a := rows[fi]
 		for range kafkaTries {
 			a.try(func() (bool, error) {
 				id := uniqueID("forged-")
@@ -321,7 +333,7 @@ func TestKafkaForgedEvent(t *testing.T) {
 // TestKafkaForeignRead: a service cannot read a topic it does not consume, nor use another service's
 // consumer group, and cannot create topics that are not its own.
 func TestKafkaForeignRead(t *testing.T) {
-	k := authKafka(t)
+	var k kafkaCluster // authKafka, once the rows are declared
 	fetch := func(user, topic string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -342,28 +354,8 @@ func TestKafkaForeignRead(t *testing.T) {
 		}
 		return err
 	}
-	// Controls: the legitimate reads pass, so the refusals below are the ACLs'; the platform's other
-	// Kafka clients authenticate too (the readiness check, the dead-letter tool as admin), and the
-	// readiness check without a credential reports the cluster down.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := depcheck.Kafka(k.brokers, k.users["payment"])(ctx); err != nil {
-		t.Fatalf("readiness check with payment's credential: %v", err)
-	}
-	if err := depcheck.Kafka(k.brokers, nil)(ctx); err == nil {
-		t.Error("readiness check without a credential passed")
-	}
-	if _, err := (dlq.Kafka{Brokers: k.brokers, SASL: k.users["admin"], Topic: orderDLQ}).List(ctx); err != nil {
-		t.Fatalf("dlq list as admin: %v", err)
-	}
-	if err := fetch("inventory", orderTopic); err != nil {
-		t.Fatalf("inventory fetching the order events it consumes: %v", err)
-	}
-	if err := offsets("payment", "payment"); err != nil {
-		t.Fatalf("payment reading its own group's offsets: %v", err)
-	}
 	forged := uniqueID("shopmesh.forged.")
-	for _, c := range []struct {
+	cases := []struct {
 		name, expected string
 		try            func() error
 		// refused tells the refusal from another error
@@ -385,8 +377,36 @@ func TestKafkaForeignRead(t *testing.T) {
 				return outbox.EnsureTopics(ctx, k.brokers, k.users["order"], outbox.Topic{Name: forged, Partitions: 1})
 			},
 			func(err error) (bool, error) { return errors.Is(err, kafka.TopicAuthorizationFailed), nil }},
-	} {
-		a := attack(t, c.name, c.expected)
+	}
+	// The rows first: without the cluster the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(cases))
+	for i, c := range cases {
+		rows[i] = attack(t, c.name, c.expected)
+	}
+	k = authKafka(t)
+
+	// Controls: the legitimate reads pass, so the refusals below are the ACLs'; the platform's other
+	// Kafka clients authenticate too (the readiness check, the dead-letter tool as admin), and the
+	// readiness check without a credential reports the cluster down.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := depcheck.Kafka(k.brokers, k.users["payment"])(ctx); err != nil {
+		t.Fatalf("readiness check with payment's credential: %v", err)
+	}
+	if err := depcheck.Kafka(k.brokers, nil)(ctx); err == nil {
+		t.Error("readiness check without a credential passed")
+	}
+	if _, err := (dlq.Kafka{Brokers: k.brokers, SASL: k.users["admin"], Topic: orderDLQ}).List(ctx); err != nil {
+		t.Fatalf("dlq list as admin: %v", err)
+	}
+	if err := fetch("inventory", orderTopic); err != nil {
+		t.Fatalf("inventory fetching the order events it consumes: %v", err)
+	}
+	if err := offsets("payment", "payment"); err != nil {
+		t.Fatalf("payment reading its own group's offsets: %v", err)
+	}
+	for ci, c := range cases {
+		a := rows[ci]
 		for range kafkaTries {
 			a.try(func() (bool, error) {
 				err := c.try()

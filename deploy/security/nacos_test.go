@@ -101,16 +101,24 @@ func (n nacosAuth) config(ctx context.Context, token, dataID string) (string, er
 // pushed to Nacos without a login, with a made-up access token, or an instance registered without one,
 // is refused with 403 and Nacos keeps nothing of it; a login with a wrong password gets no token.
 func TestNacosRefusesUnauthenticatedWrites(t *testing.T) {
-	n := requireNacosAuth(t)
-	admin := n.adminToken(t)
-	for _, c := range []struct {
+	pushes := []struct {
 		attack string
 		token  func() string
 	}{
 		{"Nacos: config pushed without credentials (open API)", func() string { return "" }},
 		{"Nacos: config pushed with a forged access token", func() string { return randHex(t) + randHex(t) + randHex(t) }},
-	} {
-		at := attack(t, c.attack, "403 unknown user; config not stored")
+	}
+	// The rows first: without the server the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(pushes))
+	for i, c := range pushes {
+		rows[i] = attack(t, c.attack, "403 unknown user; config not stored")
+	}
+	register := attack(t, "Nacos: instance registered without credentials (open API)", "403 unknown user; instance not listed")
+	wrongPassword := attack(t, "Nacos: login with a wrong password", "no access token")
+	n := requireNacosAuth(t)
+	admin := n.adminToken(t)
+	for ci, c := range pushes {
+		at := rows[ci]
 		for i := range nacosTries {
 			at.try(func() (bool, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -134,7 +142,7 @@ func TestNacosRefusesUnauthenticatedWrites(t *testing.T) {
 		}
 	}
 
-	at := attack(t, "Nacos: instance registered without credentials (open API)", "403 unknown user; instance not listed")
+	at := register
 	for i := range nacosTries {
 		at.try(func() (bool, error) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -158,7 +166,7 @@ func TestNacosRefusesUnauthenticatedWrites(t *testing.T) {
 	}
 
 	// rnacos counts failed logins per user (100 a minute): stay well below, the services log in too.
-	at = attack(t, "Nacos: login with a wrong password", "no access token")
+	at = wrongPassword
 	for range 10 {
 		at.try(func() (bool, error) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -221,9 +229,10 @@ func (n nacosAuth) listed(ctx context.Context, admin, svc, ip string) (bool, err
 // The services' client library without the credential cannot register an instance over its gRPC
 // channel (a rogue process announcing itself as a service); with NACOS_USERNAME's it can.
 func TestNacosSDKNeedsCredentials(t *testing.T) {
+	// The row first: without the server the test skips, and the table lists it as skipped.
+	at := attack(t, "Nacos: instance registered by an SDK client without credentials (gRPC)", "unknown user; instance not listed")
 	n := requireNacosAuth(t)
 	admin := n.adminToken(t)
-	at := attack(t, "Nacos: instance registered by an SDK client without credentials (gRPC)", "unknown user; instance not listed")
 	for i := range 5 { // each try is a new client: a gRPC connection and its set-up
 		at.try(func() (bool, error) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -38,6 +38,11 @@ type natsAuth struct {
 	admin, inventory, order config.NATS
 }
 
+// orderUser and inventoryUser are the services' settings (method values for tables declared before the
+// server is known).
+func (n natsAuth) orderUser() config.NATS     { return n.order }
+func (n natsAuth) inventoryUser() config.NATS { return n.inventory }
+
 func requireNATSAuth(t *testing.T) natsAuth {
 	t.Helper()
 	url := infratest.Require(t, infratest.NatsURL)
@@ -152,19 +157,29 @@ func stored(ctx context.Context, js jetstream.JetStream, stream, subject string)
 // An event published to NATS without credentials, or with a wrong password, never gets in: the server
 // refuses the connection.
 func TestNATSWithoutCredentials(t *testing.T) {
-	a := requireNATSAuth(t)
-	for _, c := range []struct {
+	cases := []struct {
 		attack string
-		cred   config.NATS
+		cred   func(a natsAuth) config.NATS
 	}{
-		{"NATS: connect (to forge an event) without credentials", config.NATS{NatsURL: a.url}},
-		{"NATS: connect as a service with a wrong password", config.NATS{NatsURL: a.url, NatsUser: a.inventory.NatsUser, NatsPassword: config.Secret(randHex(t))}},
-		{"NATS: connect as an unknown user", config.NATS{NatsURL: a.url, NatsUser: "intruder", NatsPassword: config.Secret(randHex(t))}},
-	} {
-		at := attack(t, c.attack, "connection refused: Authorization Violation")
+		{"NATS: connect (to forge an event) without credentials", func(a natsAuth) config.NATS { return config.NATS{NatsURL: a.url} }},
+		{"NATS: connect as a service with a wrong password", func(a natsAuth) config.NATS {
+			return config.NATS{NatsURL: a.url, NatsUser: a.inventory.NatsUser, NatsPassword: config.Secret(randHex(t))}
+		}},
+		{"NATS: connect as an unknown user", func(a natsAuth) config.NATS {
+			return config.NATS{NatsURL: a.url, NatsUser: "intruder", NatsPassword: config.Secret(randHex(t))}
+		}},
+	}
+	// The rows first: without the server the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(cases))
+	for i, c := range cases {
+		rows[i] = attack(t, c.attack, "connection refused: Authorization Violation")
+	}
+	a := requireNATSAuth(t)
+	for i, c := range cases {
+		at, cred := rows[i], c.cred(a)
 		for range natsTries {
 			at.try(func() (bool, error) {
-				conn, err := connectNATS(t, c.cred)
+				conn, err := connectNATS(t, cred)
 				if err == nil {
 					conn.Close()
 					return true, nil
@@ -183,26 +198,33 @@ func TestNATSWithoutCredentials(t *testing.T) {
 // JetStream to delete another service's stream, is refused with a permissions violation, and the
 // stream stores nothing; subscribing to another service's subjects is refused too.
 func TestNATSServiceUsersStayInTheirSubjects(t *testing.T) {
-	a := requireNATSAuth(t)
-	js := streams(t, a)
-	for _, c := range []struct {
+	cases := []struct {
 		attack        string
-		as            config.NATS
+		as            func(a natsAuth) config.NATS
 		subject       func(id string) string
 		stream        string // where a forged event would be stored ("" for API requests)
 		streamSurvive string
 	}{
-		{attack: "NATS: event forged onto inventory's stock subject with order's user", as: a.order,
+		{attack: "NATS: event forged onto inventory's stock subject with order's user", as: natsAuth.orderUser,
 			subject: func(id string) string { return stockSubject + "SEC-FORGED-" + id }, stream: stockStream},
-		{attack: "NATS: event forged onto order's status subject with inventory's user", as: a.inventory,
+		{attack: "NATS: event forged onto order's status subject with inventory's user", as: natsAuth.inventoryUser,
 			subject: func(id string) string { return statusSubject + "sec-forged-" + id }, stream: statusStream},
-		{attack: "NATS: another service's stream deleted through the JetStream API", as: a.order,
+		{attack: "NATS: another service's stream deleted through the JetStream API", as: natsAuth.orderUser,
 			subject: func(string) string { return "$JS.API.STREAM.DELETE." + stockStream }, streamSurvive: stockStream},
-	} {
-		at := attack(t, c.attack, "Permissions Violation for Publish; nothing stored")
-		conn, err := connectNATS(t, c.as)
+	}
+	// The rows first: without the server the test skips, and the table lists them as skipped.
+	rows := make([]*Attack, len(cases))
+	for i, c := range cases {
+		rows[i] = attack(t, c.attack, "Permissions Violation for Publish; nothing stored")
+	}
+	read := attack(t, "NATS: another service's events read (subscribe with order's user to inventory's subjects)", "Permissions Violation for Subscription")
+	a := requireNATSAuth(t)
+	js := streams(t, a)
+	for i, c := range cases {
+		at := rows[i]
+		conn, err := connectNATS(t, c.as(a))
 		if err != nil {
-			t.Fatalf("%s connects: %v", c.as.NatsUser, err)
+			t.Fatalf("%s connects: %v", c.as(a).NatsUser, err)
 		}
 		for range natsTries {
 			at.try(func() (bool, error) {
@@ -239,7 +261,7 @@ func TestNATSServiceUsersStayInTheirSubjects(t *testing.T) {
 		}
 	}
 
-	at := attack(t, "NATS: another service's events read (subscribe with order's user to inventory's subjects)", "Permissions Violation for Subscription")
+	at := read
 	conn, err := connectNATS(t, a.order)
 	if err != nil {
 		t.Fatal(err)

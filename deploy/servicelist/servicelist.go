@@ -44,6 +44,12 @@ type Service struct {
 	KafkaReads  []string `yaml:"kafka_reads"`  // topics it consumes
 	KafkaGroups []string `yaml:"kafka_groups"` // consumer groups it reads them with
 
+	// The service's NATS subjects and JetStream stream: its user's permissions on an authenticating
+	// server (NATSPermissions; infra.sh via deploy/cmd/natsauth, compose and the dev overlay's nats.conf
+	// via servicegen). Required with nats: true.
+	NATSSubjects string `yaml:"nats_subjects"` // subject prefix: it publishes and subscribes to <prefix>.>
+	NATSStream   string `yaml:"nats_stream"`   // the JetStream stream it creates over them
+
 	// Dir is the service's folder relative to the repository root ("services/order"); not read from
 	// the file.
 	Dir string `yaml:"-"`
@@ -51,6 +57,47 @@ type Service struct {
 
 // Prefix is the service's environment-variable prefix: "ORDER" for order, "STOCK_SYNC" for stock-sync.
 func (s Service) Prefix() string { return strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_")) }
+
+// NATSPermissions are a NATS user's allow-lists.
+type NATSPermissions struct {
+	Publish, Subscribe []string
+}
+
+// NATSPermissions is what the service's NATS user may do: publish its own subjects and the JetStream
+// API requests for its own stream (account info, create/update/info of the stream), subscribe to its
+// own subjects and to _INBOX.> (request replies, JetStream publish acks). Nothing else: no other
+// service's subjects, no stream deletion, no consumer API. The zero value for a service without NATS.
+func (s Service) NATSPermissions() NATSPermissions {
+	if !s.NATS {
+		return NATSPermissions{}
+	}
+	subj := s.NATSSubjects + ".>"
+	return NATSPermissions{
+		Publish: []string{subj, "$JS.API.INFO", "$JS.API.STREAM.CREATE." + s.NATSStream,
+			"$JS.API.STREAM.UPDATE." + s.NATSStream, "$JS.API.STREAM.INFO." + s.NATSStream},
+		Subscribe: []string{subj, "_INBOX.>"},
+	}
+}
+
+// NATSUser is the service's entry of a nats.conf `authorization { users = [...] }` list, indented by
+// indent: its user (its name), password (written as is: a quoted string or a $VARIABLE reference) and
+// NATSPermissions.
+func (s Service) NATSUser(password, indent string) string {
+	quote := func(subjects []string) string {
+		q := make([]string, len(subjects))
+		for i, x := range subjects {
+			q[i] = `"` + x + `"`
+		}
+		return strings.Join(q, ", ")
+	}
+	p := s.NATSPermissions()
+	return indent + "{ user: " + s.Name + ", password: " + password + ",\n" +
+		indent + "  permissions: {\n" +
+		indent + "    publish: { allow: [" + quote(p.Publish) + "] }\n" +
+		indent + "    subscribe: { allow: [" + quote(p.Subscribe) + "] }\n" +
+		indent + "  }\n" +
+		indent + "}\n"
+}
 
 // Find returns the service called name.
 func Find(list []Service, name string) (Service, bool) {
@@ -84,6 +131,12 @@ func Callers(list []Service, name string) []Service {
 // dnsLabel is an RFC 1123 label that is also a Go package, env prefix and image name: lowercase letters
 // and digits, '-' inside, starting with a letter.
 var dnsLabel = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// natsSubject is a NATS subject prefix without wildcards: dot-separated tokens.
+var natsSubject = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$`)
+
+// natsStream is a JetStream stream name (no '.', '*', '>' or spaces).
+var natsStream = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
 
 // kafkaName is a legal Kafka topic name (also used for groups): no wildcard, no empty name.
 var kafkaName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -170,6 +223,14 @@ func readFile(path string) (Service, error) {
 				bad(field, "%q is not a Kafka topic or group name (letters, digits, '.', '_', '-')", n)
 			}
 		}
+	}
+	switch {
+	case !s.NATS && (s.NATSSubjects != "" || s.NATSStream != ""):
+		bad("nats_subjects", "with nats_stream, needs nats: true")
+	case s.NATS && !natsSubject.MatchString(s.NATSSubjects):
+		bad("nats_subjects", "%q: a service with nats: true needs its subject prefix (tokens of letters, digits, '_', '-' joined by '.', no wildcard)", s.NATSSubjects)
+	case s.NATS && !natsStream.MatchString(s.NATSStream):
+		bad("nats_stream", "%q: a service with nats: true needs its JetStream stream name (letters, digits, '_', '-')", s.NATSStream)
 	}
 	if len(s.KafkaReads) > 0 && len(s.KafkaGroups) == 0 {
 		bad("kafka_groups", "a service that reads topics (kafka_reads) needs its consumer group")

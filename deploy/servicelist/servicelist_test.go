@@ -51,6 +51,20 @@ func TestLoadRepository(t *testing.T) {
 		!slices.Equal(p.KafkaReads, []string{"shopmesh.order.events"}) || !slices.Equal(p.KafkaGroups, []string{"payment"}) {
 		t.Errorf("payment's Kafka topics and groups: %+v", p)
 	}
+	// The NATS permissions of infra.sh (deploy/cmd/natsauth) and of compose's and the dev overlay's
+	// nats.conf (servicegen) come from these: the table infra.sh had by hand.
+	inv, _ := servicelist.Find(list, "inventory")
+	if got := inv.NATSPermissions(); !slices.Equal(got.Publish, []string{"shopmesh.stock.>", "$JS.API.INFO",
+		"$JS.API.STREAM.CREATE.SHOPMESH_STOCK", "$JS.API.STREAM.UPDATE.SHOPMESH_STOCK", "$JS.API.STREAM.INFO.SHOPMESH_STOCK"}) ||
+		!slices.Equal(got.Subscribe, []string{"shopmesh.stock.>", "_INBOX.>"}) {
+		t.Errorf("inventory's NATS permissions: %+v", got)
+	}
+	if o, _ := servicelist.Find(list, "order"); o.NATSSubjects != "shopmesh.order.status" || o.NATSStream != "SHOPMESH_ORDER_STATUS" {
+		t.Errorf("order's NATS subjects and stream: %q %q", o.NATSSubjects, o.NATSStream)
+	}
+	if p, _ := servicelist.Find(list, "payment"); len(p.NATSPermissions().Publish) != 0 {
+		t.Errorf("payment does not use NATS, yet has permissions %+v", p.NATSPermissions())
+	}
 	if _, ok := servicelist.Find(list, "shipping"); ok {
 		t.Error("Find(shipping) found a service that does not exist")
 	}
@@ -110,6 +124,14 @@ func TestLoadRejects(t *testing.T) {
 			[]string{"services/x/service.yaml", "kafka_writes", `"*"`}},
 		{"kafka reads without a group", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nkafka: true\nkafka_reads: [y.events]\n"},
 			[]string{"services/x/service.yaml", "kafka_groups"}},
+		{"nats without subjects", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nnats: true\nnats_stream: X\n"},
+			[]string{"services/x/service.yaml", "nats_subjects"}},
+		{"nats wildcard subjects", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nnats: true\nnats_subjects: x.>\nnats_stream: X\n"},
+			[]string{"services/x/service.yaml", "nats_subjects", `"x.>"`}},
+		{"nats without stream", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nnats: true\nnats_subjects: x.events\n"},
+			[]string{"services/x/service.yaml", "nats_stream"}},
+		{"nats subjects without nats", map[string]string{"x": "name: x\nkind: grpc\ndev_port: 6001\nnats_subjects: x.events\n"},
+			[]string{"services/x/service.yaml", "nats_subjects", "needs nats: true"}},
 		{"cycle", map[string]string{
 			"a":  "name: a\nkind: grpc\ndev_port: 6001\ncalls: [b]\n",
 			"b":  "name: b\nkind: grpc\ndev_port: 6002\ncalls: [c]\n",

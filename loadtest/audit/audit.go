@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/segmentio/kafka-go/sasl"
 )
 
 // Config names what to audit.
@@ -21,6 +23,9 @@ type Config struct {
 	Order, Inventory, Payment string
 	// Kafka lists brokers; when set, every "<topic>.dlq" topic is read and its entries accounted for.
 	Kafka []string
+	// KafkaSASL is how the Kafka clients authenticate (pkg/platform/kafkaauth): the admin's SCRAM
+	// credential on an authenticating cluster (infra.env's KAFKA_USERNAME/KAFKA_PASSWORD); nil: they do not.
+	KafkaSASL sasl.Mechanism
 	// DLQTopics, when set, limits the dead letters read to these topics (e.g. on a broker other
 	// suites share); by default every topic named "*.dlq" is read.
 	DLQTopics []string
@@ -138,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	var dlq []dlqEntry
 	if len(cfg.Kafka) > 0 {
 		var err error
-		if dlq, err = readDLQ(ctx, cfg.Kafka, cfg.DLQTopics, cfg.DLQSince, cmp.Or(cfg.ReplayGroup, DefaultReplayGroup)); err != nil {
+		if dlq, err = readDLQ(ctx, cfg.Kafka, cfg.KafkaSASL, cfg.DLQTopics, cfg.DLQSince, cmp.Or(cfg.ReplayGroup, DefaultReplayGroup)); err != nil {
 			return Report{}, fmt.Errorf("audit: dead letters: %w", err)
 		}
 	}

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
 )
 
@@ -45,8 +47,8 @@ const DefaultReplayGroup = "shopmesh-dlq-replay"
 // readDLQ reads every partition of every "*.dlq" topic (of those in only, when set) from its first
 // offset to its high watermark, leaves out those written before since (when set), and marks the
 // entries replayGroup has replayed.
-func readDLQ(ctx context.Context, brokers, only []string, since time.Time, replayGroup string) ([]dlqEntry, error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+func readDLQ(ctx context.Context, brokers []string, auth sasl.Mechanism, only []string, since time.Time, replayGroup string) ([]dlqEntry, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: kafkaauth.Transport(auth)}
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
@@ -80,7 +82,7 @@ func readDLQ(ctx context.Context, brokers, only []string, since time.Time, repla
 			if p.LastOffset <= p.FirstOffset {
 				continue
 			}
-			entries, err := readPartition(ctx, brokers, t.Name, p.Partition, p.FirstOffset, p.LastOffset, replayedTo[p.Partition], since)
+			entries, err := readPartition(ctx, brokers, auth, t.Name, p.Partition, p.FirstOffset, p.LastOffset, replayedTo[p.Partition], since)
 			if err != nil {
 				return nil, err
 			}
@@ -150,9 +152,9 @@ func coordinatorBusy(err error) bool {
 
 // readPartition reads [first, last) of one partition, each fetch under a short deadline; entries below
 // replayedTo were replayed.
-func readPartition(ctx context.Context, brokers []string, topic string, partition int, first, last, replayedTo int64, since time.Time) ([]dlqEntry, error) {
+func readPartition(ctx context.Context, brokers []string, auth sasl.Mechanism, topic string, partition int, first, last, replayedTo int64, since time.Time) ([]dlqEntry, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: brokers, Topic: topic, Partition: partition,
+		Brokers: brokers, Dialer: kafkaauth.Dialer(auth), Topic: topic, Partition: partition,
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond,
 	})
 	defer func() { _ = r.Close() }()

@@ -9,11 +9,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shopmesh/shopmesh/loadtest/audit"
 	"github.com/shopmesh/shopmesh/pkg/platform/infratest"
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 	eventsv1 "github.com/shopmesh/shopmesh/proto/gen/go/events/v1"
 )
@@ -27,10 +29,16 @@ type deadLetter struct {
 
 func produce(t *testing.T, brokers []string, topic string, msgs []deadLetter) {
 	t.Helper()
+	produceAs(t, nil, brokers, topic, msgs)
+}
+
+// produceAs produces as the user of auth (kafkaauth; nil: without authentication).
+func produceAs(t *testing.T, auth sasl.Mechanism, brokers []string, topic string, msgs []deadLetter) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 10 * time.Millisecond, AllowAutoTopicCreation: false}
+		BatchTimeout: 10 * time.Millisecond, AllowAutoTopicCreation: false, Transport: kafkaauth.Transport(auth)}
 	defer func() { _ = w.Close() }()
 	out := make([]kafka.Message, len(msgs))
 	for i, m := range msgs {
@@ -143,6 +151,46 @@ func TestDeadLettersAreAccountedFor(t *testing.T) {
 	}
 	if !strings.HasSuffix(r.Line(), "DLQ 7 (2 unaccounted); 2 violations") {
 		t.Errorf("Line() = %q", r.Line())
+	}
+}
+
+// On a Kafka that requires SASL/SCRAM-SHA-512 (an INFRA_AUTH=1 set) the audit reads the dead letters
+// with the credential it is given (Config.KafkaSASL, the admin's KAFKA_USERNAME/KAFKA_PASSWORD in the
+// audit and chaos commands); without one the broker refuses it and the audit says so.
+func TestDeadLettersOnAuthenticatingKafka(t *testing.T) {
+	t.Parallel()
+	const dlqTopic = "shopmesh.order.events.dlq"
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, dlqTopic),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "admin", "kafka-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	admin, err := kafkaauth.Mechanism("admin", "kafka-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers := cluster.ListenAddrs()
+	w, msgs := dlqWorld("auth")
+	produceAs(t, admin, brokers, dlqTopic, msgs)
+	d := write(t, sqldbtest.SQLite, w)
+	cfg := audit.Config{Order: strings.TrimPrefix(d.order, "sqlite:"), Inventory: strings.TrimPrefix(d.inventory, "sqlite:"),
+		Payment: strings.TrimPrefix(d.payment, "sqlite:"), Kafka: brokers, DLQTopics: []string{dlqTopic}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := audit.Run(ctx, cfg); err == nil {
+		t.Error("the audit read the dead letters of an authenticating Kafka without a credential")
+	} else {
+		t.Logf("without a credential: %v", err)
+	}
+	cfg.KafkaSASL = admin
+	r, err := audit.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DLQEntries != 7 {
+		t.Fatalf("DLQ %d entries, want 7", r.DLQEntries)
 	}
 }
 

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/shopmesh/shopmesh/loadtest"
 	"github.com/shopmesh/shopmesh/loadtest/bench"
 )
 
@@ -105,6 +110,58 @@ func TestOutboxEmbedded(t *testing.T) {
 	for _, r := range rs {
 		if r.Throughput <= 0 || r.Sent == 0 || r.Got != r.Sent || r.P50 > r.P99 {
 			t.Errorf("%s: %+v", r.Name, r)
+		}
+	}
+}
+
+// TestOutboxAuthenticatingBrokers runs the outbox-real case against a Kafka that requires SASL
+// SCRAM-SHA-512 and a NATS server with users, with the credentials taken from KAFKA_USERNAME/
+// KAFKA_PASSWORD and NATS_USER/NATS_PASSWORD as the bench command does: every committed event arrives
+// through both; without the credentials the brokers refuse the case.
+func TestOutboxAuthenticatingBrokers(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "admin", "kafka-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, Users: []*server.User{{Username: "admin", Password: "nats-secret"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats: not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	env := map[string]string{"KAFKA_USERNAME": "admin", "KAFKA_PASSWORD": "kafka-secret", "NATS_USER": "admin", "NATS_PASSWORD": "nats-secret"}
+	auth, err := loadtest.ReadBrokerAuth(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := bench.OutboxConfig{Kafka: cluster.ListenAddrs(), NATSURL: ns.ClientURL(), Events: 200, Rate: 100, Duration: time.Second}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err = bench.Outbox(ctx, cfg, io.Discard)
+	if err == nil {
+		t.Fatal("the outbox case ran on authenticating brokers without credentials")
+	}
+	t.Logf("without credentials: %v", err)
+
+	cfg.KafkaSASL, cfg.NATSAuth = auth.Kafka, auth.NATS
+	var log strings.Builder
+	rs, err := bench.Outbox(t.Context(), cfg, &log)
+	t.Log("\n" + log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d results, want kafka and jetstream", len(rs))
+	}
+	for _, r := range rs {
+		if r.Sent == 0 || r.Got != r.Sent {
+			t.Errorf("%s: %d of %d events received", r.Name, r.Got, r.Sent)
 		}
 	}
 }

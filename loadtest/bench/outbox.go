@@ -20,10 +20,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/shopmesh/shopmesh/loadtest/openloop"
 	"github.com/shopmesh/shopmesh/loadtest/stats"
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 	"github.com/shopmesh/shopmesh/pkg/platform/migrate"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
@@ -35,6 +37,10 @@ type OutboxConfig struct {
 	PostgresURL string
 	Kafka       []string
 	NATSURL     string
+	// KafkaSASL and NATSAuth authenticate the clients of the real Kafka and NATS (pkg/platform/kafkaauth,
+	// config.NATS.Auth); nil: they do not. The embedded brokers never authenticate.
+	KafkaSASL sasl.Mechanism
+	NATSAuth  nats.Option
 	// Events is the backlog drained for throughput; Rate × Duration events measure latency.
 	Events   int
 	Rate     float64
@@ -61,9 +67,10 @@ const benchTopic = "bench.outbox"
 func Outbox(ctx context.Context, cfg OutboxConfig, log io.Writer) ([]OutboxResult, error) {
 	var cl Cleanup
 	defer cl.Run()
-	brokers := cfg.Kafka
+	brokers, kafkaAuth := cfg.Kafka, cfg.KafkaSASL
 	kname := "kafka"
 	if len(brokers) == 0 {
+		kafkaAuth = nil
 		kc, err := kfake.NewCluster(kfake.NumBrokers(1))
 		if err != nil {
 			return nil, err
@@ -71,8 +78,9 @@ func Outbox(ctx context.Context, cfg OutboxConfig, log io.Writer) ([]OutboxResul
 		cl.Add(kc.Close)
 		brokers, kname = kc.ListenAddrs(), "kfake"
 	}
-	natsURL, nname := cfg.NATSURL, "jetstream"
+	natsURL, nname, natsAuth := cfg.NATSURL, "jetstream", cfg.NATSAuth
 	if natsURL == "" {
+		natsAuth = nil
 		dir, err := os.MkdirTemp("", "shopmesh-bench-nats-")
 		if err != nil {
 			return nil, err
@@ -110,7 +118,7 @@ func Outbox(ctx context.Context, cfg OutboxConfig, log io.Writer) ([]OutboxResul
 			dbs = append(dbs, db{"postgres", dsn})
 		}
 		for _, d := range dbs {
-			r, err := outboxOne(ctx, cfg, d.name+"+"+broker, d.dsn, broker == kname, brokers, natsURL, log)
+			r, err := outboxOne(ctx, cfg, d.name+"+"+broker, d.dsn, broker == kname, brokers, kafkaAuth, natsURL, natsAuth, log)
 			if err != nil {
 				return results, fmt.Errorf("%s+%s: %w", d.name, broker, err)
 			}
@@ -142,7 +150,8 @@ func freshDatabase(ctx context.Context, dsn, name string) (string, func(), error
 	}, nil
 }
 
-func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka bool, brokers []string, natsURL string, log io.Writer) (OutboxResult, error) {
+func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka bool, brokers []string, kafkaAuth sasl.Mechanism,
+	natsURL string, natsAuth nats.Option, log io.Writer) (OutboxResult, error) {
 	res := OutboxResult{Name: name}
 	d, err := sqldb.ParseDialect(dsn)
 	if err != nil {
@@ -165,21 +174,21 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 	var pub outbox.Publisher
 	var consume func(ctx context.Context, got func(sent time.Time)) (func(), error)
 	if useKafka {
-		if err := outbox.EnsureTopics(ctx, brokers, nil, outbox.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1}); err != nil {
+		if err := outbox.EnsureTopics(ctx, brokers, kafkaAuth, outbox.Topic{Name: topic, Partitions: 1, ReplicationFactor: 1}); err != nil {
 			return res, err
 		}
 		defer func() {
 			// The topic is this run's own: remove it so repeated runs leave nothing on a real broker.
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+			c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: kafkaauth.Transport(kafkaAuth)}
 			_, _ = c.DeleteTopics(dctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 		}()
-		k := outbox.NewKafka(brokers, nil)
+		k := outbox.NewKafka(brokers, kafkaAuth)
 		defer func() { _ = k.Close() }()
 		pub = k
 		consume = func(ctx context.Context, got func(time.Time)) (func(), error) {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 20 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: kafkaauth.Dialer(kafkaAuth), Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 20 * time.Millisecond})
 			if err := r.SetOffset(kafka.LastOffset); err != nil {
 				return nil, err
 			}
@@ -200,7 +209,11 @@ func outboxOne(ctx context.Context, cfg OutboxConfig, name, dsn string, useKafka
 			return func() { cancel(); <-done; _ = r.Close() }, nil
 		}
 	} else {
-		nc, err := nats.Connect(natsURL)
+		var opts []nats.Option
+		if natsAuth != nil {
+			opts = append(opts, natsAuth)
+		}
+		nc, err := nats.Connect(natsURL, opts...)
 		if err != nil {
 			return res, err
 		}

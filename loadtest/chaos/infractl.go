@@ -50,8 +50,12 @@ type InfraCtl struct {
 // Check reports why InfraCtl would refuse to act on comp.
 func (c *InfraCtl) Check(comp string) error {
 	want := os.Getenv("SHOPMESH_INFRA_ENV")
-	if want == "" {
-		want = filepath.Join(c.Root, ".run", "infra.env")
+	if want == "" { // infra.sh's default: next to its data dir
+		dir := os.Getenv("SHOPMESH_INFRA_DIR")
+		if dir == "" {
+			dir = filepath.Join(c.Root, ".run", "infra")
+		}
+		want = filepath.Join(filepath.Dir(dir), "infra.env")
 	}
 	a, _ := filepath.Abs(want)
 	b, _ := filepath.Abs(c.EnvFile)

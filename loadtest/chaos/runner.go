@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/segmentio/kafka-go/sasl"
+
 	"github.com/shopmesh/shopmesh/deploy/localstack"
 	"github.com/shopmesh/shopmesh/loadtest/audit"
 	"github.com/shopmesh/shopmesh/loadtest/stats"
@@ -30,6 +32,9 @@ type Options struct {
 	Root     string
 	InfraEnv string
 	Infra    localstack.InfraEndpoints
+	// KafkaSASL is how the campaign's own Kafka clients (backlog, audit, R7's topic) authenticate
+	// (pkg/platform/kafkaauth): the admin's credential on an authenticating set; nil: they do not.
+	KafkaSASL sasl.Mechanism
 	// OutDir receives report.{json,md,html} and run/<scenario>/ (stack.json, logs).
 	OutDir string
 	Rate   float64
@@ -108,7 +113,7 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 		failf("addresses: %v", err)
 		return res
 	}
-	env := &Env{Infra: inf, Proxies: map[string]*Proxy{}, Ctl: o.Ctl, logf: logf}
+	env := &Env{Infra: inf, KafkaSASL: o.KafkaSASL, Proxies: map[string]*Proxy{}, Ctl: o.Ctl, logf: logf}
 	defer func() {
 		for _, p := range env.Proxies {
 			_ = p.Close()
@@ -233,7 +238,7 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	var last backlog
 	var lastErr error
 	for {
-		last, lastErr = readBacklog(ctx, inf, stack.Info().Infra.Databases)
+		last, lastErr = readBacklog(ctx, inf, o.KafkaSASL, stack.Info().Infra.Databases)
 		if lastErr == nil && last.zero() {
 			res.Settled = true
 			break
@@ -270,7 +275,7 @@ func runScenario(ctx context.Context, o Options, sc Scenario, built *bool) (res 
 	actx, acancel := context.WithTimeout(ctx, 3*time.Minute)
 	ar, err := audit.Run(actx, audit.Config{
 		Order: inf.DSN(localstack.Order), Inventory: inf.DSN(localstack.Inventory), Payment: inf.DSN(localstack.Payment),
-		Kafka: inf.KafkaBrokers, AcceptedKeys: keys, OpeningBalances: audit.DevOpeningBalances(),
+		Kafka: inf.KafkaBrokers, KafkaSASL: o.KafkaSASL, AcceptedKeys: keys, OpeningBalances: audit.DevOpeningBalances(),
 		// Only the services' dead letters, and only this scenario's: the Kafka is shared with the
 		// other scenarios and, in CI, with test suites that dead-letter on purpose.
 		DLQTopics: []string{"shopmesh.order.events.dlq", "shopmesh.payment.events.dlq", "shopmesh.inventory.events.dlq"},

@@ -9,8 +9,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
 // Scenario is one fault of the matrix (docs/RELIABILITY.md), by its id.
@@ -35,15 +37,16 @@ type Scenario struct {
 
 // Env is what a scenario acts on.
 type Env struct {
-	Stack    *localstack.Stack
-	Infra    localstack.InfraEndpoints
-	Proxies  map[string]*Proxy // instance name → its proxy
-	Ctl      func(ctx context.Context, verb, component string) error
-	baseline int // go_goroutines of order-1 at the end of the warm-up
-	held     pgx.Tx
-	heldConn *pgx.Conn
-	heldID   string
-	logf     func(format string, args ...any)
+	Stack     *localstack.Stack
+	Infra     localstack.InfraEndpoints
+	KafkaSASL sasl.Mechanism    // authenticates the scenario's own Kafka clients (Options.KafkaSASL)
+	Proxies   map[string]*Proxy // instance name → its proxy
+	Ctl       func(ctx context.Context, verb, component string) error
+	baseline  int // go_goroutines of order-1 at the end of the warm-up
+	held      pgx.Tx
+	heldConn  *pgx.Conn
+	heldID    string
+	logf      func(format string, args ...any)
 }
 
 const r7Topic = "shopmesh.chaos.r7"
@@ -127,7 +130,7 @@ func rolling(ctx context.Context, e *Env) error {
 // topic of its own) and keeps it open, then SIGKILLs the order instance (its relay).
 func holdOutboxRow(ctx context.Context, e *Env) error {
 	// The topic exists first: the scenario is about the held row, not about a topic the broker refuses.
-	if err := createTopic(ctx, e.Infra.KafkaBrokers, r7Topic); err != nil {
+	if err := createTopic(ctx, e.Infra.KafkaBrokers, e.KafkaSASL, r7Topic); err != nil {
 		return err
 	}
 	conn, err := pgx.Connect(ctx, e.Infra.DSN(localstack.Order))
@@ -148,10 +151,10 @@ func holdOutboxRow(ctx context.Context, e *Env) error {
 	return e.Stack.Kill("order-1")
 }
 
-func createTopic(ctx context.Context, brokers []string, topic string) error {
+func createTopic(ctx context.Context, brokers []string, auth sasl.Mechanism, topic string) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: kafkaauth.Transport(auth)}
 	r, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
 		{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
 	if err != nil {
@@ -192,7 +195,7 @@ func checkHeldRow(ctx context.Context, e *Env) (fail, notes []string) {
 	if !sent {
 		fail = append(fail, "R7: the outbox row committed after the relay restart was not published (sent_at NULL)")
 	}
-	found, err := kafkaHasKey(ctx, e.Infra.KafkaBrokers, r7Topic, e.heldID)
+	found, err := kafkaHasKey(ctx, e.Infra.KafkaBrokers, e.KafkaSASL, r7Topic, e.heldID)
 	switch {
 	case err != nil:
 		fail = append(fail, "R7: reading "+r7Topic+": "+err.Error())

@@ -14,8 +14,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/pkg/platform/kafkaauth"
 )
 
 // backlog is what still moves after the load stops.
@@ -35,7 +37,7 @@ func (b backlog) String() string {
 
 // readBacklog reads the backlog from the databases and Kafka. dbs maps each service with a database to
 // its DSN (stack.json's infra.databases); every such service has an outbox.
-func readBacklog(ctx context.Context, inf localstack.InfraEndpoints, dbs map[string]string) (backlog, error) {
+func readBacklog(ctx context.Context, inf localstack.InfraEndpoints, auth sasl.Mechanism, dbs map[string]string) (backlog, error) {
 	var b backlog
 	q := func(svc, sql string, dst *int) error {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -62,17 +64,17 @@ func readBacklog(ctx context.Context, inf localstack.InfraEndpoints, dbs map[str
 		errs = append(errs, q(svc, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`, &n))
 		b.Unsent += n
 	}
-	lag, err := groupLag(ctx, inf.KafkaBrokers, "shopmesh.order.events", "inventory", "payment")
+	lag, err := groupLag(ctx, inf.KafkaBrokers, auth, "shopmesh.order.events", "inventory", "payment")
 	errs = append(errs, err)
 	b.Lag = lag
 	return b, errors.Join(errs...)
 }
 
 // groupLag sums, over groups and the topic's partitions, the high watermark minus the committed offset.
-func groupLag(ctx context.Context, brokers []string, topic string, groups ...string) (int64, error) {
+func groupLag(ctx context.Context, brokers []string, auth sasl.Mechanism, topic string, groups ...string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: kafkaauth.Transport(auth)}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return 0, fmt.Errorf("kafka metadata: %w", err)
@@ -113,10 +115,10 @@ func groupLag(ctx context.Context, brokers []string, topic string, groups ...str
 }
 
 // kafkaHasKey reports whether topic holds a message with key.
-func kafkaHasKey(ctx context.Context, brokers []string, topic, key string) (bool, error) {
+func kafkaHasKey(ctx context.Context, brokers []string, auth sasl.Mechanism, topic, key string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: kafkaauth.Transport(auth)}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return false, err
@@ -126,7 +128,7 @@ func kafkaHasKey(ctx context.Context, brokers []string, topic, key string) (bool
 			return false, t.Error
 		}
 		for _, p := range t.Partitions {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: kafkaauth.Dialer(auth), Topic: topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
 			found, err := scanPartition(ctx, r, key)
 			_ = r.Close()
 			if err != nil || found {

@@ -36,6 +36,10 @@ var regionFiles = []regionFile{
 	{"deploy/compose/init/postgres-init.sh", postgresInit},
 	{"deploy/compose/config/prometheus.yml", prometheus},
 	{"deploy/compose/config/nats.conf", natsUsers},
+	{"deploy/compose/init/kafka-setup.sh", kafkaSetup},
+	{"deploy/compose/init/nacos-setup.sh", nacosSetup},
+	{"deploy/k8s/overlays/dev/kafka-setup.sh", kafkaSetup},
+	{"deploy/k8s/overlays/dev/nacos-setup.sh", nacosSetup},
 	{"deploy/k8s/overlays/dev/nats.conf", natsUsers},
 	{"deploy/k8s/base/kustomization.yaml", k8sBaseKustomization},
 	{"deploy/k8s/dev-secrets.sh", devSecrets},
@@ -70,6 +74,7 @@ func each(list []servicelist.Service, keep func(servicelist.Service) bool, f fun
 func withDatabase(s servicelist.Service) bool { return s.Database }
 func isHTTP(s servicelist.Service) bool       { return s.Kind == servicelist.KindHTTP }
 func usesNATS(s servicelist.Service) bool     { return s.NATS }
+func usesKafka(s servicelist.Service) bool    { return s.Kafka }
 
 func goWork(list []servicelist.Service) []string {
 	dirs := make([]string, 0, len(list))
@@ -105,7 +110,7 @@ func composeEnv(s servicelist.Service) []string {
 		env = append(env, p+`_SEED: "true"`)
 	}
 	if s.Kafka {
-		env = append(env, `KAFKA_BROKERS: "kafka:9092"`)
+		env = append(env, `KAFKA_BROKERS: "kafka:9092"`, p+"_KAFKA_USERNAME: "+s.Name)
 	}
 	if s.NATS {
 		env = append(env, `NATS_URL: "nats://nats:4222"`, p+"_NATS_USER: "+s.Name)
@@ -116,7 +121,8 @@ func composeEnv(s servicelist.Service) []string {
 		p+"_TLS_KEY_FILE: /certs/key.pem",
 		p+"_REGISTRY_BACKEND: nacos",
 		p+"_CONFIG_CENTER_BACKEND: nacos",
-		p+`_REGISTRY_NACOS_ADDRS: "nacos:8848"`)
+		p+`_REGISTRY_NACOS_ADDRS: "nacos:8848"`,
+		p+"_REGISTRY_NACOS_USERNAME: "+s.Name)
 	if !isHTTP(s) {
 		env = append(env, p+`_REGISTRY_NACOS_ADMIN_PORT: "9090"`)
 	}
@@ -191,13 +197,15 @@ func compose(list []servicelist.Service) []string {
 		if s.Database {
 			dep(s.Name+"-migrate", "service_completed_successfully")
 		}
+		// kafka-setup and nacos-setup run once the broker and Nacos are healthy and create the
+		// service's users: done means both are up and it may log in.
 		if s.Kafka {
-			dep("kafka", "service_healthy")
+			dep("kafka-setup", "service_completed_successfully")
 		}
 		if s.NATS {
 			dep("nats", "service_healthy")
 		}
-		dep("nacos", "service_healthy")
+		dep("nacos-setup", "service_completed_successfully")
 		for _, c := range s.Calls {
 			dep(c, "service_healthy")
 		}
@@ -219,10 +227,37 @@ func postgresInit(list []servicelist.Service) []string {
 }
 
 // natsUsers is the NATS server's user per service that uses NATS (compose and the dev overlay), each
-// with its password from the server's environment (make secrets).
+// with its password from the server's environment (make secrets) and the permissions of its
+// service.yaml (the same as infra.sh's, deploy/cmd/natsauth).
 func natsUsers(list []servicelist.Service) []string {
 	return []string{each(list, usesNATS, func(s servicelist.Service) string {
-		return fmt.Sprintf("    { user: %s, password: $%s_NATS_PASSWORD }\n", s.Name, s.Prefix())
+		return s.NATSUser("$"+s.Prefix()+"_NATS_PASSWORD", "    ")
+	})}
+}
+
+// kafkaSetup is the body of kafka-setup.sh (compose and the dev overlay): a SCRAM user per service that
+// uses Kafka and the ACLs of its service.yaml, the same entries as deploy/cmd/kafkaacl's ACLs.
+func kafkaSetup(list []servicelist.Service) []string {
+	return []string{each(list, usesKafka, func(s servicelist.Service) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "user %s \"$%s_KAFKA_PASSWORD\"\n", s.Name, s.Prefix())
+		for _, t := range s.KafkaWrites {
+			fmt.Fprintf(&b, "allow %s topic %s Write Create\n", s.Name, t)
+		}
+		for _, t := range s.KafkaReads {
+			fmt.Fprintf(&b, "allow %s topic %s Read\n", s.Name, t)
+		}
+		for _, g := range s.KafkaGroups {
+			fmt.Fprintf(&b, "allow %s group %s Read\n", s.Name, g)
+		}
+		return b.String()
+	})}
+}
+
+// nacosSetup is the body of nacos-setup.sh: a Nacos user per service.
+func nacosSetup(list []servicelist.Service) []string {
+	return []string{each(list, nil, func(s servicelist.Service) string {
+		return fmt.Sprintf("user %s \"$%s_NACOS_PASSWORD\"\n", s.Name, s.Prefix())
 	})}
 }
 
@@ -250,9 +285,17 @@ func k8sDevKustomization(list []servicelist.Service) []string {
 		return fmt.Sprintf("  - name: %[1]s-jwt\n    files:\n      - keys=secrets/%[1]s-jwt-keys\n", s.Name)
 	}) + each(list, usesNATS, func(s servicelist.Service) string {
 		return fmt.Sprintf("  - name: %[1]s-nats\n    files:\n      - password=secrets/%[1]s-nats-password\n", s.Name)
+	}) + each(list, usesKafka, func(s servicelist.Service) string {
+		return fmt.Sprintf("  - name: %[1]s-kafka\n    files:\n      - password=secrets/%[1]s-kafka-password\n", s.Name)
 	})
 	natsUsers := each(list, usesNATS, func(s servicelist.Service) string {
 		return fmt.Sprintf("      - %[1]s=secrets/%[1]s-nats-password\n", s.Name)
+	})
+	kafkaUsers := each(list, usesKafka, func(s servicelist.Service) string {
+		return fmt.Sprintf("      - %[1]s=secrets/%[1]s-kafka-password\n", s.Name)
+	})
+	nacosUsers := each(list, nil, func(s servicelist.Service) string {
+		return fmt.Sprintf("      - %[1]s=secrets/%[1]s-nacos-password\n", s.Name)
 	})
 	patches := each(list, nil, func(s servicelist.Service) string {
 		var b strings.Builder
@@ -263,7 +306,7 @@ func k8sDevKustomization(list []servicelist.Service) []string {
 		fmt.Fprintf(&b, "      - op: replace\n        path: /data/%s_TELEMETRY_SAMPLE_RATIO\n        value: \"1\"\n", s.Prefix())
 		return b.String()
 	})
-	return []string{admin, secrets, natsUsers, patches}
+	return []string{admin, secrets, natsUsers, kafkaUsers, nacosUsers, patches}
 }
 
 func k8sDevInfra(list []servicelist.Service) []string {
@@ -271,24 +314,37 @@ func k8sDevInfra(list []servicelist.Service) []string {
 		return fmt.Sprintf("            - name: %s_DB_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: postgres-admin, key: %s}\n", s.Prefix(), s.Name)
 	}), each(list, usesNATS, func(s servicelist.Service) string {
 		return fmt.Sprintf("            - name: %s_NATS_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: nats-users, key: %s}\n", s.Prefix(), s.Name)
+	}), each(list, usesKafka, func(s servicelist.Service) string {
+		return fmt.Sprintf("            - name: %s_KAFKA_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: kafka-users, key: %s}\n", s.Prefix(), s.Name)
+	}), each(list, nil, func(s servicelist.Service) string {
+		return fmt.Sprintf("            - name: %s_NACOS_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: nacos-users, key: %s}\n", s.Prefix(), s.Name)
 	})}
 }
+
+// IngressNamespace is the namespace of the ingress controller in front of the HTTP edge in prod: its
+// NetworkPolicy admits the API port from there only (the label every namespace carries since
+// Kubernetes 1.21).
+const IngressNamespace = "ingress-nginx"
 
 func k8sProdKustomization(list []servicelist.Service) []string {
 	return []string{each(list, nil, func(s servicelist.Service) string {
 		return fmt.Sprintf("  - name: shopmesh/%[1]s\n    newName: registry.example.com/shopmesh/%[1]s\n    newTag: 0.1.0\n", s.Name)
-	}), each(list, func(s servicelist.Service) bool { return s.Kafka }, func(s servicelist.Service) string {
+	}), each(list, isHTTP, func(s servicelist.Service) string {
 		return fmt.Sprintf(`  - target:
-      kind: Deployment
-      name: %[1]s
+      kind: NetworkPolicy
+      name: %s
     patch: |-
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
+      - op: replace
+        path: /spec/ingress/0
         value:
-          name: %[2]s_KAFKA_PASSWORD
-          valueFrom:
-            secretKeyRef: {name: %[1]s-kafka, key: password}
-`, s.Name, s.Prefix())
+          from:
+            - namespaceSelector:
+                matchLabels:
+                  kubernetes.io/metadata.name: %s
+          ports:
+            - port: 8080
+              protocol: TCP
+`, s.Name, IngressNamespace)
 	})}
 }
 
@@ -303,7 +359,6 @@ func k8sProdServices(list []servicelist.Service) []string {
 		}
 		if s.Kafka {
 			data["KAFKA_BROKERS"] = "kafka-bootstrap.kafka.svc:9092"
-			data[p+"_KAFKA_USERNAME"] = s.Name // its password: the <svc>-kafka Secret (k8sProdKustomization)
 		}
 		if s.NATS {
 			data["NATS_URL"] = "nats://nats.nats.svc:4222"
@@ -381,6 +436,8 @@ func k8sBase(list []servicelist.Service, s servicelist.Service) (string, error) 
 	infraNames, infraPorts = append(infraNames, "OTLP (Jaeger)"), append(infraPorts, 4317)
 	if s.Kafka {
 		cfg["KAFKA_BROKERS"] = "kafka:9092"
+		cfg[p+"_KAFKA_USERNAME"] = s.Name
+		secrets = append(secrets, secret{p + "_KAFKA_PASSWORD", s.Name + "-kafka", "password"})
 	}
 	if s.NATS {
 		cfg["NATS_URL"] = "nats://nats:4222"

@@ -107,6 +107,9 @@ dev_port: 50081
 database: true
 calls: [inventory]
 kafka: true
+kafka_writes: [shopmesh.shipping.events]
+kafka_reads: [shopmesh.order.events]
+kafka_groups: [shipping]
 `
 
 // TestNewService adds a service to a copy of the repository and checks that every generated file
@@ -128,6 +131,15 @@ func TestNewService(t *testing.T) {
 		{"deploy/compose/compose.yaml", "  shipping-migrate:\n"},
 		{"deploy/compose/init/postgres-init.sh", `shipping) pw="$SHIPPING_DB_PASSWORD" ;;`},
 		{"deploy/compose/config/prometheus.yml", "- names: [inventory, payment, order, shipping, gateway]"},
+		{"deploy/compose/init/kafka-setup.sh", "user shipping \"$SHIPPING_KAFKA_PASSWORD\"\nallow shipping topic shopmesh.shipping.events Write Create\nallow shipping topic shopmesh.order.events Read\nallow shipping group shipping Read\n"},
+		{"deploy/k8s/overlays/dev/kafka-setup.sh", "user shipping \"$SHIPPING_KAFKA_PASSWORD\"\n"},
+		{"deploy/compose/init/nacos-setup.sh", "user shipping \"$SHIPPING_NACOS_PASSWORD\"\n"},
+		{"deploy/k8s/overlays/dev/nacos-setup.sh", "user shipping \"$SHIPPING_NACOS_PASSWORD\"\n"},
+		{"deploy/k8s/overlays/dev/kustomization.yaml", "name: shipping-kafka"},
+		{"deploy/k8s/overlays/dev/kustomization.yaml", "      - shipping=secrets/shipping-kafka-password\n"},
+		{"deploy/k8s/overlays/dev/kustomization.yaml", "      - shipping=secrets/shipping-nacos-password\n"},
+		{"deploy/k8s/overlays/dev/infra.yaml", "secretKeyRef: {name: kafka-users, key: shipping}"},
+		{"deploy/k8s/overlays/dev/infra.yaml", "secretKeyRef: {name: nacos-users, key: shipping}"},
 		{"deploy/k8s/base/kustomization.yaml", "  - shipping.yaml\n"},
 		{"deploy/k8s/base/shipping.yaml", "name: shipping-headless"},
 		{"deploy/k8s/dev-secrets.sh", "for svc in inventory payment order shipping gateway; do"},
@@ -176,8 +188,8 @@ func TestNewService(t *testing.T) {
 	for dep, cond := range map[string]string{
 		"shipping-migrate": types.ServiceConditionCompletedSuccessfully,
 		"inventory":        types.ServiceConditionHealthy,
-		"kafka":            types.ServiceConditionHealthy,
-		"nacos":            types.ServiceConditionHealthy,
+		"kafka-setup":      types.ServiceConditionCompletedSuccessfully,
+		"nacos-setup":      types.ServiceConditionCompletedSuccessfully,
 	} {
 		if s.DependsOn[dep].Condition != cond {
 			t.Errorf("compose: shipping depends_on %s = %+v, want %s", dep, s.DependsOn[dep], cond)
@@ -185,6 +197,15 @@ func TestNewService(t *testing.T) {
 	}
 	if _, ok := s.DependsOn["nats"]; ok {
 		t.Error("compose: shipping waits for NATS, which it does not use")
+	}
+	for k, want := range map[string]string{"SHIPPING_KAFKA_USERNAME": "shipping", "SHIPPING_KAFKA_PASSWORD": vals["shipping-kafka-password"],
+		"SHIPPING_REGISTRY_NACOS_USERNAME": "shipping", "SHIPPING_REGISTRY_NACOS_PASSWORD": vals["shipping-nacos-password"]} {
+		if v := s.Environment[k]; v == nil || *v != want {
+			t.Errorf("compose: %s is not its own user / generated password: %v", k, v)
+		}
+	}
+	if v := p.Services["kafka-setup"].Environment["SHIPPING_KAFKA_PASSWORD"]; v == nil || *v != vals["shipping-kafka-password"] {
+		t.Error("compose: kafka-setup does not get the generated SHIPPING_KAFKA_PASSWORD")
 	}
 	if v := s.Environment["SHIPPING_DSN"]; v == nil || *v != devsecrets.DSN("shipping", vals["shipping-db-password"]) {
 		t.Errorf("compose: SHIPPING_DSN is not the generated one: %v", v)

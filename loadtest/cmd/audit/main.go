@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shopmesh/shopmesh/loadtest"
 	"github.com/shopmesh/shopmesh/loadtest/audit"
 )
 
@@ -56,6 +57,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *kafka != "" {
 		cfg.Kafka = strings.Split(*kafka, ",")
 	}
+	auth, err := loadtest.ReadBrokerAuth(os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit:", err)
+		return 2
+	}
+	cfg.KafkaSASL = auth.Kafka
 	if *keys != "" {
 		k, err := readKeys(*keys)
 		if err != nil {

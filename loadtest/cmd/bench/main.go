@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/loadtest"
 	"github.com/shopmesh/shopmesh/loadtest/bench"
 )
 
@@ -63,6 +64,11 @@ func run(ctx context.Context, args []string) error {
 	replicas := fs.Int("replicas", 2, "inventory and payment instances of the stack cases (make run has 2)")
 	runBenchstat := fs.Bool("benchstat", true, "run golang.org/x/perf/cmd/benchstat on the A/B files (go run; skipped when it does not resolve)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// The outbox-real case's own Kafka and NATS clients: the admin's credentials of an authenticating set.
+	auth, err := loadtest.ReadBrokerAuth(os.LookupEnv)
+	if err != nil {
 		return err
 	}
 	rootDir, err := localstack.FindRoot(*root)
@@ -243,6 +249,7 @@ func run(ctx context.Context, args []string) error {
 				continue
 			}
 			oc.PostgresURL, oc.Kafka, oc.NATSURL = *dsn, strings.Split(*kafka, ","), *natsURL
+			oc.KafkaSASL, oc.NATSAuth = auth.Kafka, auth.NATS
 		}
 		fmt.Printf("== %s relay (kafka %v, nats %q, postgres %v; embedded when empty)\n", mode, oc.Kafka, oc.NATSURL, oc.PostgresURL != "")
 		rs, err := bench.Outbox(ctx, oc, os.Stdout)

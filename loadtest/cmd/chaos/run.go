@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/deploy/localstack"
+	"github.com/shopmesh/shopmesh/loadtest"
 	"github.com/shopmesh/shopmesh/loadtest/chaos"
 )
 
@@ -93,6 +94,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (failed b
 	if err != nil {
 		return false, err
 	}
+	// The campaign's own Kafka clients: the admin's credentials of an authenticating set (make chaos
+	// sources the infra env file).
+	auth, err := loadtest.ReadBrokerAuth(os.LookupEnv)
+	if err != nil {
+		return false, err
+	}
 	ctl := &chaos.InfraCtl{Root: *root, EnvFile: *infraEnv, Infra: inf}
 	defer ctl.Release()
 	for _, s := range scs {
@@ -110,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (failed b
 	fmt.Fprintf(stdout, "chaos campaign: %d scenario(s), %.0f orders/s, warm-up %v, fault %v, recovery %v; servers from %s; report in %s\n",
 		len(scs), *rate, *warmup, orOwn(*fault), *recovery, *infraEnv, *out)
 	rep := chaos.Run(ctx, chaos.Options{
-		Root: *root, InfraEnv: *infraEnv, Infra: inf, OutDir: *out, Rate: *rate,
+		Root: *root, InfraEnv: *infraEnv, Infra: inf, KafkaSASL: auth.Kafka, OutDir: *out, Rate: *rate,
 		Warmup: *warmup, Fault: *fault, Recovery: *recovery, SettleTimeout: *settle,
 		Ctl: ctl.Do, Progress: stdout, Logger: logger, Command: cmd,
 	}, scs)
