@@ -89,3 +89,72 @@ func TestOTLPExportCarriesResource(t *testing.T) {
 		t.Fatalf("span name %q", got)
 	}
 }
+
+// TestOTLPFirstExportReachesLateCollector is the compose start-up race: the service exports its first
+// batch while the collector is not listening yet, and the collector comes up well within the export
+// timeout. The batch must arrive, not be dropped after one refused connection.
+func TestOTLPFirstExportReachesLateCollector(t *testing.T) {
+	t.Parallel()
+	// Take a free port and free it again: nothing listens there at the first export.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	cfg := telemetry.DefaultConfig("otlp-late-collector")
+	cfg.OTLPEndpoint, cfg.Insecure = addr, true
+	// Shorter than the exporter's first retry (2.5 s at the earliest): the batch only gets through if
+	// the export waits for the connection rather than failing at the refused one.
+	cfg.ExportTimeout = 2 * time.Second
+	tel, err := telemetry.New(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(ctx)
+	})
+	_, span := tel.Tracer("test").Start(t.Context(), "first-after-start")
+	span.End()
+
+	flushed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		flushed <- tel.ForceFlush(ctx)
+	}()
+
+	// The first connection attempt is refused; then the collector starts on that address.
+	time.Sleep(300 * time.Millisecond)
+	late, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s was taken meanwhile: %v", addr, err)
+	}
+	collector := &fakeCollector{}
+	srv := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(srv, collector)
+	go func() { _ = srv.Serve(late) }()
+	t.Cleanup(srv.Stop)
+
+	if err := <-flushed; err != nil {
+		t.Fatalf("ForceFlush: %v", err)
+	}
+	var names []string
+	for _, req := range collector.received() {
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					names = append(names, s.GetName())
+				}
+			}
+		}
+	}
+	if len(names) != 1 || names[0] != "first-after-start" {
+		t.Fatalf("collector received spans %q, want the first span [first-after-start]", names)
+	}
+}

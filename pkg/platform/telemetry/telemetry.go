@@ -22,6 +22,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DefaultExportTimeout bounds one OTLP export when Config.ExportTimeout is zero.
@@ -180,11 +182,43 @@ func newOTLPExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, er
 	if cfg.ExportTimeout > 0 {
 		opts = append(opts, otlptracegrpc.WithTimeout(cfg.ExportTimeout))
 	}
+	opts = append(opts, otlptracegrpc.WithDialOption(collectorDialOptions()...))
 	exp, err := otlptracegrpc.New(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// collectorReconnectMaxDelay caps the wait between two connection attempts to the collector, so a
+// collector that comes up after the service (compose starts everything at once) is reached within
+// about this long, well inside one export's timeout.
+const collectorReconnectMaxDelay = time.Second
+
+// collectorDialOptions keep the first export after start from being dropped (make compose-test runs:
+// "processor export timeout", the gateway's first order missing from Jaeger, later batches fine).
+// Two things held it up. The channel's first name resolution also asks DNS for the TXT record
+// "_grpc_config.<host>"; Docker's embedded DNS forwards that name to the host's resolvers, and until
+// it is answered or times out every call waits, so the first export runs out its deadline
+// (DeadlineExceeded); we never publish a service config that way, so the lookup is off. And with
+// the collector not listening yet, a call fails at once, the exporter's first retry comes 2.5-7.5 s
+// later and the channel's reconnect backoff grows towards 2 min; so calls wait for the channel
+// instead (bounded by the export timeout) and the channel retries at least every
+// collectorReconnectMaxDelay.
+func collectorDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+		grpc.WithDisableServiceConfig(),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: backoff.DefaultConfig.Multiplier,
+				Jitter:     backoff.DefaultConfig.Jitter,
+				MaxDelay:   collectorReconnectMaxDelay,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}
 }
 
 // TracerProvider is the provider to hand to instrumentation. It is a no-op

@@ -79,19 +79,12 @@ func (k Kafka) ranges(ctx context.Context) ([]partitionRange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offsets %s: %w", k.Topic, err)
 	}
-	fetched, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: k.Group, Topics: map[string][]int{k.Topic: parts}})
+	fetched, err := k.offsetFetch(ctx, c, parts)
 	if err != nil {
-		return nil, fmt.Errorf("replay offsets of %s: %w", k.Group, err)
-	}
-	// A group that never committed: kfake says so, Kafka answers offset -1.
-	if fetched.Error != nil && !errors.Is(fetched.Error, kafka.GroupIdNotFound) {
-		return nil, fmt.Errorf("replay offsets of %s: %w", k.Group, fetched.Error)
+		return nil, err
 	}
 	committed := map[int]int64{}
 	for _, p := range fetched.Topics[k.Topic] {
-		if p.Error != nil && !errors.Is(p.Error, kafka.GroupIdNotFound) {
-			return nil, fmt.Errorf("replay offset of %s/%d: %w", k.Topic, p.Partition, p.Error)
-		}
 		committed[p.Partition] = p.CommittedOffset
 	}
 	var out []partitionRange
@@ -110,6 +103,44 @@ func (k Kafka) ranges(ctx context.Context) ([]partitionRange, error) {
 }
 
 // read calls fn for every message of a partition from offset from up to next (exclusive).
+// coordinatorBusy are the answers of a broker whose group coordinator is not ready yet (a broker just
+// started loads __consumer_offsets, or the coordinator moved): worth asking again.
+var coordinatorBusy = []error{kafka.GroupLoadInProgress, kafka.GroupCoordinatorNotAvailable, kafka.NotCoordinatorForGroup}
+
+// offsetFetch returns the group's committed offsets of parts, asking again (up to 20 times, 100 ms to 1 s
+// apart, within ctx) while the group coordinator is not ready. A group that never committed is no error.
+func (k Kafka) offsetFetch(ctx context.Context, c *kafka.Client, parts []int) (*kafka.OffsetFetchResponse, error) {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		fetched, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: k.Group, Topics: map[string][]int{k.Topic: parts}})
+		if err == nil {
+			err = fetched.Error
+			// A group that never committed: kfake says so, Kafka answers offset -1.
+			if errors.Is(err, kafka.GroupIdNotFound) {
+				err = nil
+			}
+			for _, p := range fetched.Topics[k.Topic] {
+				if err == nil && p.Error != nil && !errors.Is(p.Error, kafka.GroupIdNotFound) {
+					err = fmt.Errorf("partition %d: %w", p.Partition, p.Error)
+				}
+			}
+		}
+		if err == nil {
+			return fetched, nil
+		}
+		busy := slices.ContainsFunc(coordinatorBusy, func(e error) bool { return errors.Is(err, e) })
+		if !busy || attempt == 20 {
+			return nil, fmt.Errorf("replay offsets of %s on %s: %w", k.Group, k.Topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("replay offsets of %s on %s: %w (last: %w)", k.Group, k.Topic, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
 func (k Kafka) read(ctx context.Context, partition int, from, next int64, fn func(kafka.Message) error) error {
 	if from >= next {
 		return nil
