@@ -22,7 +22,7 @@ func fakeRoot(t *testing.T) string {
 	root := t.TempDir()
 	for name, yaml := range map[string]string{
 		"alpha": "name: alpha\nkind: grpc\ndev_port: 41001\ndev_instances: 2\ndatabase: true\nkafka: true\n",
-		"beta":  "name: beta\nkind: grpc\ndev_port: 41011\ncalls: [alpha]\nnats: true\n",
+		"beta":  "name: beta\nkind: grpc\ndev_port: 41011\ncalls: [alpha]\nnats: true\nnats_subjects: beta.events\nnats_stream: BETA_EVENTS\n",
 		"edge":  "name: edge\nkind: http\ndev_port: 41021\ncalls: [beta, alpha]\n",
 	} {
 		dir := filepath.Join(root, "services", name)
