@@ -21,7 +21,9 @@ type Config struct {
 	// Order, Inventory, Payment are the services' DSNs: postgres://… or an SQLite file (a path, or
 	// sqlite:<path> / file:<path>).
 	Order, Inventory, Payment string
-	// Kafka lists brokers; when set, every "<topic>.dlq" topic is read and its entries accounted for.
+	// Kafka lists brokers; when set, every "<topic>.dlq" topic is read and its entries accounted for,
+	// and the StockChanged events on inventory's topic complete each product's history (the outbox
+	// deletes a row once it is sent).
 	Kafka []string
 	// KafkaSASL is how the Kafka clients authenticate (pkg/platform/kafkaauth): the admin's SCRAM
 	// credential on an authenticating cluster (infra.env's KAFKA_USERNAME/KAFKA_PASSWORD); nil: they do not.
@@ -29,8 +31,8 @@ type Config struct {
 	// DLQTopics, when set, limits the dead letters read to these topics (e.g. on a broker other
 	// suites share); by default every topic named "*.dlq" is read.
 	DLQTopics []string
-	// DLQSince, when set, leaves out dead letters written before it (a campaign's scenario on a
-	// Kafka that earlier scenarios or test suites also dead-lettered to).
+	// DLQSince, when set, leaves out dead letters and stock events written before it (a campaign's
+	// scenario on a Kafka that earlier scenarios or test suites also wrote to).
 	DLQSince time.Time
 	// ReplayGroup is the consumer group whose committed offsets on a dead-letter topic record what
 	// was replayed (default DefaultReplayGroup, the dlq command's).
@@ -164,6 +166,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	inv, err := readInventory(ctx, cfg.Inventory, eventIDs)
 	if err != nil {
 		return Report{}, fmt.Errorf("audit: inventory database: %w", err)
+	}
+	if len(cfg.Kafka) > 0 {
+		// The outbox keeps only what is not yet sent: the stock history is on the topic.
+		if err := readStockHistory(ctx, cfg.Kafka, cfg.KafkaSASL, cfg.DLQSince, inv.events); err != nil {
+			return Report{}, fmt.Errorf("audit: stock history: %w", err)
+		}
 	}
 	pay, err := readPayment(ctx, cfg.Payment, eventIDs)
 	if err != nil {

@@ -376,7 +376,7 @@ func (in input) checkStock(r *Report) {
 		}
 	}
 	if unchecked > 0 {
-		r.note("stock: conservation of %d of %d SKUs not checked: their outbox history is incomplete (purged after the relay's retention)",
+		r.note("stock: conservation of %d of %d SKUs not checked: their history is incomplete (sent rows leave the outbox: give the audit Kafka)",
 			unchecked, len(in.inv.products))
 	}
 }

@@ -46,6 +46,7 @@ type product struct {
 }
 
 type stockEvent struct {
+	id             string
 	version, delta int64
 	cause          eventsv1.StockChangeCause
 }
@@ -53,7 +54,8 @@ type stockEvent struct {
 type inventorySnap struct {
 	products     []product
 	reservations map[string]*reservation
-	// events are the StockChanged events still in the outbox, per SKU.
+	// events are the StockChanged events still in the outbox (and, with Config.Kafka, on inventory's
+	// topic), per SKU.
 	events map[string][]stockEvent
 	// applied holds the event ids of inbox rows, per consumer, among those asked for.
 	applied map[string]map[string]bool
@@ -272,7 +274,7 @@ func readInventory(ctx context.Context, dsn string, eventIDs []string) (inventor
 			return nil //nolint:nilerr // not a StockChanged event: skipped, not a failure
 		}
 		s.events[ev.GetSku()] = append(s.events[ev.GetSku()], stockEvent{
-			version: ev.GetAggregateVersion(), delta: ev.GetDelta(), cause: ev.GetCause(),
+			id: ev.GetEventId(), version: ev.GetAggregateVersion(), delta: ev.GetDelta(), cause: ev.GetCause(),
 		})
 		return nil
 	})

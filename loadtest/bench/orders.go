@@ -90,6 +90,9 @@ type PGStack struct {
 	Env  map[string][]string
 	conn *pgx.Conn
 	dbs  map[string]string // service → database
+	// copies are the pg-ceiling case's copies of dbs (dropped with them).
+	copies []string
+	base   *url.URL // the server's URL (dsn)
 }
 
 // PostgresEnv creates one fresh database per service on the server of dsn (bench_<svc>_<pid>).
@@ -103,7 +106,7 @@ func PostgresEnv(ctx context.Context, dsn, kafka string) (*PGStack, error) {
 		_ = conn.Close(ctx)
 		return nil, err
 	}
-	p := &PGStack{Env: map[string][]string{}, conn: conn, dbs: map[string]string{}}
+	p := &PGStack{Env: map[string][]string{}, conn: conn, dbs: map[string]string{}, base: u}
 	for _, svc := range []string{localstack.Order, localstack.Inventory, localstack.Payment} {
 		db := fmt.Sprintf("bench_%s_%d", svc, os.Getpid())
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
@@ -119,10 +122,30 @@ func PostgresEnv(ctx context.Context, dsn, kafka string) (*PGStack, error) {
 	return p, nil
 }
 
+// copyDB creates a copy of svc's database (CREATE DATABASE … TEMPLATE: nobody may be connected to it,
+// so the stack must have stopped) and returns its name and URL; Drop drops it.
+func (p *PGStack) copyDB(ctx context.Context, svc string) (string, string, error) {
+	src, ok := p.dbs[svc]
+	if !ok {
+		return "", "", fmt.Errorf("no database for %s", svc)
+	}
+	db := "ceil_" + src
+	if _, err := p.conn.Exec(ctx, "CREATE DATABASE "+db+" TEMPLATE "+src); err != nil {
+		return "", "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	p.copies = append(p.copies, db)
+	u := *p.base
+	u.Path = "/" + db
+	return db, u.String(), nil
+}
+
 // Drop drops the databases and closes the connection.
 func (p *PGStack) Drop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for _, db := range p.copies {
+		_, _ = p.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	}
 	for _, db := range p.dbs {
 		_, _ = p.conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 	}
@@ -169,6 +192,7 @@ type StmtStats map[[2]string]StmtStat
 // StmtStat is one statement's cumulative figures.
 type StmtStat struct {
 	Calls  int64
+	Rows   int64
 	TimeMs float64
 }
 
@@ -180,7 +204,7 @@ func (p *PGStack) Statements(ctx context.Context) (StmtStats, error) {
 		svcOf[db] = svc
 		dbs = append(dbs, db)
 	}
-	rows, err := p.conn.Query(ctx, `SELECT d.datname, s.query, sum(s.calls)::bigint, sum(s.total_exec_time)
+	rows, err := p.conn.Query(ctx, `SELECT d.datname, s.query, sum(s.calls)::bigint, sum(s.rows)::bigint, sum(s.total_exec_time)
 		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 		WHERE d.datname = ANY($1) GROUP BY 1, 2`, dbs)
 	if err != nil {
@@ -193,7 +217,7 @@ func (p *PGStack) Statements(ctx context.Context) (StmtStats, error) {
 			db, q string
 			st    StmtStat
 		)
-		if err := rows.Scan(&db, &q, &st.Calls, &st.TimeMs); err != nil {
+		if err := rows.Scan(&db, &q, &st.Calls, &st.Rows, &st.TimeMs); err != nil {
 			return nil, err
 		}
 		out[[2]string{svcOf[db], q}] = st

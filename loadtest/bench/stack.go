@@ -40,7 +40,9 @@ type Stack struct {
 	// OpenRate, when > 0, replaces half the closed-loop maximum as the order cases' open-loop rate.
 	OpenRate float64
 	// Infra are servers the stack uses whose CPU the order cases report too (name → pid, see InfraPids).
-	Infra  map[string]int
+	Infra map[string]int
+	// Stop stops the stack's processes (idempotent; the cleanup stops them too).
+	Stop   func()
 	client *http.Client
 	tokens []string
 }
@@ -56,6 +58,7 @@ func StartStack(ctx context.Context, cl *Cleanup, root string, serviceEnv map[st
 	cl.Add(func() { s.Stop(); removeAll(dir) })
 	st := &Stack{Target: t, client: &http.Client{
 		Transport: &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000}, Timeout: 30 * time.Second}}
+	st.Stop = s.Stop
 	st.Procs, st.Admin = map[int]string{}, map[int]string{}
 	for _, i := range s.Instances() {
 		st.Pids = append(st.Pids, i.PID)

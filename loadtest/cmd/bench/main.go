@@ -45,7 +45,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	root := fs.String("root", ".", "repository root")
-	casesFlag := fs.String("cases", "chain,validation,mtls,gateway,orders,orders-pg,outbox,outbox-real", "comma-separated: chain, validation (the server chain's validation stage off / valid request / invalid one), mtls, gateway, orders, orders-pg (needs -pg/-kafka), outbox (embedded), outbox-real (-pg/-kafka/-nats)")
+	casesFlag := fs.String("cases", "chain,validation,mtls,gateway,orders,orders-pg,pg-ceiling,outbox,outbox-real", "comma-separated: chain, validation (the server chain's validation stage off / valid request / invalid one), mtls, gateway, orders, orders-pg (needs -pg/-kafka), pg-ceiling (after orders-pg's run, which it implies: pgbench replays the run's statements per order on copies of its databases), outbox (embedded), outbox-real (-pg/-kafka/-nats)")
 	rounds := fs.Int("rounds", 5, "measured rounds per case (each variant once per round, order rotating)")
 	each := fs.Duration("each", 2*time.Second, "length of one variant's run in a round")
 	warmup := fs.Duration("warmup", time.Second, "warm-up per variant before the rounds")
@@ -62,6 +62,10 @@ func run(ctx context.Context, args []string) error {
 	openRate := fs.Float64("open-rate", 0, "orders/s of the order cases' open loop (default: half the closed-loop maximum)")
 	skus := fs.Int("skus", 24, "catalogue size of the order cases: inventory seeds this many products and orders pick among them (the dev catalogue has 24)")
 	replicas := fs.Int("replicas", 2, "inventory and payment instances of the stack cases (make run has 2)")
+	pgbenchBin := fs.String("pgbench", "", "pgbench binary of pg-ceiling (default: PATH, then /usr/lib/postgresql/*/bin)")
+	ceilingEach := fs.Duration("ceiling-each", 5*time.Second, "length of each pgbench run of pg-ceiling (whole seconds)")
+	ceilingClients := fs.Int("ceiling-clients", 8, "pgbench clients per service database in pg-ceiling (≈ the connections a service keeps busy: sqldb pools hold up to 10)")
+	ceilingMin := fs.Float64("ceiling-min", 0.02, "pg-ceiling replays statements with at least this many calls per order (rarer ones are background work)")
 	runBenchstat := fs.Bool("benchstat", true, "run golang.org/x/perf/cmd/benchstat on the A/B files (go run; skipped when it does not resolve)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -187,7 +191,7 @@ func run(ctx context.Context, args []string) error {
 			orderFigures = append(orderFigures, line)
 		}
 	}
-	if slices.Contains(want, "orders-pg") {
+	if slices.Contains(want, "orders-pg") || slices.Contains(want, "pg-ceiling") {
 		if *dsn == "" || *kafka == "" {
 			fmt.Println("== orders-pg skipped: no -pg / -kafka (source .run/infra.env)")
 		} else {
@@ -219,14 +223,27 @@ func run(ctx context.Context, args []string) error {
 				per := fmt.Sprintf("PostgreSQL work per order (pg_stat_database, %d orders): %s", n1-n0, bench.PerOrder(st0, st1, n1-n0))
 				fmt.Println("  " + per)
 				line += "\n" + per
+				var stmts1 bench.StmtStats
 				if stmtErr == nil {
-					if stmts1, err := pg.Statements(ctx); err == nil {
+					if stmts1, stmtErr = pg.Statements(ctx); stmtErr == nil {
 						rep := bench.StatementReport(stmts0, stmts1, n1-n0, 12)
 						fmt.Print("  " + rep)
 						line += "\n" + rep
 					}
 				} else {
 					fmt.Printf("  no per-statement figures: %v\n", stmtErr)
+				}
+				if slices.Contains(want, "pg-ceiling") {
+					if stmtErr != nil {
+						fmt.Printf("== pg-ceiling skipped: no pg_stat_statements (%v)\n", stmtErr)
+					} else {
+						rep, err := pgCeiling(ctx, pg, s, stmts0, stmts1, st0, st1, n1-n0, bench.Summarize(o[0])[0].QPS,
+							bench.CeilingConfig{PGBench: *pgbenchBin, Each: *ceilingEach, Clients: *ceilingClients, MinPerOrder: *ceilingMin, ScriptDir: outDir})
+						if err != nil {
+							return err
+						}
+						line += "\n" + rep
+					}
 				}
 			}
 			for _, x := range o {
@@ -288,6 +305,30 @@ func run(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("\nfiles in %s (compare with: go run golang.org/x/perf/cmd/benchstat@latest A.txt B.txt)\n", outDir)
 	return nil
+}
+
+// pgCeiling stops the stack (its processes would compete with pgbench, and the database copies need
+// its connections gone) and runs the pg-ceiling case on the run's statements.
+func pgCeiling(ctx context.Context, pg *bench.PGStack, s *bench.Stack, before, after bench.StmtStats, st0, st1 bench.DBStats,
+	orders int64, stackRate float64, cfg bench.CeilingConfig) (string, error) {
+	if cfg.PGBench == "" {
+		p, err := bench.FindPGBench()
+		if err != nil {
+			return "", err
+		}
+		cfg.PGBench = p
+	}
+	fmt.Printf("== pg-ceiling: stopping the stack, replaying its statements per order with %s\n", cfg.PGBench)
+	started, load := time.Now(), bench.LoadAvg()
+	s.Stop()
+	res, err := bench.PGCeiling(ctx, pg, before, after, st0, st1, orders, stackRate, cfg, os.Stdout)
+	if err != nil {
+		return "", err
+	}
+	rep := strings.TrimRight(res.Report, "\n") + fmt.Sprintf(" (pg-ceiling took %s, load average %s → %s; scripts: %s/pg-ceiling-*.sql)",
+		time.Since(started).Round(time.Second), load, bench.LoadAvg(), cfg.ScriptDir)
+	fmt.Println(rep)
+	return rep, nil
 }
 
 // benchstat runs benchstat on the files and saves its output next to them; it only warns when benchstat

@@ -1,22 +1,42 @@
 // Package outbox publishes domain events exactly when the state change that caused them commits: the
 // event is written as a row in the caller's transaction (Enqueue) and a Relay later delivers pending
-// rows to its destinations — Kafka and/or JetStream — and marks them. Delivery is at least once — a
-// relay that dies between publishing and marking re-sends the batch — so consumers de-duplicate by
-// event id (inbox).
+// rows to its destinations — Kafka and/or JetStream — and deletes each row once every destination has
+// it. Delivery is at least once — a relay that dies between publishing and recording re-sends the
+// batch — so consumers de-duplicate by event id (inbox).
 //
 // # One row per event, one lane per destination
 //
-// A Relay built on a Router (Fanout, or a service's own) gives each Destination a lane: its own claim,
-// batch, backoff, parking and metrics, and its own bit in the row's done and parked columns. Every
-// row goes to every lane; a lane's Route picks the rows it sends (and may rewrite topic or subject),
-// the others count as done for it. A row is complete (sent_at set, deleted after Retention) when all
-// lanes are done. So a NATS outage leaves the Kafka lane delivering — and the reverse — and the lagging
-// lane catches up, in order, when its broker returns. A plain Publisher is one lane, "default".
+// A Relay built on a Router (Brokers, Fanout, or a service's own) gives each Destination a lane: its
+// own claim, batch, backoff, parking and metrics, and its own bit in the row's done and parked columns.
+// Every row goes to every lane; a lane's Route picks the rows it sends (and may rewrite topic or
+// subject: Brokers derives a row's JetStream copy from its Kafka event), the others count as done for
+// it. The lane that completes a row — every lane of the relay done — deletes it in the transaction
+// that records the acknowledgement, so the table holds only what some destination still has to send
+// (and parked rows). So a NATS outage leaves the Kafka lane delivering — and the reverse — and the
+// lagging lane catches up, in order, when its broker returns. A plain Publisher is one lane, "default".
+//
+// # The delivery contract
+//
+// Each event reaches each of its destinations at least once, with the event id it was written with
+// (Kafka header event-id, JetStream Nats-Msg-Id and event-id): a lane records a row as done only after
+// its broker acknowledged it, and the row is deleted only when every lane has recorded it. A failure
+// re-sends only on the lane that failed: the messages of a batch the broker acknowledged before the
+// failure (PublishError.Index) are recorded and not sent again; the rest of the batch, and a whole
+// batch whose recording did not commit (relay killed, database down, PublishTimeout), are sent again
+// on that lane only. So a failure costs a destination at most one more copy of each event it
+// re-sends, and the other destinations none (beyond the broker client's own retries inside one
+// publish: kafka-go has no idempotent producer). JetStream drops a repeat inside the stream's
+// Duplicates window (2 min in shopmesh's streams); every consumer drops the rest through its inbox.
+// Nothing is lost: a row stays until its last lane commits.
+// Order: on each lane, one aggregate's (key's) events are published in the order they were written;
+// the exception is a broker refusing one message of an asynchronous JetStream batch while it accepts
+// later ones (below).
 //
 // # Claiming: a status per lane, one relay per lane at a time
 //
-// A lane's pending rows are those with its done and parked bits clear (sent_at IS NULL; a partial index
-// per lane), read in seq order. This needs no offsets table and never skips a row of a transaction
+// A lane's pending rows are those with its done and parked bits clear (a partial index per lane; the
+// index's sent_at IS NULL is left from relays that kept sent rows, and their rows are deleted by the
+// housekeeping), read in seq order. This needs no offsets table and never skips a row of a transaction
 // still in flight: seq is taken at INSERT, so an open transaction keeps a low seq invisible while later
 // rows commit; a reader that remembered "last seq seen" would step over it for ever. Here the row
 // simply is not visible yet, stays pending, and the next claim after its commit picks it up.
@@ -28,7 +48,8 @@
 // which rolls its transaction back, and another relay takes the lane over (its rows are re-sent: at
 // least once). The lanes of one relay, and of several, run in parallel. Writers of one aggregate
 // serialize on its row, so seq order is their commit order and a lane publishes each key in order.
-// Lanes mark their rows in seq order (FOR UPDATE in seq order), so two lanes never deadlock. The cost
+// Lanes lock the rows they record in seq order (FOR UPDATE in seq order), so two lanes never deadlock,
+// and the lane that finds the other lanes' bits set deletes the row. The cost
 // is a transaction open for one publish (bounded by RelayConfig.PublishTimeout); a replica's relay is
 // a standby for the lanes another replica's relay is running. (Before lanes, relays shared one lane
 // through FOR UPDATE SKIP LOCKED row locks; with one row per event and several destinations those
@@ -53,12 +74,20 @@
 // before it; the Kafka and JetStream publishers check size and subject before sending so that the
 // common poison rows never get that far.
 //
+// # JetStream throughput
+//
+// The JetStream publisher sends a batch asynchronously with at most a window of acknowledgements
+// outstanding (DefaultJetStreamWindow, WithWindow) and waits for them in order. With sync_interval:
+// always the server fsyncs every message, one stream at a time: a stream stores at most 1/fsync
+// messages per second whatever the client does, and the relay reaches that ceiling (docs/BENCHMARKS.md
+// (d)). Messages for several streams in one batch are stored and fsynced in parallel.
+//
 // # SQLite
 //
 // SQLite has one writer: a transaction holding an outbox row holds the database's write lock, so no
 // later row can commit before it and seq order is commit order — a held row cannot be overtaken. A
 // lane reads pending rows, publishes outside any transaction (so the service's writes are not blocked
-// by the broker) and marks them in a short write. Two relays on one SQLite file both publish the same
+// by the broker) and records them (deleting the complete ones) in a short write. Two relays on one SQLite file both publish the same
 // rows (duplicates, never gaps); run one.
 package outbox
 

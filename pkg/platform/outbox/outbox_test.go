@@ -23,13 +23,13 @@ import (
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
+func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func setup(t *testing.T, dsn string) (*sql.DB, sqldb.Dialect) {
+func setup(t testing.TB, dsn string) (*sql.DB, sqldb.Dialect) {
 	t.Helper()
 	d, err := sqldb.ParseDialect(dsn)
 	if err != nil {
@@ -50,6 +50,8 @@ type recorder struct {
 	mu    sync.Mutex
 	msgs  []outbox.Message
 	fails int
+	// refuse makes a message with this topic a Permanent failure, after the messages before it.
+	refuse string
 }
 
 func (r *recorder) Publish(_ context.Context, msgs []outbox.Message) error {
@@ -59,7 +61,12 @@ func (r *recorder) Publish(_ context.Context, msgs []outbox.Message) error {
 		r.fails--
 		return errors.New("broker down")
 	}
-	r.msgs = append(r.msgs, msgs...)
+	for i, m := range msgs {
+		if r.refuse != "" && m.Topic == r.refuse {
+			return &outbox.PublishError{Index: i, Kind: outbox.Permanent, Err: errors.New("refused")}
+		}
+		r.msgs = append(r.msgs, m)
+	}
 	return nil
 }
 
@@ -396,6 +403,89 @@ func TestEnqueueAllWritesEveryMessageInOrder(t *testing.T) {
 				if m.ID != ids[i] || string(m.Payload) != fmt.Sprint(i) || m.Key != msgs[i].Key {
 					t.Fatalf("published[%d] = %s %q key %s; want %s %d key %s", i, m.ID, m.Payload, m.Key, ids[i], i, msgs[i].Key)
 				}
+			}
+		})
+	}
+}
+
+// A row is deleted in the transaction that records its last destination's acknowledgement: with one
+// destination at once; with two, it stays (pending on the other only) until that one has it too, and
+// then nothing is left. A row one destination refuses stays, parked, and goes once unparked and sent.
+func TestSentRowsAreDeleted(t *testing.T) {
+	t.Parallel()
+	for _, b := range sqldbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			db, d := setup(t, b.DSN(t))
+			ctx := testCtx(t, 30*time.Second)
+			ob := outbox.New(d, nil)
+			rows := func() int {
+				t.Helper()
+				var n int
+				if err := db.QueryRowContext(ctx, "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+
+			enqueue(t, ctx, db, ob, outbox.Message{Topic: "t", Key: "a"}, outbox.Message{Topic: "t", Key: "b"})
+			one, err := outbox.NewRelay(db, &recorder{}, discard(), nil, outbox.RelayConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := one.RelayOnce(ctx); err != nil || n != 2 {
+				t.Fatalf("one destination: RelayOnce = %d, %v; want 2", n, err)
+			}
+			if n := rows(); n != 0 {
+				t.Fatalf("one destination: %d rows left after sending, want 0", n)
+			}
+
+			ids := enqueue(t, ctx, db, ob, outbox.Message{Topic: "t", Key: "a"}, outbox.Message{Topic: "t", Key: "b"},
+				outbox.Message{Topic: "t", Key: "c"})
+			k, n := &recorder{}, &recorder{fails: 1}
+			two, err := outbox.NewRelay(db, outbox.Fanout{
+				{Lane: 0, Name: "kafka", Publisher: k},
+				{Lane: 1, Name: "nats", Publisher: n, Route: func(m outbox.Message) (outbox.Message, bool) {
+					if m.Key == "c" {
+						m.Topic = "bad subject" // refused below: parked on this lane only
+					}
+					return m, true
+				}},
+			}, discard(), nil, outbox.RelayConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := two.RelayOnce(ctx); err == nil {
+				t.Fatal("RelayOnce with nats down: no error")
+			}
+			if got := rows(); got != 3 {
+				t.Fatalf("kafka done, nats down: %d rows, want 3", got)
+			}
+			if st, err := two.Stats(ctx); err != nil || st.Destinations[0].Pending != 0 || st.Destinations[1].Pending != 3 {
+				t.Fatalf("stats with nats down = %+v, %v", st, err)
+			}
+			n.refuse = "bad subject"
+			if _, err := two.RelayOnce(ctx); err == nil {
+				t.Fatal("RelayOnce with a refused row: no error")
+			}
+			if got := rows(); got != 1 {
+				t.Fatalf("after nats sent 2 and parked 1: %d rows, want the parked one", got)
+			}
+			if len(k.got()) != 3 || len(n.got()) != 2 {
+				t.Fatalf("kafka got %d, nats %d; want 3 and 2, each once", len(k.got()), len(n.got()))
+			}
+			n.refuse = ""
+			if got, err := outbox.Unpark(ctx, db, ids[2]); err != nil || got != 1 {
+				t.Fatalf("Unpark = %d, %v", got, err)
+			}
+			if got, err := two.RelayOnce(ctx); err != nil || got != 1 {
+				t.Fatalf("RelayOnce after unpark = %d, %v; want 1", got, err)
+			}
+			if got := rows(); got != 0 {
+				t.Fatalf("%d rows left, want 0", got)
+			}
+			if len(k.got()) != 3 || len(n.got()) != 3 {
+				t.Fatalf("kafka got %d, nats %d; want 3 each", len(k.got()), len(n.got()))
 			}
 		})
 	}

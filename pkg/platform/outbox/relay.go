@@ -44,8 +44,6 @@ type RelayConfig struct {
 	MaxBackoff time.Duration
 	// StatsInterval is how often the lag gauges are refreshed (default 5 s).
 	StatsInterval time.Duration
-	// Retention is how long sent rows are kept before the relay deletes them (default 24 h).
-	Retention time.Duration
 	// MaxAttempts parks a row after this many Retryable failures on one destination (default 20).
 	// Transient failures (broker unreachable, timeouts, no leader) never count; Permanent ones park at
 	// once.
@@ -71,9 +69,6 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	if c.StatsInterval <= 0 {
 		c.StatsInterval = 5 * time.Second
-	}
-	if c.Retention <= 0 {
-		c.Retention = 24 * time.Hour
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 20
@@ -145,9 +140,11 @@ func NewRelay(db *sql.DB, pub Publisher, log *slog.Logger, reg prometheus.Regist
 	cfg = cfg.withDefaults()
 	r := &Relay{
 		db: db, dialect: d, log: log, cfg: cfg,
-		metrics:       m,
-		prop:          propagation.TraceContext{},
-		purge:         d.Rebind("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?"),
+		metrics: m,
+		prop:    propagation.TraceContext{},
+		// Rows are deleted once sent; rows marked sent by an older relay (sent_at, during a rolling
+		// upgrade) are deleted here, and failure records whose row is gone.
+		purge:         "DELETE FROM outbox WHERE sent_at IS NOT NULL",
 		purgeFailures: "DELETE FROM outbox_failures WHERE parked_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = outbox_failures.seq AND o.sent_at IS NULL)",
 	}
 	if cfg.TracerProvider != nil {
@@ -527,7 +524,7 @@ func (l *lane) load(ctx context.Context, q querier) ([]row, error) {
 	return rows, nil
 }
 
-// record writes a batch's outcome: done bits (and sent_at once every lane is done), failures, parks.
+// record writes a batch's outcome: done rows (deleted once every lane is done), failures, parks.
 func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 	r := l.r
 	now := time.Now().UTC()
@@ -556,23 +553,8 @@ func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 		}
 	}
 	if len(res.done) > 0 {
-		all := strconv.Itoa(r.all())
-		b := strconv.Itoa(l.bit)
-		in := "(?" + strings.Repeat(", ?", len(res.done)-1) + ")"
-		target := "seq IN " + in
-		if r.dialect.SkipLocked() {
-			// Lanes lock the rows they mark in seq order, so two lanes marking one batch cannot deadlock.
-			target = "seq IN (SELECT seq FROM outbox WHERE seq IN " + in + " ORDER BY seq FOR UPDATE)"
-		}
-		q := r.dialect.Rebind("UPDATE outbox SET done = done | " + b +
-			", sent_at = CASE WHEN ((done | " + b + ") & " + all + ") = " + all + " THEN ? ELSE sent_at END WHERE " + target)
-		args := make([]any, 0, len(res.done)+1)
-		args = append(args, now)
-		for _, s := range res.done {
-			args = append(args, s)
-		}
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("mark sent: %w", err)
+		if err := l.markDone(ctx, tx, res.done); err != nil {
+			return err
 		}
 	}
 	if f := res.retry; f != nil {
@@ -597,6 +579,52 @@ func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 		if _, err := tx.ExecContext(ctx, r.dialect.Rebind("UPDATE outbox SET parked = parked | "+strconv.Itoa(l.bit)+" WHERE seq = ?"), f.row.seq); err != nil {
 			return fmt.Errorf("park %d: %w", f.row.seq, err)
 		}
+	}
+	return nil
+}
+
+// markDone records that this lane is finished with the rows seqs: a row every lane of the relay is
+// now done with is deleted (the table holds only what some destination still has to send), the others
+// get this lane's done bit. One statement on PostgreSQL, two on SQLite (one writer, nothing to race).
+func (l *lane) markDone(ctx context.Context, tx *sql.Tx, seqs []int64) error {
+	r := l.r
+	in := "(?" + strings.Repeat(", ?", len(seqs)-1) + ")"
+	args := make([]any, len(seqs))
+	for i, s := range seqs {
+		args[i] = s
+	}
+	all, b := r.all(), strconv.Itoa(l.bit)
+	if all == l.bit {
+		// The only lane: done is complete. (One relay at a time runs a lane; nobody else writes these rows
+		// but Unpark, which the delete simply wins or follows.)
+		if _, err := tx.ExecContext(ctx, r.dialect.Rebind("DELETE FROM outbox WHERE seq IN "+in), args...); err != nil {
+			return fmt.Errorf("delete sent: %w", err)
+		}
+		return nil
+	}
+	// complete says whether a row whose done bits are in col is finished once this lane's bit is set.
+	complete := func(col string) string {
+		return "((" + col + " | " + b + ") & " + strconv.Itoa(all) + ") = " + strconv.Itoa(all)
+	}
+	if r.dialect.SkipLocked() {
+		// Another lane may be marking the same rows: lock them in seq order (two lanes never deadlock) and
+		// read their done bits as that lane committed them, then delete the complete rows and mark the
+		// rest, in one statement. The lock wait re-reads each row (READ COMMITTED), and so do the DELETE
+		// and UPDATE on the rows the other lane changed since this statement's snapshot.
+		q := r.dialect.Rebind("WITH l AS (SELECT seq, done FROM outbox WHERE seq IN " + in + " ORDER BY seq FOR UPDATE), " +
+			"d AS (DELETE FROM outbox o USING l WHERE o.seq = l.seq AND " + complete("l.done") + ") " +
+			"UPDATE outbox o SET done = o.done | " + b + " FROM l WHERE o.seq = l.seq AND NOT " + complete("l.done"))
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("mark sent: %w", err)
+		}
+		return nil
+	}
+	del := "DELETE FROM outbox WHERE seq IN " + in + " AND " + complete("done")
+	if _, err := tx.ExecContext(ctx, r.dialect.Rebind(del), args...); err != nil {
+		return fmt.Errorf("delete sent: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, r.dialect.Rebind("UPDATE outbox SET done = done | "+b+" WHERE seq IN "+in), args...); err != nil {
+		return fmt.Errorf("mark sent: %w", err)
 	}
 	return nil
 }
@@ -668,7 +696,7 @@ func (r *Relay) housekeep(ctx context.Context) {
 		l.oldestG.Set(ds.OldestAge.Seconds())
 		l.parkedG.Set(float64(ds.Parked))
 	}
-	if _, err := r.db.ExecContext(ctx, r.purge, time.Now().Add(-r.cfg.Retention).UTC()); err != nil {
+	if _, err := r.db.ExecContext(ctx, r.purge); err != nil {
 		r.log.WarnContext(ctx, "outbox purge", "err", err)
 	}
 	if _, err := r.db.ExecContext(ctx, r.purgeFailures); err != nil {

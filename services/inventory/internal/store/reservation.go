@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
@@ -21,6 +22,11 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 	written := false
 	err := sqldbInTx(ctx, s, func(tx *sql.Tx) error {
 		now := s.utcNow()
+		if s.d == sqldb.Postgres {
+			var err error
+			res, written, err = s.reservePG(ctx, tx, orderID, items, now)
+			return err
+		}
 		// The insert is the existence check too (one round trip on the common, first-time path): a retry,
 		// a tombstone or a concurrent reservation of the same order conflicts (on PostgreSQL after waiting
 		// for the concurrent one), and the stored reservation is returned.
@@ -228,20 +234,39 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, orderID string, to domai
 	decide func(domain.Status) (domain.Transition, error), move string, twoArgs bool, cause domain.Cause,
 ) (domain.Reservation, error) {
 	now := s.utcNow()
-	var r domain.Reservation
+	// On PostgreSQL settleOne is the first attempt: it settles a HELD reservation at once, and
+	// otherwise returns the stored one, with which the loop starts (no second read), or
+	// ErrReservationNotFound. A reservation its snapshot does not see had not committed when the
+	// statement started: a release then leaves a tombstone, whose insert waits for a reserve still in
+	// flight and releases what it committed (releaseTx); a commit only ever follows a reservation that
+	// committed (the saga confirms after reserving), so not found is final for it.
+	var (
+		r    domain.Reservation
+		seen bool
+	)
+	if s.d == sqldb.Postgres {
+		var moved bool
+		var err error
+		r, moved, err = s.settlePG(ctx, tx, orderID, to, twoArgs, cause, now)
+		if err != nil || moved {
+			return r, err
+		}
+		seen = true
+	}
 	for attempt := 1; ; attempt++ {
-		res, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?"),
-			string(to), now, orderID, string(domain.StatusHeld))
-		if err != nil {
-			return domain.Reservation{}, fmt.Errorf("settle: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return domain.Reservation{}, fmt.Errorf("settle: %w", err)
-		}
-		r, err = s.reservation(ctx, tx, orderID)
-		if err != nil {
-			return domain.Reservation{}, err
+		var n int64
+		if !seen || attempt > 1 {
+			res, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?"),
+				string(to), now, orderID, string(domain.StatusHeld))
+			if err != nil {
+				return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+			}
+			if n, err = res.RowsAffected(); err != nil {
+				return domain.Reservation{}, fmt.Errorf("settle: %w", err)
+			}
+			if r, err = s.reservation(ctx, tx, orderID); err != nil {
+				return domain.Reservation{}, err
+			}
 		}
 		if n > 0 {
 			break

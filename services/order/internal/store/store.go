@@ -65,6 +65,12 @@ func (s *Store) Create(ctx context.Context, o domain.Order, leaseUntil time.Time
 		key = o.IdempotencyKey
 	}
 	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		if s.d == sqldb.Postgres {
+			if err := s.createPG(ctx, tx, o, key, leaseUntil); err != nil {
+				return err
+			}
+			return s.writeEvents(ctx, tx, o)
+		}
 		res, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO orders (id, customer_id, idempotency_key, status,
 			cancel_reason, cancel_detail, total_cents, currency, version, created_at, updated_at, lease_until,
 			compensation_pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
@@ -184,6 +190,12 @@ func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) er
 		dueAt = micros(due)
 	}
 	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		if s.d == sqldb.Postgres {
+			if err := s.updatePG(ctx, tx, next, compensate, settle, dueAt); err != nil {
+				return err
+			}
+			return s.writeEvents(ctx, tx, next)
+		}
 		res, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET status = ?, cancel_reason = ?,
 			cancel_detail = ?, total_cents = ?, currency = ?, version = ?, updated_at = ?,
 			compensation_pending = ?, comp_next_at = ?, settle_pending = ?, settle_next_at = ?
@@ -221,6 +233,82 @@ func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) er
 	}
 	s.enqueue()
 	return nil
+}
+
+// createOne is Create's writes on PostgreSQL in one statement: the order (the idempotency check: a
+// conflict writes nothing) and its lines ($14–$17: SKUs, quantities, unit prices, line totals in line
+// order). It returns 1 when it wrote the order, 0 on a conflict.
+const createOne = `WITH o AS (
+	INSERT INTO orders (id, customer_id, idempotency_key, status, cancel_reason, cancel_detail, total_cents, currency,
+		version, created_at, updated_at, lease_until, compensation_pending)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING id
+), l AS (
+	INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents, line_total_cents)
+	SELECT o.id, (l.n - 1)::int, l.sku, l.qty, l.price, l.total
+	FROM o CROSS JOIN unnest($14::text[], $15::bigint[], $16::bigint[], $17::bigint[]) WITH ORDINALITY AS l(sku, qty, price, total, n)
+)
+SELECT count(*) FROM o`
+
+// createPG runs createOne: errExists when the order or its key is taken.
+func (s *Store) createPG(ctx context.Context, tx *sql.Tx, o domain.Order, key any, leaseUntil time.Time) error {
+	skus, qtys, prices, totals := lineArrays(o.Lines)
+	var n int64
+	if err := tx.QueryRowContext(ctx, createOne, o.ID, o.CustomerID, key, string(o.Status), string(o.CancelReason),
+		o.CancelDetail, o.TotalCents, o.Currency, o.Version, micros(o.CreatedAt), micros(o.UpdatedAt), micros(leaseUntil), false,
+		skus, qtys, prices, totals).Scan(&n); err != nil {
+		return fmt.Errorf("insert order: %w", err)
+	}
+	if n == 0 {
+		return errExists
+	}
+	return nil
+}
+
+// updateOne is Update's writes on PostgreSQL in one statement: the order update guarded by version
+// and status ($16, PENDING) and its lines' prices ($14, $15: unit prices and line totals in line
+// order). It returns 1 when the guard matched. The lines are updated only with the order.
+const updateOne = `WITH o AS (
+	UPDATE orders SET status = $1, cancel_reason = $2, cancel_detail = $3, total_cents = $4, currency = $5, version = $6,
+		updated_at = $7, compensation_pending = $8, comp_next_at = $9, settle_pending = $10, settle_next_at = $11
+	WHERE id = $12 AND version = $13 AND status = $16 RETURNING id
+), l AS (
+	UPDATE order_lines ol SET unit_price_cents = v.price, line_total_cents = v.total
+	FROM o CROSS JOIN unnest($14::bigint[], $15::bigint[]) WITH ORDINALITY AS v(price, total, n)
+	WHERE ol.order_id = o.id AND ol.line_no = v.n - 1
+)
+SELECT count(*) FROM o`
+
+// updatePG runs updateOne; when the guard matched nothing it tells a missing order from a lost race.
+func (s *Store) updatePG(ctx context.Context, tx *sql.Tx, next domain.Order, compensate, settle bool, dueAt int64) error {
+	_, _, prices, totals := lineArrays(next.Lines)
+	var n int64
+	if err := tx.QueryRowContext(ctx, updateOne, string(next.Status), string(next.CancelReason), next.CancelDetail,
+		next.TotalCents, next.Currency, next.Version, micros(next.UpdatedAt), compensate, dueAt, settle, dueAt,
+		next.ID, next.Version-1, prices, totals, string(domain.Pending)).Scan(&n); err != nil {
+		return fmt.Errorf("update order %s: %w", next.ID, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM orders WHERE id = $1`, next.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("update order %s: %w", next.ID, err)
+	}
+	return domain.ErrVersionConflict
+}
+
+func lineArrays(lines []domain.Line) (skus []string, qtys, prices, totals []int64) {
+	for _, l := range lines {
+		skus = append(skus, l.SKU)
+		qtys = append(qtys, int64(l.Quantity))
+		prices = append(prices, l.UnitPriceCents)
+		totals = append(totals, l.LineTotalCents)
+	}
+	return skus, qtys, prices, totals
 }
 
 // writeEvents writes the event announcing o's new state: one outbox row, which the relay sends to

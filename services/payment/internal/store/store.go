@@ -73,6 +73,8 @@ type queries struct {
 	authForUpdate, accountForUpdate, account string
 	insertAuth, updateAuth, updateAccount    string
 	insertEntry, seedPrefix, seedRow         string
+	// apply holds, on PostgreSQL, Apply's statement per shape of change (applyShape).
+	apply map[applyShape]string
 }
 
 const (
@@ -93,10 +95,13 @@ func newQueries(d sqldb.Dialect) queries {
 		// PostgreSQL row locks cannot lock a row that does not exist yet, and a void of an unknown order
 		// (tombstone) must not interleave with its authorize: both take this per-order transaction lock
 		// first. The two-key form keeps it apart from the migration lock's key space.
-		lockOrder:        "SELECT pg_advisory_xact_lock(" + orderLockClass + ", hashtext($1))",
-		voided:           d.Rebind("SELECT count(*) FROM void_tombstones WHERE order_id = ?"),
-		markVoided:       d.Rebind("INSERT INTO void_tombstones (order_id, created_at) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING"),
-		authForUpdate:    d.Rebind("SELECT " + authCols + " FROM authorizations WHERE order_id = ?" + lock),
+		lockOrder:  "SELECT pg_advisory_xact_lock(" + orderLockClass + ", hashtext($1))",
+		voided:     d.Rebind("SELECT count(*) FROM void_tombstones WHERE order_id = ?"),
+		markVoided: d.Rebind("INSERT INTO void_tombstones (order_id, created_at) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING"),
+		// The authorization (locked) and whether the order has a tombstone, in one read: Authorize needs
+		// both, and reading them after the order's lock is what makes the tombstone answer final.
+		authForUpdate: d.Rebind("SELECT t.n, " + authColsOf("a") + " FROM (SELECT count(*) AS n FROM void_tombstones WHERE order_id = ?) t " +
+			"LEFT JOIN (SELECT " + authCols + " FROM authorizations WHERE order_id = ?" + lock + ") a ON 1 = 1"),
 		accountForUpdate: d.Rebind("SELECT " + accountCols + " FROM accounts WHERE customer_id = ?" + lock),
 		account:          d.Rebind("SELECT " + accountCols + " FROM accounts WHERE customer_id = ?"),
 		insertAuth: d.Rebind("INSERT INTO authorizations (" + authCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) " +
@@ -108,7 +113,62 @@ func newQueries(d sqldb.Dialect) queries {
 			"VALUES (?, ?, ?, ?, ?)"),
 		seedPrefix: "INSERT INTO accounts (customer_id, balance_cents, held_cents, currency, created_at, updated_at) VALUES ",
 		seedRow:    "(?, ?, ?, ?, ?, ?)",
+		apply:      applyStatements(d),
 	}
+}
+
+// authColsOf is authCols qualified with a table alias.
+func authColsOf(alias string) string {
+	cols := strings.Split(authCols, ", ")
+	for i, c := range cols {
+		cols[i] = alias + "." + c
+	}
+	return strings.Join(cols, ", ")
+}
+
+// applyShape is what one Apply writes: a new or an updated authorization, with or without an account
+// change and a ledger entry.
+type applyShape struct{ created, account, entry bool }
+
+// applyStatements builds, on PostgreSQL, one statement per applyShape that writes the authorization,
+// the account and the ledger entry at once (one round trip instead of three) and returns how many
+// authorization and account rows it wrote. The account and the entry are written only with the
+// authorization (EXISTS (SELECT 1 FROM a)); Apply fails, and the transaction rolls back, when either
+// count is short. Parameters: the authorization's ($1–$9 insert, $1–$6 update), then the account's
+// (balance, held, updated at, customer), then the entry's (order, kind, customer, amount, at).
+// SQLite runs the statements one by one.
+func applyStatements(d sqldb.Dialect) map[applyShape]string {
+	if d != sqldb.Postgres {
+		return nil
+	}
+	out := map[applyShape]string{}
+	for _, created := range []bool{false, true} {
+		for _, account := range []bool{false, true} {
+			for _, entry := range []bool{false, true} {
+				n := 9
+				a := "INSERT INTO authorizations (" + authCols + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamp, $9::timestamp) " +
+					"ON CONFLICT (order_id) DO NOTHING RETURNING 1"
+				if !created {
+					n = 6
+					a = "UPDATE authorizations SET status = $1, decline_reason = $2, version = $3, updated_at = $4::timestamp " +
+						"WHERE order_id = $5 AND version = $6 RETURNING 1"
+				}
+				q := "WITH a AS (" + a + ")"
+				acc := "0::bigint"
+				if account {
+					q += fmt.Sprintf(", acc AS (UPDATE accounts SET balance_cents = $%d, held_cents = $%d, updated_at = $%d::timestamp "+
+						"WHERE customer_id = $%d AND EXISTS (SELECT 1 FROM a) RETURNING 1)", n+1, n+2, n+3, n+4)
+					acc, n = "(SELECT count(*) FROM acc)", n+4
+				}
+				if entry {
+					q += fmt.Sprintf(", e AS (INSERT INTO ledger_entries (order_id, kind, customer_id, amount_cents, created_at) "+
+						"SELECT $%d::text, $%d::text, $%d::text, $%d::bigint, $%d::timestamp WHERE EXISTS (SELECT 1 FROM a))", n+1, n+2, n+3, n+4, n+5)
+				}
+				out[applyShape{created, account, entry}] = q + " SELECT (SELECT count(*) FROM a), " + acc
+			}
+		}
+	}
+	return out
 }
 
 // Update implements app.Store.
@@ -220,32 +280,74 @@ type txView struct {
 	s      *Store
 	tx     *sql.Tx
 	events int
+	// voided remembers, per order, the tombstone answer Authorization read under the order's lock, and
+	// read the authorization (nil: none) until Apply changes it: no other transaction can change either
+	// before this one ends (the order's lock on PostgreSQL, the one writer on SQLite), so a use case
+	// reading the authorization again (an event handler, then the operation it runs) costs nothing.
+	voided map[string]bool
+	read   map[string]*domain.Authorization
 }
 
 func (v *txView) Authorization(ctx context.Context, orderID string) (domain.Authorization, error) {
+	if got, ok := v.read[orderID]; ok {
+		if got == nil {
+			return domain.Authorization{}, fmt.Errorf("order %s: %w", orderID, domain.ErrAuthorizationNotFound)
+		}
+		return *got, nil
+	}
+	a, err := v.readAuthorization(ctx, orderID)
+	switch {
+	case err == nil:
+		v.remember(orderID, &a)
+	case errors.Is(err, domain.ErrAuthorizationNotFound):
+		v.remember(orderID, nil)
+	}
+	return a, err
+}
+
+func (v *txView) remember(orderID string, a *domain.Authorization) {
+	if v.read == nil {
+		v.read = map[string]*domain.Authorization{}
+	}
+	v.read[orderID] = a
+}
+
+// readAuthorization locks the order, then reads its authorization and its tombstone.
+func (v *txView) readAuthorization(ctx context.Context, orderID string) (domain.Authorization, error) {
 	if v.s.dialect == sqldb.Postgres {
 		if _, err := v.tx.ExecContext(ctx, v.s.q.lockOrder, orderID); err != nil {
 			return domain.Authorization{}, fmt.Errorf("lock order %s: %w", orderID, err)
 		}
 	}
 	var (
-		a              domain.Authorization
-		status, reason string
+		a                         domain.Authorization
+		tombstones                int64
+		id, customer, cur, st, dr sql.NullString
+		amount, version           sql.NullInt64
+		createdAt, updatedAt      sql.NullTime
 	)
-	err := v.tx.QueryRowContext(ctx, v.s.q.authForUpdate, orderID).Scan(&a.OrderID, &a.CustomerID, &a.Amount,
-		&a.Currency, &status, &reason, &a.Version, &a.CreatedAt, &a.UpdatedAt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return domain.Authorization{}, fmt.Errorf("order %s: %w", orderID, domain.ErrAuthorizationNotFound)
-	}
+	err := v.tx.QueryRowContext(ctx, v.s.q.authForUpdate, orderID, orderID).Scan(&tombstones, &id, &customer, &amount,
+		&cur, &st, &dr, &version, &createdAt, &updatedAt)
 	if err != nil {
 		return domain.Authorization{}, fmt.Errorf("read authorization %s: %w", orderID, err)
 	}
-	a.Status, a.DeclineReason = domain.Status(status), domain.DeclineReason(reason)
-	a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
+	if v.voided == nil {
+		v.voided = map[string]bool{}
+	}
+	v.voided[orderID] = tombstones > 0
+	if !id.Valid {
+		return domain.Authorization{}, fmt.Errorf("order %s: %w", orderID, domain.ErrAuthorizationNotFound)
+	}
+	a.OrderID, a.CustomerID, a.Amount, a.Currency, a.Version = id.String, customer.String, amount.Int64, cur.String, version.Int64
+	a.CreatedAt, a.UpdatedAt = createdAt.Time.UTC(), updatedAt.Time.UTC()
+	a.Status, a.DeclineReason = domain.Status(st.String), domain.DeclineReason(dr.String)
 	return a, nil
 }
 
 func (v *txView) Voided(ctx context.Context, orderID string) (bool, error) {
+	if voided, ok := v.voided[orderID]; ok {
+		return voided, nil
+	}
 	var n int64
 	if err := v.tx.QueryRowContext(ctx, v.s.q.voided, orderID).Scan(&n); err != nil {
 		return false, fmt.Errorf("read tombstone %s: %w", orderID, err)
@@ -256,6 +358,9 @@ func (v *txView) Voided(ctx context.Context, orderID string) (bool, error) {
 func (v *txView) MarkVoided(ctx context.Context, orderID string, at time.Time) error {
 	if _, err := v.tx.ExecContext(ctx, v.s.q.markVoided, orderID, at.UTC()); err != nil {
 		return fmt.Errorf("write tombstone %s: %w", orderID, err)
+	}
+	if v.voided != nil {
+		v.voided[orderID] = true
 	}
 	return nil
 }
@@ -278,6 +383,10 @@ func scanAccount(row *sql.Row, customerID string) (domain.Account, error) {
 
 // Apply implements app.Tx: authorization, account, ledger entry and event, in this transaction.
 func (v *txView) Apply(ctx context.Context, c domain.Change) error {
+	delete(v.read, c.Authorization.OrderID)
+	if v.s.q.apply != nil {
+		return v.applyOne(ctx, c)
+	}
 	a := c.Authorization
 	if c.Created {
 		res, err := v.tx.ExecContext(ctx, v.s.q.insertAuth, a.OrderID, a.CustomerID, a.Amount, a.Currency,
@@ -312,6 +421,43 @@ func (v *txView) Apply(ctx context.Context, c domain.Change) error {
 		if _, err := v.tx.ExecContext(ctx, v.s.q.insertEntry, e.OrderID, string(e.Kind), e.CustomerID, e.Amount, e.At.UTC()); err != nil {
 			return fmt.Errorf("ledger %s %s: %w", e.Kind, e.OrderID, err)
 		}
+	}
+	if err := v.s.writer.WriteEvent(ctx, v.tx, c.Event); err != nil {
+		return err
+	}
+	v.events++
+	return nil
+}
+
+// applyOne is Apply on PostgreSQL: the writes in one statement (applyStatements), then the event.
+func (v *txView) applyOne(ctx context.Context, c domain.Change) error {
+	a := c.Authorization
+	shape := applyShape{created: c.Created, account: c.Account != nil, entry: c.Entry != nil}
+	var args []any
+	if c.Created {
+		args = append(args, a.OrderID, a.CustomerID, a.Amount, a.Currency, string(a.Status), string(a.DeclineReason), a.Version,
+			a.CreatedAt.UTC(), a.UpdatedAt.UTC())
+	} else {
+		args = append(args, string(a.Status), string(a.DeclineReason), a.Version, a.UpdatedAt.UTC(), a.OrderID, a.Version-1)
+	}
+	if acct := c.Account; acct != nil {
+		args = append(args, acct.Balance, acct.Held, a.UpdatedAt.UTC(), acct.CustomerID)
+	}
+	if e := c.Entry; e != nil {
+		args = append(args, e.OrderID, string(e.Kind), e.CustomerID, e.Amount, e.At.UTC())
+	}
+	var auths, accounts int64
+	if err := v.tx.QueryRowContext(ctx, v.s.q.apply[shape], args...).Scan(&auths, &accounts); err != nil {
+		return fmt.Errorf("apply %s: %w", a.OrderID, err)
+	}
+	switch {
+	case auths != 1 && c.Created:
+		// Another transaction inserted this order first; run again to find it.
+		return fmt.Errorf("insert authorization %s: %w", a.OrderID, errRetry)
+	case auths != 1:
+		return fmt.Errorf("update authorization %s at version %d: %w", a.OrderID, a.Version-1, errRetry)
+	case c.Account != nil && accounts != 1:
+		return fmt.Errorf("update account %s: %w", c.Account.CustomerID, domain.ErrAccountNotFound)
 	}
 	if err := v.s.writer.WriteEvent(ctx, v.tx, c.Event); err != nil {
 		return err

@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
+)
+
+// reserveOne is Reserve's first-time path on PostgreSQL in one statement (one round trip): it records
+// the reservation (the existence check, as on SQLite), prices it and its lines at the prices of the
+// statement's snapshot, and holds the stock of every SKU whose availability suffices, then returns per
+// SKU its price and, when held, its new level. Data-modifying CTEs see each other only through
+// RETURNING, so every part reads the items from the parameters: $1 order id, $2 SKUs and $3 quantities
+// of the lines in request order, $4 the time.
+//
+// The product rows are locked in SKU order (the locked CTE: LockRows over the sort) before they are
+// updated, as the SQLite path and settle do, so concurrent orders of the same SKUs cannot deadlock. The
+// lock is FOR NO KEY UPDATE, the one a plain UPDATE of these columns takes: FOR UPDATE would also wait
+// for (and block) the key-share locks that every transaction inserting a reservation line referencing
+// the SKU holds until it commits. A row lock is held from this statement to COMMIT: two round trips
+// (the outbox insert, COMMIT) instead of one per statement of the transaction.
+const reserveOne = `WITH items AS (
+	SELECT i.sku, i.qty, i.line_no::int AS line_no FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS i(sku, qty, line_no)
+), need AS (
+	SELECT sku, sum(qty)::bigint AS qty FROM items GROUP BY sku
+), priced AS (
+	SELECT p.sku, p.price_cents, p.currency FROM products p JOIN need n ON n.sku = p.sku
+), r AS (
+	INSERT INTO reservations (order_id, status, currency, total_cents, created_at, updated_at)
+	SELECT $1, 'HELD', COALESCE(min(pr.currency), ''), COALESCE(sum(i.qty * pr.price_cents), 0)::bigint, $4::timestamp, $4::timestamp
+	FROM items i LEFT JOIN priced pr ON pr.sku = i.sku
+	ON CONFLICT (order_id) DO NOTHING
+	RETURNING order_id
+), locked AS (
+	SELECT p.sku FROM products p JOIN need n ON n.sku = p.sku WHERE EXISTS (SELECT 1 FROM r)
+	ORDER BY p.sku FOR NO KEY UPDATE OF p
+), h AS (
+	UPDATE products p SET reserved = p.reserved + n.qty, version = p.version + 1, updated_at = $4::timestamp
+	FROM need n WHERE p.sku = n.sku AND p.sku IN (SELECT sku FROM locked) AND p.on_hand - p.reserved >= n.qty
+	RETURNING p.sku, p.on_hand, p.reserved, p.version
+), l AS (
+	INSERT INTO reservation_lines (order_id, line_no, sku, quantity, unit_price_cents)
+	SELECT $1, i.line_no, i.sku, i.qty, pr.price_cents FROM items i JOIN priced pr ON pr.sku = i.sku
+	WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT c.n, pr.sku, pr.price_cents, pr.currency, h.sku IS NOT NULL, COALESCE(h.on_hand, 0), COALESCE(h.reserved, 0), COALESCE(h.version, 0)
+FROM (SELECT count(*) AS n FROM r) c LEFT JOIN priced pr ON true LEFT JOIN h ON h.sku = pr.sku`
+
+// reservePG runs reserveOne and turns its answer into Reserve's: the stored reservation when the order
+// had one (written false), the new one (written true), or the error of the first SKU that could not
+// be held, in SKU order as on SQLite. Any error rolls the whole statement's work back.
+func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items []domain.Item, now time.Time) (domain.Reservation, bool, error) {
+	skus := make([]string, len(items))
+	qtys := make([]int64, len(items))
+	for i, it := range items {
+		skus[i], qtys[i] = it.SKU, it.Quantity
+	}
+	rows, err := tx.QueryContext(ctx, reserveOne, orderID, skus, qtys, now)
+	if err != nil {
+		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+	}
+	defer rows.Close()
+	type sku struct {
+		price    int64
+		currency string
+		held     bool
+		lvl      domain.StockLevel
+	}
+	found := map[string]sku{}
+	inserted := int64(0)
+	currencies := map[string]bool{}
+	for rows.Next() {
+		var (
+			n        int64
+			name     sql.NullString
+			price    sql.NullInt64
+			currency sql.NullString
+			x        sku
+		)
+		if err := rows.Scan(&n, &name, &price, &currency, &x.held, &x.lvl.OnHand, &x.lvl.Reserved, &x.lvl.Version); err != nil {
+			return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+		}
+		inserted = n
+		if !name.Valid {
+			continue
+		}
+		x.price, x.currency = price.Int64, currency.String
+		x.lvl.SKU, x.lvl.UpdatedAt = name.String, now
+		found[name.String] = x
+		currencies[x.currency] = true
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+	}
+	if err := rows.Close(); err != nil {
+		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+	}
+	if inserted == 0 {
+		res, err := s.reservation(ctx, tx, orderID)
+		return res, false, err
+	}
+	changes := make([]domain.StockChange, 0, len(found))
+	for _, need := range domain.Needs(items) {
+		x, ok := found[need.SKU]
+		if !ok || !x.held {
+			p, err := s.product(ctx, tx, need.SKU)
+			if err != nil {
+				return domain.Reservation{}, false, err
+			}
+			return domain.Reservation{}, false, &domain.StockError{SKU: need.SKU, Requested: need.Quantity, Available: p.Available(), Err: domain.ErrOutOfStock}
+		}
+		changes = append(changes, domain.StockChange{Level: x.lvl, Delta: -need.Quantity, Cause: domain.CauseReserved, OrderID: orderID})
+	}
+	if len(currencies) > 1 {
+		return domain.Reservation{}, false, domain.ErrMixedCurrency
+	}
+	res := domain.Reservation{OrderID: orderID, Status: domain.StatusHeld, CreatedAt: now, UpdatedAt: now}
+	for _, it := range items {
+		x := found[it.SKU]
+		res.Currency = x.currency
+		res.Lines = append(res.Lines, domain.Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: x.price})
+	}
+	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
+		return domain.Reservation{}, false, err
+	}
+	return res, true, nil
+}
+
+// settleOne is settle on PostgreSQL in one statement. It moves a HELD reservation ($1) to its
+// terminal status ($2, at $3) and its stock with it — reserved drops by the held quantities, and
+// on_hand too when $4 (a commit) — locking the product rows in SKU order as reserveOne does, and
+// returns one row per line (in line order) with the new level of the line's SKU (moved true). When
+// the reservation was not HELD it moves nothing and returns the reservation as the statement's
+// snapshot saw it instead (moved false; no row when there is none), from which settle's general path
+// decides: an idempotent repeat, an error, or a race with a transaction that committed meanwhile.
+const settleOne = `WITH r AS (
+	UPDATE reservations SET status = $2, updated_at = $3::timestamp WHERE order_id = $1 AND status = 'HELD'
+	RETURNING order_id, status, currency, created_at, updated_at
+), n AS (
+	SELECT l.sku, sum(l.quantity)::bigint AS qty FROM reservation_lines l JOIN r ON r.order_id = l.order_id GROUP BY l.sku
+), locked AS (
+	SELECT p.sku FROM products p JOIN n ON n.sku = p.sku ORDER BY p.sku FOR NO KEY UPDATE OF p
+), m AS (
+	UPDATE products p SET on_hand = p.on_hand - CASE WHEN $4::boolean THEN n.qty ELSE 0 END, reserved = p.reserved - n.qty,
+		version = p.version + 1, updated_at = $3::timestamp
+	FROM n WHERE p.sku = n.sku AND p.sku IN (SELECT sku FROM locked)
+	RETURNING p.sku, p.on_hand, p.reserved, p.version
+)
+SELECT true, r.status, r.currency, r.created_at, r.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
+	m.on_hand, m.reserved, m.version
+FROM r LEFT JOIN reservation_lines l ON l.order_id = r.order_id LEFT JOIN m ON m.sku = l.sku
+UNION ALL
+SELECT false, c.status, c.currency, c.created_at, c.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
+	NULL, NULL, NULL
+FROM reservations c LEFT JOIN reservation_lines l ON l.order_id = c.order_id
+WHERE c.order_id = $1 AND NOT EXISTS (SELECT 1 FROM r)
+ORDER BY 6`
+
+// settlePG runs settleOne. moved says it settled the reservation (and wrote the events); otherwise r
+// is the reservation as stored, or ErrReservationNotFound.
+func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status, commit bool,
+	cause domain.Cause, now time.Time) (r domain.Reservation, moved bool, err error) {
+	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit)
+	if err != nil {
+		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+	}
+	defer rows.Close()
+	r = domain.Reservation{OrderID: orderID}
+	levels := map[string]domain.StockLevel{}
+	n := 0
+	for rows.Next() {
+		var (
+			status                    string
+			lineNo                    sql.NullInt64
+			sku                       sql.NullString
+			qty, price                sql.NullInt64
+			onHand, reserved, version sql.NullInt64
+		)
+		if err := rows.Scan(&moved, &status, &r.Currency, &r.CreatedAt, &r.UpdatedAt, &lineNo, &sku, &qty, &price,
+			&onHand, &reserved, &version); err != nil {
+			return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+		}
+		n++
+		r.Status = domain.Status(status)
+		if !sku.Valid {
+			continue // a tombstone: no lines
+		}
+		r.Lines = append(r.Lines, domain.Line{SKU: sku.String, Quantity: qty.Int64, UnitPriceCents: price.Int64})
+		if moved {
+			if !onHand.Valid {
+				return domain.Reservation{}, false, fmt.Errorf("settle %s: no stock moved for %s", orderID, sku.String)
+			}
+			levels[sku.String] = domain.StockLevel{SKU: sku.String, OnHand: onHand.Int64, Reserved: reserved.Int64,
+				Version: version.Int64, UpdatedAt: now}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+	}
+	if n == 0 {
+		return domain.Reservation{}, false, domain.ErrReservationNotFound
+	}
+	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
+	if !moved {
+		return r, false, nil
+	}
+	if len(r.Lines) == 0 {
+		return domain.Reservation{}, false, fmt.Errorf("settle %s: a held reservation without lines", orderID)
+	}
+	needs := domain.Needs(r.Items())
+	changes := make([]domain.StockChange, 0, len(needs))
+	for _, need := range needs {
+		delta := need.Quantity
+		if commit {
+			delta = 0
+		}
+		changes = append(changes, domain.StockChange{Level: levels[need.SKU], Delta: delta, Cause: cause, OrderID: orderID})
+	}
+	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
+		return domain.Reservation{}, false, err
+	}
+	return r, true, nil
+}
