@@ -219,6 +219,23 @@ K8S_OUT ?= $(ROOT)/deploy/k8s/out
 k8s-render: ## Render the kustomize overlays dev and prod into deploy/k8s/out/<overlay>.yaml (K8S_OUT=- for stdout).
 	@cd deploy && go run ./cmd/k8s-render -k8s $(ROOT)/deploy/k8s -out $(K8S_OUT) dev prod
 
+# The single-node cluster built here (deploy/k8s/cluster, root) with the dev overlay, driven by
+# deploy/k8stest (see deploy/k8s/README.md). K8S_TEST_KEEP=1 leaves everything up after a failure;
+# K8S_TEST_CLUSTER=keep uses a running cluster and leaves it up.
+K8S_TEST_GO := go test -count=1 -v -timeout 40m -run '^TestK8s$$' ./k8stest/
+
+.PHONY: k8s-up k8s-down k8s-test
+k8s-up: ## Build (cached) and start the single-node cluster, load the images, apply the dev overlay, wait Ready, place 10 orders; leaves it up.
+	bash deploy/compose/standin/engine.sh up
+	cd deploy && K8S_TEST=1 K8S_TEST_MODE=up $(K8S_TEST_GO)
+
+k8s-down: ## kubectl delete -k the dev overlay (and its volumes), then stop the cluster; checks that nothing of it is left.
+	cd deploy && K8S_TEST=1 K8S_TEST_MODE=down $(K8S_TEST_GO)
+
+k8s-test: ## Start the Docker engine, then cluster + dev overlay, drive and fault it (deploy/k8stest), delete it, cluster down.
+	bash deploy/compose/standin/engine.sh up
+	cd deploy && K8S_TEST=1 $(K8S_TEST_GO)
+
 .PHONY: e2e
 e2e: ## End-to-end: the whole stack as processes (make run's code), driven over gRPC and HTTP, invariants checked.
 	cd deploy && go test -count=1 -v -run '^TestStack$$' ./localstack/
@@ -247,6 +264,14 @@ LOADTEST_ARGS ?=
 .PHONY: loadtest
 loadtest: ## Load scenarios (ghz runner + open-loop HTTP) against a stack it starts (~1 min); loadtest/out/report.{json,html}.
 	cd loadtest && go run ./cmd/loadtest -root $(ROOT) $(LOADTEST_ARGS)
+
+# K6CHECK_ARGS is passed to loadtest/cmd/k6check, e.g. K6CHECK_ARGS='-stack .run/stack.json' against a
+# running `make run`, or '-max-duration 1m -timing' for the scripts' full minute on a quiet machine.
+K6CHECK_ARGS ?=
+
+.PHONY: k6-check
+k6-check: ## The k6 scripts (loadtest/k6) as their headers say, without k6 (goja shim): setup, 5 s of each scenario, thresholds, against make run's stack on free ports (~1 min).
+	cd loadtest && go run ./cmd/k6check -root $(ROOT) $(K6CHECK_ARGS)
 
 # BENCH_ARGS is passed to loadtest/cmd/bench, e.g. BENCH_ARGS='-cases chain,mtls -rounds 5'.
 BENCH_ARGS ?=

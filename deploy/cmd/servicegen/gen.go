@@ -403,6 +403,7 @@ func k8sBase(list []servicelist.Service, s servicelist.Service) (string, error) 
 		p + "_PROFILE":                 "k8s",
 		p + "_REGISTRY_BACKEND":        "dns",
 		p + "_REGISTRY_DNS_PORT":       "50051",
+		p + "_REGISTRY_DNS_REFRESH":    "5s", // a replaced or added pod gets calls within 5 s of Ready
 		p + "_REGISTRY_DNS_SUFFIX":     "-headless",
 		p + "_TELEMETRY_OTLP_ENDPOINT": "jaeger:4317",
 		p + "_TELEMETRY_SAMPLE_RATIO":  "0.2",

@@ -9,6 +9,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -153,8 +154,16 @@ func (w *watcher) run(ctx context.Context) {
 		if err != nil {
 			// The last good list stays: grpc keeps using the connections it has.
 			w.cc.ReportError(fmt.Errorf("dns resolver: lookup %s: %w", w.host, err))
-			failures++
-			wait = min(w.r.cfg.MinInterval<<min(failures, 10), w.r.cfg.Refresh)
+			if dnsErr := (*net.DNSError)(nil); errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+				// The name has no address yet (a headless Service with no ready pod, e.g. at a cold
+				// start): the server answered, so look again every MinInterval, and the first pod gets
+				// calls as soon as it is Ready instead of after a backoff grown while it started.
+				failures = 0
+				wait = min(w.r.cfg.MinInterval, w.r.cfg.Refresh)
+			} else {
+				failures++
+				wait = min(w.r.cfg.MinInterval<<min(failures, 10), w.r.cfg.Refresh)
+			}
 		} else {
 			failures = 0
 			addrs := make([]string, 0, len(ips))

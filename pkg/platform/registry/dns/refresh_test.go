@@ -254,3 +254,47 @@ func TestConnectionErrorTriggersLookup(t *testing.T) {
 	}
 	t.Logf("the new pod got its first call %v after the old one went away (refresh 1 h)", time.Since(replaced).Round(time.Millisecond))
 }
+
+// A cold start: the headless Service has no ready pod, so the name has no address (NXDOMAIN / no
+// records) while the callee starts. The resolver keeps looking every MinInterval instead of backing off,
+// so the first call goes through soon after the pod appears in DNS. (Before, the not-found answers grew a
+// backoff to 16 s here, and a client waited up to that long after the pod became Ready.)
+func TestEmptyNameIsLookedUpAgainSoon(t *testing.T) {
+	t.Parallel()
+	l1, l2, port := listenPair(t)
+	first := serveEcho(t, l1)
+	_ = l2.Close()
+	dnsServer := startFakeDNS(t, "inventory.shop.test")
+
+	r, err := dns.New(dns.Config{Port: port, Suffix: ".shop.test", Refresh: time.Hour, MinInterval: 20 * time.Millisecond,
+		Server: dnsServer.conn.LocalAddr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, b, err := r.Resolve("inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	conn.Connect()
+
+	// Long enough for a doubling backoff from 20 ms to reach ~5 s between lookups.
+	time.Sleep(5500 * time.Millisecond)
+	dnsServer.set(netip.MustParseAddr("127.0.0.1"))
+	appeared := time.Now()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	c := testgrpc.NewTestServiceClient(conn)
+	if _, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("no call reached the pod within 3 s of its address appearing in DNS: %v", err)
+	}
+	if first.Calls.Load() != 1 {
+		t.Fatalf("calls = %d, want 1", first.Calls.Load())
+	}
+	t.Logf("first call %v after the address appeared", time.Since(appeared).Round(time.Millisecond))
+}
