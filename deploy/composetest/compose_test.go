@@ -42,7 +42,6 @@ type harness struct {
 	ports   map[string]int
 	api     *composetest.API
 	client  *http.Client
-	failed  bool // a step that later steps need failed: they are skipped
 	up      bool // the stack may be up: cleanup takes it down
 
 	jobs map[string]bool // the one-shot services (restart "no")
@@ -55,30 +54,7 @@ type harness struct {
 // steps after it.
 func (h *harness) step(name string, required bool, fn func() (string, error)) bool {
 	h.t.Helper()
-	if h.failed {
-		h.sum.Add(composetest.Step{Name: name, Skipped: true, Detail: "an earlier step failed"})
-		return false
-	}
-	h.t.Logf("=== step %s", name)
-	t0 := time.Now()
-	detail, err := fn()
-	st := composetest.Step{Name: name, OK: err == nil, Took: time.Since(t0), Detail: detail}
-	if err != nil {
-		st.Detail = strings.TrimSpace(detail + " " + firstLine(err.Error()))
-		h.t.Errorf("step %s: %v", name, err)
-		if required {
-			h.failed = true
-		}
-	} else {
-		h.t.Logf("step %s: ok in %v: %s", name, st.Took.Round(100*time.Millisecond), detail)
-	}
-	h.sum.Add(st)
-	return err == nil
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
+	return h.sum.Run(h.t, name, required, fn)
 }
 
 // TestCompose is `make compose-test`: see the package documentation for its steps.
@@ -125,7 +101,7 @@ func TestCompose(t *testing.T) {
 	if t.Failed() {
 		h.saveLogs()
 	}
-	h.failed = false // the stack goes down whatever happened before
+	h.sum.Resume() // the stack goes down whatever happened before
 	h.step("make compose-down", false, h.composeDown)
 }
 

@@ -49,7 +49,6 @@ type harness struct {
 	apiSrv      *k8stest.APIServer
 	forward     *k8stest.PortForward
 	runID       string
-	failed      bool
 	applied     bool // the overlay may be applied: teardown deletes it
 	started     bool // the cluster may be up: teardown takes it down
 	keepCluster bool
@@ -64,30 +63,7 @@ type harness struct {
 
 func (h *harness) step(name string, required bool, fn func() (string, error)) bool {
 	h.t.Helper()
-	if h.failed {
-		h.sum.Add(composetest.Step{Name: name, Skipped: true, Detail: "an earlier step failed"})
-		return false
-	}
-	h.t.Logf("=== step %s", name)
-	t0 := time.Now()
-	detail, err := fn()
-	st := composetest.Step{Name: name, OK: err == nil, Took: time.Since(t0), Detail: detail}
-	if err != nil {
-		st.Detail = strings.TrimSpace(detail + " " + firstLine(err.Error()))
-		h.t.Errorf("step %s: %v", name, err)
-		if required {
-			h.failed = true
-		}
-	} else {
-		h.t.Logf("step %s: ok in %v: %s", name, st.Took.Round(100*time.Millisecond), detail)
-	}
-	h.sum.Add(st)
-	return err == nil
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
+	return h.sum.Run(h.t, name, required, fn)
 }
 
 // TestK8s is `make k8s-test`: see the package documentation for its steps.
@@ -134,7 +110,7 @@ func TestK8s(t *testing.T) {
 		h.started = true
 		h.step("make secrets", false, h.secrets)
 		h.applied = h.overlay != nil
-		h.failed = false
+		h.sum.Resume()
 		h.step("delete -k dev", false, h.deleteOverlay)
 		h.step("cluster down", false, h.clusterDown)
 		return
@@ -177,7 +153,7 @@ func TestK8s(t *testing.T) {
 			return // teardown says so
 		}
 	}
-	h.failed = false // the overlay and the cluster go away whatever happened before
+	h.sum.Resume() // the overlay and the cluster go away whatever happened before
 	h.step("delete -k dev", false, h.deleteOverlay)
 	if !h.keepCluster {
 		h.step("cluster down", false, h.clusterDown)
