@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -214,4 +215,32 @@ func (a *API) Place(ctx context.Context, r Retry, customer, key, sku string, qty
 		case <-time.After(wait):
 		}
 	}
+}
+
+// Settle waits (8 at a time, within ctx) for every accepted order of outs to leave PENDING and counts
+// the final statuses; an order whose status could not be read counts as "unknown".
+func (a *API) Settle(ctx context.Context, outs []Outcome) map[string]int {
+	var mu sync.Mutex
+	final := map[string]int{}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, o := range outs {
+		if !o.Accepted {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			got, err := a.WaitStatus(ctx, o.Customer, o.OrderID)
+			st := got.Status
+			if err != nil {
+				st = "unknown"
+			}
+			mu.Lock()
+			final[st]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return final
 }

@@ -527,29 +527,7 @@ func (h *harness) load(prefix string, rate float64) func() []composetest.Outcome
 func (h *harness) settle(outs []composetest.Outcome) map[string]int {
 	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Minute)
 	defer cancel()
-	var mu sync.Mutex
-	final := map[string]int{}
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for _, o := range outs {
-		if !o.Accepted {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			got, err := h.api.WaitStatus(ctx, o.Customer, o.OrderID)
-			st := got.Status
-			if err != nil {
-				st = "unknown"
-			}
-			mu.Lock()
-			final[st]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return final
+	return h.api.Settle(ctx, outs)
 }
 
 const loadRate = 10 // orders per second in the fault steps

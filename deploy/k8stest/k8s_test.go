@@ -866,28 +866,7 @@ func (h *harness) audit() (string, error) {
 	h.outMu.Unlock()
 	ctx, cancel := context.WithTimeout(h.ctx, 3*time.Minute)
 	defer cancel()
-	var mu sync.Mutex
-	final := map[string]int{}
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for _, o := range outs {
-		if !o.Accepted {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			got, err := h.api.WaitStatus(ctx, o.Customer, o.OrderID)
-			st := got.Status
-			if err != nil {
-				st = "unknown"
-			}
-			mu.Lock()
-			final[st]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	final := h.api.Settle(ctx, outs)
 	// The relay publishes the last events within a few seconds: the database is read until it agrees
 	// or 60 s have passed.
 	var res k8stest.AuditResult
