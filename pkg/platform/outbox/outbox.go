@@ -99,6 +99,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"time"
 
@@ -179,44 +180,89 @@ const enqueueChunk = 100
 // EnqueueAll writes msgs in tx with one INSERT (per 100 messages) and returns their event ids: one
 // database round trip for all the events of a state change. They are published in the order given.
 func (o *Outbox) EnqueueAll(ctx context.Context, tx *sql.Tx, msgs ...Message) ([]string, error) {
-	ids := make([]string, 0, len(msgs))
-	for start := 0; start < len(msgs); start += enqueueChunk {
-		part := msgs[start:min(start+enqueueChunk, len(msgs))]
-		args := make([]any, 0, 6*len(part))
-		now := time.Now().UTC()
-		for _, msg := range part {
-			if msg.Topic == "" {
-				return nil, errors.New("outbox: empty topic")
-			}
-			if msg.ID == "" {
-				id, err := uuid.NewV7()
-				if err != nil {
-					return nil, fmt.Errorf("outbox event id: %w", err)
-				}
-				msg.ID = id.String()
-			}
-			headers := make(map[string]string, len(msg.Headers)+2)
-			for k, v := range msg.Headers {
-				headers[k] = v
-			}
-			if o.prop != nil {
-				o.prop.Inject(ctx, propagation.MapCarrier(headers))
-			}
-			h, err := json.Marshal(headers)
-			if err != nil {
-				return nil, fmt.Errorf("outbox headers: %w", err)
-			}
-			if msg.Payload == nil {
-				msg.Payload = []byte{}
-			}
-			args = append(args, msg.ID, msg.Topic, msg.Key, msg.Payload, string(h), now)
-			ids = append(ids, msg.ID)
+	rows, err := o.Prepare(ctx, msgs...)
+	if err != nil {
+		return nil, err
+	}
+	for start := 0; start < len(rows.IDs); start += enqueueChunk {
+		end := min(start+enqueueChunk, len(rows.IDs))
+		args := make([]any, 0, 6*(end-start))
+		for i := start; i < end; i++ {
+			args = append(args, rows.IDs[i], rows.Topics[i], rows.Keys[i], rows.Payloads[i], rows.Headers[i], rows.CreatedAt)
 		}
-		if _, err := tx.ExecContext(ctx, o.insertN(len(part)), args...); err != nil {
-			return nil, fmt.Errorf("outbox insert %s: %w", part[0].Topic, err)
+		if _, err := tx.ExecContext(ctx, o.insertN(end-start), args...); err != nil {
+			return nil, fmt.Errorf("outbox insert %s: %w", rows.Topics[start], err)
 		}
 	}
-	return ids, nil
+	return rows.IDs, nil
+}
+
+// Rows are events ready to be written, column by column, as EnqueueAll writes them: for a store that
+// writes its events in the same SQL statement as the state change that causes them (see InsertSQL).
+type Rows struct {
+	IDs, Topics, Keys []string
+	Payloads          [][]byte
+	// Headers are the JSON-encoded headers, the trace context included.
+	Headers   []string
+	CreatedAt time.Time
+}
+
+// Prepare turns msgs into Rows: event ids (UUIDv7 where empty), the trace context of ctx injected into
+// the headers, the creation time. It writes nothing.
+func (o *Outbox) Prepare(ctx context.Context, msgs ...Message) (Rows, error) {
+	n := len(msgs)
+	r := Rows{IDs: make([]string, 0, n), Topics: make([]string, 0, n), Keys: make([]string, 0, n),
+		Payloads: make([][]byte, 0, n), Headers: make([]string, 0, n), CreatedAt: time.Now().UTC()}
+	for _, msg := range msgs {
+		if msg.Topic == "" {
+			return Rows{}, errors.New("outbox: empty topic")
+		}
+		if msg.ID == "" {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return Rows{}, fmt.Errorf("outbox event id: %w", err)
+			}
+			msg.ID = id.String()
+		}
+		headers := make(map[string]string, len(msg.Headers)+2)
+		for k, v := range msg.Headers {
+			headers[k] = v
+		}
+		if o.prop != nil {
+			o.prop.Inject(ctx, propagation.MapCarrier(headers))
+		}
+		h, err := json.Marshal(headers)
+		if err != nil {
+			return Rows{}, fmt.Errorf("outbox headers: %w", err)
+		}
+		if msg.Payload == nil {
+			msg.Payload = []byte{}
+		}
+		r.IDs, r.Topics, r.Keys = append(r.IDs, msg.ID), append(r.Topics, msg.Topic), append(r.Keys, msg.Key)
+		r.Payloads, r.Headers = append(r.Payloads, msg.Payload), append(r.Headers, string(h))
+	}
+	return r, nil
+}
+
+// InsertSQL is, on PostgreSQL only, an INSERT of r for a store's own statement — typically the last
+// part of a data-modifying WITH, so that the state change and its events are one statement, one round
+// trip and (in autocommit) one transaction. Its parameters are numbered from first ($first…$first+5);
+// args are their values, to append after the statement's own. when is a SQL condition deciding whether
+// the rows are written at all ("true", or e.g. "EXISTS (SELECT 1 FROM upd)" to write them only when the
+// statement's UPDATE matched).
+//
+// Per-key order: the relay publishes a key's rows in seq order, and seq is taken when a row is
+// inserted, so a statement that changes an aggregate must take the aggregate's row lock BEFORE its
+// outbox rows get their seq. Make when depend on the CTE that locks (as the EXISTS example does): the
+// rows are then produced, and numbered, only after that CTE has run, and writers of one aggregate
+// serialize on its row as they do with EnqueueAll after their UPDATE.
+func (r Rows) InsertSQL(first int, when string) (string, []any) {
+	p := func(i int) string { return "$" + strconv.Itoa(first+i) }
+	q := "INSERT INTO outbox (event_id, topic, msg_key, payload, headers, created_at) " +
+		"SELECT e.id, e.topic, e.msg_key, e.payload, e.headers::jsonb, " + p(5) + "::timestamptz " +
+		"FROM unnest(" + p(0) + "::text[], " + p(1) + "::text[], " + p(2) + "::text[], " + p(3) + "::bytea[], " + p(4) + "::text[]) " +
+		"WITH ORDINALITY AS e(id, topic, msg_key, payload, headers, n) WHERE " + when + " ORDER BY e.n"
+	return q, []any{r.IDs, r.Topics, r.Keys, r.Payloads, r.Headers, r.CreatedAt}
 }
 
 // insertN is the INSERT of n rows; the one- and two-row forms (the common ones) are built once.

@@ -490,3 +490,73 @@ func TestSentRowsAreDeleted(t *testing.T) {
 		})
 	}
 }
+
+// A store's own statement writes its events with Prepare and InsertSQL: only when its condition holds,
+// in the order given, and the relay publishes them as EnqueueAll's (ids, headers with the trace context,
+// payloads).
+func TestInsertSQLWritesEventsInTheCallersStatement(t *testing.T) {
+	t.Parallel()
+	db, d := setup(t, sqldbtest.Postgres(t))
+	ctx := testCtx(t, 30*time.Second)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE agg (id TEXT PRIMARY KEY, v INT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO agg VALUES ('a', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	ob := outbox.New(d, propagation.TraceContext{})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		SpanID:  trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: trace.FlagsSampled,
+	})
+	tctx := trace.ContextWithSpanContext(ctx, sc)
+	bump := func(id string, msgs ...outbox.Message) (outbox.Rows, int64) {
+		t.Helper()
+		rows, err := ob.Prepare(tctx, msgs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins, args := rows.InsertSQL(2, "EXISTS (SELECT 1 FROM upd)")
+		res, err := db.ExecContext(ctx, `WITH upd AS (UPDATE agg SET v = v + 1 WHERE id = $1 RETURNING id) `+ins,
+			append([]any{id}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows, n
+	}
+	written, n := bump("a",
+		outbox.Message{Topic: "agg", Key: "a", Payload: []byte("one"), Headers: map[string]string{"type": "bumped"}},
+		outbox.Message{Topic: "agg", Key: "a", Payload: nil, ID: "caller-chosen"})
+	if n != 2 || written.IDs[1] != "caller-chosen" {
+		t.Fatalf("rows written = %d, ids %v", n, written.IDs)
+	}
+	if _, n := bump("missing", outbox.Message{Topic: "agg", Key: "missing"}); n != 0 {
+		t.Fatalf("an UPDATE matching nothing wrote %d events", n)
+	}
+	if _, err := ob.Prepare(ctx, outbox.Message{Key: "a"}); err == nil {
+		t.Fatal("Prepare with an empty topic: no error")
+	}
+	rec := &recorder{}
+	relay, err := outbox.NewRelay(db, rec, discard(), nil, outbox.RelayConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := relay.RelayOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("RelayOnce = %d, %v; want 2", n, err)
+	}
+	got := rec.got()
+	if len(got) != 2 || got[0].ID != written.IDs[0] || got[1].ID != "caller-chosen" {
+		t.Fatalf("published %+v, want ids %v in order", got, written.IDs)
+	}
+	if m := got[0]; string(m.Payload) != "one" || m.Headers["type"] != "bumped" || m.Topic != "agg" ||
+		m.Headers["traceparent"] != "00-0102030405060708090a0b0c0d0e0f10-0102030405060708-01" || m.CreatedAt.IsZero() {
+		t.Fatalf("published message = %+v", m)
+	}
+	if len(got[1].Payload) != 0 {
+		t.Fatalf("nil payload published as %q", got[1].Payload)
+	}
+}
