@@ -1,7 +1,10 @@
 // Package store keeps orders in SQLite or PostgreSQL through database/sql. Every state change is one
 // transaction that also writes the change's events to the outbox, and is guarded by the order's
 // version (and by status = PENDING), so a terminal order never changes and two writers never both
-// finish one order.
+// finish one order. On PostgreSQL each state change of the order path (Create, Update) is ONE
+// autocommit statement — a data-modifying WITH that writes the order, its lines and its outbox row —
+// so one round trip and no BEGIN/COMMIT; SQLite runs the same writes statement by statement in a
+// transaction.
 package store
 
 import (
@@ -64,13 +67,36 @@ func (s *Store) Create(ctx context.Context, o domain.Order, leaseUntil time.Time
 	if o.IdempotencyKey != "" {
 		key = o.IdempotencyKey
 	}
-	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
-		if s.d == sqldb.Postgres {
-			if err := s.createPG(ctx, tx, o, key, leaseUntil); err != nil {
-				return err
-			}
-			return s.writeEvents(ctx, tx, o)
+	var err error
+	if s.d == sqldb.Postgres {
+		err = s.createPG(ctx, o, key, leaseUntil)
+	} else {
+		err = s.createTx(ctx, o, key, leaseUntil)
+	}
+	switch {
+	case errors.Is(err, errExists):
+		if o.IdempotencyKey == "" {
+			return domain.Order{}, false, fmt.Errorf("order %s: id already taken", o.ID)
 		}
+		existing, err := s.byKey(ctx, o.CustomerID, o.IdempotencyKey)
+		if err != nil {
+			return domain.Order{}, false, err
+		}
+		return existing, false, nil
+	case err != nil:
+		return domain.Order{}, false, err
+	}
+	s.enqueue()
+	// What was just written, as a read would return it (times at the stored microsecond precision):
+	// no second round trip to read it back.
+	o.CreatedAt, o.UpdatedAt = time.UnixMicro(micros(o.CreatedAt)).UTC(), time.UnixMicro(micros(o.UpdatedAt)).UTC()
+	return o, true, nil
+}
+
+// createTx is Create's writes statement by statement in a transaction (SQLite): errExists when the
+// order or its key is taken.
+func (s *Store) createTx(ctx context.Context, o domain.Order, key any, leaseUntil time.Time) error {
+	return sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO orders (id, customer_id, idempotency_key, status,
 			cancel_reason, cancel_detail, total_cents, currency, version, created_at, updated_at, lease_until,
 			compensation_pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
@@ -93,24 +119,6 @@ func (s *Store) Create(ctx context.Context, o domain.Order, leaseUntil time.Time
 		}
 		return s.writeEvents(ctx, tx, o)
 	})
-	switch {
-	case errors.Is(err, errExists):
-		if o.IdempotencyKey == "" {
-			return domain.Order{}, false, fmt.Errorf("order %s: id already taken", o.ID)
-		}
-		existing, err := s.byKey(ctx, o.CustomerID, o.IdempotencyKey)
-		if err != nil {
-			return domain.Order{}, false, err
-		}
-		return existing, false, nil
-	case err != nil:
-		return domain.Order{}, false, err
-	}
-	s.enqueue()
-	// What was just written, as a read would return it (times at the stored microsecond precision):
-	// no second round trip to read it back.
-	o.CreatedAt, o.UpdatedAt = time.UnixMicro(micros(o.CreatedAt)).UTC(), time.UnixMicro(micros(o.UpdatedAt)).UTC()
-	return o, true, nil
 }
 
 // Status implements app.Orders: one indexed read of one column, for the saga's re-check between its
@@ -189,13 +197,22 @@ func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) er
 	if !due.IsZero() {
 		dueAt = micros(due)
 	}
-	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
-		if s.d == sqldb.Postgres {
-			if err := s.updatePG(ctx, tx, next, compensate, settle, dueAt); err != nil {
-				return err
-			}
-			return s.writeEvents(ctx, tx, next)
-		}
+	var err error
+	if s.d == sqldb.Postgres {
+		err = s.updatePG(ctx, next, compensate, settle, dueAt)
+	} else {
+		err = s.updateTx(ctx, next, compensate, settle, dueAt)
+	}
+	if err != nil {
+		return err
+	}
+	s.enqueue()
+	return nil
+}
+
+// updateTx is Update's writes statement by statement in a transaction (SQLite).
+func (s *Store) updateTx(ctx context.Context, next domain.Order, compensate, settle bool, dueAt int64) error {
+	return sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE orders SET status = ?, cancel_reason = ?,
 			cancel_detail = ?, total_cents = ?, currency = ?, version = ?, updated_at = ?,
 			compensation_pending = ?, comp_next_at = ?, settle_pending = ?, settle_next_at = ?
@@ -228,16 +245,17 @@ func (s *Store) Update(ctx context.Context, next domain.Order, due time.Time) er
 		}
 		return s.writeEvents(ctx, tx, next)
 	})
-	if err != nil {
-		return err
-	}
-	s.enqueue()
-	return nil
 }
 
-// createOne is Create's writes on PostgreSQL in one statement: the order (the idempotency check: a
-// conflict writes nothing) and its lines ($14–$17: SKUs, quantities, unit prices, line totals in line
-// order). It returns 1 when it wrote the order, 0 on a conflict.
+// afterLock is the condition on the outbox rows of createOne and updateOne: written only when the
+// order's INSERT or UPDATE (CTE o) wrote a row, and numbered (seq) only after it took the order's row
+// lock, so one order's events keep their commit order (outbox.Rows.InsertSQL).
+const afterLock = "EXISTS (SELECT 1 FROM o)"
+
+// createOne is Create on PostgreSQL in one statement: the order (the idempotency check: a conflict
+// writes nothing), its lines ($14–$17: SKUs, quantities, unit prices, line totals in line order) and
+// its event (the outbox INSERT, $18–$23, appended by createPG). It returns 1 when it wrote the order,
+// 0 on a conflict; the lines and the event are written only with the order.
 const createOne = `WITH o AS (
 	INSERT INTO orders (id, customer_id, idempotency_key, status, cancel_reason, cancel_detail, total_cents, currency,
 		version, created_at, updated_at, lease_until, compensation_pending)
@@ -246,16 +264,23 @@ const createOne = `WITH o AS (
 	INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents, line_total_cents)
 	SELECT o.id, (l.n - 1)::int, l.sku, l.qty, l.price, l.total
 	FROM o CROSS JOIN unnest($14::text[], $15::bigint[], $16::bigint[], $17::bigint[]) WITH ORDINALITY AS l(sku, qty, price, total, n)
-)
-SELECT count(*) FROM o`
+), ev AS (
+	`
 
-// createPG runs createOne: errExists when the order or its key is taken.
-func (s *Store) createPG(ctx context.Context, tx *sql.Tx, o domain.Order, key any, leaseUntil time.Time) error {
+// createPG runs createOne in autocommit (one statement, one transaction): errExists when the order or
+// its key is taken.
+func (s *Store) createPG(ctx context.Context, o domain.Order, key any, leaseUntil time.Time) error {
+	rows, err := s.prepareEvents(ctx, o)
+	if err != nil {
+		return err
+	}
+	ins, evArgs := rows.InsertSQL(18, afterLock)
 	skus, qtys, prices, totals := lineArrays(o.Lines)
-	var n int64
-	if err := tx.QueryRowContext(ctx, createOne, o.ID, o.CustomerID, key, string(o.Status), string(o.CancelReason),
+	args := append([]any{o.ID, o.CustomerID, key, string(o.Status), string(o.CancelReason),
 		o.CancelDetail, o.TotalCents, o.Currency, o.Version, micros(o.CreatedAt), micros(o.UpdatedAt), micros(leaseUntil), false,
-		skus, qtys, prices, totals).Scan(&n); err != nil {
+		skus, qtys, prices, totals}, evArgs...)
+	var n int64
+	if err := s.db.QueryRowContext(ctx, createOne+ins+"\n)\nSELECT count(*) FROM o", args...).Scan(&n); err != nil {
 		return fmt.Errorf("insert order: %w", err)
 	}
 	if n == 0 {
@@ -264,9 +289,13 @@ func (s *Store) createPG(ctx context.Context, tx *sql.Tx, o domain.Order, key an
 	return nil
 }
 
-// updateOne is Update's writes on PostgreSQL in one statement: the order update guarded by version
-// and status ($16, PENDING) and its lines' prices ($14, $15: unit prices and line totals in line
-// order). It returns 1 when the guard matched. The lines are updated only with the order.
+// updateOne is Update on PostgreSQL in one statement: the order update guarded by version and status
+// ($16, PENDING), its lines' prices ($14, $15: unit prices and line totals in line order) and its
+// event (the outbox INSERT, $17–$22, appended by updatePG); the lines and the event are written only
+// with the order. Its result tells the three outcomes apart in the same statement: 1 updated, 0 the
+// order exists but the guard did not match (a lost race), -1 no such order. The existence probe runs
+// only when the UPDATE matched nothing (CASE evaluates lazily) and reads the statement's snapshot —
+// orders are never deleted, so an order the caller read is there.
 const updateOne = `WITH o AS (
 	UPDATE orders SET status = $1, cancel_reason = $2, cancel_detail = $3, total_cents = $4, currency = $5, version = $6,
 		updated_at = $7, compensation_pending = $8, comp_next_at = $9, settle_pending = $10, settle_next_at = $11
@@ -275,30 +304,36 @@ const updateOne = `WITH o AS (
 	UPDATE order_lines ol SET unit_price_cents = v.price, line_total_cents = v.total
 	FROM o CROSS JOIN unnest($14::bigint[], $15::bigint[]) WITH ORDINALITY AS v(price, total, n)
 	WHERE ol.order_id = o.id AND ol.line_no = v.n - 1
-)
-SELECT count(*) FROM o`
+), ev AS (
+	`
 
-// updatePG runs updateOne; when the guard matched nothing it tells a missing order from a lost race.
-func (s *Store) updatePG(ctx context.Context, tx *sql.Tx, next domain.Order, compensate, settle bool, dueAt int64) error {
+const updateOneResult = `
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM o) THEN 1 WHEN EXISTS (SELECT 1 FROM orders WHERE id = $12) THEN 0 ELSE -1 END`
+
+// updatePG runs updateOne in autocommit (one statement, one transaction).
+func (s *Store) updatePG(ctx context.Context, next domain.Order, compensate, settle bool, dueAt int64) error {
+	rows, err := s.prepareEvents(ctx, next)
+	if err != nil {
+		return err
+	}
+	ins, evArgs := rows.InsertSQL(17, afterLock)
 	_, _, prices, totals := lineArrays(next.Lines)
-	var n int64
-	if err := tx.QueryRowContext(ctx, updateOne, string(next.Status), string(next.CancelReason), next.CancelDetail,
+	args := append([]any{string(next.Status), string(next.CancelReason), next.CancelDetail,
 		next.TotalCents, next.Currency, next.Version, micros(next.UpdatedAt), compensate, dueAt, settle, dueAt,
-		next.ID, next.Version-1, prices, totals, string(domain.Pending)).Scan(&n); err != nil {
+		next.ID, next.Version - 1, prices, totals, string(domain.Pending)}, evArgs...)
+	var n int64
+	if err := s.db.QueryRowContext(ctx, updateOne+ins+updateOneResult, args...).Scan(&n); err != nil {
 		return fmt.Errorf("update order %s: %w", next.ID, err)
 	}
-	if n > 0 {
+	switch n {
+	case 1:
 		return nil
-	}
-	var one int
-	err := tx.QueryRowContext(ctx, `SELECT 1 FROM orders WHERE id = $1`, next.ID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
+	case 0:
+		return domain.ErrVersionConflict
+	default:
 		return domain.ErrNotFound
 	}
-	if err != nil {
-		return fmt.Errorf("update order %s: %w", next.ID, err)
-	}
-	return domain.ErrVersionConflict
 }
 
 func lineArrays(lines []domain.Line) (skus []string, qtys, prices, totals []int64) {
@@ -309,6 +344,15 @@ func lineArrays(lines []domain.Line) (skus []string, qtys, prices, totals []int6
 		totals = append(totals, l.LineTotalCents)
 	}
 	return skus, qtys, prices, totals
+}
+
+// prepareEvents is writeEvents' row for a PostgreSQL statement to write (outbox.Rows.InsertSQL).
+func (s *Store) prepareEvents(ctx context.Context, o domain.Order) (outbox.Rows, error) {
+	m, err := events.Message(o)
+	if err != nil {
+		return outbox.Rows{}, err
+	}
+	return s.outbox.Prepare(ctx, m)
 }
 
 // writeEvents writes the event announcing o's new state: one outbox row, which the relay sends to
@@ -323,37 +367,43 @@ func (s *Store) writeEvents(ctx context.Context, tx *sql.Tx, o domain.Order) err
 }
 
 // ClaimStale implements app.Orders. On PostgreSQL, SKIP LOCKED lets instances claim disjoint orders at
-// once; SQLite has a single writer, so the UPDATE is atomic anyway.
+// once; SQLite has a single writer, so the UPDATE is atomic anyway. The claim is one statement, so it
+// runs in autocommit (no BEGIN/COMMIT).
 func (s *Store) ClaimStale(ctx context.Context, now, leaseUntil time.Time, limit int) ([]domain.Order, error) {
 	lock := ""
 	if s.d.SkipLocked() {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	var ids []string
-	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET lease_until = ?
-			WHERE id IN (SELECT id FROM orders WHERE status = ? AND lease_until <= ?
-				ORDER BY lease_until LIMIT ?`+lock+`)
-			AND status = ? AND lease_until <= ?
-			RETURNING id`),
-			micros(leaseUntil), string(domain.Pending), micros(now), limit, string(domain.Pending), micros(now))
-		if err != nil {
-			return fmt.Errorf("claim stale orders: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return fmt.Errorf("claim stale orders: %w", err)
-			}
-			ids = append(ids, id)
-		}
-		return rows.Err()
-	})
+	ids, err := s.claimStaleIDs(ctx, lock, now, leaseUntil, limit)
 	if err != nil {
 		return nil, err
 	}
 	return s.many(ctx, ids)
+}
+
+func (s *Store) claimStaleIDs(ctx context.Context, lock string, now, leaseUntil time.Time, limit int) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET lease_until = ?
+		WHERE id IN (SELECT id FROM orders WHERE status = ? AND lease_until <= ?
+			ORDER BY lease_until LIMIT ?`+lock+`)
+		AND status = ? AND lease_until <= ?
+		RETURNING id`),
+		micros(leaseUntil), string(domain.Pending), micros(now), limit, string(domain.Pending), micros(now))
+	if err != nil {
+		return nil, fmt.Errorf("claim stale orders: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("claim stale orders: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim stale orders: %w", err)
+	}
+	return ids, nil
 }
 
 // followupCols are the columns of one kind of follow-up work. Names come from this table only, never
@@ -383,7 +433,8 @@ func followupOf(kind app.FollowupKind) (followupCols, error) {
 // so other instances skip the row until then (SKIP LOCKED on PostgreSQL). The inner query reads the
 // partial index of pending rows only: its bare "pending AND ..." condition matches the index's
 // predicate (SQLite needs that to use it), and it does not filter on status, which would tempt the
-// planners into the status index (every confirmed order). The status is checked per claimed row.
+// planners into the status index (every confirmed order). The status is checked per claimed row. The
+// claim is one statement, so it runs in autocommit (no BEGIN/COMMIT).
 func (s *Store) ClaimFollowups(ctx context.Context, kind app.FollowupKind, now, leaseUntil time.Time, limit int) ([]app.Followup, error) {
 	c, err := followupOf(kind)
 	if err != nil {
@@ -393,33 +444,30 @@ func (s *Store) ClaimFollowups(ctx context.Context, kind app.FollowupKind, now, 
 	if s.d.SkipLocked() {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	var got []app.Followup
-	err = sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET `+c.next+` = ?
-			WHERE id IN (SELECT id FROM orders WHERE `+c.pending+` AND `+c.next+` <= ?
-				ORDER BY `+c.next+` LIMIT ?`+lock+`)
-			AND `+c.pending+` AND `+c.next+` <= ? AND status = ?
-			RETURNING id, customer_id, status, `+c.attempts+`, `+c.err),
-			micros(leaseUntil), micros(now), limit, micros(now), string(c.status))
-		if err != nil {
-			return fmt.Errorf("claim %ss: %w", kind, err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				f      app.Followup
-				status string
-			)
-			if err := rows.Scan(&f.OrderID, &f.CustomerID, &status, &f.Attempts, &f.LastError); err != nil {
-				return fmt.Errorf("claim %ss: %w", kind, err)
-			}
-			f.Status = domain.Status(status)
-			got = append(got, f)
-		}
-		return rows.Err()
-	})
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(`UPDATE orders SET `+c.next+` = ?
+		WHERE id IN (SELECT id FROM orders WHERE `+c.pending+` AND `+c.next+` <= ?
+			ORDER BY `+c.next+` LIMIT ?`+lock+`)
+		AND `+c.pending+` AND `+c.next+` <= ? AND status = ?
+		RETURNING id, customer_id, status, `+c.attempts+`, `+c.err),
+		micros(leaseUntil), micros(now), limit, micros(now), string(c.status))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("claim %ss: %w", kind, err)
+	}
+	defer rows.Close()
+	var got []app.Followup
+	for rows.Next() {
+		var (
+			f      app.Followup
+			status string
+		)
+		if err := rows.Scan(&f.OrderID, &f.CustomerID, &status, &f.Attempts, &f.LastError); err != nil {
+			return nil, fmt.Errorf("claim %ss: %w", kind, err)
+		}
+		f.Status = domain.Status(status)
+		got = append(got, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim %ss: %w", kind, err)
 	}
 	return got, nil
 }
