@@ -165,10 +165,23 @@ func (s *Store) reservation(ctx context.Context, q queryer, orderID string) (dom
 
 // Commit turns the order's hold into a sale: on_hand and reserved both drop by the held quantities.
 // Committing again returns the committed reservation and moves nothing.
+//
+// On PostgreSQL a first statement outside any transaction reads the reservation: the settlement's
+// repeat (the order service commits every confirmed order again, normally after OrderConfirmed did)
+// is answered by it alone, and only a HELD reservation is committed in a transaction.
 func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation, error) {
+	if s.d == sqldb.Postgres {
+		r, done, err := s.peekPG(ctx, orderID, domain.StatusCommitted, domain.Status.Commit, inboxRecord{}, false)
+		if err != nil {
+			return domain.Reservation{}, fmt.Errorf("commit %s: %w", orderID, err)
+		}
+		if done {
+			return r, nil
+		}
+	}
 	var r domain.Reservation
 	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
-		r, err = s.commitTx(ctx, tx, orderID)
+		r, err = s.commitTx(ctx, tx, orderID, inboxRecord{})
 		return err
 	})
 	if err != nil {
@@ -184,7 +197,7 @@ func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation,
 func (s *Store) Release(ctx context.Context, orderID string) (domain.Reservation, error) {
 	var r domain.Reservation
 	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
-		r, err = s.releaseTx(ctx, tx, orderID)
+		r, err = s.releaseTx(ctx, tx, orderID, inboxRecord{})
 		return err
 	})
 	if err != nil {
@@ -193,19 +206,22 @@ func (s *Store) Release(ctx context.Context, orderID string) (domain.Reservation
 	return r, nil
 }
 
-func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, orderID string) (domain.Reservation, error) {
+// commitTx commits in tx; ib (PostgreSQL only) names the event whose effect this is, recorded in the
+// inbox by the settling statement itself.
+func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, orderID string, ib inboxRecord) (domain.Reservation, error) {
 	return s.settle(ctx, tx, orderID, domain.StatusCommitted, domain.Status.Commit,
 		`UPDATE products SET on_hand = on_hand - ?, reserved = reserved - ?, version = version + 1, updated_at = ?
-		WHERE sku = ? RETURNING on_hand, reserved, version`, true, domain.CauseCommitted)
+		WHERE sku = ? RETURNING on_hand, reserved, version`, true, domain.CauseCommitted, ib)
 }
 
-func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string) (domain.Reservation, error) {
-	release := func() (domain.Reservation, error) {
+// releaseTx is commitTx for releasing.
+func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string, ib inboxRecord) (domain.Reservation, error) {
+	release := func(ib inboxRecord) (domain.Reservation, error) {
 		return s.settle(ctx, tx, orderID, domain.StatusReleased, domain.Status.Release,
 			`UPDATE products SET reserved = reserved - ?, version = version + 1, updated_at = ?
-			WHERE sku = ? RETURNING on_hand, reserved, version`, false, domain.CauseReleased)
+			WHERE sku = ? RETURNING on_hand, reserved, version`, false, domain.CauseReleased, ib)
 	}
-	r, err := release()
+	r, err := release(ib)
 	if !errors.Is(err, domain.ErrReservationNotFound) {
 		return r, err
 	}
@@ -222,7 +238,8 @@ func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string) (doma
 	if n, err := ins.RowsAffected(); err != nil {
 		return domain.Reservation{}, fmt.Errorf("insert tombstone: %w", err)
 	} else if n == 0 {
-		return release()
+		// The event (if any) is recorded already, by the first attempt in this transaction.
+		return release(inboxRecord{})
 	}
 	return domain.Reservation{OrderID: orderID, Status: domain.StatusReleased, CreatedAt: now, UpdatedAt: now}, nil
 }
@@ -231,7 +248,7 @@ func (s *Store) releaseTx(ctx context.Context, tx *sql.Tx, orderID string) (doma
 // conditional on HELD, so of two concurrent settlements exactly one moves stock; the others see the
 // stored status and the domain decides whether that is an idempotent repeat or an error.
 func (s *Store) settle(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status,
-	decide func(domain.Status) (domain.Transition, error), move string, twoArgs bool, cause domain.Cause,
+	decide func(domain.Status) (domain.Transition, error), move string, twoArgs bool, cause domain.Cause, ib inboxRecord,
 ) (domain.Reservation, error) {
 	now := s.utcNow()
 	// On PostgreSQL settleOne is the first attempt: it settles a HELD reservation at once, and
@@ -247,7 +264,7 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, orderID string, to domai
 	if s.d == sqldb.Postgres {
 		var moved bool
 		var err error
-		r, moved, err = s.settlePG(ctx, tx, orderID, to, twoArgs, cause, now)
+		r, moved, err = s.settlePG(ctx, tx, orderID, to, twoArgs, cause, now, ib)
 		if err != nil || moved {
 			return r, err
 		}

@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
@@ -134,10 +136,28 @@ func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items
 // on_hand too when $4 (a commit) — locking the product rows in SKU order as reserveOne does, and
 // returns one row per line (in line order) with the new level of the line's SKU (moved true). When
 // the reservation was not HELD it moves nothing and returns the reservation as the statement's
-// snapshot saw it instead (moved false; no row when there is none), from which settle's general path
+// snapshot saw it instead (moved false; no line when there is none), from which settle's general path
 // decides: an idempotent repeat, an error, or a race with a transaction that committed meanwhile.
-const settleOne = `WITH r AS (
-	UPDATE reservations SET status = $2, updated_at = $3::timestamp WHERE order_id = $1 AND status = 'HELD'
+//
+// When the settlement is the effect of an event ($5 the consumer, $6 the event id; $5 empty: none),
+// the statement records the event in the inbox first (ib) and changes nothing unless that record is
+// new: every write is conditioned on it, so a redelivery writes nothing and the caller answers
+// inbox.ErrAlreadyProcessed, as inbox.Process does. A concurrent delivery of the same event waits on
+// the inbox's primary key for the first one's transaction, as with inbox.Process. The first column
+// (recorded) says whether the record was written; the statement always returns at least one row.
+//
+// The StockChanged events carry the levels this statement returns, which only the database knows
+// when it makes the change: their insert (outbox.EnqueueAll) stays the transaction's second statement
+// rather than a part of this one (outbox.Rows.InsertSQL), which would mean encoding their protobuf
+// payloads in SQL. The same holds for reserveOne. The product rows therefore stay locked for two
+// round trips, the outbox insert and COMMIT (its WAL flush included); shortening that needs the two
+// sent together (pipelined), which database/sql does not offer.
+const settleOne = `WITH ib AS (
+	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $5, $6, $3::timestamp AT TIME ZONE 'UTC' WHERE $5 <> ''
+	ON CONFLICT DO NOTHING RETURNING 1
+), r AS (
+	UPDATE reservations SET status = $2, updated_at = $3::timestamp
+	WHERE order_id = $1 AND status = 'HELD' AND ($5 = '' OR EXISTS (SELECT 1 FROM ib))
 	RETURNING order_id, status, currency, created_at, updated_at
 ), n AS (
 	SELECT l.sku, sum(l.quantity)::bigint AS qty FROM reservation_lines l JOIN r ON r.order_id = l.order_id GROUP BY l.sku
@@ -149,21 +169,145 @@ const settleOne = `WITH r AS (
 	FROM n WHERE p.sku = n.sku AND p.sku IN (SELECT sku FROM locked)
 	RETURNING p.sku, p.on_hand, p.reserved, p.version
 )
-SELECT true, r.status, r.currency, r.created_at, r.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
-	m.on_hand, m.reserved, m.version
-FROM r LEFT JOIN reservation_lines l ON l.order_id = r.order_id LEFT JOIN m ON m.sku = l.sku
-UNION ALL
-SELECT false, c.status, c.currency, c.created_at, c.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
-	NULL, NULL, NULL
-FROM reservations c LEFT JOIN reservation_lines l ON l.order_id = c.order_id
-WHERE c.order_id = $1 AND NOT EXISTS (SELECT 1 FROM r)
-ORDER BY 6`
+SELECT x.recorded, y.moved, y.status, y.currency, y.created_at, y.updated_at, y.line_no, y.sku, y.quantity,
+	y.unit_price_cents, y.on_hand, y.reserved, y.version
+FROM (SELECT count(*) AS recorded FROM ib) x LEFT JOIN (
+	SELECT true AS moved, r.status, r.currency, r.created_at, r.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
+		m.on_hand, m.reserved, m.version
+	FROM r LEFT JOIN reservation_lines l ON l.order_id = r.order_id LEFT JOIN m ON m.sku = l.sku
+	UNION ALL
+	SELECT false, c.status, c.currency, c.created_at, c.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents,
+		NULL, NULL, NULL
+	FROM reservations c LEFT JOIN reservation_lines l ON l.order_id = c.order_id
+	WHERE c.order_id = $1 AND NOT EXISTS (SELECT 1 FROM r)
+) y ON true
+ORDER BY y.line_no`
+
+// inboxRecord names the event whose effect a settlement is (consumer and event id); the zero value:
+// none (a call, not an event).
+type inboxRecord struct{ consumer, eventID string }
+
+func (ib inboxRecord) set() bool { return ib.consumer != "" }
+
+func (ib inboxRecord) check() error {
+	if ib.consumer == "" || ib.eventID == "" {
+		return fmt.Errorf("inbox: consumer %q event %q: %w", ib.consumer, ib.eventID, errors.New("empty name or id"))
+	}
+	return nil
+}
+
+// peekOne answers, on PostgreSQL in one autocommit statement, a settlement that finds the work done
+// or needs no stock moved: the settlement's repeated commit, the release of an OrderCancelled whose
+// stock the order service's compensation already released, and (with $6) the OrderCancelled of an
+// order never reserved (an out-of-stock order), which leaves a tombstone. It reads the reservation of
+// order $1 with its lines; when it has the status $2 (an idempotent repeat) or the statement wrote the
+// tombstone (t), and the settlement is an event's effect ($3 the consumer, $4 the event id, at $5; $3
+// empty: none), it records the event in the inbox in the same statement. A terminal status is final,
+// so what the snapshot sees stays true; the tombstone's insert waits for a reserve of the order in
+// flight and, if that commits, conflicts and writes nothing (the caller then releases what it
+// reserved in a transaction). seen says the event was recorded before the statement (a redelivery,
+// whatever the status), which writes no tombstone either. Nothing else is written: a HELD reservation
+// is settled by settleOne in a transaction. The statement always returns at least one row (no
+// status: no reservation, none written).
+const peekOne = `WITH c AS (
+	SELECT order_id, status, currency, created_at, updated_at FROM reservations WHERE order_id = $1
+), seen AS (
+	SELECT 1 FROM inbox WHERE consumer = $3 AND event_id = $4
+), t AS (
+	INSERT INTO reservations (order_id, status, currency, total_cents, created_at, updated_at)
+	SELECT $1, 'RELEASED', '', 0, $5::timestamptz AT TIME ZONE 'UTC', $5::timestamptz AT TIME ZONE 'UTC'
+	WHERE $6::boolean AND NOT EXISTS (SELECT 1 FROM c) AND NOT EXISTS (SELECT 1 FROM seen)
+	ON CONFLICT (order_id) DO NOTHING
+	RETURNING order_id, status, currency, created_at, updated_at
+), ib AS (
+	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $3, $4, $5::timestamptz
+	WHERE $3 <> '' AND (EXISTS (SELECT 1 FROM c WHERE status = $2) OR EXISTS (SELECT 1 FROM t))
+	ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT h.recorded, h.seen, y.written, y.status, y.currency, y.created_at, y.updated_at, y.sku, y.quantity, y.unit_price_cents
+FROM (SELECT (SELECT count(*) FROM ib) AS recorded, EXISTS (SELECT 1 FROM seen) AS seen) h LEFT JOIN (
+	SELECT false AS written, c.status, c.currency, c.created_at, c.updated_at, l.line_no, l.sku, l.quantity, l.unit_price_cents
+	FROM c LEFT JOIN reservation_lines l ON l.order_id = c.order_id
+	UNION ALL
+	SELECT true, t.status, t.currency, t.created_at, t.updated_at, NULL, NULL, NULL, NULL FROM t
+) y ON true
+ORDER BY y.line_no`
+
+// peekPG runs peekOne for a settlement to status to. done says it answered the call: with the
+// reservation (an idempotent repeat, or the tombstone it wrote when tombstone is set; recorded in the
+// inbox when ib is set), with the domain's error for the stored status, with inbox.ErrAlreadyProcessed
+// for a redelivered event, or with ErrReservationNotFound when there is none and tombstone is false.
+// Otherwise the caller settles in a transaction.
+func (s *Store) peekPG(ctx context.Context, orderID string, to domain.Status,
+	decide func(domain.Status) (domain.Transition, error), ib inboxRecord, tombstone bool,
+) (r domain.Reservation, done bool, err error) {
+	rows, err := s.db.QueryContext(ctx, peekOne, orderID, string(to), ib.consumer, ib.eventID, s.utcNow(), tombstone)
+	if err != nil {
+		return domain.Reservation{}, true, fmt.Errorf("settle: %w", err)
+	}
+	defer rows.Close()
+	r = domain.Reservation{OrderID: orderID}
+	var (
+		n             int
+		recorded      int64
+		seen, written bool
+	)
+	for rows.Next() {
+		var (
+			wr               sql.NullBool
+			status, currency sql.NullString
+			created, updated sql.NullTime
+			sku              sql.NullString
+			qty, price       sql.NullInt64
+		)
+		if err := rows.Scan(&recorded, &seen, &wr, &status, &currency, &created, &updated, &sku, &qty, &price); err != nil {
+			return domain.Reservation{}, true, fmt.Errorf("settle: %w", err)
+		}
+		if !status.Valid {
+			continue // no reservation, none written: the one row the statement always returns
+		}
+		n++
+		written = wr.Bool
+		r.Status, r.Currency, r.CreatedAt, r.UpdatedAt = domain.Status(status.String), currency.String, created.Time, updated.Time
+		if sku.Valid {
+			r.Lines = append(r.Lines, domain.Line{SKU: sku.String, Quantity: qty.Int64, UnitPriceCents: price.Int64})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Reservation{}, true, fmt.Errorf("settle: %w", err)
+	}
+	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
+	switch {
+	case ib.set() && seen:
+		return domain.Reservation{}, true, inbox.ErrAlreadyProcessed
+	case written && ib.set() && recorded == 0:
+		// A concurrent delivery of the event recorded it after this statement's snapshot, yet wrote no
+		// reservation this one could see or conflict with: not expected; the tombstone is what that
+		// delivery would have left.
+		return domain.Reservation{}, true, inbox.ErrAlreadyProcessed
+	case written:
+		return r, true, nil
+	case n == 0 && tombstone:
+		return domain.Reservation{}, false, nil // the tombstone conflicted: a reserve committed meanwhile
+	case n == 0:
+		return domain.Reservation{}, true, domain.ErrReservationNotFound
+	case r.Status == domain.StatusHeld:
+		return domain.Reservation{}, false, nil
+	case ib.set() && r.Status == to && recorded == 0:
+		return domain.Reservation{}, true, inbox.ErrAlreadyProcessed
+	}
+	if _, err := decide(r.Status); err != nil {
+		return domain.Reservation{}, true, err
+	}
+	return r, true, nil
+}
 
 // settlePG runs settleOne. moved says it settled the reservation (and wrote the events); otherwise r
-// is the reservation as stored, or ErrReservationNotFound.
+// is the reservation as stored, or ErrReservationNotFound. With ib set, a redelivered event moves
+// nothing and fails with inbox.ErrAlreadyProcessed.
 func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status, commit bool,
-	cause domain.Cause, now time.Time) (r domain.Reservation, moved bool, err error) {
-	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit)
+	cause domain.Cause, now time.Time, ib inboxRecord) (r domain.Reservation, moved bool, err error) {
+	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit, ib.consumer, ib.eventID)
 	if err != nil {
 		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
 	}
@@ -171,20 +315,27 @@ func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to dom
 	r = domain.Reservation{OrderID: orderID}
 	levels := map[string]domain.StockLevel{}
 	n := 0
+	recorded := int64(0)
 	for rows.Next() {
 		var (
-			status                    string
+			mv                        sql.NullBool
+			status, currency          sql.NullString
+			created, updated          sql.NullTime
 			lineNo                    sql.NullInt64
 			sku                       sql.NullString
 			qty, price                sql.NullInt64
 			onHand, reserved, version sql.NullInt64
 		)
-		if err := rows.Scan(&moved, &status, &r.Currency, &r.CreatedAt, &r.UpdatedAt, &lineNo, &sku, &qty, &price,
+		if err := rows.Scan(&recorded, &mv, &status, &currency, &created, &updated, &lineNo, &sku, &qty, &price,
 			&onHand, &reserved, &version); err != nil {
 			return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
 		}
+		if !status.Valid {
+			continue // no reservation: the one row the statement always returns
+		}
 		n++
-		r.Status = domain.Status(status)
+		moved = mv.Bool
+		r.Status, r.Currency, r.CreatedAt, r.UpdatedAt = domain.Status(status.String), currency.String, created.Time, updated.Time
 		if !sku.Valid {
 			continue // a tombstone: no lines
 		}
@@ -199,6 +350,9 @@ func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to dom
 	}
 	if err := rows.Err(); err != nil {
 		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+	}
+	if ib.set() && recorded == 0 {
+		return domain.Reservation{}, false, inbox.ErrAlreadyProcessed
 	}
 	if n == 0 {
 		return domain.Reservation{}, false, domain.ErrReservationNotFound

@@ -276,18 +276,47 @@ func (s *Store) applyImport(ctx context.Context, tx *sql.Tx, line domain.ImportL
 
 // CommitOnce commits the order's reservation as the effect of event eventID, recorded in the inbox of
 // consumer in the same transaction: a redelivered event changes nothing and returns
-// inbox.ErrAlreadyProcessed.
+// inbox.ErrAlreadyProcessed. An effect that fails records nothing.
+//
+// On PostgreSQL the inbox record is part of the settling statement (settleOne): one transaction of
+// two statements, the settlement and its events.
 func (s *Store) CommitOnce(ctx context.Context, consumer, eventID, orderID string) error {
-	return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
-		_, err := s.commitTx(ctx, tx, orderID)
+	if s.d != sqldb.Postgres {
+		return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
+			_, err := s.commitTx(ctx, tx, orderID, inboxRecord{})
+			return err
+		})
+	}
+	ib := inboxRecord{consumer: consumer, eventID: eventID}
+	if err := ib.check(); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := s.commitTx(ctx, tx, orderID, ib)
 		return err
 	})
 }
 
-// ReleaseOnce is CommitOnce for releasing.
+// ReleaseOnce is CommitOnce for releasing. On PostgreSQL a first statement outside any transaction
+// answers an OrderCancelled whose stock is released already (the order service releases before it
+// cancels, when it can) and records it in the inbox; only a HELD reservation, or none (a tombstone),
+// is settled in a transaction.
 func (s *Store) ReleaseOnce(ctx context.Context, consumer, eventID, orderID string) error {
-	return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
-		_, err := s.releaseTx(ctx, tx, orderID)
+	if s.d != sqldb.Postgres {
+		return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
+			_, err := s.releaseTx(ctx, tx, orderID, inboxRecord{})
+			return err
+		})
+	}
+	ib := inboxRecord{consumer: consumer, eventID: eventID}
+	if err := ib.check(); err != nil {
+		return err
+	}
+	if _, done, err := s.peekPG(ctx, orderID, domain.StatusReleased, domain.Status.Release, ib, true); done {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := s.releaseTx(ctx, tx, orderID, ib)
 		return err
 	})
 }

@@ -348,6 +348,47 @@ func TestEventEffectsHappenOnce(t *testing.T) {
 				t.Fatalf("release committed: %v", err)
 			}
 		}
+		// The settlement's later commit finds the work done and changes nothing.
+		if r, err := s.Commit(ctx(t), orderID(1)); err != nil || r.Status != domain.StatusCommitted ||
+			len(r.Lines) != 1 || r.Lines[0] != (domain.Line{SKU: "SKU-0001", Quantity: 2, UnitPriceCents: 199}) {
+			t.Fatalf("commit again = %+v, %v", r, err)
+		}
+		// OrderCancelled after the compensation released the stock: recorded once, nothing moves.
+		if _, err := s.Reserve(ctx(t), orderID(2), []domain.Item{{SKU: "SKU-0002", Quantity: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Release(ctx(t), orderID(2)); err != nil {
+			t.Fatal(err)
+		}
+		sent := storetest.OutboxCount(t, e.db, e.d, events.InventoryTopic)
+		if err := s.ReleaseOnce(ctx(t), "inventory", "evt-3", orderID(2)); err != nil {
+			t.Fatalf("OrderCancelled after the release: %v", err)
+		}
+		if err := s.ReleaseOnce(ctx(t), "inventory", "evt-3", orderID(2)); !errors.Is(err, inbox.ErrAlreadyProcessed) {
+			t.Fatalf("redelivered OrderCancelled after the release: %v", err)
+		}
+		// A commit event for it fails every time, recording nothing.
+		for range 2 {
+			if err := s.CommitOnce(ctx(t), "inventory", "evt-4", orderID(2)); !errors.Is(err, domain.ErrReservationReleased) {
+				t.Fatalf("commit released: %v", err)
+			}
+		}
+		// OrderCancelled of an order never reserved leaves a tombstone, once.
+		if err := s.ReleaseOnce(ctx(t), "inventory", "evt-5", orderID(3)); err != nil {
+			t.Fatalf("OrderCancelled before the reserve: %v", err)
+		}
+		if err := s.ReleaseOnce(ctx(t), "inventory", "evt-5", orderID(3)); !errors.Is(err, inbox.ErrAlreadyProcessed) {
+			t.Fatalf("redelivered OrderCancelled before the reserve: %v", err)
+		}
+		if got := storetest.OutboxCount(t, e.db, e.d, events.InventoryTopic); got != sent {
+			t.Fatalf("settlements that found the work done wrote %d events", got-sent)
+		}
+		if oh, res := level(t, s, "SKU-0002"); oh != 5 || res != 0 {
+			t.Fatalf("SKU-0002 = %d/%d, want 5/0", oh, res)
+		}
+		if _, err := s.Commit(ctx(t), orderID(99)); !errors.Is(err, domain.ErrReservationNotFound) {
+			t.Fatalf("commit unknown: %v", err)
+		}
 	})
 }
 
@@ -391,6 +432,86 @@ func TestConcurrentOperationsConserveStock(t *testing.T) {
 		close(errs)
 		for err := range errs {
 			t.Error(err)
+		}
+	})
+}
+
+// TestConcurrentSettlementsApplyOnce races, per order, two deliveries of its OrderConfirmed or
+// OrderCancelled (or both) with the order service's own commit or release: each order ends in one
+// terminal state whose stock moved once, every event that applied is recorded once, and stock is
+// conserved.
+func TestConcurrentSettlementsApplyOnce(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s := e.store
+		const orders = 10 // the seeded stock: 10 of SKU-0001, 5 of SKU-0002
+		for i := range orders {
+			items := []domain.Item{{SKU: "SKU-0001", Quantity: 1}}
+			if i%2 == 0 {
+				items = append(items, domain.Item{SKU: "SKU-0002", Quantity: 1})
+			}
+			if _, err := s.Reserve(ctx(t), orderID(100+i), items); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var (
+			wg      sync.WaitGroup
+			applied [orders][2]atomic.Int64 // per order: commit events, release events applied
+		)
+		for i := range orders {
+			id := orderID(100 + i)
+			run := func(f func() error, count *atomic.Int64, allowed ...error) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := f()
+					switch {
+					case err == nil:
+						if count != nil {
+							count.Add(1)
+						}
+					case errors.Is(err, inbox.ErrAlreadyProcessed):
+					default:
+						for _, a := range allowed {
+							if errors.Is(err, a) {
+								return
+							}
+						}
+						t.Errorf("order %d: %v", i, err)
+					}
+				}()
+			}
+			commit, release := i%3 != 1, i%3 != 0
+			for range 2 {
+				if commit {
+					run(func() error { return s.CommitOnce(ctx(t), "inventory", fmt.Sprintf("confirmed-%d", i), id) },
+						&applied[i][0], domain.ErrReservationReleased)
+				}
+				if release {
+					run(func() error { return s.ReleaseOnce(ctx(t), "inventory", fmt.Sprintf("cancelled-%d", i), id) },
+						&applied[i][1], domain.ErrReservationCommitted)
+				}
+			}
+			if commit {
+				run(func() error { _, err := s.Commit(ctx(t), id); return err }, nil, domain.ErrReservationReleased)
+			} else {
+				run(func() error { _, err := s.Release(ctx(t), id); return err }, nil, domain.ErrReservationCommitted)
+			}
+		}
+		wg.Wait()
+		for i := range orders {
+			r, err := s.Reservation(ctx(t), orderID(100+i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status == domain.StatusHeld {
+				t.Errorf("order %d still HELD", i)
+			}
+			for k, n := range []int64{applied[i][0].Load(), applied[i][1].Load()} {
+				if n > 1 {
+					t.Errorf("order %d: event %d applied %d times", i, k, n)
+				}
+			}
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/events"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/store/storetest"
@@ -63,8 +64,9 @@ func TestReleaseBeforeReserve(t *testing.T) {
 	})
 }
 
-// TestReleaseRacesReserve sends, per order, a reserve, its duplicate and a release at the same time:
-// afterwards nothing may stay reserved.
+// TestReleaseRacesReserve sends, per order, a reserve, its duplicate and a release at the same time —
+// the order service's release, or for every other order two deliveries of its OrderCancelled:
+// afterwards nothing may stay reserved, and each event is recorded once.
 func TestReleaseRacesReserve(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, func(t *testing.T, e *env) {
@@ -98,6 +100,17 @@ func TestReleaseRacesReserve(t *testing.T) {
 			}
 			wg.Go(reserve)
 			wg.Go(reserve)
+			if i%2 == 1 {
+				for range 2 {
+					wg.Go(func() {
+						err := s.ReleaseOnce(ctx(t), "inventory", "cancelled-"+id, id)
+						if err != nil && !errors.Is(err, inbox.ErrAlreadyProcessed) {
+							fail("OrderCancelled %s: %v", id, err)
+						}
+					})
+				}
+				continue
+			}
 			wg.Go(func() {
 				r, err := s.Release(ctx(t), id)
 				switch {
@@ -127,6 +140,13 @@ func TestReleaseRacesReserve(t *testing.T) {
 		if err := e.db.QueryRow(`SELECT count(*) FROM reservations r WHERE NOT EXISTS
 			(SELECT 1 FROM reservation_lines l WHERE l.order_id = r.order_id)`).Scan(&tombs); err != nil {
 			t.Fatal(err)
+		}
+		var recorded int
+		if err := e.db.QueryRow(e.d.Rebind("SELECT count(*) FROM inbox WHERE event_id LIKE ?"), "cancelled-%").Scan(&recorded); err != nil {
+			t.Fatal(err)
+		}
+		if recorded != orders/2 {
+			t.Errorf("%d OrderCancelled recorded, want %d", recorded, orders/2)
 		}
 		if notReleased != 0 {
 			t.Errorf("%d race orders not released", notReleased)
