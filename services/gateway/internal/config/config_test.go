@@ -65,6 +65,8 @@ func TestLoad(t *testing.T) {
 		{"JWKS file and a secret", map[string]string{"GATEWAY_PROFILE": "test", "GATEWAY_JWT_JWKS_FILE": "jwks.json", "GATEWAY_JWT_SECRET": strong}, "not both"},
 		{"JWKS file in dev", map[string]string{"GATEWAY_JWT_JWKS_FILE": "jwks.json"}, "jwt_jwks_file (GATEWAY_JWT_JWKS_FILE): the dev profile"},
 		{"negative leeway", map[string]string{"GATEWAY_JWT_LEEWAY": "-1s"}, "jwt_leeway (GATEWAY_JWT_LEEWAY): must be >= 0"},
+		{"gc percent", map[string]string{"GATEWAY_GC_PERCENT": "200"}, ""},
+		{"gc percent off", map[string]string{"GATEWAY_GC_PERCENT": "-1"}, "gc_percent (GATEWAY_GC_PERCENT): must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -121,6 +121,9 @@ func TestMethodNotAllowedFollowsTheDocument(t *testing.T) {
 		{"GET", "/v1/orders", "POST"},
 		{"DELETE", "/v1/products", "GET, HEAD"},
 		{"PUT", "/v1/stock:import", "POST"},
+		{"POST", "/v1/orders/" + id + "/events", "GET, HEAD"},
+		{"DELETE", "/v1/products/SKU-1", "GET, HEAD"},
+		{"POST", "/healthz", "GET, HEAD"},
 	}
 	for _, tt := range tests {
 		r := h.do(tt.method, tt.path, tok, nil)

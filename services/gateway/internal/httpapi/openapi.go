@@ -304,57 +304,79 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 	panic(fmt.Sprintf("openapi: no schema for %s", t)) // a new DTO field type needs a case above
 }
 
-// allowedMethods are the methods the document gives the path template a request path matches (GET
-// brings HEAD, which ServeMux serves with it), sorted; nil when no documented path matches. When
-// several templates match ("/v1/orders/{id}" and "/v1/orders/{id}:cancel" both match ".../x:cancel"),
-// the one with the most literal characters wins, as a client reading the document would route it.
-func allowedMethods(routes []route, path string) []string {
-	best, bestLit := "", -1
+// pathMethods is one documented path template with the methods the document gives it (GET brings
+// HEAD, which ServeMux serves with it), sorted.
+type pathMethods struct {
+	path    string
+	methods []string
+}
+
+// methodTable lists every documented path once, in the order of the route table, with its methods:
+// built once, so that allowedMethods, which runs on every request, does not allocate.
+func methodTable(routes []route) []pathMethods {
+	var out []pathMethods
 	for _, rt := range routes {
-		if lit, ok := matchTemplate(rt.path, path); ok && lit > bestLit {
-			best, bestLit = rt.path, lit
+		i := slices.IndexFunc(out, func(p pathMethods) bool { return p.path == rt.path })
+		if i < 0 {
+			out = append(out, pathMethods{path: rt.path})
+			i = len(out) - 1
 		}
-	}
-	if bestLit < 0 {
-		return nil
-	}
-	var out []string
-	for _, rt := range routes {
-		if rt.path == best && !slices.Contains(out, rt.method) {
-			out = append(out, rt.method)
+		if m := &out[i].methods; !slices.Contains(*m, rt.method) {
+			*m = append(*m, rt.method)
 			if rt.method == http.MethodGet {
-				out = append(out, http.MethodHead)
+				*m = append(*m, http.MethodHead)
 			}
 		}
 	}
-	slices.Sort(out)
+	for _, p := range out {
+		slices.Sort(p.methods)
+	}
 	return out
+}
+
+// allowedMethods are the methods the document gives the path template a request path matches, sorted
+// (shared: callers must not modify them); nil when no documented path matches. When several templates
+// match ("/v1/orders/{id}" and "/v1/orders/{id}:cancel" both match ".../x:cancel"), the one with the
+// most literal characters wins, as a client reading the document would route it.
+func allowedMethods(table []pathMethods, path string) []string {
+	var best []string
+	bestLit := -1
+	for _, p := range table {
+		if lit, ok := matchTemplate(p.path, path); ok && lit > bestLit {
+			best, bestLit = p.methods, lit
+		}
+	}
+	return best
 }
 
 // matchTemplate matches a request path against a documented path template whose parameters each
 // fill a segment, with literal text before and after ("{id}:cancel"); it returns the number of
 // literal characters of the template.
 func matchTemplate(template, path string) (int, bool) {
-	ts, ps := strings.Split(template, "/"), strings.Split(path, "/")
-	if len(ts) != len(ps) {
-		return 0, false
-	}
 	lit := 0
-	for i, t := range ts {
+	for {
+		// One segment of each at a time (no strings.Split: this runs for every route on every request).
+		t, tRest, tMore := strings.Cut(template, "/")
+		p, pRest, pMore := strings.Cut(path, "/")
 		open, end := strings.IndexByte(t, '{'), strings.IndexByte(t, '}')
 		if open < 0 || end < open {
-			if t != ps[i] {
+			if t != p {
 				return 0, false
 			}
 			lit += len(t)
-			continue
+		} else {
+			prefix, suffix := t[:open], t[end+1:]
+			if len(p) <= len(prefix)+len(suffix) || !strings.HasPrefix(p, prefix) || !strings.HasSuffix(p, suffix) {
+				return 0, false
+			}
+			lit += len(prefix) + len(suffix)
 		}
-		prefix, suffix := t[:open], t[end+1:]
-		p := ps[i]
-		if len(p) <= len(prefix)+len(suffix) || !strings.HasPrefix(p, prefix) || !strings.HasSuffix(p, suffix) {
+		if tMore != pMore { // not the same number of segments
 			return 0, false
 		}
-		lit += len(prefix) + len(suffix)
+		if !tMore {
+			return lit, true
+		}
+		template, path = tRest, pRest
 	}
-	return lit, true
 }

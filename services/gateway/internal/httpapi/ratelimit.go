@@ -41,6 +41,9 @@ func (l *clientLimiter) allow(key string) (time.Duration, bool) {
 		b = rate.NewLimiter(l.rps, l.burst)
 		l.buckets[key] = b
 	}
+	if b.AllowN(now, 1) { // the common case, without ReserveN's allocation
+		return 0, true
+	}
 	r := b.ReserveN(now, 1)
 	if !r.OK() {
 		return time.Second, false
