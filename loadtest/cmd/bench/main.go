@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	stackProfiles := fs.String("stack-profiles", "", "directory: save a CPU profile of every stack process (order, inventory, payment, gateway) over the closed-loop order rounds")
 	openRate := fs.Float64("open-rate", 0, "orders/s of the order cases' open loop (default: half the closed-loop maximum)")
 	skus := fs.Int("skus", 24, "catalogue size of the order cases: inventory seeds this many products and orders pick among them (the dev catalogue has 24)")
+	drainLimit := fs.Duration("drain", 90*time.Second, "orders-pg: how long to wait after the load for the consumers to commit and capture every confirmed order before reading the per-order figures")
 	replicas := fs.Int("replicas", 2, "inventory and payment instances of the stack cases (make run has 2)")
 	pgbenchBin := fs.String("pgbench", "", "pgbench binary of pg-ceiling (default: PATH, then /usr/lib/postgresql/*/bin)")
 	ceilingEach := fs.Duration("ceiling-each", 5*time.Second, "length of each pgbench run of pg-ceiling (whole seconds)")
@@ -214,7 +215,16 @@ func run(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			time.Sleep(2 * time.Second) // the last events settle and PostgreSQL publishes its counters
+			// The consumers settle what the load confirmed (commit, capture): their work belongs to the
+			// orders measured, and a backlog left here would be the next run's. Then PostgreSQL publishes its
+			// counters (up to a second later).
+			if set, waited, err := pg.Drain(ctx, *drainLimit); err != nil {
+				fmt.Printf("  drain: %v\n", err)
+			} else {
+				fmt.Printf("  consumers settled %s %.1f s after the load stopped%s\n", set, waited.Seconds(),
+					map[bool]string{true: "", false: " (gave up: not all settled)"}[set.Done()])
+			}
+			time.Sleep(2 * time.Second)
 			n1, err2 := pg.Orders(ctx)
 			st1, err3 := pg.Stats(ctx)
 			if err := errors.Join(err0, err1, err2, err3); err != nil {
