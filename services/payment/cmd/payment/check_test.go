@@ -105,11 +105,11 @@ func TestMigrateCommand(t *testing.T) {
 		return out.String()
 	}
 	migrate("up")
-	if v := migrate("version"); !strings.Contains(v, "version: 2") {
-		t.Errorf("version after up = %q, want 2", v)
+	if v := migrate("version"); !strings.Contains(v, "version: 3") {
+		t.Errorf("version after up = %q, want 3", v)
 	}
-	if v := migrate("down", "1"); !strings.Contains(v, "version: 1") {
-		t.Errorf("version after down 1 = %q, want 1", v)
+	if v := migrate("down", "1"); !strings.Contains(v, "version: 2") {
+		t.Errorf("version after down 1 = %q, want 2", v)
 	}
 	if err := run(t.Context(), []string{"migrate", "sideways"}, lookup, io.Discard); err == nil {
 		t.Error("migrate sideways: want a usage error")

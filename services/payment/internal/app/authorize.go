@@ -16,6 +16,13 @@ func (s *App) Authorize(ctx context.Context, req domain.AuthorizeRequest) (domai
 	if err := req.Validate(); err != nil {
 		return domain.Authorization{}, fmt.Errorf("authorize: %w", err)
 	}
+	// The common case, a new order, in one step; a repeat, a tombstoned order or a store without that
+	// step run the transaction below.
+	if a, done, err := s.store.AuthorizeAtOnce(ctx, req, s.now()); err != nil {
+		return domain.Authorization{}, fmt.Errorf("authorize: %w", err)
+	} else if done {
+		return a, nil
+	}
 	var out domain.Authorization
 	err := s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		existing, err := tx.Authorization(ctx, req.OrderID)

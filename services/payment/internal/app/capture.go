@@ -11,6 +11,15 @@ import (
 // Capture takes an order's held funds, once: capturing a captured authorization returns it unchanged.
 // Capturing an order voided before it was authorized is domain.ErrAuthorizationVoided.
 func (s *App) Capture(ctx context.Context, orderID string) (domain.Authorization, error) {
+	// A repeat (the settlement's capture of an order the event already captured) is answered by one
+	// read: an authorization that left AUTHORIZED never changes again.
+	if a, err := s.store.Authorization(ctx, orderID); err == nil && a.Status != domain.StatusAuthorized {
+		c, _, err := domain.Capture(a, nil, s.now())
+		if err != nil {
+			return domain.Authorization{}, fmt.Errorf("capture: %w", err)
+		}
+		return c.Authorization, nil
+	}
 	var out domain.Authorization
 	err := s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		var err error

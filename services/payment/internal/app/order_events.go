@@ -24,12 +24,32 @@ const (
 	OutcomeDuplicate Outcome = "duplicate"
 )
 
+// Confirmation is an OrderConfirmed event: its id, the order, and the payment the order expects (the
+// customer, total and currency of the authorization; empty when unknown).
+type Confirmation struct {
+	EventID, OrderID, CustomerID string
+	Amount                       int64
+	Currency                     string
+}
+
 // OrderConfirmed captures the order's payment, once per event id. The saga confirms after authorizing
 // and leaves the capture to this event; the order service's settlement worker calls CapturePayment
 // itself for a confirmed order still unsettled after a bound, so a lost or dead-lettered event cannot
-// leave the money held.
-func (s *App) OrderConfirmed(ctx context.Context, eventID, orderID string) (Outcome, error) {
-	return s.onOrderEvent(ctx, eventID, orderID, false, s.capture)
+// leave the money held. The common case — the authorization the event describes, still AUTHORIZED —
+// is one step (Store.CaptureConfirmed); every other case runs the inbox transaction.
+func (s *App) OrderConfirmed(ctx context.Context, e Confirmation) (Outcome, error) {
+	if e.OrderID != "" && e.CustomerID != "" && e.Amount > 0 && e.Currency != "" {
+		expect := domain.Authorization{OrderID: e.OrderID, CustomerID: e.CustomerID, Amount: e.Amount, Currency: e.Currency,
+			Status: domain.StatusAuthorized, Version: 1} // created at 1, AUTHORIZED is left for good at the next change
+		done, err := s.store.CaptureConfirmed(ctx, Consumer, e.EventID, expect, s.now())
+		if err != nil {
+			return "", fmt.Errorf("order event %s for %s: %w", e.EventID, e.OrderID, err)
+		}
+		if done {
+			return OutcomeApplied, nil
+		}
+	}
+	return s.onOrderEvent(ctx, e.EventID, e.OrderID, false, s.capture)
 }
 
 // OrderCancelled voids the order's payment once per event id. An order without a payment gets a

@@ -23,6 +23,20 @@ type Store interface {
 	// ProcessEvent runs fn in a transaction that also records (consumer, eventID), and skips it when
 	// that pair is already recorded (ErrDuplicateEvent is returned then).
 	ProcessEvent(ctx context.Context, consumer, eventID string, fn func(ctx context.Context, tx Tx) error) error
+	// AuthorizeAtOnce writes the first authorization of req.OrderID as domain.Authorize decides it on the
+	// customer's account at that moment, with its hold, ledger entry and event, in one step without a
+	// transaction of the use case. done is false, and nothing is written, when the order already has an
+	// authorization or a tombstone, or when the store has no such step: the use case runs its
+	// transaction then.
+	AuthorizeAtOnce(ctx context.Context, req domain.AuthorizeRequest, now time.Time) (a domain.Authorization, done bool, err error)
+	// CaptureConfirmed captures a — the AUTHORIZED authorization as an order event describes it — and
+	// records (consumer, eventID) as processed, in one step. done is false, and nothing is written, when
+	// the stored authorization is not that one, the event is already recorded, or the store has no such
+	// step: the use case runs ProcessEvent then, which tells those cases apart.
+	CaptureConfirmed(ctx context.Context, consumer, eventID string, a domain.Authorization, now time.Time) (done bool, err error)
+	// Authorization reads the order's authorization as last committed, without locking it
+	// (domain.ErrAuthorizationNotFound if none): final once it left AUTHORIZED.
+	Authorization(ctx context.Context, orderID string) (domain.Authorization, error)
 	// Account reads an account without locking it.
 	Account(ctx context.Context, customerID string) (domain.Account, error)
 	// SeedAccounts inserts the accounts that do not exist yet and reports how many it inserted.

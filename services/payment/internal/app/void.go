@@ -17,6 +17,14 @@ func (s *App) Void(ctx context.Context, orderID string) (a domain.Authorization,
 	if orderID == "" {
 		return domain.Authorization{}, false, fmt.Errorf("void: order id is empty: %w", domain.ErrInvalidRequest)
 	}
+	// A repeat is answered by one read: an authorization that left AUTHORIZED never changes again.
+	if a, err := s.store.Authorization(ctx, orderID); err == nil && a.Status != domain.StatusAuthorized {
+		c, _, err := domain.Void(a, nil, s.now())
+		if err != nil {
+			return domain.Authorization{}, false, fmt.Errorf("void: %w", err)
+		}
+		return c.Authorization, true, nil
+	}
 	err = s.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		var err error
 		a, found, err = s.void(ctx, tx, orderID)

@@ -66,6 +66,26 @@ func (o *Outbox) WriteEvent(ctx context.Context, tx *sql.Tx, e domain.Event) err
 	return nil
 }
 
+var _ store.EventPreparer = (*Outbox)(nil)
+
+// PrepareEvents implements store.EventPreparer: Encode's messages as outbox rows for the store's own
+// statement.
+func (o *Outbox) PrepareEvents(ctx context.Context, evs ...domain.Event) (outbox.Rows, error) {
+	msgs := make([]outbox.Message, len(evs))
+	for i, e := range evs {
+		m, err := Encode(e)
+		if err != nil {
+			return outbox.Rows{}, fmt.Errorf("encode %s: %w", e.Type, err)
+		}
+		msgs[i] = m
+	}
+	rows, err := o.ob.Prepare(ctx, msgs...)
+	if err != nil {
+		return outbox.Rows{}, fmt.Errorf("prepare events: %w", err)
+	}
+	return rows, nil
+}
+
 // Encode turns a payment event into its outbox message: key = order id, event-type header = the
 // eventsv1 message name, payload event_id = the outbox event id.
 func Encode(e domain.Event) (outbox.Message, error) {
@@ -121,7 +141,7 @@ func DeclineReason(r domain.DeclineReason) paymentv1.DeclineReason {
 
 // OrderEvents is what the order-event handler needs from the use cases.
 type OrderEvents interface {
-	OrderConfirmed(ctx context.Context, eventID, orderID string) (app.Outcome, error)
+	OrderConfirmed(ctx context.Context, e app.Confirmation) (app.Outcome, error)
 	OrderCancelled(ctx context.Context, eventID, orderID string) (app.Outcome, error)
 }
 
@@ -148,7 +168,11 @@ func OrderHandler(uc OrderEvents, log *slog.Logger) consumer.Handler {
 			if err := proto.Unmarshal(m.Payload, &e); err != nil {
 				return fmt.Errorf("%s %s: %w: %w", orderConfirmed, m.ID, errUndecodable, err)
 			}
-			orderID, eventID, apply = e.GetOrderId(), e.GetEventId(), uc.OrderConfirmed
+			orderID, eventID = e.GetOrderId(), e.GetEventId()
+			apply = func(ctx context.Context, eventID, orderID string) (app.Outcome, error) {
+				return uc.OrderConfirmed(ctx, app.Confirmation{EventID: eventID, OrderID: orderID,
+					CustomerID: e.GetCustomerId(), Amount: e.GetTotalCents(), Currency: e.GetCurrency()})
+			}
 		case orderCancelled:
 			var e eventsv1.OrderCancelled
 			if err := proto.Unmarshal(m.Payload, &e); err != nil {

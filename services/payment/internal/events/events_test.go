@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -48,8 +49,8 @@ func TestEncode(t *testing.T) {
 
 type recorder struct{ confirmed, cancelled []string }
 
-func (r *recorder) OrderConfirmed(_ context.Context, eventID, orderID string) (app.Outcome, error) {
-	r.confirmed = append(r.confirmed, eventID+"/"+orderID)
+func (r *recorder) OrderConfirmed(_ context.Context, e app.Confirmation) (app.Outcome, error) {
+	r.confirmed = append(r.confirmed, fmt.Sprintf("%s/%s/%s/%d/%s", e.EventID, e.OrderID, e.CustomerID, e.Amount, e.Currency))
 	return app.OutcomeApplied, nil
 }
 
@@ -69,7 +70,7 @@ func TestOrderHandler(t *testing.T) {
 	h := events.OrderHandler(r, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	for _, m := range []consumer.Message{
-		msg(&eventsv1.OrderConfirmed{EventId: "e1", OrderId: "o1"}),
+		msg(&eventsv1.OrderConfirmed{EventId: "e1", OrderId: "o1", CustomerId: "c1", TotalCents: 300, Currency: "EUR"}),
 		msg(&eventsv1.OrderCancelled{OrderId: "o2"}), // no payload id: the header's stands in
 		msg(&eventsv1.OrderCreated{EventId: "e3", OrderId: "o3"}),
 	} {
@@ -77,7 +78,7 @@ func TestOrderHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(r.confirmed) != 1 || r.confirmed[0] != "e1/o1" || len(r.cancelled) != 1 || r.cancelled[0] != "hdr-id/o2" {
+	if len(r.confirmed) != 1 || r.confirmed[0] != "e1/o1/c1/300/EUR" || len(r.cancelled) != 1 || r.cancelled[0] != "hdr-id/o2" {
 		t.Errorf("confirmed %v cancelled %v", r.confirmed, r.cancelled)
 	}
 	bad := consumer.Message{ID: "x", Payload: []byte{0xff}, Headers: map[string]string{events.HeaderEventType: "shopmesh.events.v1.OrderConfirmed"}}

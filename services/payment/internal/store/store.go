@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/domain"
@@ -29,6 +30,14 @@ type EventWriter interface {
 	WriteEvent(ctx context.Context, tx *sql.Tx, e domain.Event) error
 }
 
+// EventPreparer is an EventWriter that also turns events into outbox rows for the store's own statement
+// (outbox.Rows.InsertSQL). With one, on PostgreSQL, a new authorization and the capture an
+// OrderConfirmed event causes are each one autocommit statement: state, account, ledger, inbox and
+// event together, one round trip, no BEGIN/COMMIT.
+type EventPreparer interface {
+	PrepareEvents(ctx context.Context, events ...domain.Event) (outbox.Rows, error)
+}
+
 // maxAttempts bounds the retries of a transaction the database aborted (deadlock, serialization
 // failure) or that lost a race to insert the same order.
 const maxAttempts = 5
@@ -41,6 +50,7 @@ type Store struct {
 	db          *sql.DB
 	dialect     sqldb.Dialect
 	writer      EventWriter
+	prep        EventPreparer // nil: no single-statement paths (SQLite, or a writer that cannot prepare)
 	afterCommit func()
 	q           queries
 }
@@ -62,6 +72,9 @@ func WithAfterCommit(fn func()) Option {
 // outbox and inbox schemas); every state change's event is written through events in its transaction.
 func New(db *sql.DB, d sqldb.Dialect, events EventWriter, opts ...Option) *Store {
 	s := &Store{db: db, dialect: d, writer: events, afterCommit: func() {}, q: newQueries(d)}
+	if p, ok := events.(EventPreparer); ok && d == sqldb.Postgres {
+		s.prep = p
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -73,6 +86,10 @@ type queries struct {
 	authForUpdate, accountForUpdate, account string
 	insertAuth, updateAuth, updateAccount    string
 	insertEntry, seedPrefix, seedRow         string
+	claim, authorization                     string
+	// authorizeOne and captureOne are, on PostgreSQL, the single statements of AuthorizeAtOnce and
+	// CaptureConfirmed.
+	authorizeOne, captureOne string
 	// apply holds, on PostgreSQL, Apply's statement per shape of change (applyShape).
 	apply map[applyShape]string
 }
@@ -111,9 +128,13 @@ func newQueries(d sqldb.Dialect) queries {
 		updateAccount: d.Rebind("UPDATE accounts SET balance_cents = ?, held_cents = ?, updated_at = ? WHERE customer_id = ?"),
 		insertEntry: d.Rebind("INSERT INTO ledger_entries (order_id, kind, customer_id, amount_cents, created_at) " +
 			"VALUES (?, ?, ?, ?, ?)"),
-		seedPrefix: "INSERT INTO accounts (customer_id, balance_cents, held_cents, currency, created_at, updated_at) VALUES ",
-		seedRow:    "(?, ?, ?, ?, ?, ?)",
-		apply:      applyStatements(d),
+		seedPrefix:    "INSERT INTO accounts (customer_id, balance_cents, held_cents, currency, created_at, updated_at) VALUES ",
+		seedRow:       "(?, ?, ?, ?, ?, ?)",
+		claim:         d.Rebind("INSERT INTO order_claims (order_id, created_at) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING"),
+		authorization: d.Rebind("SELECT " + authCols + " FROM authorizations WHERE order_id = ?"),
+		apply:         applyStatements(d),
+		authorizeOne:  authorizeStatement(d),
+		captureOne:    captureStatement(d),
 	}
 }
 
@@ -146,14 +167,18 @@ func applyStatements(d sqldb.Dialect) map[applyShape]string {
 		for _, account := range []bool{false, true} {
 			for _, entry := range []bool{false, true} {
 				n := 9
-				a := "INSERT INTO authorizations (" + authCols + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamp, $9::timestamp) " +
-					"ON CONFLICT (order_id) DO NOTHING RETURNING 1"
+				// The order's claim first (see AuthorizeAtOnce): when a tombstone or another
+				// authorization holds it, nothing is written and the attempt runs again.
+				q := "WITH cl AS (INSERT INTO order_claims (order_id, created_at) VALUES ($1, $8::timestamp) " +
+					"ON CONFLICT (order_id) DO NOTHING RETURNING 1), " +
+					"a AS (INSERT INTO authorizations (" + authCols + ") SELECT $1::text, $2::text, $3::bigint, $4::text, $5::text, " +
+					"$6::text, $7::bigint, $8::timestamp, $9::timestamp WHERE EXISTS (SELECT 1 FROM cl) " +
+					"ON CONFLICT (order_id) DO NOTHING RETURNING 1)"
 				if !created {
 					n = 6
-					a = "UPDATE authorizations SET status = $1, decline_reason = $2, version = $3, updated_at = $4::timestamp " +
-						"WHERE order_id = $5 AND version = $6 RETURNING 1"
+					q = "WITH a AS (UPDATE authorizations SET status = $1, decline_reason = $2, version = $3, updated_at = $4::timestamp " +
+						"WHERE order_id = $5 AND version = $6 RETURNING 1)"
 				}
-				q := "WITH a AS (" + a + ")"
 				acc := "0::bigint"
 				if account {
 					q += fmt.Sprintf(", acc AS (UPDATE accounts SET balance_cents = $%d, held_cents = $%d, updated_at = $%d::timestamp "+
@@ -356,6 +381,22 @@ func (v *txView) Voided(ctx context.Context, orderID string) (bool, error) {
 }
 
 func (v *txView) MarkVoided(ctx context.Context, orderID string, at time.Time) error {
+	if v.voided[orderID] {
+		return nil // read under the order's lock: already tombstoned
+	}
+	// The order's claim first (see AuthorizeAtOnce): an authorization that took it after this
+	// transaction read none, or is taking it now (the insert waits for it), makes the attempt run again
+	// and find it.
+	res, err := v.tx.ExecContext(ctx, v.s.q.claim, orderID, at.UTC())
+	if err != nil {
+		return fmt.Errorf("claim order %s: %w", orderID, err)
+	}
+	if err := oneRow(res); err != nil {
+		if voided, verr := v.Voided(ctx, orderID); verr != nil || voided {
+			return verr
+		}
+		return fmt.Errorf("claim order %s: %w", orderID, errRetry)
+	}
 	if _, err := v.tx.ExecContext(ctx, v.s.q.markVoided, orderID, at.UTC()); err != nil {
 		return fmt.Errorf("write tombstone %s: %w", orderID, err)
 	}
@@ -389,7 +430,15 @@ func (v *txView) Apply(ctx context.Context, c domain.Change) error {
 	}
 	a := c.Authorization
 	if c.Created {
-		res, err := v.tx.ExecContext(ctx, v.s.q.insertAuth, a.OrderID, a.CustomerID, a.Amount, a.Currency,
+		res, err := v.tx.ExecContext(ctx, v.s.q.claim, a.OrderID, a.CreatedAt.UTC())
+		if err != nil {
+			return fmt.Errorf("claim order %s: %w", a.OrderID, err)
+		}
+		if err := oneRow(res); err != nil {
+			// Another transaction took this order first; run again to find it.
+			return fmt.Errorf("claim order %s: %w", a.OrderID, errRetry)
+		}
+		res, err = v.tx.ExecContext(ctx, v.s.q.insertAuth, a.OrderID, a.CustomerID, a.Amount, a.Currency,
 			string(a.Status), string(a.DeclineReason), a.Version, a.CreatedAt.UTC(), a.UpdatedAt.UTC())
 		if err != nil {
 			return fmt.Errorf("insert authorization %s: %w", a.OrderID, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +97,8 @@ func TestStoreContract(t *testing.T) {
 				"lifecycle writes state, ledger, events":   testLifecycle,
 				"failed transaction leaves nothing":        testRollback,
 				"concurrent authorize of one order":        testConcurrentSameOrder,
+				"concurrent holds on one account":          testConcurrentHoldsOneAccount,
+				"concurrent moves on one account":          testConcurrentMovesOneAccount,
 				"inbox applies an event once":              testInbox,
 				"ledger refuses a second debit":            testLedgerGuard,
 				"void before authorize leaves a tombstone": testVoidBeforeAuthorize,
@@ -139,6 +142,11 @@ func testSeed(t *testing.T, dsn string) {
 	if _, err := f.store.Account(ctx, "cust-1001"); !errors.Is(err, domain.ErrAccountNotFound) {
 		t.Errorf("unknown account: err = %v", err)
 	}
+}
+
+// confirmed is the OrderConfirmed event of an order of customer c1 for 300 EUR.
+func confirmed(eventID, orderID string) app.Confirmation {
+	return app.Confirmation{EventID: eventID, OrderID: orderID, CustomerID: "c1", Amount: 300, Currency: "EUR"}
 }
 
 func seedOne(t *testing.T, f fixture, id string, balance int64) {
@@ -290,12 +298,12 @@ func testInbox(t *testing.T, dsn string) {
 	}
 	want := []app.Outcome{app.OutcomeApplied, app.OutcomeDuplicate, app.OutcomeDuplicate}
 	for i, w := range want {
-		got, err := f.svc.OrderConfirmed(ctx, "evt-1", "o1")
+		got, err := f.svc.OrderConfirmed(ctx, confirmed("evt-1", "o1"))
 		if err != nil || got != w {
 			t.Fatalf("delivery %d: %q, %v; want %q", i+1, got, err, w)
 		}
 	}
-	if got, err := f.svc.OrderConfirmed(ctx, "evt-2", "o1"); err != nil || got != app.OutcomeUnchanged {
+	if got, err := f.svc.OrderConfirmed(ctx, confirmed("evt-2", "o1")); err != nil || got != app.OutcomeUnchanged {
 		t.Errorf("second confirmation event: %q, %v", got, err)
 	}
 	if got, err := f.svc.OrderCancelled(ctx, "evt-3", "o1"); err != nil || got != app.OutcomeConflict {
@@ -327,5 +335,97 @@ func testLedgerGuard(t *testing.T, dsn string) {
 	}
 	if got := f.count(t, "SELECT count(*) FROM ledger_entries"); got != 1 {
 		t.Errorf("entries = %d", got)
+	}
+}
+
+// testConcurrentHoldsOneAccount authorizes many orders of one account at once, more than it can
+// afford: exactly what the balance covers is held, the rest declined, and no call fails.
+func testConcurrentHoldsOneAccount(t *testing.T, dsn string) {
+	f := newFixture(t, dsn, nil)
+	ctx := ctxT(t)
+	const n, affordable = 40, 10
+	seedOne(t, f, "c1", affordable*100)
+	var wg sync.WaitGroup
+	results := make([]domain.Authorization, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			results[i], errs[i] = f.svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: fmt.Sprintf("o%d", i), CustomerID: "c1", Amount: 100, Currency: "EUR"})
+		})
+	}
+	wg.Wait()
+	held := 0
+	for i := range n {
+		switch {
+		case errs[i] != nil:
+			t.Errorf("authorize o%d: %v", i, errs[i])
+		case results[i].Status == domain.StatusAuthorized:
+			held++
+		case results[i].DeclineReason != domain.DeclineInsufficientFunds:
+			t.Errorf("authorize o%d = %+v", i, results[i])
+		}
+	}
+	if a := f.account(t, "c1"); held != affordable || a.Held != affordable*100 || a.Balance != affordable*100 {
+		t.Errorf("%d authorized, account %+v; want %d holding all of it", held, a, affordable)
+	}
+	if got := f.count(t, "SELECT count(*) FROM ledger_entries WHERE kind = 'HOLD'"); got != affordable {
+		t.Errorf("holds = %d, want %d", got, affordable)
+	}
+}
+
+// testConcurrentMovesOneAccount authorizes orders of one account at once while others are voided,
+// captured by call and captured by their OrderConfirmed event: every call answers, and money is
+// conserved (balance + captured = the seed, nothing left held). A hold decided on one version of the
+// account while another was updated failed here (CHECK violations, PostgreSQL).
+func testConcurrentMovesOneAccount(t *testing.T, dsn string) {
+	f := newFixture(t, dsn, nil)
+	ctx := ctxT(t)
+	const n, seed = 120, 3000
+	seedOne(t, f, "c1", seed)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("o%d", i)
+			a, err := f.svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: id, CustomerID: "c1", Amount: 300, Currency: "EUR"})
+			if err != nil {
+				t.Errorf("authorize %s: %v", id, err)
+				return
+			}
+			if a.Status != domain.StatusAuthorized {
+				return
+			}
+			switch i % 3 {
+			case 0:
+				_, _, err = f.svc.Void(ctx, id)
+			case 1:
+				_, err = f.svc.Capture(ctx, id)
+			default:
+				var out app.Outcome
+				out, err = f.svc.OrderConfirmed(ctx, confirmed("evt-"+id, id))
+				if err == nil && out != app.OutcomeApplied {
+					t.Errorf("OrderConfirmed %s: %s", id, out)
+				}
+			}
+			if err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	captured := f.count(t, "SELECT sum(amount_cents) FROM authorizations WHERE status = 'CAPTURED'")
+	if a := f.account(t, "c1"); a.Held != 0 || a.Balance+captured != seed {
+		t.Errorf("account %+v, captured %d: want nothing held and balance + captured = %d", a, captured, seed)
+	}
+	if open := f.count(t, "SELECT count(*) FROM authorizations WHERE status = 'AUTHORIZED'"); open != 0 {
+		t.Errorf("%d authorizations left open", open)
+	}
+	debits := f.count(t, "SELECT sum(amount_cents) FROM ledger_entries WHERE kind = 'DEBIT'")
+	holds := f.count(t, "SELECT sum(amount_cents) FROM ledger_entries WHERE kind = 'HOLD'")
+	releases := f.count(t, "SELECT sum(amount_cents) FROM ledger_entries WHERE kind = 'RELEASE'")
+	if debits != captured || holds != debits+releases {
+		t.Errorf("ledger: holds %d, debits %d, releases %d; captured %d", holds, debits, releases, captured)
+	}
+	if events := f.count(t, "SELECT count(*) FROM outbox"); events != n+f.count(t, "SELECT count(*) FROM authorizations WHERE version = 2") {
+		t.Errorf("%d events, want one per authorization and one per capture or void", events)
 	}
 }

@@ -42,7 +42,7 @@ func testVoidBeforeAuthorize(t *testing.T, dsn string) {
 	if _, err := f.svc.Authorize(ctx, req("o2")); !errors.Is(err, domain.ErrAuthorizationVoided) {
 		t.Fatalf("authorize after OrderCancelled: err = %v, want ErrAuthorizationVoided", err)
 	}
-	if out, err := f.svc.OrderConfirmed(ctx, "evt-2", "o3"); err != nil || out != app.OutcomeNoPayment {
+	if out, err := f.svc.OrderConfirmed(ctx, confirmed("evt-2", "o3")); err != nil || out != app.OutcomeNoPayment {
 		t.Fatalf("OrderConfirmed o3 = %s, %v", out, err)
 	}
 	if a, err := f.svc.Authorize(ctx, req("o3")); err != nil || a.Status != domain.StatusAuthorized {
