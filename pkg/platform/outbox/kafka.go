@@ -35,8 +35,11 @@ func NewKafka(brokers []string, auth sasl.Mechanism) *Kafka {
 		// The zero value is RequireNone: the broker would not even have to write the event.
 		RequiredAcks: kafka.RequireAll,
 		Balancer:     &kafka.Hash{},
-		// The default 1 s makes every small batch wait; the relay already batches.
-		BatchTimeout: 5 * time.Millisecond,
+		// The relay hands a whole batch to one WriteMessages call, and kafka-go adds a call's messages to
+		// a partition's batch under the partition's lock, so there is nothing to wait for: the timeout
+		// only delays every publish (the default 1 s would make every small batch wait that long, and
+		// 5 ms did; RelayConfig.MinInterval is what coalesces commits into batches).
+		BatchTimeout: time.Millisecond,
 		BatchSize:    1000,
 		MaxAttempts:  3,
 		ReadTimeout:  10 * time.Second,

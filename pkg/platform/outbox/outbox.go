@@ -41,17 +41,26 @@
 // rows commit; a reader that remembered "last seq seen" would step over it for ever. Here the row
 // simply is not visible yet, stays pending, and the next claim after its commit picks it up.
 //
-// On PostgreSQL a lane's batch runs in a transaction holding a transaction-level advisory lock on
-// (schema, lane) — pg_try_advisory_xact_lock — taken before the claim's snapshot: one relay at a time
-// delivers a lane (the others wait a poll interval and try again), so per-key order holds across
-// relays and none re-sends what another just marked; a relay that dies leaves its lock to the server,
-// which rolls its transaction back, and another relay takes the lane over (its rows are re-sent: at
-// least once). The lanes of one relay, and of several, run in parallel. Writers of one aggregate
+// On PostgreSQL one relay at a time delivers a lane: it holds a session-level advisory lock on (schema,
+// lane) — pg_try_advisory_lock, on a connection of its own — taken in a statement before its claim, so
+// the claim's snapshot sees everything the previous holder recorded: per-key order holds across relays
+// and none re-sends what another recorded. The holder keeps the lane while its claims find rows,
+// claiming again every RelayConfig.MinInterval, notified or not (the rows other replicas commit are
+// its to send, and their Notify does not reach it), and lets go (pg_advisory_unlock) at the first
+// claim that finds nothing, after a failure and when it stops; the others try again at their poll
+// interval or on a Notify, at most every 10 MinIntervals. So a busy lane costs two autocommit
+// statements per batch, the claim and the record, and no transaction (recording a failure or a park
+// takes one). A relay that dies leaves its lock to the server, which ends it with the session once
+// any statement still running there is over, and another relay takes the lane over (the rows not yet
+// recorded are re-sent: at least once). The session lock and the transaction-level lock that relays
+// took per batch before (pg_try_advisory_xact_lock) exclude each other, so both kinds can run during
+// a rolling upgrade. The lanes of one relay, and of several, run in parallel. Writers of one aggregate
 // serialize on its row, so seq order is their commit order and a lane publishes each key in order.
 // Lanes lock the rows they record in seq order (FOR UPDATE in seq order), so two lanes never deadlock,
-// and the lane that finds the other lanes' bits set deletes the row. The cost
-// is a transaction open for one publish (bounded by RelayConfig.PublishTimeout); a replica's relay is
-// a standby for the lanes another replica's relay is running. (Before lanes, relays shared one lane
+// and the lane that finds the other lanes' bits set deletes the row. The cost is a connection per busy
+// lane; a replica's relay is a standby for the lanes another replica's relay is running. Records name
+// their rows in one array parameter (seq = ANY($1)), one statement text whatever the batch's size.
+// (Before lanes, relays shared one lane
 // through FOR UPDATE SKIP LOCKED row locks; with one row per event and several destinations those
 // locks would make one destination's slow publish hold back the others.)
 //

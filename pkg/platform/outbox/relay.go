@@ -3,13 +3,13 @@ package outbox
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +38,13 @@ type RelayConfig struct {
 	BatchSize int
 	// PollInterval is how often the table is looked at when nobody calls Notify (default 200 ms).
 	PollInterval time.Duration
+	// MinInterval is the least time between the starts of two batches of one destination, unless the
+	// earlier batch was full (default 10 ms; negative: none). Under load the Notify calls of many
+	// commits then coalesce into one batch — a claim and a record for many events instead of for each
+	// — at the price of up to MinInterval more commit-to-publish latency; an idle destination still
+	// claims at once on Notify. On PostgreSQL it is also how often the relay holding a destination
+	// looks at the table while rows keep coming (see the package comment).
+	MinInterval time.Duration
 	// PublishTimeout bounds one batch: claim, publish, mark (default 15 s).
 	PublishTimeout time.Duration
 	// MaxBackoff caps the wait after a failed batch (default 5 s).
@@ -60,6 +67,12 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 200 * time.Millisecond
+	}
+	switch {
+	case c.MinInterval == 0:
+		c.MinInterval = 10 * time.Millisecond
+	case c.MinInterval < 0:
+		c.MinInterval = 0
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 15 * time.Second
@@ -118,8 +131,13 @@ type lane struct {
 	r      *Relay
 	bit    int
 	notify chan struct{}
+	// held is, on PostgreSQL, the connection holding the lane's advisory lock while this relay runs
+	// the lane (nil: not held). One goroutine uses it: the lane's loop in Run, or RelayOnce's caller.
+	held *sql.Conn
 
-	lock, claim, pending, oldest, parkedCount string
+	lock, unlock, claim, pending, oldest, parkedCount string
+	// markDone, lockRows and the seqs argument: one statement text whatever the batch's size.
+	markDoneSQL, deleteSQL, lockRowsSQL string
 
 	pendingG, oldestG, parkedG      prometheus.Gauge
 	published, errors, parkedEvents prometheus.Counter
@@ -159,6 +177,9 @@ func NewRelay(db *sql.DB, pub Publisher, log *slog.Logger, reg prometheus.Regist
 	}
 	for _, dest := range dests {
 		r.lanes = append(r.lanes, r.newLane(dest))
+	}
+	for _, l := range r.lanes {
+		l.buildRecord()
 	}
 	return r, nil
 }
@@ -202,9 +223,14 @@ func (r *Relay) newLane(dest Destination) *lane {
 		parkedCount: "SELECT count(*) FROM outbox WHERE parked <> 0 AND (parked & " + b + ") <> 0",
 	}
 	if d.SkipLocked() {
-		// One relay at a time per lane and schema; the lock goes with the transaction, so a relay that
-		// dies hands the lane over. The 2×int4 key space is apart from the services' bigint locks.
-		l.lock = "SELECT pg_try_advisory_xact_lock(hashtext(coalesce(current_schema(), '') || '.outbox'), " + strconv.Itoa(dest.Lane) + ")"
+		// One relay at a time per lane and schema: a session lock, held on one connection for as long as
+		// the lane has rows (package comment), so a relay that dies hands the lane over with its
+		// session. It conflicts with the transaction-level lock of earlier relays on the same key, so
+		// both kinds exclude each other during a rolling upgrade. The 2×int4 key space is apart from the
+		// services' bigint locks.
+		key := "hashtext(coalesce(current_schema(), '') || '.outbox'), " + strconv.Itoa(dest.Lane)
+		l.lock = "SELECT pg_try_advisory_lock(" + key + ")"
+		l.unlock = "SELECT pg_advisory_unlock(" + key + ")"
 	}
 	m := r.metrics
 	l.pendingG = m.pending.WithLabelValues(dest.Name)
@@ -214,6 +240,62 @@ func (r *Relay) newLane(dest Destination) *lane {
 	l.errors = m.errors.WithLabelValues(dest.Name)
 	l.parkedEvents = m.parks.WithLabelValues(dest.Name)
 	return l
+}
+
+// seqIn is the condition "seq is one of the seqs given as one parameter" (seqsArg): one statement text
+// whatever the number of rows, for PostgreSQL's plan cache and pg_stat_statements, and SQLite's
+// prepared statements.
+func (r *Relay) seqIn() string {
+	if r.dialect == sqldb.Postgres {
+		return "seq = ANY(?::bigint[])"
+	}
+	return "seq IN (SELECT value FROM json_each(?))"
+}
+
+// seqsArg is the parameter of seqIn: a bigint[] on PostgreSQL, a JSON array on SQLite.
+func (r *Relay) seqsArg(seqs []int64) any {
+	if r.dialect == sqldb.Postgres {
+		return seqs
+	}
+	b := make([]byte, 0, 2+8*len(seqs))
+	b = append(b, '[')
+	for i, s := range seqs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, s, 10)
+	}
+	return string(append(b, ']'))
+}
+
+// buildRecord writes the lane's recording statements, once every lane of the relay is known.
+func (l *lane) buildRecord() {
+	r := l.r
+	d := r.dialect
+	all, b := r.all(), strconv.Itoa(l.bit)
+	// complete says whether a row whose done bits are in col is finished once this lane's bit is set.
+	complete := func(col string) string {
+		return "((" + col + " | " + b + ") & " + strconv.Itoa(all) + ") = " + strconv.Itoa(all)
+	}
+	l.lockRowsSQL = d.Rebind("SELECT seq FROM outbox WHERE " + r.seqIn() + " ORDER BY seq FOR UPDATE")
+	switch {
+	case all == l.bit:
+		// The only lane: done is complete. (One relay at a time runs a lane; nobody else writes these rows
+		// but Unpark, which the delete simply wins or follows.)
+		l.markDoneSQL = d.Rebind("DELETE FROM outbox WHERE " + r.seqIn())
+	case d.SkipLocked():
+		// Another lane may be marking the same rows: lock them in seq order (two lanes never deadlock) and
+		// read their done bits as that lane committed them, then delete the complete rows and mark the
+		// rest, in one statement. The lock wait re-reads each row (READ COMMITTED), and so do the DELETE
+		// and UPDATE on the rows the other lane changed since this statement's snapshot.
+		l.markDoneSQL = d.Rebind("WITH l AS (SELECT seq, done FROM outbox WHERE " + r.seqIn() + " ORDER BY seq FOR UPDATE), " +
+			"d AS (DELETE FROM outbox o USING l WHERE o.seq = l.seq AND " + complete("l.done") + ") " +
+			"UPDATE outbox o SET done = o.done | " + b + " FROM l WHERE o.seq = l.seq AND NOT " + complete("l.done"))
+	default:
+		// SQLite: one writer, nothing to race; the rows complete with this lane's bit go, the rest get it.
+		l.deleteSQL = "DELETE FROM outbox WHERE " + r.seqIn() + " AND " + complete("done")
+		l.markDoneSQL = "UPDATE outbox SET done = done | " + b + " WHERE " + r.seqIn()
+	}
 }
 
 // all is the done mask of a complete row: every lane of this relay.
@@ -261,48 +343,96 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 func (l *lane) run(ctx context.Context) {
+	defer l.release(ctx)
 	cfg := l.r.cfg
 	backoff := cfg.PollInterval
 	for {
+		started := time.Now()
 		res, err := l.relayBatch(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		wait := cfg.PollInterval
+		// The lane sleeps until `until` at the latest; a Notify ends the sleep, but not before earliest:
+		// the wake-ups of the commits made meanwhile coalesce into the next batch.
+		now := time.Now()
+		until, earliest := now.Add(cfg.PollInterval), started.Add(cfg.MinInterval)
 		switch {
 		case err != nil && !res.progress():
 			l.errors.Inc()
 			l.r.log.WarnContext(ctx, "outbox relay batch failed", "destination", l.Name, "err", err, "retry_in", backoff)
-			wait = backoff
+			until = now.Add(backoff)
 			backoff = min(2*backoff, cfg.MaxBackoff)
 		case err != nil:
 			// Part of the batch went through or a row was parked: go on at once with the rest.
 			l.errors.Inc()
 			l.r.log.WarnContext(ctx, "outbox relay batch partly failed", "destination", l.Name, "err", err)
-			wait = 0
+			continue
 		case res.claimed == cfg.BatchSize:
-			wait = 0
 			backoff = cfg.PollInterval
+			continue
+		case l.held != nil:
+			// This relay holds the lane and rows keep coming: look again after MinInterval, Notify or
+			// not — the rows other replicas commit are this relay's to send while it holds the lane, and
+			// their Notify does not reach it. The claim that finds nothing releases the lane.
+			backoff = cfg.PollInterval
+			until = earliest
+		case res.busy:
+			// Another relay holds the lane and looks at it every MinInterval: a Notify here is for rows it
+			// sends anyway. Try again at the poll, or on a Notify, but not before busyRetry MinIntervals —
+			// each try is a statement, and it only matters when the holder let go just as this relay
+			// tried.
+			backoff = cfg.PollInterval
+			earliest = started.Add(busyRetry * cfg.MinInterval)
+			until = maxTime(until, earliest)
 		default:
 			backoff = cfg.PollInterval
 		}
-		if wait == 0 {
-			continue
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !l.sleep(ctx, until, earliest) {
 			return
-		case <-l.notify:
-		case <-timer.C:
 		}
-		timer.Stop()
 	}
 }
 
+// busyRetry is, in MinIntervals, how soon a relay tries again for a lane another relay holds (100 ms
+// by default; later when its PollInterval is longer and no Notify comes).
+const busyRetry = 10
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// sleep waits until until, or a Notify after earliest; false when ctx ended.
+func (l *lane) sleep(ctx context.Context, until, earliest time.Time) bool {
+	d := time.Until(until)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	case <-l.notify:
+	}
+	if d := time.Until(earliest); d > 0 {
+		timer.Reset(min(d, time.Until(until))) // Go ≥ 1.23: no stale value to drain
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+	}
+	return true
+}
+
 // RelayOnce publishes at most one batch per destination and reports how many events it sent. Run
-// calls the same step in a loop; it is exported for tools and tests that drain the outbox step by step.
+// calls the same step in a loop; it is exported for tools and tests that drain the outbox step by step
+// (not while Run runs). On PostgreSQL each call takes and releases the lanes' locks.
 func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	var (
 		n    int
@@ -310,6 +440,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	)
 	for _, l := range r.lanes {
 		res, err := l.relayBatch(ctx)
+		l.release(ctx) // a step: the next one, by this relay or another, takes the lane again
 		n += res.sent
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", l.Name, err))
@@ -332,6 +463,7 @@ type result struct {
 	done    []int64 // rows this lane is finished with (sent, or not for it)
 	park    []failure
 	retry   *failure // a Retryable failure to count
+	busy    bool     // another relay holds the lane (PostgreSQL)
 }
 
 func (res result) progress() bool { return len(res.done) > 0 || len(res.park) > 0 }
@@ -349,35 +481,15 @@ func (l *lane) relayBatch(ctx context.Context) (result, error) {
 	var (
 		res  result
 		perr error
+		err  error
 	)
 	if r.dialect.SkipLocked() {
-		err := sqldb.InTx(ctx, r.db, func(tx *sql.Tx) error {
-			var mine bool
-			if err := tx.QueryRowContext(ctx, l.lock).Scan(&mine); err != nil {
-				return fmt.Errorf("lane lock: %w", err)
-			}
-			if !mine {
-				return nil // another relay has this lane now
-			}
-			rows, err := l.load(ctx, tx)
-			if err != nil || len(rows) == 0 {
-				return err
-			}
-			res, perr = l.deliver(ctx, rows)
-			return l.record(ctx, tx, &res)
-		})
-		if err != nil {
-			return result{}, err
-		}
+		res, perr, err = l.batchHeld(ctx)
 	} else {
-		rows, err := l.load(ctx, r.db)
-		if err != nil || len(rows) == 0 {
-			return result{}, err
-		}
-		res, perr = l.deliver(ctx, rows)
-		if err := sqldb.InTx(ctx, r.db, func(tx *sql.Tx) error { return l.record(ctx, tx, &res) }); err != nil {
-			return result{}, err
-		}
+		res, perr, err = l.batchSQLite(ctx)
+	}
+	if err != nil {
+		return result{}, err
 	}
 	l.published.Add(float64(res.sent))
 	for _, f := range res.park {
@@ -387,6 +499,126 @@ func (l *lane) relayBatch(ctx context.Context) (result, error) {
 			"key", f.row.msg.Key, "err", f.err)
 	}
 	return res, perr
+}
+
+// batchSQLite reads pending rows, publishes them outside any transaction and records them in a short
+// write (package comment).
+func (l *lane) batchSQLite(ctx context.Context) (res result, perr, err error) {
+	r := l.r
+	rows, err := l.load(ctx, r.db)
+	if err != nil || len(rows) == 0 {
+		return result{}, nil, err
+	}
+	res, perr = l.deliver(ctx, rows)
+	if err := sqldb.InTx(ctx, r.db, func(tx *sql.Tx) error { return l.record(ctx, tx, &res) }); err != nil {
+		return result{}, nil, err
+	}
+	return res, perr, nil
+}
+
+// batchHeld runs a batch on PostgreSQL under the lane's advisory lock, taking it first when this relay
+// does not hold it: claim, publish, record — the claim and the record one autocommit statement each,
+// on the lock's connection. The lane stays held while claims find rows; a claim that finds none, and
+// a failure, let it go.
+func (l *lane) batchHeld(ctx context.Context) (res result, perr, err error) {
+	if l.held == nil {
+		mine, err := l.acquire(ctx)
+		if err != nil || !mine {
+			return result{busy: err == nil}, nil, err
+		}
+	}
+	rows, err := l.load(ctx, l.held)
+	if err != nil {
+		l.drop()
+		return result{}, nil, err
+	}
+	if len(rows) == 0 {
+		l.release(ctx)
+		return result{}, nil, nil
+	}
+	res, perr = l.deliver(ctx, rows)
+	if len(res.park) == 0 && res.retry == nil {
+		if len(res.done) > 0 {
+			err = l.markDone(ctx, l.held, res.done)
+		}
+	} else {
+		// Failures and parks take several statements: one transaction on the lock's connection.
+		var tx *sql.Tx
+		if tx, err = l.held.BeginTx(ctx, nil); err == nil {
+			if err = l.record(ctx, tx, &res); err == nil {
+				err = tx.Commit()
+			} else {
+				_ = tx.Rollback()
+			}
+		}
+	}
+	if err != nil {
+		l.drop()
+		return result{}, nil, fmt.Errorf("record: %w", err)
+	}
+	if perr != nil {
+		// The broker failed: another relay may try the lane while this one backs off.
+		l.release(ctx)
+	}
+	return res, perr, nil
+}
+
+// acquire takes the lane's advisory lock on a connection of its own, which holds it until release.
+func (l *lane) acquire(ctx context.Context) (bool, error) {
+	c, err := l.r.db.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("lane lock: %w", err)
+	}
+	var mine bool
+	if err := c.QueryRowContext(ctx, l.lock).Scan(&mine); err != nil {
+		discard(c) // the lock's state is unknown: end the session, which ends the lock
+		return false, fmt.Errorf("lane lock: %w", err)
+	}
+	if !mine {
+		_ = c.Close()
+		return false, nil
+	}
+	l.held = c
+	return true, nil
+}
+
+// releaseTimeout bounds the unlock of a lane.
+const releaseTimeout = 5 * time.Second
+
+// release lets go of the lane, if held: unlocks it and returns the connection to the pool, or, when
+// the unlock fails, closes the connection (the server then ends the session and its lock).
+func (l *lane) release(ctx context.Context) {
+	c := l.held
+	if c == nil {
+		return
+	}
+	l.held = nil
+	// Also when ctx has ended (the relay stops): the lock must not go back to the pool with the
+	// connection.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	var was bool
+	if err := c.QueryRowContext(ctx, l.unlock).Scan(&was); err != nil || !was {
+		discard(c)
+		return
+	}
+	_ = c.Close()
+}
+
+// drop lets go of the lane after a failed statement: the connection, whose state is unknown, is
+// closed, and the server releases the lock with the session once any statement still running on it
+// is over — so another relay claims only after this one's last record committed or rolled back.
+func (l *lane) drop() {
+	if l.held != nil {
+		discard(l.held)
+		l.held = nil
+	}
+}
+
+// discard closes c's connection instead of returning it to the pool.
+func discard(c *sql.Conn) {
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	_ = c.Close()
 }
 
 // deliver routes and publishes a claimed batch and works out what to record. Rows after a failure
@@ -537,12 +769,7 @@ func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 		if res.retry != nil {
 			seqs = append(seqs, res.retry.row.seq)
 		}
-		args := make([]any, len(seqs))
-		for i, s := range seqs {
-			args[i] = s
-		}
-		rows, err := tx.QueryContext(ctx, r.dialect.Rebind("SELECT seq FROM outbox WHERE seq IN (?"+
-			strings.Repeat(", ?", len(seqs)-1)+") ORDER BY seq FOR UPDATE"), args...)
+		rows, err := tx.QueryContext(ctx, l.lockRowsSQL, r.seqsArg(seqs))
 		if err != nil {
 			return fmt.Errorf("lock rows: %w", err)
 		}
@@ -585,48 +812,23 @@ func (l *lane) record(ctx context.Context, tx *sql.Tx, res *result) error {
 
 // markDone records that this lane is finished with the rows seqs: a row every lane of the relay is
 // now done with is deleted (the table holds only what some destination still has to send), the others
-// get this lane's done bit. One statement on PostgreSQL, two on SQLite (one writer, nothing to race).
-func (l *lane) markDone(ctx context.Context, tx *sql.Tx, seqs []int64) error {
-	r := l.r
-	in := "(?" + strings.Repeat(", ?", len(seqs)-1) + ")"
-	args := make([]any, len(seqs))
-	for i, s := range seqs {
-		args[i] = s
-	}
-	all, b := r.all(), strconv.Itoa(l.bit)
-	if all == l.bit {
-		// The only lane: done is complete. (One relay at a time runs a lane; nobody else writes these rows
-		// but Unpark, which the delete simply wins or follows.)
-		if _, err := tx.ExecContext(ctx, r.dialect.Rebind("DELETE FROM outbox WHERE seq IN "+in), args...); err != nil {
+// get this lane's done bit. One statement on PostgreSQL (buildRecord), two on SQLite (one writer,
+// nothing to race), whatever the number of rows.
+func (l *lane) markDone(ctx context.Context, db execer, seqs []int64) error {
+	arg := l.r.seqsArg(seqs)
+	if l.deleteSQL != "" {
+		if _, err := db.ExecContext(ctx, l.deleteSQL, arg); err != nil {
 			return fmt.Errorf("delete sent: %w", err)
 		}
-		return nil
 	}
-	// complete says whether a row whose done bits are in col is finished once this lane's bit is set.
-	complete := func(col string) string {
-		return "((" + col + " | " + b + ") & " + strconv.Itoa(all) + ") = " + strconv.Itoa(all)
-	}
-	if r.dialect.SkipLocked() {
-		// Another lane may be marking the same rows: lock them in seq order (two lanes never deadlock) and
-		// read their done bits as that lane committed them, then delete the complete rows and mark the
-		// rest, in one statement. The lock wait re-reads each row (READ COMMITTED), and so do the DELETE
-		// and UPDATE on the rows the other lane changed since this statement's snapshot.
-		q := r.dialect.Rebind("WITH l AS (SELECT seq, done FROM outbox WHERE seq IN " + in + " ORDER BY seq FOR UPDATE), " +
-			"d AS (DELETE FROM outbox o USING l WHERE o.seq = l.seq AND " + complete("l.done") + ") " +
-			"UPDATE outbox o SET done = o.done | " + b + " FROM l WHERE o.seq = l.seq AND NOT " + complete("l.done"))
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("mark sent: %w", err)
-		}
-		return nil
-	}
-	del := "DELETE FROM outbox WHERE seq IN " + in + " AND " + complete("done")
-	if _, err := tx.ExecContext(ctx, r.dialect.Rebind(del), args...); err != nil {
-		return fmt.Errorf("delete sent: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, r.dialect.Rebind("UPDATE outbox SET done = done | "+b+" WHERE seq IN "+in), args...); err != nil {
+	if _, err := db.ExecContext(ctx, l.markDoneSQL, arg); err != nil {
 		return fmt.Errorf("mark sent: %w", err)
 	}
 	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 // fail counts a failure of f's row on this lane and returns its attempts; parkedAt parks it.
