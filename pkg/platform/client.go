@@ -26,7 +26,7 @@ import (
 // target gets its own circuit breaker, which opens only when the target as a whole fails: while some
 // address still serves well, failures confined to outliers do not open it.
 func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
-	retryUnary, retryStream := p.obs.tel.ClientInterceptors() // lets the stats handler count retries
+	_, retryStream := p.obs.tel.ClientInterceptors() // lets the stats handler count retries
 	target, builder, err := p.resolver.Resolve(name)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", name, err)
@@ -43,8 +43,10 @@ func (p *Platform) Dial(name string) (*grpc.ClientConn, error) {
 		StreamDefaultDeadline: p.cfg.Client.StreamDefaultDeadline,
 		Keepalive:             p.cfg.Client.Keepalive,
 		MaxRecvMsgSize:        p.cfg.Client.MaxRecvMsgSize,
-		Unary:                 append([]grpc.UnaryClientInterceptor{retryUnary}, p.opts.unaryClient...),
-		Stream:                append([]grpc.StreamClientInterceptor{retryStream}, p.opts.streamClient...),
+		// The unary attempt counter is a context wrap inside the dialer's own interceptor.
+		UnaryContext: p.obs.tel.CountAttempts,
+		Unary:        p.opts.unaryClient,
+		Stream:       append([]grpc.StreamClientInterceptor{retryStream}, p.opts.streamClient...),
 		// Tracing and the grpc_client_* metrics, per attempt.
 		StatsHandlers: []stats.Handler{p.obs.tel.ClientStatsHandler()},
 		// Transport credentials first, so WithDialOptions can still replace them.

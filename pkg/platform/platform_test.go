@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shopmesh/shopmesh/pkg/platform"
+	"github.com/shopmesh/shopmesh/pkg/platform/authz"
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
@@ -163,6 +164,96 @@ func TestReflectionOnlyInDev(t *testing.T) {
 		if hasReflection != tc.want || !hasHealth {
 			t.Errorf("%s: reflection=%v health=%v", tc.profile, hasReflection, hasHealth)
 		}
+	}
+}
+
+// Recovery covers the folded stages and the handler whether or not hooks (WithInterceptors) sit
+// between it and the stages (without hooks, recovery and the stages are one interceptor).
+func TestPanicInStageOrHandlerIsInternalWithAndWithoutHooks(t *testing.T) {
+	t.Parallel()
+	for _, hooked := range []bool{false, true} {
+		for _, where := range []string{"authz", "handler"} {
+			t.Run(fmt.Sprintf("hooks=%v/%s", hooked, where), func(t *testing.T) {
+				t.Parallel()
+				var hookRan atomic.Int64
+				var opts []platform.ServerOption
+				if hooked {
+					hook := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+						hookRan.Add(1)
+						return h(ctx, req)
+					}
+					opts = append(opts, platform.WithInterceptors([]grpc.UnaryServerInterceptor{hook}, nil))
+				}
+				var boom atomic.Bool
+				boom.Store(true)
+				if where == "authz" {
+					opts = append(opts, platform.WithAuthorizer(authz.Func(func(context.Context, string) error {
+						if boom.Load() {
+							panic("authorizer boom")
+						}
+						return nil
+					})))
+				}
+				echo := &testserver.Echo{Unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+					if where == "handler" && boom.Load() {
+						panic("handler boom")
+					}
+					return &testgrpc.SimpleResponse{}, nil
+				}}
+				srv := serve(t, newPlatform(t, testConfig("echo")), func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, echo) }, opts...)
+				c := testserver.Client(t, srv.addr)
+				_, err := c.UnaryCall(t.Context(), &testgrpc.SimpleRequest{})
+				if status.Code(err) != codes.Internal || status.Convert(err).Message() != "internal error" {
+					t.Fatalf("panic in %s: %v, want INTERNAL \"internal error\"", where, err)
+				}
+				boom.Store(false)
+				if _, err := c.UnaryCall(t.Context(), &testgrpc.SimpleRequest{}); err != nil {
+					t.Fatalf("next call: %v", err)
+				}
+				if want := map[bool]int64{false: 0, true: 2}[hooked]; hookRan.Load() != want {
+					t.Fatalf("hook ran %d times, want %d", hookRan.Load(), want)
+				}
+			})
+		}
+	}
+}
+
+// A platform client accepts responses up to Client.MaxRecvMsgSize: grpc's own 4 MiB by default (the
+// dialer then sets no call option), the configured size otherwise; a larger one is RESOURCE_EXHAUSTED.
+func TestClientReceiveLimit(t *testing.T) {
+	t.Parallel()
+	scfg := testConfig("echo")
+	scfg.Server.MaxSendMsgSize = 16 << 20
+	echo := &testserver.Echo{Unary: func(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		return &testgrpc.SimpleResponse{Payload: &testgrpc.Payload{Body: make([]byte, req.GetResponseSize())}}, nil
+	}}
+	srv := echoServer(t, scfg, echo)
+	for _, tc := range []struct {
+		limit      int
+		ok, tooBig int32
+	}{
+		{limit: config.Default(config.Test).Client.MaxRecvMsgSize, ok: 4<<20 - 64, tooBig: 4<<20 + 1},
+		{limit: 64 << 10, ok: 32 << 10, tooBig: 64<<10 + 1},
+		{limit: 8 << 20, ok: 8<<20 - 64, tooBig: 8<<20 + 1},
+	} {
+		ccfg := testConfig("caller")
+		ccfg.Client.MaxRecvMsgSize = tc.limit
+		c, _ := client(t, ccfg, []string{srv.addr})
+		call := func(size int32) error {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: size})
+			return err
+		}
+		if err := call(tc.ok); err != nil {
+			t.Errorf("limit %d: a %d-byte response: %v", tc.limit, tc.ok, err)
+		}
+		if err := call(tc.tooBig); status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("limit %d: a %d-byte response: %v, want RESOURCE_EXHAUSTED", tc.limit, tc.tooBig, err)
+		}
+	}
+	if got := config.Default(config.Test).Client.MaxRecvMsgSize; got != 4<<20 {
+		t.Fatalf("the default Client.MaxRecvMsgSize is %d; the first case assumes 4 MiB", got)
 	}
 }
 

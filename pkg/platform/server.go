@@ -84,6 +84,8 @@ func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
 //     it behaves like a slow or failing handler.
 //
 // For unary calls stages 3–7 run inside one interceptor (unaryStages), for speed; the order is the same.
+// Without hooks, recovery is part of that interceptor too (grpc allocates a closure per chained
+// interceptor per call, and calls a lone interceptor directly).
 //
 // Health and reflection calls skip deadline, rate limits and faults: health Watch streams live as long as
 // the connection, and shedding health checks would make clients think a busy instance is dead.
@@ -101,9 +103,15 @@ func (p *Platform) NewServer(opts ...ServerOption) *grpc.Server {
 	dp := deadline.Policy{Default: p.cfg.Server.DefaultDeadline, Max: p.cfg.Server.MaxDeadline}
 	sdp := deadline.Policy{Default: p.cfg.Server.StreamDefaultDeadline, Max: p.cfg.Server.StreamMaxDeadline}
 
-	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(p.logger)}
-	unary = append(unary, o.unary...)
-	unary = append(unary, p.unaryStages(dp, o.validator, o.authorizer))
+	var unary []grpc.UnaryServerInterceptor
+	if len(o.unary) == 0 {
+		// Recovery and stages 3–7 in one interceptor: grpc then calls it without a chain closure.
+		unary = append(unary, recovery.UnaryServerInterceptorAround(p.logger, p.unaryStages(dp, o.validator, o.authorizer)))
+	} else {
+		unary = append(unary, recovery.UnaryServerInterceptor(p.logger))
+		unary = append(unary, o.unary...)
+		unary = append(unary, p.unaryStages(dp, o.validator, o.authorizer))
+	}
 
 	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(p.logger)}
 	stream = append(stream, o.stream...)

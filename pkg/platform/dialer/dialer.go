@@ -356,8 +356,12 @@ type Options struct {
 	OnOutlier     func(outlier.Event)
 	StatsHandlers []stats.Handler
 	// Unary and Stream interceptors run inside the deadline and the breaker (tracing, metrics, auth).
-	Unary  []grpc.UnaryClientInterceptor
-	Stream []grpc.StreamClientInterceptor
+	Unary []grpc.UnaryClientInterceptor
+	// UnaryContext (may be nil) wraps the context of every unary call inside the default deadline and
+	// before Unary (telemetry's attempt counter): what an interceptor that only adds a context value
+	// would do, without the closure grpc allocates per chained interceptor per call.
+	UnaryContext func(context.Context) context.Context
+	Stream       []grpc.StreamClientInterceptor
 	// Extra is appended last, so it can override anything above (e.g. transport credentials).
 	Extra []grpc.DialOption
 }
@@ -390,10 +394,15 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	switch {
 	case o.Breaker != nil:
 		// One interceptor for the unary stages: grpc allocates a closure per chained interceptor per call.
-		unary[0] = guardUnary(o.DefaultDeadline, o.Breaker, retried)
+		unary[0] = guardUnary(o.DefaultDeadline, o.Breaker, retried, o.UnaryContext)
 		stream = append(stream, breaker.StreamClientInterceptor(o.Breaker))
-	case retried != nil:
-		unary = append(unary, retryElsewhere(retried))
+	default:
+		if retried != nil {
+			unary = append(unary, retryElsewhere(retried))
+		}
+		if o.UnaryContext != nil {
+			unary = append(unary, withContext(o.UnaryContext))
+		}
 	}
 	unary = append(unary, o.Unary...)
 	stream = append(stream, o.Stream...)
@@ -416,7 +425,9 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	if o.Resolver != nil {
 		opts = append(opts, grpc.WithResolvers(o.Resolver))
 	}
-	if o.MaxRecvMsgSize > 0 {
+	if o.MaxRecvMsgSize > 0 && o.MaxRecvMsgSize != grpcDefaultMaxRecvMsgSize {
+		// Only when it differs from grpc's own default: with a default call option, grpc allocates a
+		// merged option list on every call (the generated stubs always pass one).
 		opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxRecvMsgSize)))
 	}
 	for _, h := range o.StatsHandlers {
@@ -425,16 +436,29 @@ func DialOptions(o Options) ([]grpc.DialOption, error) {
 	return append(opts, o.Extra...), nil
 }
 
-// guardUnary is deadline.UnaryClientInterceptor(d) followed by breaker.UnaryClientInterceptor(b) and,
-// when retried is set, retryElsewhere(retried), in one function.
-func guardUnary(d time.Duration, b *breaker.Breaker, retried func(string) bool) grpc.UnaryClientInterceptor {
+// grpcDefaultMaxRecvMsgSize is the largest response grpc-go's clients accept unless told otherwise.
+const grpcDefaultMaxRecvMsgSize = 4 << 20
+
+// guardUnary is deadline.UnaryClientInterceptor(d) followed by, when set, retryElsewhere(retried) and
+// withContext(wrap), then breaker.UnaryClientInterceptor(b), in one function.
+func guardUnary(d time.Duration, b *breaker.Breaker, retried func(string) bool, wrap func(context.Context) context.Context) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		ctx, cancel := deadline.WithDefault(ctx, d)
 		defer cancel()
 		if retried != nil && retried(method) {
 			ctx = outlier.RetryElsewhere(ctx)
 		}
+		if wrap != nil {
+			ctx = wrap(ctx)
+		}
 		return b.Invoke(ctx, method, req, reply, cc, invoker, opts...)
+	}
+}
+
+// withContext is an interceptor that only wraps the call's context.
+func withContext(wrap func(context.Context) context.Context) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(wrap(ctx), method, req, reply, cc, opts...)
 	}
 }
 

@@ -2,13 +2,18 @@ package dialer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
@@ -16,6 +21,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer"
 	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
+	"github.com/shopmesh/shopmesh/pkg/platform/internal/testserver"
 )
 
 // testOutlier judges every 200 ms so a test sees several intervals in a few seconds.
@@ -268,4 +274,83 @@ func TestOutlierWholeServiceFailingOpensBreaker(t *testing.T) {
 		_, _ = client.UnaryCall(t.Context(), &testpb.SimpleRequest{})
 	}
 	t.Logf("calls per instance when the breaker opened: %v", fmt.Sprint(snapshot(bs)))
+}
+
+// A stream's attempt lasts as long as the stream: it counts for failures only, never as a latency. One
+// of two instances holds each stream 300 ms, the other ends it at once: neither is ejected as slow.
+func TestOutlierIgnoresStreamDurations(t *testing.T) {
+	t.Parallel()
+	var bs []*backend
+	var streams [2]atomic.Int64
+	for i := range 2 {
+		srv := grpc.NewServer()
+		b := &backend{echo: &testserver.Echo{}, health: health.NewServer()}
+		b.echo.BeforeStreamSend = func(ctx context.Context, _ int) error {
+			streams[i].Add(1)
+			if i != 0 {
+				return nil
+			}
+			select {
+			case <-time.After(300 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		healthgrpc.RegisterHealthServer(srv, b.health)
+		b.addr = testserver.Start(t, srv, b.echo)
+		bs = append(bs, b)
+	}
+	target, builder, err := discovery.NewStatic(map[string][]string{"echo": {bs[0].addr, bs[1].addr}}).Resolve("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ejections atomic.Int64
+	client := dial(t, target, dialer.Options{
+		Target:   dialer.Target{LB: dialer.RoundRobin, HealthCheck: true, Retry: retryPolicy(1), Outlier: testOutlier()},
+		Resolver: builder,
+		OnOutlier: func(e outlier.Event) {
+			if e.Ejected {
+				ejections.Add(1)
+				t.Logf("%s ejected for %v (%s)", e.Addr, e.For, e.Reason)
+			}
+		},
+	})
+	stream := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		s, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}}})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := s.Recv(); errors.Is(err, io.EOF) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	end := time.Now().Add(1500 * time.Millisecond) // several 200 ms intervals of at least MinRequests
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				if err := stream(); err != nil {
+					failed.Add(1)
+					t.Logf("stream: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("streams per instance: %d (300 ms each), %d (at once)", streams[0].Load(), streams[1].Load())
+	if streams[0].Load() < 10 || streams[1].Load() < 10 {
+		t.Fatalf("the streams did not reach both instances: %d, %d", streams[0].Load(), streams[1].Load())
+	}
+	if n := ejections.Load(); n != 0 || failed.Load() != 0 {
+		t.Fatalf("%d ejections and %d failed streams, want none: stream durations are no latency", n, failed.Load())
+	}
 }

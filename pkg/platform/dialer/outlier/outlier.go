@@ -410,7 +410,7 @@ type picker struct {
 // failed the previous attempt). The child spreads its picks (round robin, or two random choices), so a
 // few tries find one; if they do not, the last pick stands.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	call, _ := info.Ctx.Value(callKey{}).(*callCtx)
+	call, unary := callOf(info.Ctx) // assigned once: the Done closure captures them by value
 	var avoid *addrState
 	if call != nil {
 		avoid = call.failed.Load()
@@ -431,7 +431,6 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			continue
 		}
 		start := time.Now()
-		unary := !isStream(info.Ctx)
 		done := r.Done
 		r.Done = func(d balancer.DoneInfo) {
 			if st.record(d.Err, time.Since(start), unary) && call != nil {
@@ -464,8 +463,8 @@ func (st *addrState) record(err error, took time.Duration, unary bool) (failed b
 		if ((limit > 0 && n%limit == 0) || st.probation.Load()) && !st.ejected.Load() {
 			st.owner.ejectNow(st)
 		}
-	} else {
-		st.consecutive.Store(0)
+	} else if st.consecutive.Load() != 0 {
+		st.consecutive.Store(0) // only when set: every call writing it would bounce its cache line between cores
 	}
 	if unary {
 		st.latencyCount.Add(1)
@@ -733,9 +732,11 @@ func linkFrom(s resolver.State) *Link {
 	return l
 }
 
-type streamKey struct{}
-
+// callKey's value in a call's context is its *callCtx (RetryElsewhere) or, for a stream, streamMark.
 type callKey struct{}
+
+// streamMark is the callKey value of a stream's context (MarkStream).
+type streamMark struct{}
 
 // callCtx is a call's context carrying what its attempts learned: the address whose attempt failed, so
 // that a retry goes to another one.
@@ -751,6 +752,18 @@ func (c *callCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
+// callOf returns the call's *callCtx (nil without RetryElsewhere) and whether it is a unary call (not
+// MarkStream), in one context lookup: a miss walks the whole context chain.
+func callOf(ctx context.Context) (*callCtx, bool) {
+	switch v := ctx.Value(callKey{}).(type) {
+	case *callCtx:
+		return v, true
+	case streamMark:
+		return nil, false
+	}
+	return nil, true
+}
+
 // RetryElsewhere returns ctx for one call whose retries should avoid the address of the attempt that
 // failed before (grpc-go's retries pick again from the balancer, which may offer the same one). The
 // dialer uses it for the methods it retries.
@@ -759,10 +772,5 @@ func RetryElsewhere(ctx context.Context) context.Context { return &callCtx{Conte
 // MarkStream marks ctx as a stream's: its attempt's duration is how long the stream lived, not a latency,
 // so it counts for failures only. The dialer's stream interceptor calls it.
 func MarkStream(ctx context.Context) context.Context {
-	return context.WithValue(ctx, streamKey{}, true)
-}
-
-// isStream reports whether ctx belongs to a stream (see MarkStream).
-func isStream(ctx context.Context) bool {
-	return ctx != nil && ctx.Value(streamKey{}) != nil
+	return context.WithValue(ctx, callKey{}, streamMark{})
 }
