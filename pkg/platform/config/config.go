@@ -63,6 +63,12 @@ type Config struct {
 	// LogLevel is the level logging starts at (debug, info, warn or error); the config center may change
 	// it while the process runs (log_level in its documents).
 	LogLevel string `help:"level logging starts at: debug, info, warn or error (the config center may change it at run time)"`
+	// GCPercent is the process's garbage collection target (<P>_GC_PERCENT), what GOGC sets — it
+	// replaces GOGC: percent of the live heap allocated before the next collection. Go's default is
+	// 100; a process that keeps little live memory and allocates per request (the gateway, whose
+	// default is 400) spends less CPU on collections at a higher target, for more memory. GOMEMLIMIT
+	// still caps the heap when set. Set when the service starts serving.
+	GCPercent int `help:"garbage collection target of the process, percent of the live heap allocated before the next collection (replaces GOGC; Go's default 100; higher spends less CPU on collections and more memory; GOMEMLIMIT still caps the heap)"`
 	// HealthAddr serves a plaintext gRPC server with only grpc.health.v1 (Kubernetes gRPC probes cannot
 	// do TLS), sharing the main server's health state; "" disables it.
 	HealthAddr string `help:"plaintext gRPC address serving only grpc.health.v1 (Kubernetes probes); empty disables it"`
@@ -199,6 +205,7 @@ func Default(profile Profile) Config {
 		Profile:    profile,
 		ListenAddr: ":50051",
 		LogLevel:   "info",
+		GCPercent:  100,
 		Server: Server{
 			MaxRecvMsgSize:        4 << 20,
 			MaxSendMsgSize:        4 << 20,
@@ -283,6 +290,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Level(); err != nil {
 		add("log_level", err)
+	}
+	if c.GCPercent < 1 {
+		addf("gc_percent", "must be at least 1, got %d", c.GCPercent)
 	}
 	if !c.Profile.Valid() {
 		addf("profile", "must be dev, test, compose, k8s or prod, got %q", c.Profile)

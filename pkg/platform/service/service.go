@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -190,6 +191,8 @@ func Run[C any, PC configOf[C]](ctx context.Context, spec Spec[C], args []string
 		}
 		return migrate.Command(ctx, dsn, spec.Migrations, migrate.Options{Logger: logger}, rest, env.Stdout)
 	}
+	// The process's garbage collection target (<P>_GC_PERCENT, replacing GOGC): serving only.
+	debug.SetGCPercent(base.GCPercent)
 	opts := append([]platform.Option{platform.WithLogLevel(level), platform.WithBackends(spec.Backends...)}, spec.Options...)
 	if spec.Policy != nil {
 		opts = append(opts, platform.WithPolicy(spec.Policy))

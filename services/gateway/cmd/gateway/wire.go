@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -27,10 +26,8 @@ import (
 // wire builds the gateway on s: the clients of order, inventory and payment, the token verifier and
 // the HTTP API, served on GATEWAY_HTTP_ADDR. The platform serves it with the admin port and the config
 // center, and drains it: /readyz answers 503 from the drain's start, the event streams end when the
-// server stops taking requests, and the shutdown is bounded by GATEWAY_SERVER_SHUTDOWN_TIMEOUT. The
-// process's garbage collection target is GATEWAY_GC_PERCENT.
+// server stops taking requests, and the shutdown is bounded by GATEWAY_SERVER_SHUTDOWN_TIMEOUT.
 func wire(_ context.Context, s *service.Service, cfg config.Config) error {
-	debug.SetGCPercent(cfg.GCPercent)
 	backends := map[string]httpapi.Backend{}
 	dial := func(name string) (*grpc.ClientConn, error) {
 		conn, err := s.Dial(name)
@@ -106,7 +103,7 @@ func wire(_ context.Context, s *service.Service, cfg config.Config) error {
 			"http_addr", cfg.HTTPAddr)
 	}
 	s.Logger().Info("http api", "dev_tokens", cfg.DevTokens(), "routes", len(api.Routes()), "https", cfg.HTTPS.Enabled(),
-		"https_terminated_upstream", cfg.HTTPS.TerminatedUpstream, "gc_percent", cfg.GCPercent)
+		"https_terminated_upstream", cfg.HTTPS.TerminatedUpstream)
 	return nil
 }
 
