@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -68,6 +69,11 @@ type Options struct {
 	MaxOpenConns int
 	// BusyTimeout is how long an SQLite connection waits for another process's lock (default 10 s).
 	BusyTimeout time.Duration
+	// CheckpointInterval is how often an SQLite database's write-ahead log is copied into the database
+	// file by a connection of its own, so that no commit of the serving connection does it (default
+	// 250 ms; see checkpoint.go). Negative: no such connection, SQLite's automatic checkpoints (every
+	// 1000 pages of log, inside the commit that crosses them).
+	CheckpointInterval time.Duration
 	// TracerProvider, when set, gives statements and transactions run inside a trace a client span
 	// (sql.exec, sql.query, sql.begin, sql.commit, sql.rollback); work outside any trace gets none.
 	TracerProvider trace.TracerProvider
@@ -85,7 +91,8 @@ func ParseDialect(dsn string) (Dialect, error) {
 }
 
 // Open opens and pings the database a DSN names: postgres://... or sqlite:<path> / file:<path>. SQLite
-// files get WAL, a busy timeout, foreign keys and BEGIN IMMEDIATE transactions.
+// files get WAL, a busy timeout, foreign keys, BEGIN IMMEDIATE transactions and checkpoints in the
+// background (Options.CheckpointInterval), stopped by the *sql.DB's Close.
 func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, error) {
 	d, err := ParseDialect(dsn)
 	if err != nil {
@@ -99,7 +106,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 			return nil, "", fmt.Errorf("open postgres: %w", err)
 		}
 		if opts.TracerProvider != nil {
-			db = traced(db, dsn, d, opts.TracerProvider)
+			db = traced(db, dsn, d, opts.TracerProvider, nil)
 		}
 		n := opts.MaxOpenConns
 		if n <= 0 {
@@ -109,7 +116,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 		db.SetMaxIdleConns(n)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	case SQLite:
-		name, err := sqliteName(dsn, opts.BusyTimeout)
+		every := opts.CheckpointInterval
+		if every == 0 {
+			every = defaultCheckpointInterval
+		}
+		autoCheckpoint := 0 // SQLite's default
+		if every > 0 {
+			autoCheckpoint = walSafetyPages
+		}
+		name, err := sqliteName(dsn, opts.BusyTimeout, autoCheckpoint)
 		if err != nil {
 			return nil, "", err
 		}
@@ -117,9 +132,21 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 		if err != nil {
 			return nil, "", fmt.Errorf("open sqlite: %w", err)
 		}
+		var ck io.Closer
+		if every > 0 {
+			// After a first connection, which creates the file and turns WAL on.
+			if err := db.PingContext(ctx); err != nil {
+				_ = db.Close()
+				return nil, "", fmt.Errorf("ping %s: %w", d, err)
+			}
+			if ck, err = startCheckpointer(ctx, name, every); err != nil {
+				_ = db.Close()
+				return nil, "", err
+			}
+		}
 		// Always wrapped: the wrapper also keeps prepared statements (tracing stays off without a
-		// TracerProvider).
-		db = traced(db, name, d, opts.TracerProvider)
+		// TracerProvider); its Close stops the checkpointer.
+		db = traced(db, name, d, opts.TracerProvider, ck)
 		db.SetMaxOpenConns(1)
 		db.SetMaxIdleConns(1)
 		db.SetConnMaxLifetime(0)
@@ -131,7 +158,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*sql.DB, Dialect, erro
 	return db, d, nil
 }
 
-func sqliteName(dsn string, busy time.Duration) (string, error) {
+func sqliteName(dsn string, busy time.Duration, autoCheckpoint int) (string, error) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
 	rest = strings.TrimPrefix(rest, "//")
 	path, rawQuery, _ := strings.Cut(rest, "?")
@@ -149,6 +176,9 @@ func sqliteName(dsn string, busy time.Duration) (string, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	if autoCheckpoint > 0 {
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", autoCheckpoint))
+	}
 	if q.Get("_txlock") == "" {
 		// A deferred transaction that reads then writes can fail with SQLITE_BUSY when another process
 		// wrote in between; taking the write lock at BEGIN makes it wait instead.

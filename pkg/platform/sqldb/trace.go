@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"io"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -17,8 +18,9 @@ import (
 // relay) do not start a root trace per poll. Rows are not traced past Query's return.
 
 // traced reopens db's driver behind the wrapper; db is closed. The wrapper traces with tp (no spans
-// when it is nil) and, for SQLite, keeps prepared statements per connection (see stmtCache).
-func traced(db *sql.DB, name string, d Dialect, tp trace.TracerProvider) *sql.DB {
+// when it is nil) and, for SQLite, keeps prepared statements per connection (see stmtCache). The new
+// *sql.DB's Close also closes owned (when not nil), after the pool's connections.
+func traced(db *sql.DB, name string, d Dialect, tp trace.TracerProvider, owned io.Closer) *sql.DB {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
@@ -35,7 +37,7 @@ func traced(db *sql.DB, name string, d Dialect, tp trace.TracerProvider) *sql.DB
 			inner = c
 		}
 	}
-	return sql.OpenDB(&tracedConnector{inner: inner, drv: &tracedDriver{inner: drv, t: t}, t: t})
+	return sql.OpenDB(&tracedConnector{inner: inner, drv: &tracedDriver{inner: drv, t: t}, t: t, owned: owned})
 }
 
 type tracing struct {
@@ -90,6 +92,20 @@ type tracedConnector struct {
 	inner driver.Connector
 	drv   *tracedDriver
 	t     *tracing
+	owned io.Closer // closed with the connector (nil: nothing)
+}
+
+// Close is called by (*sql.DB).Close after it closed the idle connections (one in use is closed when
+// released; SQLite then checkpoints the rest of the log on the last one).
+func (c *tracedConnector) Close() error {
+	var errs []error
+	if cl, ok := c.inner.(io.Closer); ok {
+		errs = append(errs, cl.Close())
+	}
+	if c.owned != nil {
+		errs = append(errs, c.owned.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (c *tracedConnector) Connect(ctx context.Context) (driver.Conn, error) {
