@@ -95,13 +95,28 @@ type Outbox struct {
 	// RelayPollInterval bounds the delay of an event whose commit notification was lost (another
 	// instance committed it, or the process restarted); committed events are relayed at once.
 	RelayPollInterval time.Duration `help:"how often the outbox relay looks for events no commit announced"`
+	// RelayMinInterval is the least time between two batches of a busy relay destination: while rows
+	// keep coming, each batch waits for more of them instead of sending one or two (fewer statements
+	// and publishes per event), for up to this much more commit-to-publish latency. 0 sends each
+	// batch at once.
+	RelayMinInterval time.Duration `help:"least time between two batches of a busy outbox relay destination (fewer statements per event, up to this much more publish latency); 0 sends each batch at once"`
 	// TopicPartitions only applies when the service creates a missing topic; an existing topic keeps its own.
 	TopicPartitions int `help:"partitions of the Kafka topics the service creates when they do not exist yet"`
 }
 
-// DefaultOutbox returns the outbox defaults: a 200ms poll, topics of 3 partitions.
+// DefaultOutbox returns the outbox defaults: a 200ms poll, batches of a busy destination at least 10ms
+// apart, topics of 3 partitions.
 func DefaultOutbox() Outbox {
-	return Outbox{RelayPollInterval: 200 * time.Millisecond, TopicPartitions: 3}
+	return Outbox{RelayPollInterval: 200 * time.Millisecond, RelayMinInterval: 10 * time.Millisecond, TopicPartitions: 3}
+}
+
+// RelayMinIntervalOption is RelayMinInterval as outbox.RelayConfig.MinInterval takes it, where 0
+// means the relay's default and a negative value none.
+func (o Outbox) RelayMinIntervalOption() time.Duration {
+	if o.RelayMinInterval == 0 {
+		return -1
+	}
+	return o.RelayMinInterval
 }
 
 // Validate reports every problem, each naming its field.
@@ -109,6 +124,9 @@ func (o Outbox) Validate() error {
 	var errs []error
 	if o.RelayPollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("relay_poll_interval: must be > 0, got %v", o.RelayPollInterval))
+	}
+	if o.RelayMinInterval < 0 {
+		errs = append(errs, fmt.Errorf("relay_min_interval: must be >= 0, got %v", o.RelayMinInterval))
 	}
 	if o.TopicPartitions <= 0 {
 		errs = append(errs, fmt.Errorf("topic_partitions: must be > 0, got %d", o.TopicPartitions))

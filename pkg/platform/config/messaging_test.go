@@ -74,6 +74,8 @@ func TestOutboxAndConsumerValidate(t *testing.T) {
 	}{
 		{"zero outbox", config.Outbox{}.Validate(), []string{"relay_poll_interval: must be > 0", "topic_partitions: must be > 0"}},
 		{"negative poll", config.Outbox{RelayPollInterval: -time.Second, TopicPartitions: 1}.Validate(), []string{"relay_poll_interval: "}},
+		{"negative min interval", config.Outbox{RelayPollInterval: time.Second, RelayMinInterval: -time.Millisecond, TopicPartitions: 1}.Validate(),
+			[]string{"relay_min_interval: must be >= 0"}},
 		{"negative consumer", config.Consumer{ConsumerCommitInterval: -time.Second, InboxRetention: -time.Hour}.Validate(),
 			[]string{"consumer_commit_interval: must be >= 0", "inbox_retention: must be >= 0"}},
 	} {
@@ -86,6 +88,18 @@ func TestOutboxAndConsumerValidate(t *testing.T) {
 				t.Errorf("%s: err = %v, want %q", tt.name, tt.err, w)
 			}
 		}
+	}
+}
+
+// RelayMinInterval's 0 ("each batch at once") is the relay's "none" (negative): the relay's own 0 is
+// its default.
+func TestRelayMinIntervalOption(t *testing.T) {
+	t.Parallel()
+	if got := (config.Outbox{}).RelayMinIntervalOption(); got >= 0 {
+		t.Errorf("0 → %v, want a negative value (no minimum)", got)
+	}
+	if got := config.DefaultOutbox().RelayMinIntervalOption(); got != 10*time.Millisecond {
+		t.Errorf("default → %v, want 10ms", got)
 	}
 }
 

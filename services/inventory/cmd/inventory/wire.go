@@ -31,7 +31,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 		return fmt.Errorf("stream %s: %w", events.StockStream, err)
 	}
 	relay, err := s.Relay(outbox.Brokers{Kafka: kafka, JetStream: outbox.NewJetStream(js), Subject: events.LiveSubject},
-		outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+		outbox.RelayConfig{PollInterval: cfg.RelayPollInterval, MinInterval: cfg.RelayMinIntervalOption()})
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	relay, err := s.Relay(events.Brokers(kafka, outbox.NewJetStream(js)), outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	relay, err := s.Relay(events.Brokers(kafka, outbox.NewJetStream(js)), outbox.RelayConfig{PollInterval: cfg.RelayPollInterval, MinInterval: cfg.RelayMinIntervalOption()})
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	relay, err := s.Relay(outbox.Brokers{Kafka: kafka}, outbox.RelayConfig{PollInterval: cfg.RelayPollInterval})
+	relay, err := s.Relay(outbox.Brokers{Kafka: kafka}, outbox.RelayConfig{PollInterval: cfg.RelayPollInterval, MinInterval: cfg.RelayMinIntervalOption()})
 	if err != nil {
 		return err
 	}
