@@ -104,10 +104,10 @@ type Outbox struct {
 	TopicPartitions int `help:"partitions of the Kafka topics the service creates when they do not exist yet"`
 }
 
-// DefaultOutbox returns the outbox defaults: a 200ms poll, batches of a busy destination at least 10ms
+// DefaultOutbox returns the outbox defaults: a 200ms poll, batches of a busy destination at least 25ms
 // apart, topics of 3 partitions.
 func DefaultOutbox() Outbox {
-	return Outbox{RelayPollInterval: 200 * time.Millisecond, RelayMinInterval: 10 * time.Millisecond, TopicPartitions: 3}
+	return Outbox{RelayPollInterval: 200 * time.Millisecond, RelayMinInterval: 25 * time.Millisecond, TopicPartitions: 3}
 }
 
 // RelayMinIntervalOption is RelayMinInterval as outbox.RelayConfig.MinInterval takes it, where 0

@@ -98,8 +98,8 @@ func TestRelayMinIntervalOption(t *testing.T) {
 	if got := (config.Outbox{}).RelayMinIntervalOption(); got >= 0 {
 		t.Errorf("0 → %v, want a negative value (no minimum)", got)
 	}
-	if got := config.DefaultOutbox().RelayMinIntervalOption(); got != 10*time.Millisecond {
-		t.Errorf("default → %v, want 10ms", got)
+	if got := config.DefaultOutbox().RelayMinIntervalOption(); got != 25*time.Millisecond {
+		t.Errorf("default → %v, want 25ms", got)
 	}
 }
 

@@ -115,9 +115,6 @@ func Default(profile platformcfg.Profile) Config {
 		IdleTimeout:        2 * time.Minute,
 		MaxHeaderBytes:     32 << 10,
 	}
-	// The gateway keeps little live memory and allocates per request: at Go's 100 it spent 11–14% of
-	// its CPU collecting, at 400 2–3%, for ~20 MB more under load (services/gateway/README.md).
-	c.GCPercent = 400
 	if profile == platformcfg.Dev {
 		c.JWTSecret = DevJWTSecret
 	}
