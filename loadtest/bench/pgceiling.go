@@ -103,6 +103,10 @@ var (
 	reBitEq    = regexp.MustCompile(`&[^()]*\) ?(?:=|<>) ?\(?\$(\d+)\b`)
 	reUnnest   = regexp.MustCompile(`(?is)unnest\(([^()]*)\)\s*(?:WITH\s+ORDINALITY\s+)?(?:AS\s+)?\w+\s*\(([^()]*)\)`)
 	reLead     = regexp.MustCompile(`^\s*\$(\d+)`)
+	// A CASE's results: THEN $n, ELSE $n.
+	reCaseResult = regexp.MustCompile(`(?i)\b(?:THEN|ELSE)\s+\$(\d+)`)
+	// INSERT INTO t (a, b, …): which table each listed column is written to.
+	reInsertCols = regexp.MustCompile(`(?is)INSERT\s+INTO\s+(\w+)\s*\(([^()]*)\)`)
 )
 
 // Catalog is what the binder needs to know about one database: column types, unique indexes,
@@ -262,8 +266,18 @@ func (c *Catalog) Bind(d StmtDelta, perOrder float64, types []string) *Bound {
 				if i >= len(cols) {
 					break
 				}
+				// The item's value: a leading parameter, or the results of a CASE (THEN $n, ELSE $n; a
+				// constant of the statement, normalized into a parameter by pg_stat_statements).
+				var ns []string
 				if pm := reLead.FindStringSubmatch(e); pm != nil {
-					n, _ := strconv.Atoi(pm[1])
+					ns = append(ns, pm[1])
+				} else {
+					for _, pm := range reCaseResult.FindAllStringSubmatch(e, -1) {
+						ns = append(ns, pm[1])
+					}
+				}
+				for _, num := range ns {
+					n, _ := strconv.Atoi(num)
 					set(n, strings.TrimSpace(cols[i]))
 					if n >= 1 && n <= len(b.ins) && !b.ins[n-1] {
 						b.ins[n-1], b.tabs[n-1] = true, tableOf(q[m[2]:m[3]])
@@ -291,12 +305,24 @@ func (c *Catalog) Bind(d StmtDelta, perOrder float64, types []string) *Bound {
 		}
 	}
 	// unnest($2::text[], $3::bigint[]) AS i(sku, qty): each array feeds the alias column at its place.
+	// The alias column belongs to the table an INSERT of the statement lists it for (outbox.event_id
+	// fed by unnest in a CTE of an order's INSERT), else to whichever table has it.
+	inserts := map[string]string{}
+	for _, m := range reInsertCols.FindAllStringSubmatch(q, -1) {
+		for _, col := range strings.Split(m[2], ",") {
+			inserts[strings.TrimSpace(col)] = m[1]
+		}
+	}
 	for _, m := range reUnnest.FindAllStringSubmatch(q, -1) {
 		names := strings.Split(m[2], ",")
 		for j, a := range strings.Split(m[1], ",") {
 			if pm := reLead.FindStringSubmatch(a); pm != nil && j < len(names) {
 				n, _ := strconv.Atoi(pm[1])
-				set(n, strings.TrimSpace(names[j]))
+				name := strings.TrimSpace(names[j])
+				set(n, name)
+				if t := inserts[name]; t != "" && n >= 1 && n <= len(b.tabs) && b.tabs[n-1] == "" {
+					b.tabs[n-1] = t
+				}
 			}
 		}
 	}
@@ -477,7 +503,8 @@ func typeDefault(typ string) string {
 	case typ == "json", typ == "jsonb":
 		return "'{}'"
 	case typ == "text", strings.HasPrefix(typ, "character"):
-		return "'x'"
+		// Valid JSON too: a text parameter may be cast to json(b) in the statement (outbox headers).
+		return "'{}'"
 	default:
 		return "NULL"
 	}
@@ -515,6 +542,8 @@ type DBPlan struct {
 	// Background statements (below MinPerOrder) and statements that could not be bound, per order.
 	Background, Unbound float64
 	UnboundWhy          []string
+	// Failed are the unbound statements as the check ran them, each with its error (for diagnosis).
+	Failed []string
 	// Missed lists replayed statements that touched no row in the check run where the run's calls
 	// touched some on average (pg_stat_statements rows/calls): they do less work than the real ones.
 	Missed []string
@@ -868,6 +897,7 @@ func validate(ctx context.Context, conn *pgx.Conn, p *DBPlan) (map[*Bound]string
 				msg = msg[:i]
 			}
 			bad[s.B] = "fails with these values (" + msg + ")"
+			p.Failed = append(p.Failed, concrete(s.SQL, vals)+";\n-- "+msg)
 			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT replay"); err != nil {
 				return nil, nil, err
 			}
@@ -909,7 +939,7 @@ func ParsePGBench(out string) (PGBenchRun, error) {
 		r.LagMs, _ = strconv.ParseFloat(m[1], 64)
 	}
 	if strings.Contains(out, "aborted") {
-		return r, fmt.Errorf("pgbench clients aborted: %s", lastLines(out, 4))
+		return r, fmt.Errorf("pgbench clients aborted: %s", abortReason(out))
 	}
 	return r, nil
 }
@@ -986,9 +1016,19 @@ func pgbench(ctx context.Context, bin, dsn, script string, clients int, d time.D
 	runErr := cmd.Run()
 	r, err := ParsePGBench(out.String())
 	if err == nil && runErr != nil {
-		err = fmt.Errorf("pgbench: %w: %s", runErr, lastLines(out.String(), 4))
+		err = fmt.Errorf("pgbench: %w: %s", runErr, abortReason(out.String()))
 	}
 	return r, err
+}
+
+// abortReason is the first client's error in pgbench's output (why it aborted), else its last lines.
+func abortReason(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "aborted in command") || strings.Contains(l, "ERROR:") {
+			return l
+		}
+	}
+	return lastLines(out, 4)
 }
 
 // Harmonic combines per-database rates measured alone: each order needs the work of every database,
@@ -1058,6 +1098,7 @@ func PGCeiling(ctx context.Context, p *PGStack, before, after StmtStats, st0, st
 		if cfg.ScriptDir != "" {
 			_ = os.MkdirAll(cfg.ScriptDir, 0o755)
 			_ = os.WriteFile(filepath.Join(cfg.ScriptDir, "pg-ceiling-"+svc+".sql"), []byte(plan.Script()), 0o644)
+			_ = os.WriteFile(filepath.Join(cfg.ScriptDir, "pg-ceiling-"+svc+"-unbound.sql"), []byte(strings.Join(plan.Failed, "\n\n")), 0o644)
 		}
 	}
 	var rates []float64

@@ -268,9 +268,9 @@ func (o *Outbox) Prepare(ctx context.Context, msgs ...Message) (Rows, error) {
 func (r Rows) InsertSQL(first int, when string) (string, []any) {
 	p := func(i int) string { return "$" + strconv.Itoa(first+i) }
 	q := "INSERT INTO outbox (event_id, topic, msg_key, payload, headers, created_at) " +
-		"SELECT e.id, e.topic, e.msg_key, e.payload, e.headers::jsonb, " + p(5) + "::timestamptz " +
+		"SELECT e.event_id, e.topic, e.msg_key, e.payload, e.headers::jsonb, " + p(5) + "::timestamptz " +
 		"FROM unnest(" + p(0) + "::text[], " + p(1) + "::text[], " + p(2) + "::text[], " + p(3) + "::bytea[], " + p(4) + "::text[]) " +
-		"WITH ORDINALITY AS e(id, topic, msg_key, payload, headers, n) WHERE " + when + " ORDER BY e.n"
+		"WITH ORDINALITY AS e(event_id, topic, msg_key, payload, headers, n) WHERE " + when + " ORDER BY e.n"
 	return q, []any{r.IDs, r.Topics, r.Keys, r.Payloads, r.Headers, r.CreatedAt}
 }
 

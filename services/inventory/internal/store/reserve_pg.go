@@ -139,7 +139,8 @@ func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items
 // snapshot saw it instead (moved false; no line when there is none), from which settle's general path
 // decides: an idempotent repeat, an error, or a race with a transaction that committed meanwhile.
 //
-// When the settlement is the effect of an event ($5 the consumer, $6 the event id; $5 empty: none),
+// When the settlement is the effect of an event ($5 the consumer, $6 the event id, $7 the time again as
+// the inbox's timestamptz; $5 empty: none),
 // the statement records the event in the inbox first (ib) and changes nothing unless that record is
 // new: every write is conditioned on it, so a redelivery writes nothing and the caller answers
 // inbox.ErrAlreadyProcessed, as inbox.Process does. A concurrent delivery of the same event waits on
@@ -153,7 +154,7 @@ func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items
 // round trips, the outbox insert and COMMIT (its WAL flush included); shortening that needs the two
 // sent together (pipelined), which database/sql does not offer.
 const settleOne = `WITH ib AS (
-	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $5, $6, $3::timestamp AT TIME ZONE 'UTC' WHERE $5 <> ''
+	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $5, $6, $7::timestamptz WHERE $5 <> ''
 	ON CONFLICT DO NOTHING RETURNING 1
 ), r AS (
 	UPDATE reservations SET status = $2, updated_at = $3::timestamp
@@ -201,8 +202,9 @@ func (ib inboxRecord) check() error {
 // stock the order service's compensation already released, and (with $6) the OrderCancelled of an
 // order never reserved (an out-of-stock order), which leaves a tombstone. It reads the reservation of
 // order $1 with its lines; when it has the status $2 (an idempotent repeat) or the statement wrote the
-// tombstone (t), and the settlement is an event's effect ($3 the consumer, $4 the event id, at $5; $3
-// empty: none), it records the event in the inbox in the same statement. A terminal status is final,
+// tombstone (t, at $7: $5 as a timestamp, a parameter rather than a conversion so that the statement
+// has no constant of its own), and the settlement is an event's effect ($3 the consumer, $4 the event
+// id, at $5; $3 empty: none), it records the event in the inbox in the same statement. A terminal status is final,
 // so what the snapshot sees stays true; the tombstone's insert waits for a reserve of the order in
 // flight and, if that commits, conflicts and writes nothing (the caller then releases what it
 // reserved in a transaction). seen says the event was recorded before the statement (a redelivery,
@@ -215,7 +217,7 @@ const peekOne = `WITH c AS (
 	SELECT 1 FROM inbox WHERE consumer = $3 AND event_id = $4
 ), t AS (
 	INSERT INTO reservations (order_id, status, currency, total_cents, created_at, updated_at)
-	SELECT $1, 'RELEASED', '', 0, $5::timestamptz AT TIME ZONE 'UTC', $5::timestamptz AT TIME ZONE 'UTC'
+	SELECT $1, 'RELEASED', '', 0, $7::timestamp, $7::timestamp
 	WHERE $6::boolean AND NOT EXISTS (SELECT 1 FROM c) AND NOT EXISTS (SELECT 1 FROM seen)
 	ON CONFLICT (order_id) DO NOTHING
 	RETURNING order_id, status, currency, created_at, updated_at
@@ -241,7 +243,8 @@ ORDER BY y.line_no`
 func (s *Store) peekPG(ctx context.Context, orderID string, to domain.Status,
 	decide func(domain.Status) (domain.Transition, error), ib inboxRecord, tombstone bool,
 ) (r domain.Reservation, done bool, err error) {
-	rows, err := s.db.QueryContext(ctx, peekOne, orderID, string(to), ib.consumer, ib.eventID, s.utcNow(), tombstone)
+	now := s.utcNow()
+	rows, err := s.db.QueryContext(ctx, peekOne, orderID, string(to), ib.consumer, ib.eventID, now, tombstone, now)
 	if err != nil {
 		return domain.Reservation{}, true, fmt.Errorf("settle: %w", err)
 	}
@@ -307,7 +310,7 @@ func (s *Store) peekPG(ctx context.Context, orderID string, to domain.Status,
 // nothing and fails with inbox.ErrAlreadyProcessed.
 func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status, commit bool,
 	cause domain.Cause, now time.Time, ib inboxRecord) (r domain.Reservation, moved bool, err error) {
-	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit, ib.consumer, ib.eventID)
+	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit, ib.consumer, ib.eventID, now)
 	if err != nil {
 		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
 	}
