@@ -32,7 +32,9 @@ import (
 type Kind int
 
 const (
-	// Password is 32 random bytes, base64url without padding (43 characters, URL- and shell-safe).
+	// Password is "p" and 32 random bytes, base64url without padding (44 characters, URL- and
+	// shell-safe). The letter first: nats-server reads an environment variable its config refers to
+	// ($NATS_ADMIN_PASSWORD) as a number when it starts with a digit or '-', and refuses to start.
 	Password Kind = iota
 	// JWTKeys is GATEWAY_JWT_KEYS' kid:secret list: one HS256 key of 48 random bytes (base64url) whose
 	// kid is its creation time. Rotating puts a new key first and keeps the previous signing key after
@@ -201,7 +203,7 @@ func draw(o Options, kind Kind, old string) (string, error) {
 		}
 		return key, nil
 	default:
-		return base64.RawURLEncoding.EncodeToString(b), nil
+		return "p" + base64.RawURLEncoding.EncodeToString(b), nil
 	}
 }
 

@@ -206,3 +206,31 @@ func TestEnsureTightensModes(t *testing.T) {
 		t.Errorf("modes %v %v, want 0600 0700", mode(t, p), mode(t, o.Dir))
 	}
 }
+
+// constReader returns the same byte for ever.
+type constReader byte
+
+func (c constReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(c)
+	}
+	return len(p), nil
+}
+
+// Passwords start with a letter whatever the random bytes: 0xF8… encodes as "-…" and 0xD0… as "0…",
+// which nats-server reads as a number ("Expected a digit but got 'q'") and then refuses to start.
+func TestPasswordsStartWithALetter(t *testing.T) {
+	t.Parallel()
+	for _, b := range []byte{0xF8, 0xD0, 0x00} {
+		o := devsecrets.Options{Dir: t.TempDir(), Services: list, Rand: constReader(b)}
+		ensure(t, o)
+		for name, v := range values(t, o.Dir) {
+			if !strings.Contains(name, "password") {
+				continue
+			}
+			if c := v[0]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+				t.Errorf("random 0x%X: %s = %q… starts with %q", b, name, v[:4], c)
+			}
+		}
+	}
+}
