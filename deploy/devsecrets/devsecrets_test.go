@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/shopmesh/shopmesh/deploy/devsecrets"
 	"github.com/shopmesh/shopmesh/deploy/servicelist"
@@ -228,7 +229,7 @@ func TestPasswordsStartWithALetter(t *testing.T) {
 			if !strings.Contains(name, "password") {
 				continue
 			}
-			if c := v[0]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			if c := rune(v[0]); !unicode.IsLetter(c) {
 				t.Errorf("random 0x%X: %s = %q… starts with %q", b, name, v[:4], c)
 			}
 		}

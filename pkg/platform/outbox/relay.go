@@ -39,7 +39,7 @@ type RelayConfig struct {
 	// PollInterval is how often the table is looked at when nobody calls Notify (default 200 ms).
 	PollInterval time.Duration
 	// MinInterval is the least time between the starts of two batches of one destination, unless the
-	// earlier batch was full (default 10 ms; negative: none). Under load the Notify calls of many
+	// earlier batch was full (default 25 ms; negative: none). Under load the Notify calls of many
 	// commits then coalesce into one batch — a claim and a record for many events instead of for each
 	// — at the price of up to MinInterval more commit-to-publish latency; an idle destination still
 	// claims at once on Notify. On PostgreSQL it is also how often the relay holding a destination
@@ -70,7 +70,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	switch {
 	case c.MinInterval == 0:
-		c.MinInterval = 10 * time.Millisecond
+		c.MinInterval = 25 * time.Millisecond
 	case c.MinInterval < 0:
 		c.MinInterval = 0
 	}
