@@ -16,8 +16,6 @@ type Orders interface {
 	Create(ctx context.Context, o domain.Order, leaseUntil time.Time) (stored domain.Order, created bool, err error)
 	// Get returns an order or domain.ErrNotFound.
 	Get(ctx context.Context, id string) (domain.Order, error)
-	// Status returns an order's status (cheaper than Get) or domain.ErrNotFound.
-	Status(ctx context.Context, id string) (domain.Status, error)
 	// Update stores next, a transition of the order stored at version next.Version-1, with its event;
 	// domain.ErrVersionConflict when the stored version differs. due, when not zero, records the
 	// follow-up work the transition leaves — the compensation of a cancelled order that may still hold

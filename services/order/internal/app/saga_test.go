@@ -267,6 +267,44 @@ func TestCancelOrder(t *testing.T) {
 // outcomes: the first 100 while payment is down (they stay PENDING with stock held), the other 100
 // while customers cancel a third of the first ones and both instances' recovery workers race to
 // finish them. Then every order must be in exactly one terminal state consistent with the fakes' books.
+// A customer's cancel that lands while the saga waits for its reservation wins: the saga does not
+// re-read the order between its steps, so it may authorize after the cancel; its final update then
+// meets the cancel's version and gives back what it holds. The order ends CANCELLED for the customer's
+// reason, the stock is released and no authorization is left standing.
+func TestCancelWhileReserving(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, sqldbtest.SQLite(t))
+	in := w.start()
+	ctx := context.Background()
+	cancels := make(chan error, 1)
+	w.inv.OnReserved(func(orderID string) {
+		w.inv.OnReserved(nil)
+		_, err := in.app.CancelOrder(ctx, orderID, "changed my mind")
+		cancels <- err
+	})
+	before := w.inv.Available("SKU-A")
+	o := place(t, in, "cust-1", "", line("SKU-A", 2))
+	if err := <-cancels; err != nil {
+		t.Fatalf("cancel while reserving: %v", err)
+	}
+	got, err := in.app.Get(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != domain.Cancelled || got.CancelReason != domain.CustomerRequested || o.Status != domain.Cancelled {
+		t.Fatalf("placed %s, stored %s (%s); want the customer's cancel", o.Status, got.Status, got.CancelReason)
+	}
+	if w.inv.Reservation(o.ID) != released || w.inv.Available("SKU-A") != before {
+		t.Fatalf("stock: reservation %s, available %d (before %d)", w.inv.Reservation(o.ID), w.inv.Available("SKU-A"), before)
+	}
+	if st := w.pay.Status(o.ID); st == authorized || st == captured {
+		t.Fatalf("payment left %s", st)
+	}
+	if w.pay.Captures() != 0 {
+		t.Fatal("a cancelled order was captured")
+	}
+}
+
 func TestConcurrentOrders(t *testing.T) {
 	t.Parallel()
 	for _, b := range sqldbtest.Backends() {

@@ -57,6 +57,7 @@ type Inventory struct {
 	holds    int            // reservations created
 	releases int            // reservations moved HELD → RELEASED
 	commits  int            // reservations moved HELD → COMMITTED
+	reserved func(orderID string)
 }
 
 type stock struct {
@@ -137,8 +138,27 @@ func (r *reservation) proto(orderID string) *inventoryv1.Reservation {
 	return &inventoryv1.Reservation{OrderId: orderID, Status: r.status, Lines: r.lines, TotalCents: r.total, Currency: "EUR"}
 }
 
+// OnReserved has fn called (outside the fake's lock) after each ReserveStock that answered with a
+// reservation, before the answer is sent: a test's way to act while the caller waits for it.
+func (f *Inventory) OnReserved(fn func(orderID string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reserved = fn
+}
+
 // ReserveStock implements inventoryv1.InventoryServiceServer.
-func (f *Inventory) ReserveStock(_ context.Context, req *inventoryv1.ReserveStockRequest) (*inventoryv1.ReserveStockResponse, error) {
+func (f *Inventory) ReserveStock(ctx context.Context, req *inventoryv1.ReserveStockRequest) (*inventoryv1.ReserveStockResponse, error) {
+	resp, err := f.reserve(ctx, req)
+	f.mu.Lock()
+	hook := f.reserved
+	f.mu.Unlock()
+	if err == nil && hook != nil {
+		hook(req.GetOrderId())
+	}
+	return resp, err
+}
+
+func (f *Inventory) reserve(_ context.Context, req *inventoryv1.ReserveStockRequest) (*inventoryv1.ReserveStockResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("ReserveStock"); err != nil {

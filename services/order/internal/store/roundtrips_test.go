@@ -19,7 +19,7 @@ import (
 
 // On PostgreSQL each step of the order store on an order's path is ONE statement in autocommit (no
 // BEGIN/COMMIT), whatever the number of lines: creating (order, lines and event; before: BEGIN, the
-// order and lines, the outbox insert, COMMIT), the saga's status re-check, confirming (order, lines'
+// order and lines, the outbox insert, COMMIT), confirming (order, lines'
 // prices, event and the settlement bookkeeping; before: the same four), a refused update telling a lost
 // race from a missing order (before: BEGIN, update, probe, ROLLBACK), and the settlement's claim
 // (before: in BEGIN/COMMIT) and done. Both lines are stored, and priced by the update. The statement
@@ -65,15 +65,6 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 		return err
 	}); st != 1 || tx != 0 {
 		t.Errorf("create: %d statements in %d transactions, want 1 in autocommit", st, tx)
-	}
-	if st, tx := count(func(c context.Context) error {
-		got, err := s.Status(c, o.ID)
-		if err == nil && got != domain.Pending {
-			t.Errorf("status %s, want %s", got, domain.Pending)
-		}
-		return err
-	}); st != 1 || tx != 0 {
-		t.Errorf("status: %d statements in %d transactions, want 1 in autocommit", st, tx)
 	}
 	c := confirmed(t, o)
 	if st, tx := count(func(ctx context.Context) error { return s.Update(ctx, c, t0.Add(time.Hour)) }); st != 1 || tx != 0 {

@@ -121,20 +121,6 @@ func (s *Store) createTx(ctx context.Context, o domain.Order, key any, leaseUnti
 	})
 }
 
-// Status implements app.Orders: one indexed read of one column, for the saga's re-check between its
-// steps.
-func (s *Store) Status(ctx context.Context, id string) (domain.Status, error) {
-	var st string
-	err := s.db.QueryRowContext(ctx, s.d.Rebind(`SELECT status FROM orders WHERE id = ?`), id).Scan(&st)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", domain.ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("read status of %s: %w", id, err)
-	}
-	return domain.Status(st), nil
-}
-
 // Get implements app.Orders.
 func (s *Store) Get(ctx context.Context, id string) (domain.Order, error) {
 	return s.one(ctx, `SELECT `+orderCols+` FROM orders WHERE id = ?`, id)

@@ -149,12 +149,6 @@ func testCreateGet(t *testing.T, e env) {
 	if read, err := e.s.Get(ctx, o.ID); err != nil || !reflect.DeepEqual(read, got) {
 		t.Fatalf("get after create = %+v, %v; create returned %+v", read, err, got)
 	}
-	if st, err := e.s.Status(ctx, o.ID); err != nil || st != domain.Pending {
-		t.Fatalf("status = %q, %v; want PENDING", st, err)
-	}
-	if _, err := e.s.Status(ctx, "00000000-0000-0000-0000-00000000ffff"); !errors.Is(err, domain.ErrNotFound) {
-		t.Fatalf("status of unknown: %v", err)
-	}
 	if _, err := e.s.Get(ctx, "00000000-0000-0000-0000-00000000ffff"); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("get unknown: %v", err)
 	}
