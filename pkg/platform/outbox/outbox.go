@@ -48,9 +48,10 @@
 // claiming again every RelayConfig.MinInterval, notified or not (the rows other replicas commit are
 // its to send, and their Notify does not reach it), and lets go (pg_advisory_unlock) at the first
 // claim that finds nothing, after a failure and when it stops; the others try again at their poll
-// interval or on a Notify, at most every 10 MinIntervals. So a busy lane costs two autocommit
-// statements per batch, the claim and the record, and no transaction (recording a failure or a park
-// takes one). A relay that dies leaves its lock to the server, which ends it with the session once
+// interval or on a Notify, at most every 10 MinIntervals. A batch that went through is recorded by the
+// statement that claims the next one (a data-modifying WITH before the claim's SELECT), or, when no
+// claim follows, before the lane is let go; so a busy lane costs one autocommit statement per batch and
+// no transaction (recording a failure or a park takes one, at once). A relay that dies leaves its lock to the server, which ends it with the session once
 // any statement still running there is over, and another relay takes the lane over (the rows not yet
 // recorded are re-sent: at least once). The session lock and the transaction-level lock that relays
 // took per batch before (pg_try_advisory_xact_lock) exclude each other, so both kinds can run during

@@ -134,10 +134,16 @@ type lane struct {
 	// held is, on PostgreSQL, the connection holding the lane's advisory lock while this relay runs
 	// the lane (nil: not held). One goroutine uses it: the lane's loop in Run, or RelayOnce's caller.
 	held *sql.Conn
+	// unrecorded are, on PostgreSQL, the rows of this relay's last batch on the held lane that it
+	// published and has not recorded yet: the next claim records them in the same statement, and
+	// release does if no claim comes.
+	unrecorded []int64
 
 	lock, unlock, claim, pending, oldest, parkedCount string
-	// markDone, lockRows and the seqs argument: one statement text whatever the batch's size.
-	markDoneSQL, deleteSQL, lockRowsSQL string
+	// claimFrom is the claim without its ORDER BY and LIMIT (claimAfterSQL extends it).
+	claimFrom string
+	// markDone, lockRows, claimAfter and the seqs argument: one statement text whatever the batch's size.
+	markDoneSQL, deleteSQL, lockRowsSQL, claimAfterSQL string
 
 	pendingG, oldestG, parkedG      prometheus.Gauge
 	published, errors, parkedEvents prometheus.Counter
@@ -215,9 +221,8 @@ func (r *Relay) newLane(dest Destination) *lane {
 		Destination: dest, r: r, bit: bit,
 		notify: make(chan struct{}, 1),
 		// A row whose key has an earlier row parked on this lane waits behind it (package comment).
-		claim: d.Rebind("SELECT " + cols + " FROM outbox o WHERE " + pendingHere + ` AND NOT EXISTS (
-			SELECT 1 FROM outbox p WHERE p.msg_key = o.msg_key AND p.parked <> 0 AND (p.parked & ` + b + `) <> 0 AND p.seq < o.seq)
-		ORDER BY seq LIMIT ?`),
+		claimFrom: "SELECT " + cols + " FROM outbox o WHERE " + pendingHere + ` AND NOT EXISTS (
+			SELECT 1 FROM outbox p WHERE p.msg_key = o.msg_key AND p.parked <> 0 AND (p.parked & ` + b + `) <> 0 AND p.seq < o.seq)`,
 		pending:     "SELECT count(*) FROM outbox WHERE " + pendingHere,
 		oldest:      "SELECT created_at FROM outbox WHERE " + pendingHere + " ORDER BY seq LIMIT 1",
 		parkedCount: "SELECT count(*) FROM outbox WHERE parked <> 0 AND (parked & " + b + ") <> 0",
@@ -232,6 +237,7 @@ func (r *Relay) newLane(dest Destination) *lane {
 		l.lock = "SELECT pg_try_advisory_lock(" + key + ")"
 		l.unlock = "SELECT pg_advisory_unlock(" + key + ")"
 	}
+	l.claim = d.Rebind(l.claimFrom + " ORDER BY seq LIMIT ?")
 	m := r.metrics
 	l.pendingG = m.pending.WithLabelValues(dest.Name)
 	l.oldestG = m.oldest.WithLabelValues(dest.Name)
@@ -278,23 +284,35 @@ func (l *lane) buildRecord() {
 		return "((" + col + " | " + b + ") & " + strconv.Itoa(all) + ") = " + strconv.Itoa(all)
 	}
 	l.lockRowsSQL = d.Rebind("SELECT seq FROM outbox WHERE " + r.seqIn() + " ORDER BY seq FOR UPDATE")
+	// afterCTEs is the record as WITH items, for claimAfterSQL.
+	var afterCTEs string
 	switch {
 	case all == l.bit:
 		// The only lane: done is complete. (One relay at a time runs a lane; nobody else writes these rows
 		// but Unpark, which the delete simply wins or follows.)
-		l.markDoneSQL = d.Rebind("DELETE FROM outbox WHERE " + r.seqIn())
+		del := "DELETE FROM outbox WHERE " + r.seqIn()
+		l.markDoneSQL = d.Rebind(del)
+		afterCTEs = "rec AS (" + del + ")"
 	case d.SkipLocked():
 		// Another lane may be marking the same rows: lock them in seq order (two lanes never deadlock) and
 		// read their done bits as that lane committed them, then delete the complete rows and mark the
 		// rest, in one statement. The lock wait re-reads each row (READ COMMITTED), and so do the DELETE
 		// and UPDATE on the rows the other lane changed since this statement's snapshot.
-		l.markDoneSQL = d.Rebind("WITH l AS (SELECT seq, done FROM outbox WHERE " + r.seqIn() + " ORDER BY seq FOR UPDATE), " +
-			"d AS (DELETE FROM outbox o USING l WHERE o.seq = l.seq AND " + complete("l.done") + ") " +
-			"UPDATE outbox o SET done = o.done | " + b + " FROM l WHERE o.seq = l.seq AND NOT " + complete("l.done"))
+		ctes := "l AS (SELECT seq, done FROM outbox WHERE " + r.seqIn() + " ORDER BY seq FOR UPDATE), " +
+			"d AS (DELETE FROM outbox o USING l WHERE o.seq = l.seq AND " + complete("l.done") + ")"
+		mark := "UPDATE outbox o SET done = o.done | " + b + " FROM l WHERE o.seq = l.seq AND NOT " + complete("l.done")
+		l.markDoneSQL = d.Rebind("WITH " + ctes + " " + mark)
+		afterCTEs = ctes + ", rec AS (" + mark + ")"
 	default:
 		// SQLite: one writer, nothing to race; the rows complete with this lane's bit go, the rest get it.
 		l.deleteSQL = "DELETE FROM outbox WHERE " + r.seqIn() + " AND " + complete("done")
 		l.markDoneSQL = "UPDATE outbox SET done = done | " + b + " WHERE " + r.seqIn()
+	}
+	if afterCTEs != "" {
+		// The record of the previous batch and the claim of the next, in one statement (batchHeld). The
+		// claim reads the snapshot taken before the record's changes, so it leaves those rows out itself.
+		// Parameters: the recorded seqs, the same again, the batch size.
+		l.claimAfterSQL = d.Rebind("WITH " + afterCTEs + " " + l.claimFrom + " AND NOT (o." + r.seqIn() + ") ORDER BY seq LIMIT ?")
 	}
 }
 
@@ -505,7 +523,7 @@ func (l *lane) relayBatch(ctx context.Context) (result, error) {
 // write (package comment).
 func (l *lane) batchSQLite(ctx context.Context) (res result, perr, err error) {
 	r := l.r
-	rows, err := l.load(ctx, r.db)
+	rows, err := l.load(ctx, r.db, l.claim, r.cfg.BatchSize)
 	if err != nil || len(rows) == 0 {
 		return result{}, nil, err
 	}
@@ -517,9 +535,10 @@ func (l *lane) batchSQLite(ctx context.Context) (res result, perr, err error) {
 }
 
 // batchHeld runs a batch on PostgreSQL under the lane's advisory lock, taking it first when this relay
-// does not hold it: claim, publish, record — the claim and the record one autocommit statement each,
-// on the lock's connection. The lane stays held while claims find rows; a claim that finds none, and
-// a failure, let it go.
+// does not hold it: claim, publish, record, on the lock's connection. A batch that went through is
+// recorded by the statement that claims the next batch (claimAfterSQL), so a busy lane costs one
+// autocommit statement per batch; the lane stays held while claims find rows, and a claim that finds
+// none lets it go, its batch recorded. A failure records at once, and lets go.
 func (l *lane) batchHeld(ctx context.Context) (res result, perr, err error) {
 	if l.held == nil {
 		mine, err := l.acquire(ctx)
@@ -527,7 +546,16 @@ func (l *lane) batchHeld(ctx context.Context) (res result, perr, err error) {
 			return result{busy: err == nil}, nil, err
 		}
 	}
-	rows, err := l.load(ctx, l.held)
+	var rows []row
+	if seqs := l.unrecorded; len(seqs) > 0 {
+		arg := l.r.seqsArg(seqs)
+		rows, err = l.load(ctx, l.held, l.claimAfterSQL, arg, arg, l.r.cfg.BatchSize)
+	} else {
+		rows, err = l.load(ctx, l.held, l.claim, l.r.cfg.BatchSize)
+	}
+	// Recorded by that statement; or, when it failed, dropped with the connection: the next holder
+	// sends those rows again (at least once, as after a crash between publishing and recording).
+	l.unrecorded = nil
 	if err != nil {
 		l.drop()
 		return result{}, nil, err
@@ -537,11 +565,15 @@ func (l *lane) batchHeld(ctx context.Context) (res result, perr, err error) {
 		return result{}, nil, nil
 	}
 	res, perr = l.deliver(ctx, rows)
-	if len(res.park) == 0 && res.retry == nil {
+	switch {
+	case len(res.park) == 0 && res.retry == nil && perr == nil:
+		// The next claim records them: within MinInterval while the lane is held (Run), or release.
+		l.unrecorded = res.done
+	case len(res.park) == 0 && res.retry == nil:
 		if len(res.done) > 0 {
 			err = l.markDone(ctx, l.held, res.done)
 		}
-	} else {
+	default:
 		// Failures and parks take several statements: one transaction on the lock's connection.
 		var tx *sql.Tx
 		if tx, err = l.held.BeginTx(ctx, nil); err == nil {
@@ -597,6 +629,15 @@ func (l *lane) release(ctx context.Context) {
 	// connection.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
+	if seqs := l.unrecorded; len(seqs) > 0 {
+		l.unrecorded = nil
+		if err := l.markDone(ctx, c, seqs); err != nil {
+			// Not recorded: the next holder sends them again (at least once).
+			l.r.log.WarnContext(ctx, "outbox relay: record before letting go of the lane", "destination", l.Name, "err", err)
+			discard(c)
+			return
+		}
+	}
 	var was bool
 	if err := c.QueryRowContext(ctx, l.unlock).Scan(&was); err != nil || !was {
 		discard(c)
@@ -609,6 +650,7 @@ func (l *lane) release(ctx context.Context) {
 // closed, and the server releases the lock with the session once any statement still running on it
 // is over — so another relay claims only after this one's last record committed or rolled back.
 func (l *lane) drop() {
+	l.unrecorded = nil
 	if l.held != nil {
 		discard(l.held)
 		l.held = nil
@@ -729,8 +771,8 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func (l *lane) load(ctx context.Context, q querier) ([]row, error) {
-	rs, err := q.QueryContext(ctx, l.claim, l.r.cfg.BatchSize)
+func (l *lane) load(ctx context.Context, q querier, query string, args ...any) ([]row, error) {
+	rs, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}

@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/pkg/platform/sqldb/sqldbtest"
 )
 
@@ -145,5 +149,93 @@ func TestLaneIsHeldByOneRelayAndHandedOver(t *testing.T) {
 	}
 	if got := ids(pub.got()); got[len(got)-1] != more[0] {
 		t.Fatalf("last event published %s; want %s", got[len(got)-1], more[0])
+	}
+}
+
+// A busy lane costs one statement per batch: each claim records the batch before it in the same
+// statement, and the claim that finds nothing records the last one before the lane is let go. A
+// backlog of 10 rows in batches of 2 is 6 claims per lane and no statement of its own to record a
+// batch (before: 5 more per lane). With one lane the record deletes the rows, with two it sets the
+// lane's bit and the second lane deletes them; either way every row is sent once per lane, in order,
+// and the table ends empty.
+func TestBusyLaneRecordsEachBatchWithTheNextClaim(t *testing.T) {
+	t.Parallel()
+	for _, lanes := range []int{1, 2} {
+		t.Run(fmt.Sprint(lanes, " lanes"), func(t *testing.T) {
+			t.Parallel()
+			dsn := sqldbtest.Postgres(t)
+			plain, d := setup(t, dsn)
+			ctx := testCtx(t, 60*time.Second)
+			ob := outbox.New(d, nil)
+			var msgs []outbox.Message
+			for i := range 10 {
+				msgs = append(msgs, outbox.Message{Topic: "t", Key: fmt.Sprint("k", i%3), Payload: []byte(fmt.Sprint(i))})
+			}
+			want := enqueue(t, ctx, plain, ob, msgs...)
+
+			spans := tracetest.NewInMemoryExporter()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+			db, _, err := sqldb.Open(ctx, dsn, sqldb.Options{TracerProvider: tp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			pubs := make([]*recorder, lanes)
+			var fan outbox.Fanout
+			for i := range pubs {
+				pubs[i] = &recorder{}
+				fan = append(fan, outbox.Destination{Lane: i, Name: fmt.Sprint("d", i), Publisher: pubs[i]})
+			}
+			relay, err := outbox.NewRelay(db, fan, discard(), nil, outbox.RelayConfig{BatchSize: 2, PollInterval: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runCtx, stop := context.WithCancel(ctx)
+			runCtx, root := tp.Tracer("test").Start(runCtx, "relay") // statements are traced inside a trace
+			done := make(chan struct{})
+			go func() { _ = relay.Run(runCtx); close(done) }()
+			for {
+				var left int
+				if err := plain.QueryRowContext(ctx, "SELECT count(*) FROM outbox").Scan(&left); err != nil {
+					t.Fatal(err)
+				}
+				if left == 0 {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("%d rows still in the outbox", left)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			stop()
+			<-done
+			root.End()
+			for i, p := range pubs {
+				if got := ids(p.got()); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("lane %d published %v; want %v once each, in order", i, got, want)
+				}
+			}
+			var claims, records int
+			for _, s := range spans.GetSpans() {
+				for _, a := range s.Attributes {
+					if a.Key != "db.query.text" {
+						continue
+					}
+					q := a.Value.AsString()
+					switch {
+					case strings.Contains(q, "event_id"):
+						claims++
+					case strings.Contains(q, "seq = ANY"):
+						records++
+						t.Logf("a record of its own: %s", q)
+					}
+				}
+			}
+			if claims != 6*lanes || records != 0 {
+				t.Fatalf("%d claims and %d statements of their own recorded 5 batches per lane on %d lanes; want %d and 0",
+					claims, records, lanes, 6*lanes)
+			}
+		})
 	}
 }
