@@ -118,6 +118,19 @@ type Message struct {
 // to stop: the call in progress is finished.
 type Handler func(ctx context.Context, m Message) error
 
+// BatchHandler applies several messages fetched together (Kafka only), all or none — in practice in
+// one database transaction: the effects and the inbox records of every message, committed once.
+// Returning nil acknowledges every message of the batch; any error (also a panic) means none was
+// applied, and the consumer then hands the same messages, in the same order, to the Handler one at a
+// time, with its retries and dead letters. So a BatchHandler may refuse any batch it cannot apply
+// whole (ErrNotBatched, e.g. an event type it leaves to the Handler) without changing the outcome. The
+// messages are in delivery order, which per key is the producer's order; its ctx is as the Handler's.
+type BatchHandler func(ctx context.Context, ms []Message) error
+
+// ErrNotBatched is what a BatchHandler returns for a batch it leaves to the Handler, message by
+// message. It is not a failure: it is neither logged nor counted as one.
+var ErrNotBatched = errors.New("batch left to the handler")
+
 // Retry is the policy for failing messages. The zero value gets the defaults.
 type Retry struct {
 	// MaxAttempts, when positive, dead-letters a message after that many failed handler calls even if

@@ -46,6 +46,11 @@ type KafkaConfig struct {
 	// the coordinator, which reloaded the old member from its log, waits for it first. The broker
 	// accepts 6 s to 30 min (group.min/max.session.timeout.ms).
 	SessionTimeout time.Duration
+	// Batch, when set, applies the messages a fetch has ready (up to MaxBatch) in one call; the
+	// Handler still applies what a batch refused or failed, one at a time (see BatchHandler).
+	Batch BatchHandler
+	// MaxBatch caps the messages of one Batch call (default 100).
+	MaxBatch int
 	// Propagator extracts the trace context from headers (default propagation.TraceContext{}).
 	Propagator propagation.TextMapPropagator
 	// Observe turns on consumer spans and metrics.
