@@ -42,6 +42,9 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
+		// The captures of a fetched batch of OrderConfirmed in one transaction; anything else in it
+		// goes to the Handler, one event at a time.
+		Batch: events.OrderBatchHandler(a, s.Logger()),
 	}, events.OrderHandler(a, s.Logger()), s.Logger())
 	if err != nil {
 		return err

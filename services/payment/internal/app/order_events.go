@@ -38,9 +38,7 @@ type Confirmation struct {
 // leave the money held. The common case — the authorization the event describes, still AUTHORIZED —
 // is one step (Store.CaptureConfirmed); every other case runs the inbox transaction.
 func (s *App) OrderConfirmed(ctx context.Context, e Confirmation) (Outcome, error) {
-	if e.OrderID != "" && e.CustomerID != "" && e.Amount > 0 && e.Currency != "" {
-		expect := domain.Authorization{OrderID: e.OrderID, CustomerID: e.CustomerID, Amount: e.Amount, Currency: e.Currency,
-			Status: domain.StatusAuthorized, Version: 1} // created at 1, AUTHORIZED is left for good at the next change
+	if expect, ok := e.expected(); ok {
 		done, err := s.store.CaptureConfirmed(ctx, Consumer, e.EventID, expect, s.now())
 		if err != nil {
 			return "", fmt.Errorf("order event %s for %s: %w", e.EventID, e.OrderID, err)
@@ -50,6 +48,43 @@ func (s *App) OrderConfirmed(ctx context.Context, e Confirmation) (Outcome, erro
 		}
 	}
 	return s.onOrderEvent(ctx, e.EventID, e.OrderID, false, s.capture)
+}
+
+// OrderConfirmedBatch applies several OrderConfirmed events, of different orders, at once: their
+// captures in one transaction (Store.CaptureConfirmedBatch); done means each was OutcomeApplied. It
+// does so only when every one is the common case OrderConfirmed does in one step, all or none: done
+// is false, with nothing applied, when one of them lacks the payment it expects, when one is not the
+// plain capture (already captured or voided, a repeat of a recorded event, another payment), or when
+// the store has no such step (SQLite); the caller then applies each with OrderConfirmed, which tells
+// those cases apart.
+func (s *App) OrderConfirmedBatch(ctx context.Context, es []Confirmation) (done bool, err error) {
+	if len(es) == 0 {
+		return true, nil
+	}
+	cs := make([]ConfirmedCapture, len(es))
+	for i, e := range es {
+		expect, ok := e.expected()
+		if !ok || e.EventID == "" {
+			return false, nil
+		}
+		cs[i] = ConfirmedCapture{EventID: e.EventID, Authorization: expect}
+	}
+	done, err = s.store.CaptureConfirmedBatch(ctx, Consumer, cs, s.now())
+	if err != nil {
+		return false, fmt.Errorf("%d order events from %s: %w", len(es), es[0].EventID, err)
+	}
+	return done, nil
+}
+
+// expected is the authorization e expects to capture, when e says which: ok is false when it lacks
+// the customer, amount or currency (only the inbox transaction handles that).
+func (e Confirmation) expected() (domain.Authorization, bool) {
+	if e.OrderID == "" || e.CustomerID == "" || e.Amount <= 0 || e.Currency == "" {
+		return domain.Authorization{}, false
+	}
+	// Created at version 1; AUTHORIZED is left for good at the next change.
+	return domain.Authorization{OrderID: e.OrderID, CustomerID: e.CustomerID, Amount: e.Amount, Currency: e.Currency,
+		Status: domain.StatusAuthorized, Version: 1}, true
 }
 
 // OrderCancelled voids the order's payment once per event id. An order without a payment gets a

@@ -34,6 +34,11 @@ type Store interface {
 	// the stored authorization is not that one, the event is already recorded, or the store has no such
 	// step: the use case runs ProcessEvent then, which tells those cases apart.
 	CaptureConfirmed(ctx context.Context, consumer, eventID string, a domain.Authorization, now time.Time) (done bool, err error)
+	// CaptureConfirmedBatch is CaptureConfirmed for several events (of different orders) in one
+	// transaction, all or none: done is false, and nothing of them is written, when any of them is not
+	// the plain capture CaptureConfirmed does, or when the store has no such step. The caller then
+	// applies them one at a time.
+	CaptureConfirmedBatch(ctx context.Context, consumer string, cs []ConfirmedCapture, now time.Time) (done bool, err error)
 	// Authorization reads the order's authorization as last committed, without locking it
 	// (domain.ErrAuthorizationNotFound if none): final once it left AUTHORIZED.
 	Authorization(ctx context.Context, orderID string) (domain.Authorization, error)
@@ -41,6 +46,13 @@ type Store interface {
 	Account(ctx context.Context, customerID string) (domain.Account, error)
 	// SeedAccounts inserts the accounts that do not exist yet and reports how many it inserted.
 	SeedAccounts(ctx context.Context, accounts []domain.Account) (int, error)
+}
+
+// ConfirmedCapture is one capture of CaptureConfirmedBatch: the event's id and the AUTHORIZED
+// authorization the event describes.
+type ConfirmedCapture struct {
+	EventID       string
+	Authorization domain.Authorization
 }
 
 // Tx is the view of one transaction. Reads lock the row until the transaction ends; use cases lock the

@@ -1,7 +1,8 @@
 // Package events connects payment to the brokers, in one place: the topic names (Topics: the ones
 // payment creates), the encoding of payment events as eventsv1 protobuf outbox messages for the topic
 // shopmesh.payment.events (Encode, written by Outbox in the change's transaction), and the decoding of
-// order events consumed from shopmesh.order.events into use-case calls (OrderHandler). Payment
+// order events consumed from shopmesh.order.events into use-case calls (OrderHandler, and
+// OrderBatchHandler for a fetched batch). Payment
 // publishes to Kafka only: no JetStream copies.
 package events
 
@@ -198,6 +199,63 @@ func OrderHandler(uc OrderEvents, log *slog.Logger) consumer.Handler {
 		}
 		log.Log(ctx, level, "order event applied", "event_type", m.Headers[HeaderEventType], "event_id", eventID,
 			"order_id", orderID, "outcome", string(outcome))
+		return nil
+	}
+}
+
+// OrderBatchEvents is what the batch handler needs from the use cases.
+type OrderBatchEvents interface {
+	OrderConfirmedBatch(ctx context.Context, es []app.Confirmation) (done bool, err error)
+}
+
+var _ OrderBatchEvents = (*app.App)(nil)
+
+// OrderBatchHandler applies a batch of order events at once when it holds only the common case: the
+// OrderConfirmed events, whose captures OrderConfirmedBatch does in one transaction, and events of
+// other types, acknowledged without effect as OrderHandler does. Any OrderCancelled, any payload that
+// does not decode, any OrderConfirmed without its order, or one OrderConfirmedBatch refuses, leaves
+// the whole batch to OrderHandler (consumer.ErrNotBatched), which applies, reports and dead-letters
+// them one by one; the batch path itself never dead-letters.
+func OrderBatchHandler(uc OrderBatchEvents, log *slog.Logger) consumer.BatchHandler {
+	orderConfirmed := (&eventsv1.OrderConfirmed{}).ProtoReflect().Descriptor().FullName()
+	orderCancelled := (&eventsv1.OrderCancelled{}).ProtoReflect().Descriptor().FullName()
+	return func(ctx context.Context, ms []consumer.Message) error {
+		es := make([]app.Confirmation, 0, len(ms))
+		for _, m := range ms {
+			switch protoreflect.FullName(m.Headers[HeaderEventType]) {
+			case orderConfirmed:
+			case orderCancelled:
+				return consumer.ErrNotBatched
+			default:
+				continue
+			}
+			var e eventsv1.OrderConfirmed
+			if err := proto.Unmarshal(m.Payload, &e); err != nil || e.GetOrderId() == "" {
+				return consumer.ErrNotBatched
+			}
+			eventID := e.GetEventId()
+			if eventID == "" {
+				eventID = m.ID
+			}
+			es = append(es, app.Confirmation{EventID: eventID, OrderID: e.GetOrderId(), CustomerID: e.GetCustomerId(),
+				Amount: e.GetTotalCents(), Currency: e.GetCurrency()})
+		}
+		if len(es) == 0 {
+			return nil
+		}
+		done, err := uc.OrderConfirmedBatch(ctx, es)
+		switch {
+		case err != nil:
+			return err
+		case !done:
+			return consumer.ErrNotBatched
+		}
+		if log.Enabled(ctx, slog.LevelDebug) {
+			for _, e := range es {
+				log.DebugContext(ctx, "order event applied", "event_type", string(orderConfirmed), "event_id", e.EventID,
+					"order_id", e.OrderID, "outcome", string(app.OutcomeApplied), "batch", len(ms))
+			}
+		}
 		return nil
 	}
 }

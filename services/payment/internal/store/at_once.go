@@ -181,18 +181,15 @@ func (s *Store) CaptureConfirmed(ctx context.Context, consumer, eventID string, 
 	if s.prep == nil || consumer == "" || eventID == "" {
 		return false, nil
 	}
-	// The domain's capture of a; the account's figures here only satisfy its checks: the statement
-	// moves the amount on the locked row, and the table's CHECKs refuse an inconsistent result.
-	c, changed, err := domain.Capture(a, &domain.Account{CustomerID: a.CustomerID, Balance: a.Amount, Held: a.Amount, Currency: a.Currency}, now)
-	if err != nil || !changed || c.Authorization.Version != a.Version+1 || c.Entry == nil || c.Entry.Kind != domain.EntryDebit {
-		return false, nil //nolint:nilerr // not the plain capture: the transaction decides and reports
+	ev, ok := plainCapture(a, now)
+	if !ok {
+		return false, nil // not the plain capture: the transaction decides and reports
 	}
-	rows, err := s.prep.PrepareEvents(ctx, c.Event)
+	rows, err := s.prep.PrepareEvents(ctx, ev)
 	if err != nil {
 		return false, err
 	}
-	_, part := rows.InsertSQL(0, "")
-	args := append([]any{consumer, eventID, now.UTC(), a.OrderID, a.CustomerID, a.Amount, a.Currency, a.Version, now.UTC()}, part...)
+	args := captureArgs(consumer, eventID, a, now, rows)
 	var auths, accounts int64
 	if err := s.db.QueryRowContext(ctx, s.q.captureOne, args...).Scan(&auths, &accounts); err != nil {
 		return false, fmt.Errorf("capture %s on %s: %w", a.OrderID, eventID, err)
@@ -205,6 +202,25 @@ func (s *Store) CaptureConfirmed(ctx context.Context, consumer, eventID string, 
 		return true, fmt.Errorf("capture %s: account %s: %w", a.OrderID, a.CustomerID, domain.ErrInconsistent)
 	}
 	return true, nil
+}
+
+// plainCapture is the event of the domain's capture of a when it is the plain one captureStatement
+// writes (AUTHORIZED to CAPTURED at the next version, with a DEBIT); ok is false otherwise. The
+// account's figures here only satisfy the domain's checks: the statement moves the amount on the
+// locked row, and the table's CHECKs refuse an inconsistent result.
+func plainCapture(a domain.Authorization, now time.Time) (ev domain.Event, ok bool) {
+	c, changed, err := domain.Capture(a, &domain.Account{CustomerID: a.CustomerID, Balance: a.Amount, Held: a.Amount, Currency: a.Currency}, now)
+	if err != nil || !changed || c.Authorization.Version != a.Version+1 || c.Entry == nil || c.Entry.Kind != domain.EntryDebit {
+		return domain.Event{}, false
+	}
+	return c.Event, true
+}
+
+// captureArgs are captureStatement's parameters for the capture of a on eventID, with rows (one
+// prepared event) as its event.
+func captureArgs(consumer, eventID string, a domain.Authorization, now time.Time, rows outbox.Rows) []any {
+	_, part := rows.InsertSQL(0, "")
+	return append([]any{consumer, eventID, now.UTC(), a.OrderID, a.CustomerID, a.Amount, a.Currency, a.Version, now.UTC()}, part...)
 }
 
 // Authorization implements app.Store: the order's authorization as last committed, without a lock.

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -93,5 +94,88 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 	}
 	if a, err := st.Account(ctxT(t), "c1"); err != nil || a.Balance != 700 || a.Held != 0 {
 		t.Errorf("account after capture = %+v, %v; want 700 held 0", a, err)
+	}
+}
+
+// A batch of OrderConfirmed events (OrderConfirmedBatch, the consumer's BatchHandler) runs the same
+// capture statement per event, all in ONE transaction: n statements plus BEGIN and COMMIT for n
+// orders, one commit instead of n autocommit transactions.
+func TestBatchCaptureStatementsOnPostgres(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	dsn := sqldbtest.Postgres(t)
+	if err := migrate.UpAll(ctxT(t), dsn, migrations.FS, migrate.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	db, d, err := sqldb.Open(ctxT(t), dsn, sqldb.Options{TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	commits := 0
+	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)), store.WithAfterCommit(func() { commits++ }))
+	svc, err := app.New(app.Deps{Store: st}, app.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if _, err := st.SeedAccounts(ctx, []domain.Account{{CustomerID: "c1", Balance: 10000, Currency: "EUR"},
+		{CustomerID: "c2", Balance: 10000, Currency: "EUR"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Customers alternate, so the batch is not in the (customer, order) order it runs in.
+	var es []app.Confirmation
+	for i := range n {
+		e := app.Confirmation{EventID: fmt.Sprintf("evt-%d", i), OrderID: fmt.Sprintf("o%d", i),
+			CustomerID: []string{"c2", "c1"}[i%2], Amount: int64(100 * (i + 1)), Currency: "EUR"}
+		if _, err := svc.Authorize(ctx, domain.AuthorizeRequest{OrderID: e.OrderID, CustomerID: e.CustomerID,
+			Amount: e.Amount, Currency: e.Currency}); err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	commits = 0
+	spans.Reset()
+	c, root := tp.Tracer("test").Start(ctx, "batch")
+	done, err := svc.OrderConfirmedBatch(c, es)
+	root.End()
+	if err != nil || !done {
+		t.Fatalf("batch = %v, %v; want done", done, err)
+	}
+	counts := map[string]int{}
+	for _, s := range spans.GetSpans() {
+		counts[s.Name]++
+	}
+	if counts["sql.query"]+counts["sql.exec"] != n || counts["sql.begin"] != 1 || counts["sql.commit"] != 1 {
+		t.Errorf("batch of %d: spans %v; want %d statements, 1 begin, 1 commit", n, counts, n)
+	}
+	if commits != 1 {
+		t.Errorf("after-commit calls = %d, want 1 (one transaction)", commits)
+	}
+	var debited = map[string]int64{}
+	for _, e := range es {
+		a, err := st.Authorization(ctx, e.OrderID)
+		if err != nil || a.Status != domain.StatusCaptured || a.Version != 2 {
+			t.Errorf("%s = %+v, %v; want CAPTURED at 2", e.OrderID, a, err)
+		}
+		debited[e.CustomerID] += e.Amount
+	}
+	for cust, amount := range debited {
+		if a, err := st.Account(ctx, cust); err != nil || a.Balance != 10000-amount || a.Held != 0 {
+			t.Errorf("%s = %+v, %v; want balance %d held 0", cust, a, err, 10000-amount)
+		}
+	}
+	for q, want := range map[string]int{
+		"SELECT count(*) FROM ledger_entries WHERE kind = 'DEBIT'":                         n,
+		"SELECT count(*) FROM inbox WHERE consumer = '" + app.Consumer + "'":               n,
+		"SELECT count(*) FROM outbox WHERE headers::text LIKE '%PaymentCaptured%'":         n,
+		"SELECT count(DISTINCT msg_key) FROM outbox WHERE headers::text LIKE '%Captured%'": n,
+	} {
+		var got int
+		if err := db.QueryRowContext(ctx, q).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %d, %v; want %d", q, got, err, want)
+		}
 	}
 }
