@@ -75,7 +75,8 @@ type Options struct {
 	// 1000 pages of log, inside the commit that crosses them).
 	CheckpointInterval time.Duration
 	// TracerProvider, when set, gives statements and transactions run inside a trace a client span
-	// (sql.exec, sql.query, sql.begin, sql.commit, sql.rollback); work outside any trace gets none.
+	// (sql.exec, sql.query, sql.begin, sql.commit, sql.rollback; sql.batch for a pipelined round trip of
+	// WithPgx); work outside any trace gets none.
 	TracerProvider trace.TracerProvider
 }
 

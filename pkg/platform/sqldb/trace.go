@@ -58,18 +58,29 @@ var clientKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient
 
 // start begins a span named op when ctx is inside a trace; end it with the operation's error.
 func (t *tracing) start(ctx context.Context, op, query string) (context.Context, func(error)) {
+	if query == "" || !trace.SpanContextFromContext(ctx).IsValid() {
+		return t.startWith(ctx, op)
+	}
+	return t.startWith(ctx, op, attribute.String("db.query.text", clip(query)))
+}
+
+// clip bounds a query text kept on a span.
+func clip(query string) string {
+	if len(query) > 2048 {
+		return query[:2048]
+	}
+	return query
+}
+
+// startWith is start with the span's attributes given.
+func (t *tracing) startWith(ctx context.Context, op string, attrs ...attribute.KeyValue) (context.Context, func(error)) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return ctx, func(error) {}
 	}
 	ctx, span := t.tracer.Start(ctx, op, clientKind...)
 	if span.IsRecording() {
 		span.SetAttributes(t.system)
-		if query != "" {
-			if len(query) > 2048 {
-				query = query[:2048]
-			}
-			span.SetAttributes(attribute.String("db.query.text", query))
-		}
+		span.SetAttributes(attrs...)
 	}
 	return ctx, func(err error) {
 		if err != nil && !errors.Is(err, driver.ErrSkip) && span.IsRecording() {
@@ -148,6 +159,9 @@ var (
 	_ driver.Validator          = (*tracedConn)(nil)
 	_ driver.NamedValueChecker  = (*tracedConn)(nil)
 )
+
+// unwrap returns the driver's connection and the tracing of its statements, for WithPgx.
+func (c *tracedConn) unwrap() (driver.Conn, *tracing) { return c.inner, c.t }
 
 func (c *tracedConn) Prepare(query string) (driver.Stmt, error) { return c.inner.Prepare(query) }
 

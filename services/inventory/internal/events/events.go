@@ -48,29 +48,53 @@ func NewOutbox(ob *outbox.Outbox) *Outbox {
 
 // WriteStockChanges enqueues one StockChanged per change in tx.
 func (o *Outbox) WriteStockChanges(ctx context.Context, tx *sql.Tx, changes []domain.StockChange) error {
+	msgs, err := messages(changes)
+	if err != nil || len(msgs) == 0 {
+		return err
+	}
+	if _, err := o.ob.EnqueueAll(ctx, tx, msgs...); err != nil {
+		return fmt.Errorf("enqueue %d StockChanged: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// StockChangesInsert is WriteStockChanges as a statement to send (PostgreSQL only): its SQL and
+// arguments, for a store that sends the insert in one round trip with its transaction's COMMIT; an
+// empty query when there is no change. It must run in the transaction that made the changes, after
+// the statement that locked their products' rows (the relay's per-key order, see
+// outbox.Rows.InsertSQL).
+func (o *Outbox) StockChangesInsert(ctx context.Context, changes []domain.StockChange) (string, []any, error) {
+	msgs, err := messages(changes)
+	if err != nil || len(msgs) == 0 {
+		return "", nil, err
+	}
+	rows, err := o.ob.Prepare(ctx, msgs...)
+	if err != nil {
+		return "", nil, fmt.Errorf("enqueue %d StockChanged: %w", len(msgs), err)
+	}
+	q, args := rows.InsertSQL(1, "true")
+	return q, args, nil
+}
+
+// messages encodes one StockChanged outbox message per change.
+func messages(changes []domain.StockChange) ([]outbox.Message, error) {
 	msgs := make([]outbox.Message, 0, len(changes))
 	for _, c := range changes {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return fmt.Errorf("event id: %w", err)
+			return nil, fmt.Errorf("event id: %w", err)
 		}
 		ev := StockChanged(id.String(), c)
 		payload, err := proto.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("marshal StockChanged: %w", err)
+			return nil, fmt.Errorf("marshal StockChanged: %w", err)
 		}
 		msgs = append(msgs, outbox.Message{
 			ID: ev.GetEventId(), Topic: InventoryTopic, Key: c.Level.SKU, Payload: payload,
 			Headers: map[string]string{HeaderEventType: string(ev.ProtoReflect().Descriptor().FullName())},
 		})
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if _, err := o.ob.EnqueueAll(ctx, tx, msgs...); err != nil {
-		return fmt.Errorf("enqueue %d StockChanged: %w", len(msgs), err)
-	}
-	return nil
+	return msgs, nil
 }
 
 // StockChanged encodes a change.

@@ -18,18 +18,37 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 	if err := domain.ValidateReservation(orderID, items); err != nil {
 		return domain.Reservation{}, err
 	}
-	var res domain.Reservation
-	written := false
-	err := sqldbInTx(ctx, s, func(tx *sql.Tx) error {
+	var (
+		res     domain.Reservation
+		written bool
+		err     error
+	)
+	if s.d == sqldb.Postgres {
+		res, written, err = s.reservePG(ctx, orderID, items)
+	} else {
+		res, written, err = s.reserveTx(ctx, orderID, items)
+	}
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, err)
+	}
+	switch {
+	case written:
+		s.afterCommit()
+	case res.Tombstone():
+		return domain.Reservation{}, fmt.Errorf("reserve %s: released before it was reserved: %w", orderID, domain.ErrReservationReleased)
+	case !res.SameItems(items):
+		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, domain.ErrReservationMismatch)
+	}
+	return res, nil
+}
+
+// reserveTx is Reserve on SQLite: written says it wrote the reservation, rather than found one.
+func (s *Store) reserveTx(ctx context.Context, orderID string, items []domain.Item) (res domain.Reservation, written bool, err error) {
+	err = sqldbInTx(ctx, s, func(tx *sql.Tx) error {
 		now := s.utcNow()
-		if s.d == sqldb.Postgres {
-			var err error
-			res, written, err = s.reservePG(ctx, tx, orderID, items, now)
-			return err
-		}
 		// The insert is the existence check too (one round trip on the common, first-time path): a retry,
-		// a tombstone or a concurrent reservation of the same order conflicts (on PostgreSQL after waiting
-		// for the concurrent one), and the stored reservation is returned.
+		// a tombstone or a concurrent reservation of the same order conflicts, and the stored reservation
+		// is returned.
 		ins, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO reservations
 				(order_id, status, currency, total_cents, created_at, updated_at) VALUES (?, ?, '', 0, ?, ?)
 			ON CONFLICT (order_id) DO NOTHING`), orderID, string(domain.StatusHeld), now, now)
@@ -96,18 +115,7 @@ func (s *Store) Reserve(ctx context.Context, orderID string, items []domain.Item
 		written = true
 		return s.events.WriteStockChanges(ctx, tx, changes)
 	})
-	if err != nil {
-		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, err)
-	}
-	switch {
-	case written:
-		s.afterCommit()
-	case res.Tombstone():
-		return domain.Reservation{}, fmt.Errorf("reserve %s: released before it was reserved: %w", orderID, domain.ErrReservationReleased)
-	case !res.SameItems(items):
-		return domain.Reservation{}, fmt.Errorf("reserve %s: %w", orderID, domain.ErrReservationMismatch)
-	}
-	return res, nil
+	return res, written, err
 }
 
 // sqldbInTx runs fn in a transaction without the after-commit hook, for callers that decide themselves.
@@ -132,11 +140,30 @@ func (s *Store) Reservation(ctx context.Context, orderID string) (domain.Reserva
 }
 
 func (s *Store) reservation(ctx context.Context, q queryer, orderID string) (domain.Reservation, error) {
+	r, err := scanReservation(orderID, q.QueryRowContext(ctx, s.d.Rebind(reservationQuery), orderID))
+	if err != nil {
+		return domain.Reservation{}, err
+	}
+	rows, err := q.QueryContext(ctx, s.d.Rebind(linesQuery), orderID) //nolint:rowserrcheck // scanLines checks rows.Err
+	if err != nil {
+		return domain.Reservation{}, fmt.Errorf("reservation lines: %w", err)
+	}
+	defer rows.Close()
+	return scanLines(r, rows)
+}
+
+// A reservation is read in two queries, the reservation and its lines, in line order.
+const (
+	reservationQuery = "SELECT status, currency, created_at, updated_at FROM reservations WHERE order_id = ?"
+	linesQuery       = "SELECT sku, quantity, unit_price_cents FROM reservation_lines WHERE order_id = ? ORDER BY line_no"
+)
+
+// scanReservation reads reservationQuery's row (database/sql's or pgx's).
+func scanReservation(orderID string, row rowScanner) (domain.Reservation, error) {
 	r := domain.Reservation{OrderID: orderID}
 	var status string
-	err := q.QueryRowContext(ctx, s.d.Rebind(`SELECT status, currency, created_at, updated_at
-		FROM reservations WHERE order_id = ?`), orderID).Scan(&status, &r.Currency, &r.CreatedAt, &r.UpdatedAt)
-	if errors.Is(err, sql.ErrNoRows) {
+	err := row.Scan(&status, &r.Currency, &r.CreatedAt, &r.UpdatedAt)
+	if errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
 		return domain.Reservation{}, domain.ErrReservationNotFound
 	}
 	if err != nil {
@@ -144,12 +171,18 @@ func (s *Store) reservation(ctx context.Context, q queryer, orderID string) (dom
 	}
 	r.Status = domain.Status(status)
 	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
-	rows, err := q.QueryContext(ctx, s.d.Rebind(`SELECT sku, quantity, unit_price_cents FROM reservation_lines
-		WHERE order_id = ? ORDER BY line_no`), orderID)
-	if err != nil {
-		return domain.Reservation{}, fmt.Errorf("reservation lines: %w", err)
-	}
-	defer rows.Close()
+	return r, nil
+}
+
+// lineRows is what scanLines needs of *sql.Rows or pgx.Rows.
+type lineRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanLines adds linesQuery's rows to r.
+func scanLines(r domain.Reservation, rows lineRows) (domain.Reservation, error) {
 	for rows.Next() {
 		var l domain.Line
 		if err := rows.Scan(&l.SKU, &l.Quantity, &l.UnitPriceCents); err != nil {
@@ -168,7 +201,7 @@ func (s *Store) reservation(ctx context.Context, q queryer, orderID string) (dom
 //
 // On PostgreSQL a first statement outside any transaction reads the reservation: the settlement's
 // repeat (the order service commits every confirmed order again, normally after OrderConfirmed did)
-// is answered by it alone, and only a HELD reservation is committed in a transaction.
+// is answered by it alone, and only a HELD reservation is committed in a transaction (commitPG's).
 func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation, error) {
 	if s.d == sqldb.Postgres {
 		r, done, err := s.peekPG(ctx, orderID, domain.StatusCommitted, domain.Status.Commit, inboxRecord{}, false)
@@ -176,6 +209,13 @@ func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation,
 			return domain.Reservation{}, fmt.Errorf("commit %s: %w", orderID, err)
 		}
 		if done {
+			return r, nil
+		}
+		if r, done, err = s.commitPG(ctx, orderID, inboxRecord{}); err != nil {
+			return domain.Reservation{}, fmt.Errorf("commit %s: %w", orderID, err)
+		}
+		if done {
+			s.afterCommit()
 			return r, nil
 		}
 	}

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/shopmesh/shopmesh/pkg/platform/inbox"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/domain"
 )
 
@@ -22,8 +26,8 @@ import (
 // updated, as the SQLite path and settle do, so concurrent orders of the same SKUs cannot deadlock. The
 // lock is FOR NO KEY UPDATE, the one a plain UPDATE of these columns takes: FOR UPDATE would also wait
 // for (and block) the key-share locks that every transaction inserting a reservation line referencing
-// the SKU holds until it commits. A row lock is held from this statement to COMMIT: two round trips
-// (the outbox insert, COMMIT) instead of one per statement of the transaction.
+// the SKU holds until it commits. A row lock is held from this statement to COMMIT, which reservePG
+// sends with the outbox insert: one round trip (and Go's work between the two).
 const reserveOne = `WITH items AS (
 	SELECT i.sku, i.qty, i.line_no::int AS line_no FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS i(sku, qty, line_no)
 ), need AS (
@@ -51,84 +55,203 @@ const reserveOne = `WITH items AS (
 SELECT c.n, pr.sku, pr.price_cents, pr.currency, h.sku IS NOT NULL, COALESCE(h.on_hand, 0), COALESCE(h.reserved, 0), COALESCE(h.version, 0)
 FROM (SELECT count(*) AS n FROM r) c LEFT JOIN priced pr ON true LEFT JOIN h ON h.sku = pr.sku`
 
-// reservePG runs reserveOne and turns its answer into Reserve's: the stored reservation when the order
-// had one (written false), the new one (written true), or the error of the first SKU that could not
-// be held, in SKU order as on SQLite. Any error rolls the whole statement's work back.
-func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items []domain.Item, now time.Time) (domain.Reservation, bool, error) {
+// reservePG is Reserve on PostgreSQL: the reservation it found (written false) or wrote (written true),
+// or the error of the first SKU that could not be held, in SKU order as on SQLite. Its transaction is
+// two round trips on one connection, pipelined (sqldb.WithPgx): [BEGIN; reserveOne], then [the outbox
+// insert of the StockChanged events, which carry the levels reserveOne returned; COMMIT]. The product
+// rows reserveOne locks are so held for one round trip and the Go work between the two, instead of the
+// two round trips (the outbox insert, COMMIT) of database/sql, which sends one statement at a time.
+// A reservation that writes nothing ends its transaction with a ROLLBACK sent with the reads its
+// answer needs, in one round trip too: [the stored reservation and its lines; ROLLBACK] when the order
+// had one, [the product; ROLLBACK] for an SKU out of stock or unknown, [ROLLBACK] for mixed
+// currencies. An error of the database leaves the transaction to WithPgx, which rolls it back.
+func (s *Store) reservePG(ctx context.Context, orderID string, items []domain.Item) (res domain.Reservation, written bool, err error) {
 	skus := make([]string, len(items))
 	qtys := make([]int64, len(items))
 	for i, it := range items {
 		skus[i], qtys[i] = it.SKU, it.Quantity
 	}
-	rows, err := tx.QueryContext(ctx, reserveOne, orderID, skus, qtys, now)
+	now := s.utcNow()
+	err = sqldb.WithPgx(ctx, s.db, func(ctx context.Context, p *sqldb.Pipeline) error {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(reserveOne, orderID, skus, qtys, now)
+		br := p.Send(ctx, b)
+		held, err := scanReserveOne(br, now)
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("reserve: %w", cerr)
+		}
+		if err != nil {
+			return err
+		}
+		if held.inserted == 0 {
+			res, err = s.endReadingReservation(ctx, p, orderID)
+			return err
+		}
+		changes := make([]domain.StockChange, 0, len(held.skus))
+		for _, need := range domain.Needs(items) {
+			x, ok := held.skus[need.SKU]
+			if !ok || !x.held {
+				pr, err := s.endReadingProduct(ctx, p, need.SKU)
+				if err != nil {
+					return err
+				}
+				return &domain.StockError{SKU: need.SKU, Requested: need.Quantity, Available: pr.Available(), Err: domain.ErrOutOfStock}
+			}
+			changes = append(changes, domain.StockChange{Level: x.lvl, Delta: -need.Quantity, Cause: domain.CauseReserved, OrderID: orderID})
+		}
+		if held.currencies > 1 {
+			return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return domain.ErrMixedCurrency })
+		}
+		res = domain.Reservation{OrderID: orderID, Status: domain.StatusHeld, CreatedAt: now, UpdatedAt: now}
+		for _, it := range items {
+			x := held.skus[it.SKU]
+			res.Currency = x.currency
+			res.Lines = append(res.Lines, domain.Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: x.price})
+		}
+		q, args, err := s.events.StockChangesInsert(ctx, changes)
+		if err != nil {
+			return err
+		}
+		if err := commitAfter(ctx, p, q, args); err != nil {
+			return err
+		}
+		written = true
+		return nil
+	})
+	return res, written, err
+}
+
+// reserved is reserveOne's answer: per SKU found, its price and, when held, its new level; whether it
+// inserted the reservation; the number of currencies of the SKUs found.
+type reserved struct {
+	skus       map[string]heldSKU
+	inserted   int64
+	currencies int
+}
+
+type heldSKU struct {
+	price    int64
+	currency string
+	held     bool
+	lvl      domain.StockLevel
+}
+
+// scanReserveOne reads the answers of [BEGIN; reserveOne].
+func scanReserveOne(br pgx.BatchResults, now time.Time) (reserved, error) {
+	if _, err := br.Exec(); err != nil {
+		return reserved{}, fmt.Errorf("begin: %w", err)
+	}
+	rows, err := br.Query()
 	if err != nil {
-		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+		return reserved{}, fmt.Errorf("reserve: %w", err)
 	}
 	defer rows.Close()
-	type sku struct {
-		price    int64
-		currency string
-		held     bool
-		lvl      domain.StockLevel
-	}
-	found := map[string]sku{}
-	inserted := int64(0)
+	out := reserved{skus: map[string]heldSKU{}}
 	currencies := map[string]bool{}
 	for rows.Next() {
 		var (
-			n        int64
-			name     sql.NullString
-			price    sql.NullInt64
-			currency sql.NullString
-			x        sku
+			name     pgtype.Text
+			price    pgtype.Int8
+			currency pgtype.Text
+			x        heldSKU
 		)
-		if err := rows.Scan(&n, &name, &price, &currency, &x.held, &x.lvl.OnHand, &x.lvl.Reserved, &x.lvl.Version); err != nil {
-			return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+		if err := rows.Scan(&out.inserted, &name, &price, &currency, &x.held, &x.lvl.OnHand, &x.lvl.Reserved, &x.lvl.Version); err != nil {
+			return reserved{}, fmt.Errorf("reserve: %w", err)
 		}
-		inserted = n
 		if !name.Valid {
 			continue
 		}
 		x.price, x.currency = price.Int64, currency.String
 		x.lvl.SKU, x.lvl.UpdatedAt = name.String, now
-		found[name.String] = x
+		out.skus[name.String] = x
 		currencies[x.currency] = true
 	}
 	if err := rows.Err(); err != nil {
-		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
+		return reserved{}, fmt.Errorf("reserve: %w", err)
 	}
-	if err := rows.Close(); err != nil {
-		return domain.Reservation{}, false, fmt.Errorf("reserve: %w", err)
-	}
-	if inserted == 0 {
-		res, err := s.reservation(ctx, tx, orderID)
-		return res, false, err
-	}
-	changes := make([]domain.StockChange, 0, len(found))
-	for _, need := range domain.Needs(items) {
-		x, ok := found[need.SKU]
-		if !ok || !x.held {
-			p, err := s.product(ctx, tx, need.SKU)
-			if err != nil {
-				return domain.Reservation{}, false, err
-			}
-			return domain.Reservation{}, false, &domain.StockError{SKU: need.SKU, Requested: need.Quantity, Available: p.Available(), Err: domain.ErrOutOfStock}
+	out.currencies = len(currencies)
+	return out, nil
+}
+
+// endReadingReservation reads the order's stored reservation in the transaction reserveOne found it
+// in and rolls the transaction back, in one round trip.
+func (s *Store) endReadingReservation(ctx context.Context, p *sqldb.Pipeline, orderID string) (r domain.Reservation, err error) {
+	b := &pgx.Batch{}
+	b.Queue(s.d.Rebind(reservationQuery), orderID)
+	b.Queue(s.d.Rebind(linesQuery), orderID)
+	err = rollbackAfter(ctx, p, b, func(br pgx.BatchResults) error {
+		if r, err = scanReservation(orderID, br.QueryRow()); err != nil {
+			return err
 		}
-		changes = append(changes, domain.StockChange{Level: x.lvl, Delta: -need.Quantity, Cause: domain.CauseReserved, OrderID: orderID})
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("reservation lines: %w", err)
+		}
+		defer rows.Close()
+		r, err = scanLines(r, rows)
+		return err
+	})
+	if err != nil {
+		return domain.Reservation{}, err
 	}
-	if len(currencies) > 1 {
-		return domain.Reservation{}, false, domain.ErrMixedCurrency
+	return r, nil
+}
+
+// endReadingProduct reads a product in the transaction and rolls the transaction back, in one round
+// trip; its errors are product's.
+func (s *Store) endReadingProduct(ctx context.Context, p *sqldb.Pipeline, sku string) (pr domain.Product, err error) {
+	b := &pgx.Batch{}
+	b.Queue(s.d.Rebind("SELECT "+productCols+" FROM products WHERE sku = ?"), sku)
+	err = rollbackAfter(ctx, p, b, func(br pgx.BatchResults) error {
+		pr, err = scanProduct(br.QueryRow())
+		if errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
+			return &domain.StockError{SKU: sku, Err: domain.ErrUnknownProduct}
+		}
+		if err != nil {
+			return fmt.Errorf("product %s: %w", sku, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return domain.Product{}, err
 	}
-	res := domain.Reservation{OrderID: orderID, Status: domain.StatusHeld, CreatedAt: now, UpdatedAt: now}
-	for _, it := range items {
-		x := found[it.SKU]
-		res.Currency = x.currency
-		res.Lines = append(res.Lines, domain.Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: x.price})
+	return pr, nil
+}
+
+// rollbackAfter sends b's statements and ROLLBACK in one round trip, and returns what read makes of
+// b's answers. As with sqldb.InTx, the rollback's own failure is not the answer: WithPgx then closes
+// the connection, which ends the transaction. After a statement of b failed, the ones after it and
+// the ROLLBACK do not run and WithPgx rolls back.
+func rollbackAfter(ctx context.Context, p *sqldb.Pipeline, b *pgx.Batch, read func(pgx.BatchResults) error) error {
+	b.Queue("ROLLBACK")
+	br := p.Send(ctx, b)
+	err := read(br)
+	_ = br.Close()
+	return err
+}
+
+// commitAfter sends the statement q (none when empty) and COMMIT in one round trip.
+func commitAfter(ctx context.Context, p *sqldb.Pipeline, q string, args []any) error {
+	b := &pgx.Batch{}
+	if q != "" {
+		b.Queue(q, args...)
 	}
-	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
-		return domain.Reservation{}, false, err
+	b.Queue("COMMIT")
+	br := p.Send(ctx, b)
+	defer func() { _ = br.Close() }()
+	if q != "" {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("enqueue StockChanged: %w", err)
+		}
 	}
-	return res, true, nil
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // settleOne is settle on PostgreSQL in one statement. It moves a HELD reservation ($1) to its
@@ -150,9 +273,10 @@ func (s *Store) reservePG(ctx context.Context, tx *sql.Tx, orderID string, items
 // The StockChanged events carry the levels this statement returns, which only the database knows
 // when it makes the change: their insert (outbox.EnqueueAll) stays the transaction's second statement
 // rather than a part of this one (outbox.Rows.InsertSQL), which would mean encoding their protobuf
-// payloads in SQL. The same holds for reserveOne. The product rows therefore stay locked for two
-// round trips, the outbox insert and COMMIT (its WAL flush included); shortening that needs the two
-// sent together (pipelined), which database/sql does not offer.
+// payloads in SQL. The same holds for reserveOne. The product rows therefore stay locked until the
+// outbox insert and COMMIT (its WAL flush included) are done: one round trip when the two are sent
+// together (pipelined, commitPG, as reservePG does), which database/sql does not offer; two for a
+// release, which settles in a database/sql transaction (releaseTx: its tombstone fallback).
 const settleOne = `WITH ib AS (
 	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $5, $6, $7::timestamptz WHERE $5 <> ''
 	ON CONFLICT DO NOTHING RETURNING 1
@@ -310,15 +434,31 @@ func (s *Store) peekPG(ctx context.Context, orderID string, to domain.Status,
 // nothing and fails with inbox.ErrAlreadyProcessed.
 func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to domain.Status, commit bool,
 	cause domain.Cause, now time.Time, ib inboxRecord) (r domain.Reservation, moved bool, err error) {
+	//nolint:rowserrcheck // scanSettleOne checks rows.Err (for pgx's rows too)
 	rows, err := tx.QueryContext(ctx, settleOne, orderID, string(to), now, commit, ib.consumer, ib.eventID, now)
 	if err != nil {
 		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
 	}
 	defer rows.Close()
+	r, changes, err := scanSettleOne(rows, orderID, commit, cause, now, ib)
+	if err != nil || changes == nil {
+		return r, false, err
+	}
+	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
+		return domain.Reservation{}, false, err
+	}
+	return r, true, nil
+}
+
+// scanSettleOne reads settleOne's answer: the reservation, and the stock changes to write when it
+// moved them (nil when not: r is then the reservation as stored); its errors are settlePG's.
+func scanSettleOne(rows lineRows, orderID string, commit bool, cause domain.Cause, now time.Time, ib inboxRecord,
+) (r domain.Reservation, changes []domain.StockChange, err error) {
 	r = domain.Reservation{OrderID: orderID}
 	levels := map[string]domain.StockLevel{}
 	n := 0
 	recorded := int64(0)
+	moved := false
 	for rows.Next() {
 		var (
 			mv                        sql.NullBool
@@ -331,7 +471,7 @@ func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to dom
 		)
 		if err := rows.Scan(&recorded, &mv, &status, &currency, &created, &updated, &lineNo, &sku, &qty, &price,
 			&onHand, &reserved, &version); err != nil {
-			return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+			return domain.Reservation{}, nil, fmt.Errorf("settle: %w", err)
 		}
 		if !status.Valid {
 			continue // no reservation: the one row the statement always returns
@@ -345,30 +485,30 @@ func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to dom
 		r.Lines = append(r.Lines, domain.Line{SKU: sku.String, Quantity: qty.Int64, UnitPriceCents: price.Int64})
 		if moved {
 			if !onHand.Valid {
-				return domain.Reservation{}, false, fmt.Errorf("settle %s: no stock moved for %s", orderID, sku.String)
+				return domain.Reservation{}, nil, fmt.Errorf("settle %s: no stock moved for %s", orderID, sku.String)
 			}
 			levels[sku.String] = domain.StockLevel{SKU: sku.String, OnHand: onHand.Int64, Reserved: reserved.Int64,
 				Version: version.Int64, UpdatedAt: now}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return domain.Reservation{}, false, fmt.Errorf("settle: %w", err)
+		return domain.Reservation{}, nil, fmt.Errorf("settle: %w", err)
 	}
 	if ib.set() && recorded == 0 {
-		return domain.Reservation{}, false, inbox.ErrAlreadyProcessed
+		return domain.Reservation{}, nil, inbox.ErrAlreadyProcessed
 	}
 	if n == 0 {
-		return domain.Reservation{}, false, domain.ErrReservationNotFound
+		return domain.Reservation{}, nil, domain.ErrReservationNotFound
 	}
 	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
 	if !moved {
-		return r, false, nil
+		return r, nil, nil
 	}
 	if len(r.Lines) == 0 {
-		return domain.Reservation{}, false, fmt.Errorf("settle %s: a held reservation without lines", orderID)
+		return domain.Reservation{}, nil, fmt.Errorf("settle %s: a held reservation without lines", orderID)
 	}
 	needs := domain.Needs(r.Items())
-	changes := make([]domain.StockChange, 0, len(needs))
+	changes = make([]domain.StockChange, 0, len(needs))
 	for _, need := range needs {
 		delta := need.Quantity
 		if commit {
@@ -376,8 +516,64 @@ func (s *Store) settlePG(ctx context.Context, tx *sql.Tx, orderID string, to dom
 		}
 		changes = append(changes, domain.StockChange{Level: levels[need.SKU], Delta: delta, Cause: cause, OrderID: orderID})
 	}
-	if err := s.events.WriteStockChanges(ctx, tx, changes); err != nil {
-		return domain.Reservation{}, false, err
+	return r, changes, nil
+}
+
+// errSettleRaced says that settleOne found the reservation HELD in its snapshot yet could not update
+// it: a concurrent settlement changed it first.
+var errSettleRaced = errors.New("settle raced")
+
+// commitPG is commitTx on PostgreSQL in a transaction of its own, pipelined as reservePG's:
+// [BEGIN; settleOne], then [the outbox insert; COMMIT] when settleOne moved the stock, [COMMIT] for
+// an idempotent repeat (which keeps the event's inbox record, as settle does) and [ROLLBACK] for an
+// error; so the product rows settleOne locks are held for one round trip and Go's work. done false:
+// settleOne lost a race to a concurrent settlement of the same order (its snapshot saw the reservation
+// HELD): rolled back, and the caller settles in a transaction of database/sql, whose loop reads what
+// the other one did (settle).
+func (s *Store) commitPG(ctx context.Context, orderID string, ib inboxRecord) (r domain.Reservation, done bool, err error) {
+	now := s.utcNow()
+	err = sqldb.WithPgx(ctx, s.db, func(ctx context.Context, p *sqldb.Pipeline) error {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue(settleOne, orderID, string(domain.StatusCommitted), now, true, ib.consumer, ib.eventID, now)
+		br := p.Send(ctx, b)
+		var changes []domain.StockChange
+		_, err := br.Exec()
+		if err != nil {
+			err = fmt.Errorf("begin: %w", err)
+		} else if rows, qerr := br.Query(); qerr != nil {
+			err = fmt.Errorf("settle: %w", qerr)
+		} else {
+			r, changes, err = scanSettleOne(rows, orderID, true, domain.CauseCommitted, now, ib)
+			rows.Close()
+		}
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("settle: %w", cerr)
+		}
+		if err != nil {
+			return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return err })
+		}
+		if changes == nil {
+			t, err := r.Status.Commit()
+			switch {
+			case err != nil:
+				return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return err })
+			case t == domain.NoOp:
+				return commitAfter(ctx, p, "", nil)
+			}
+			return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return errSettleRaced })
+		}
+		q, args, err := s.events.StockChangesInsert(ctx, changes)
+		if err != nil {
+			return err
+		}
+		return commitAfter(ctx, p, q, args)
+	})
+	if errors.Is(err, errSettleRaced) {
+		return domain.Reservation{}, false, nil
+	}
+	if err != nil {
+		return domain.Reservation{}, true, err
 	}
 	return r, true, nil
 }

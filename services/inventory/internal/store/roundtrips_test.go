@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -18,28 +19,51 @@ import (
 	"github.com/shopmesh/shopmesh/services/inventory/internal/store/storetest"
 )
 
-// roundTrips counts the statements (sql.exec, sql.query) and transactions (sql.begin) fn sends, from
-// the spans of a traced connection pool.
+// roundTrips counts the statements (sql.exec, sql.query; BEGIN, COMMIT and ROLLBACK not included),
+// transactions (sql.begin, or a BEGIN) and round trips (every span: one statement each, or one
+// pipeline, sql.batch, whose statements its db.query.text lists) fn sends, from the spans of a traced
+// connection pool.
 type roundTrips struct {
 	spans *tracetest.InMemoryExporter
 	tp    *sdktrace.TracerProvider
 }
 
-func (r roundTrips) count(t *testing.T, fn func(ctx context.Context)) (statements, transactions int) {
+type counts struct{ statements, transactions, roundTrips int }
+
+func (r roundTrips) count(t *testing.T, fn func(ctx context.Context)) (n counts) {
 	t.Helper()
 	r.spans.Reset()
 	c, root := r.tp.Tracer("test").Start(ctx(t), "op")
 	fn(c)
 	root.End()
 	for _, s := range r.spans.GetSpans() {
+		if s.Name == "op" {
+			continue
+		}
+		n.roundTrips++
 		switch s.Name {
 		case "sql.exec", "sql.query":
-			statements++
+			n.statements++
 		case "sql.begin":
-			transactions++
+			n.transactions++
+		case "sql.batch":
+			for _, a := range s.Attributes {
+				if a.Key != "db.query.text" {
+					continue
+				}
+				for _, q := range strings.Split(a.Value.AsString(), ";\n") {
+					switch q {
+					case "BEGIN":
+						n.transactions++
+					case "COMMIT", "ROLLBACK":
+					default:
+						n.statements++
+					}
+				}
+			}
 		}
 	}
-	return statements, transactions
+	return n
 }
 
 // On PostgreSQL the order path's stock changes are one statement each, plus the outbox insert: a
@@ -56,7 +80,11 @@ func (r roundTrips) count(t *testing.T, fn func(ctx context.Context)) (statement
 // reserve 3. Before its
 // first round: Reserve 5 statements with one SKU, 7 with two; the commit or release 6 with one SKU, 7
 // with two; the repeat 3; the tombstone 3.)
-// The statement counts are the figures docs/BENCHMARKS.md reports per order.
+// The statement counts are the figures docs/BENCHMARKS.md reports per order. Round trips count BEGIN
+// and COMMIT too: the transactions of a Reserve and of the commit OrderConfirmed causes are two,
+// pipelined, [BEGIN; reserveOne or settleOne] and [the outbox insert; COMMIT] (before: four, one per
+// statement), a release's four (BEGIN, settleOne, the outbox insert, COMMIT), and a redelivered
+// OrderConfirmed's two, [BEGIN; settleOne] and [ROLLBACK] (before: three).
 func TestOrderPathStatementsOnPostgres(t *testing.T) {
 	t.Parallel()
 	dsn := sqldbtest.Postgres(t)
@@ -77,22 +105,22 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 	}
 	items := []domain.Item{{SKU: "SKU-0002", Quantity: 1}, {SKU: "SKU-0001", Quantity: 2}}
 	for _, step := range []struct {
-		name           string
-		fn             func(ctx context.Context) error
-		statements, tx int
+		name string
+		fn   func(ctx context.Context) error
+		want counts
 	}{
-		{"reserve", func(c context.Context) error { _, err := s.Reserve(c, orderID(1), items); return err }, 2, 1},
-		{"commit once", func(c context.Context) error { return s.CommitOnce(c, "inventory", "ev-1", orderID(1)) }, 2, 1},
-		{"reserve other", func(c context.Context) error { _, err := s.Reserve(c, orderID(2), items[:1]); return err }, 2, 1},
+		{"reserve", func(c context.Context) error { _, err := s.Reserve(c, orderID(1), items); return err }, counts{2, 1, 2}},
+		{"commit once", func(c context.Context) error { return s.CommitOnce(c, "inventory", "ev-1", orderID(1)) }, counts{2, 1, 2}},
+		{"reserve other", func(c context.Context) error { _, err := s.Reserve(c, orderID(2), items[:1]); return err }, counts{2, 1, 2}},
 		// OrderCancelled before the compensation: the look that finds the reservation HELD, then the
 		// transaction.
-		{"release once", func(c context.Context) error { return s.ReleaseOnce(c, "inventory", "ev-2", orderID(2)) }, 3, 1},
+		{"release once", func(c context.Context) error { return s.ReleaseOnce(c, "inventory", "ev-2", orderID(2)) }, counts{3, 1, 5}},
 		// The compensation released first (payment declined), then OrderCancelled comes.
-		{"reserve third", func(c context.Context) error { _, err := s.Reserve(c, orderID(4), items[:1]); return err }, 2, 1},
-		{"release", func(c context.Context) error { _, err := s.Release(c, orderID(4)); return err }, 2, 1},
+		{"reserve third", func(c context.Context) error { _, err := s.Reserve(c, orderID(4), items[:1]); return err }, counts{2, 1, 2}},
+		{"release", func(c context.Context) error { _, err := s.Release(c, orderID(4)); return err }, counts{2, 1, 4}},
 		{"release once after release", func(c context.Context) error {
 			return s.ReleaseOnce(c, "inventory", "ev-4", orderID(4))
-		}, 1, 0},
+		}, counts{1, 0, 1}},
 		// The order service's settlement commits again later: the repeat reads what settleOne returns.
 		{"commit again", func(c context.Context) error {
 			r, err := s.Commit(c, orderID(1))
@@ -100,7 +128,7 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 				t.Errorf("commit again = %+v", r)
 			}
 			return err
-		}, 1, 0},
+		}, counts{1, 0, 1}},
 		// A release that overtook its reserve (or an order never reserved) leaves a tombstone.
 		{"release before reserve", func(c context.Context) error {
 			r, err := s.Release(c, orderID(3))
@@ -108,20 +136,21 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 				t.Errorf("release unknown = %+v, want a tombstone", r)
 			}
 			return err
-		}, 2, 1},
+		}, counts{2, 1, 4}},
 		// OrderCancelled of an order never reserved (out of stock): the tombstone and the inbox record
 		// in the look's statement.
 		{"release once before reserve", func(c context.Context) error {
 			return s.ReleaseOnce(c, "inventory", "ev-5", orderID(5))
-		}, 1, 0},
+		}, counts{1, 0, 1}},
 	} {
 		var err error
-		st, tx := rt.count(t, func(c context.Context) { err = step.fn(c) })
+		got := rt.count(t, func(c context.Context) { err = step.fn(c) })
 		if err != nil {
 			t.Fatalf("%s: %v", step.name, err)
 		}
-		if st != step.statements || tx != step.tx {
-			t.Errorf("%s: %d statements in %d transactions, want %d in %d", step.name, st, tx, step.statements, step.tx)
+		if got != step.want {
+			t.Errorf("%s: %d statements in %d transactions and %d round trips, want %d in %d and %d", step.name,
+				got.statements, got.transactions, got.roundTrips, step.want.statements, step.want.transactions, step.want.roundTrips)
 		}
 	}
 	// A repeated event is one statement: the settling statement, whose inbox record conflicts, rolled
@@ -130,17 +159,102 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 		name string
 		fn   func(c context.Context) error
 		tx   int
+		rts  int
 	}{
-		{"OrderConfirmed", func(c context.Context) error { return s.CommitOnce(c, "inventory", "ev-1", orderID(1)) }, 1},
-		{"OrderCancelled", func(c context.Context) error { return s.ReleaseOnce(c, "inventory", "ev-4", orderID(4)) }, 0},
+		{"OrderConfirmed", func(c context.Context) error { return s.CommitOnce(c, "inventory", "ev-1", orderID(1)) }, 1, 2},
+		{"OrderCancelled", func(c context.Context) error { return s.ReleaseOnce(c, "inventory", "ev-4", orderID(4)) }, 0, 1},
 	} {
-		st, tx := rt.count(t, func(c context.Context) {
+		got := rt.count(t, func(c context.Context) {
 			if err := repeat.fn(c); !errors.Is(err, inbox.ErrAlreadyProcessed) {
 				t.Errorf("repeated %s: %v", repeat.name, err)
 			}
 		})
-		if st != 1 || tx != repeat.tx {
-			t.Errorf("repeated %s: %d statements in %d transactions, want 1 in %d", repeat.name, st, tx, repeat.tx)
+		if got.statements != 1 || got.transactions != repeat.tx || got.roundTrips != repeat.rts {
+			t.Errorf("repeated %s: %d statements in %d transactions and %d round trips, want 1 in %d and %d", repeat.name,
+				got.statements, got.transactions, got.roundTrips, repeat.tx, repeat.rts)
+		}
+	}
+}
+
+// Every answer of Reserve on PostgreSQL is two round trips: the ones that write nothing end the
+// transaction with a ROLLBACK sent with the reads the answer needs (the stored reservation; the
+// product out of stock) or alone (mixed currencies). On a pool of one connection, each step runs on
+// the connection the one before left, so none leaves a transaction open; and a failed reserve holds
+// nothing. (Before: the repeat 5 round trips, out of stock 4, mixed currencies 3.)
+func TestReserveRoundTripsOnPostgres(t *testing.T) {
+	t.Parallel()
+	dsn := sqldbtest.Postgres(t)
+	_, _ = storetest.Open(t, dsn) // migrates
+	rt := roundTrips{spans: tracetest.NewInMemoryExporter()}
+	rt.tp = sdktrace.NewTracerProvider(sdktrace.WithSyncer(rt.spans))
+	db, d, err := sqldb.Open(ctx(t), dsn, sqldb.Options{MaxOpenConns: 1, TracerProvider: rt.tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	s := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
+	if _, err := s.Seed(ctx(t), []domain.Product{
+		{SKU: "SKU-0001", Name: "Cup", PriceCents: 199, Currency: "EUR", OnHand: 10},
+		{SKU: "SKU-0002", Name: "Mug", PriceCents: 1500, Currency: "EUR", OnHand: 5},
+		{SKU: "USD-0001", Name: "Cap", PriceCents: 900, Currency: "USD", OnHand: 5},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	items := []domain.Item{{SKU: "SKU-0002", Quantity: 1}, {SKU: "SKU-0001", Quantity: 2}}
+	first, err := s.Reserve(ctx(t), orderID(1), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name    string
+		orderID string
+		items   []domain.Item
+		ok      func(domain.Reservation, error) bool
+		want    counts
+	}{
+		{"first", orderID(2), items[:1], func(_ domain.Reservation, err error) bool { return err == nil }, counts{2, 1, 2}},
+		{"repeat", orderID(1), items, func(r domain.Reservation, err error) bool {
+			return err == nil && r.Status == domain.StatusHeld && r.Total() == first.Total() && r.SameItems(items)
+		}, counts{3, 1, 2}},
+		{"other items", orderID(1), items[:1], func(_ domain.Reservation, err error) bool {
+			return errors.Is(err, domain.ErrReservationMismatch)
+		}, counts{3, 1, 2}},
+		{"out of stock", orderID(3), []domain.Item{{SKU: "SKU-0001", Quantity: 1}, {SKU: "SKU-0002", Quantity: 5}}, func(_ domain.Reservation, err error) bool {
+			var se *domain.StockError
+			return errors.Is(err, domain.ErrOutOfStock) && errors.As(err, &se) && se.SKU == "SKU-0002" && se.Available == 3 && se.Requested == 5
+		}, counts{2, 1, 2}},
+		{"unknown product", orderID(4), []domain.Item{{SKU: "NOPE-1", Quantity: 1}}, func(_ domain.Reservation, err error) bool {
+			var se *domain.StockError
+			return errors.Is(err, domain.ErrUnknownProduct) && errors.As(err, &se) && se.SKU == "NOPE-1"
+		}, counts{2, 1, 2}},
+		{"mixed currencies", orderID(5), []domain.Item{{SKU: "SKU-0001", Quantity: 1}, {SKU: "USD-0001", Quantity: 1}}, func(_ domain.Reservation, err error) bool {
+			return errors.Is(err, domain.ErrMixedCurrency)
+		}, counts{1, 1, 2}},
+		{"after the failures", orderID(6), items, func(_ domain.Reservation, err error) bool { return err == nil }, counts{2, 1, 2}},
+	} {
+		var (
+			r   domain.Reservation
+			err error
+		)
+		got := rt.count(t, func(c context.Context) { r, err = s.Reserve(c, step.orderID, step.items) })
+		if !step.ok(r, err) {
+			t.Errorf("%s: Reserve = %+v, %v", step.name, r, err)
+		}
+		if got != step.want {
+			t.Errorf("%s: %d statements in %d transactions and %d round trips, want %d in %d and %d", step.name,
+				got.statements, got.transactions, got.roundTrips, step.want.statements, step.want.transactions, step.want.roundTrips)
+		}
+	}
+	for _, id := range []string{orderID(3), orderID(4), orderID(5)} {
+		if _, err := s.Reservation(ctx(t), id); !errors.Is(err, domain.ErrReservationNotFound) {
+			t.Errorf("failed reserve %s left a reservation: %v", id, err)
+		}
+	}
+	// Held: order 1's 1 and 2, order 2's 1, order 6's 1 and 2.
+	for sku, want := range map[string]int64{"SKU-0001": 4, "SKU-0002": 3, "USD-0001": 0} {
+		p, err := s.Product(ctx(t), sku)
+		if err != nil || p.Reserved != want {
+			t.Errorf("%s: reserved %d, %v; want %d", sku, p.Reserved, err, want)
 		}
 	}
 }

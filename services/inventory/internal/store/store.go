@@ -20,6 +20,9 @@ import (
 // EventWriter records stock changes in the transaction that made them (the outbox).
 type EventWriter interface {
 	WriteStockChanges(ctx context.Context, tx *sql.Tx, changes []domain.StockChange) error
+	// StockChangesInsert is WriteStockChanges as a statement (PostgreSQL only), for a transaction
+	// that sends it with its COMMIT in one round trip; an empty query when there is nothing to write.
+	StockChangesInsert(ctx context.Context, changes []domain.StockChange) (query string, args []any, err error)
 }
 
 // Store is the inventory's database.
@@ -279,7 +282,7 @@ func (s *Store) applyImport(ctx context.Context, tx *sql.Tx, line domain.ImportL
 // inbox.ErrAlreadyProcessed. An effect that fails records nothing.
 //
 // On PostgreSQL the inbox record is part of the settling statement (settleOne): one transaction of
-// two statements, the settlement and its events.
+// two statements, the settlement and its events, in two round trips (commitPG).
 func (s *Store) CommitOnce(ctx context.Context, consumer, eventID, orderID string) error {
 	if s.d != sqldb.Postgres {
 		return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
@@ -289,6 +292,12 @@ func (s *Store) CommitOnce(ctx context.Context, consumer, eventID, orderID strin
 	}
 	ib := inboxRecord{consumer: consumer, eventID: eventID}
 	if err := ib.check(); err != nil {
+		return err
+	}
+	if _, done, err := s.commitPG(ctx, orderID, ib); err != nil || done {
+		if err == nil {
+			s.afterCommit()
+		}
 		return err
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
