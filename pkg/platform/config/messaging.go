@@ -135,30 +135,47 @@ func (o Outbox) Validate() error {
 }
 
 // Consumer is the setting of a service that consumes events through an inbox: how often its Kafka
-// consumers commit offsets and how long the inbox remembers handled events
-// (<P>_CONSUMER_COMMIT_INTERVAL, <P>_INBOX_RETENTION).
+// consumers commit offsets, how many events they apply in one batch, and how long the inbox remembers
+// handled events (<P>_CONSUMER_COMMIT_INTERVAL, <P>_CONSUMER_MAX_BATCH, <P>_INBOX_RETENTION).
 type Consumer struct {
 	// ConsumerCommitInterval batches the consumers' Kafka offset commits (0 commits every message
 	// synchronously: one broker round trip each). Handled events are deduplicated by the inbox, so a
 	// crash redelivering up to one interval of them changes nothing.
 	ConsumerCommitInterval time.Duration `help:"how often the event consumers commit their Kafka offsets; 0 commits each message synchronously"`
+	// ConsumerMaxBatch caps the events a Kafka consumer with a batch handler applies in one call (one
+	// transaction): those its fetch has ready. 0 or 1 applies them one at a time. A batch is all or
+	// none and falls back to one at a time when it fails, so the setting changes cost, not outcome.
+	ConsumerMaxBatch int `help:"most events a Kafka consumer applies in one transaction, from those already fetched; 0 or 1 applies them one at a time"`
 	// InboxRetention is how long processed event ids are kept for de-duplication (0: 7 days). Keep it
 	// above the consumed topics' retention and any dead-letter replay.
 	InboxRetention time.Duration `help:"how long processed event ids are kept for de-duplication (0: 7 days); keep it above the consumed topics' retention"`
 }
 
 // DefaultConsumer returns the consumer defaults: one offset commit a second instead of one per
-// event, handled event ids kept 7 days.
+// event, batches of up to 100 events, handled event ids kept 7 days.
 func DefaultConsumer() Consumer {
-	return Consumer{ConsumerCommitInterval: time.Second, InboxRetention: 7 * 24 * time.Hour}
+	return Consumer{ConsumerCommitInterval: time.Second, ConsumerMaxBatch: 100, InboxRetention: 7 * 24 * time.Hour}
 }
 
-// Validate reports every problem, each naming its field. Zero is allowed for both: it means a
-// synchronous commit per message and the inbox's default retention.
+// ConsumerMaxBatchOption is ConsumerMaxBatch as consumer.KafkaConfig.MaxBatch takes it, where 0 means
+// the consumer's default and 1 one at a time.
+func (c Consumer) ConsumerMaxBatchOption() int {
+	return max(c.ConsumerMaxBatch, 1)
+}
+
+// maxConsumerBatch bounds ConsumerMaxBatch: a batch is one transaction under one handler deadline,
+// and kafka-go holds only so many fetched messages ready.
+const maxConsumerBatch = 10000
+
+// Validate reports every problem, each naming its field. Zero is allowed for all: it means a
+// synchronous commit per message, one event at a time and the inbox's default retention.
 func (c Consumer) Validate() error {
 	var errs []error
 	if c.ConsumerCommitInterval < 0 {
 		errs = append(errs, fmt.Errorf("consumer_commit_interval: must be >= 0 (0 commits each message), got %v", c.ConsumerCommitInterval))
+	}
+	if c.ConsumerMaxBatch < 0 || c.ConsumerMaxBatch > maxConsumerBatch {
+		errs = append(errs, fmt.Errorf("consumer_max_batch: must be between 0 and %d (0 or 1: one at a time), got %d", maxConsumerBatch, c.ConsumerMaxBatch))
 	}
 	if c.InboxRetention < 0 {
 		errs = append(errs, fmt.Errorf("inbox_retention: must be >= 0 (0: 7 days), got %v", c.InboxRetention))

@@ -76,8 +76,9 @@ func TestOutboxAndConsumerValidate(t *testing.T) {
 		{"negative poll", config.Outbox{RelayPollInterval: -time.Second, TopicPartitions: 1}.Validate(), []string{"relay_poll_interval: "}},
 		{"negative min interval", config.Outbox{RelayPollInterval: time.Second, RelayMinInterval: -time.Millisecond, TopicPartitions: 1}.Validate(),
 			[]string{"relay_min_interval: must be >= 0"}},
-		{"negative consumer", config.Consumer{ConsumerCommitInterval: -time.Second, InboxRetention: -time.Hour}.Validate(),
-			[]string{"consumer_commit_interval: must be >= 0", "inbox_retention: must be >= 0"}},
+		{"negative consumer", config.Consumer{ConsumerCommitInterval: -time.Second, ConsumerMaxBatch: -1, InboxRetention: -time.Hour}.Validate(),
+			[]string{"consumer_commit_interval: must be >= 0", "consumer_max_batch: must be between 0 and 10000", "inbox_retention: must be >= 0"}},
+		{"huge consumer batch", config.Consumer{ConsumerMaxBatch: 10001}.Validate(), []string{"consumer_max_batch: must be between 0 and 10000"}},
 	} {
 		if tt.err == nil {
 			t.Errorf("%s: no error", tt.name)
@@ -100,6 +101,16 @@ func TestRelayMinIntervalOption(t *testing.T) {
 	}
 	if got := config.DefaultOutbox().RelayMinIntervalOption(); got != 25*time.Millisecond {
 		t.Errorf("default → %v, want 25ms", got)
+	}
+}
+
+// ConsumerMaxBatch's 0 ("one at a time") is the consumer's 1: the consumer's own 0 is its default.
+func TestConsumerMaxBatchOption(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ set, want int }{{0, 1}, {1, 1}, {100, 100}} {
+		if got := (config.Consumer{ConsumerMaxBatch: tt.set}).ConsumerMaxBatchOption(); got != tt.want {
+			t.Errorf("%d → %d, want %d", tt.set, got, tt.want)
+		}
 	}
 }
 
@@ -131,19 +142,19 @@ func TestSharedSettingsThroughLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.RelayPollInterval != 200*time.Millisecond || r.TopicPartitions != 3 || r.ConsumerCommitInterval != time.Second ||
-		r.InboxRetention != 7*24*time.Hour {
+		r.ConsumerMaxBatch != 100 || r.InboxRetention != 7*24*time.Hour {
 		t.Errorf("defaults %+v %+v", r.Outbox, r.Consumer)
 	}
 
 	_, err = config.Load[relay]("SHOP", envLookup(map[string]string{"SHOP_PROFILE": "dev", "SHOP_DSN": "mysql://h/db", "SHOP_RELAY_POLL_INTERVAL": "0s",
-		"SHOP_TOPIC_PARTITIONS": "0", "SHOP_CONSUMER_COMMIT_INTERVAL": "-1s", "SHOP_INBOX_RETENTION": "-1h"}), relayDefaults)
+		"SHOP_TOPIC_PARTITIONS": "0", "SHOP_CONSUMER_COMMIT_INTERVAL": "-1s", "SHOP_CONSUMER_MAX_BATCH": "-1", "SHOP_INBOX_RETENTION": "-1h"}), relayDefaults)
 	if err == nil {
 		t.Fatal("no error")
 	}
 	for _, w := range []string{"dsn (SHOP_DSN): ", "kafka_brokers (SHOP_KAFKA_BROKERS or KAFKA_BROKERS): ",
 		"nats_url (SHOP_NATS_URL or NATS_URL): ", "relay_poll_interval (SHOP_RELAY_POLL_INTERVAL): ",
 		"topic_partitions (SHOP_TOPIC_PARTITIONS): ", "consumer_commit_interval (SHOP_CONSUMER_COMMIT_INTERVAL): ",
-		"inbox_retention (SHOP_INBOX_RETENTION): "} {
+		"consumer_max_batch (SHOP_CONSUMER_MAX_BATCH): ", "inbox_retention (SHOP_INBOX_RETENTION): "} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("err = %v\nwant it to name %q", err, w)
 		}
@@ -155,7 +166,7 @@ func TestSharedSettingsThroughLoad(t *testing.T) {
 	}
 	for name, def := range map[string]string{"SHOP_DSN": "", "SHOP_KAFKA_BROKERS": "k:9092", "SHOP_NATS_URL": "nats://n:4222",
 		"SHOP_RELAY_POLL_INTERVAL": "200ms", "SHOP_TOPIC_PARTITIONS": "3", "SHOP_CONSUMER_COMMIT_INTERVAL": "1s",
-		"SHOP_INBOX_RETENTION": "168h"} {
+		"SHOP_CONSUMER_MAX_BATCH": "100", "SHOP_INBOX_RETENTION": "168h"} {
 		v, ok := vars[name]
 		switch {
 		case !ok:

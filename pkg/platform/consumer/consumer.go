@@ -22,6 +22,19 @@
 // Delivery is at least once; handlers make their effect idempotent with the inbox package
 // (inbox.ErrAlreadyProcessed counts as success).
 //
+// A Kafka consumer can also apply a batch in one call (KafkaConfig.Batch, a BatchHandler; JetStream
+// consumers do not batch): after each fetch it takes the messages kafka-go already has ready, up to
+// KafkaConfig.MaxBatch, and when there are several it calls the BatchHandler once with all of them —
+// a lone message goes to the Handler as always. The batch is all or none: on nil every message is
+// applied and their offsets are committed together; on any error (ErrNotBatched, a failure, a panic)
+// none is, and the Handler gets the same messages one at a time, in order, with the retries, holds and
+// dead letters above. Effects stay exactly once because a BatchHandler commits the effects and inbox
+// records of the whole batch in one transaction, or nothing; the one-at-a-time path after it is the
+// inbox-deduplicated one; and no offset is committed before the effects it covers. A failed batch
+// costs one extra call and is logged at WARN (ErrNotBatched at DEBUG). shopmesh_consumer_messages_total
+// stays per message: an applied batch counts ok once for each of its messages, a failed one nothing
+// (the Handler's calls after it count as always).
+//
 // Metrics (Observe.Metrics): shopmesh_consumer_messages_total{consumer,topic,outcome} per handler call
 // (ok, retry, dead_lettered); shopmesh_consumer_dead_lettered_total{consumer,topic,cause} per dead
 // letter written (cause: permanent, max_attempts, max_deliveries) — alert on any increase;
@@ -124,7 +137,9 @@ type Handler func(ctx context.Context, m Message) error
 // applied, and the consumer then hands the same messages, in the same order, to the Handler one at a
 // time, with its retries and dead letters. So a BatchHandler may refuse any batch it cannot apply
 // whole (ErrNotBatched, e.g. an event type it leaves to the Handler) without changing the outcome. The
-// messages are in delivery order, which per key is the producer's order; its ctx is as the Handler's.
+// messages, two or more, are in delivery order, which per key is the producer's order; they may span
+// partitions. Its ctx is as the Handler's: a deadline (HandleTimeout, for the whole batch), not
+// cancelled by a stop, and with tracing on a consumer span linked to every message's producer span.
 type BatchHandler func(ctx context.Context, ms []Message) error
 
 // ErrNotBatched is what a BatchHandler returns for a batch it leaves to the Handler, message by
@@ -468,6 +483,54 @@ func (p *pipeline) handle(ctx context.Context, m Message, dest string, log *slog
 		return nil
 	}
 	return err
+}
+
+// handleBatch runs a batch handler once, as handle runs the handler: under the handler's deadline,
+// detached from the stop signal, inside one consumer span when tracing is on — linked to each
+// message's producer span, since a batch has no single parent. A panic is returned as a plain error:
+// the messages then go to the handler one at a time, where the one that panics is dead-lettered.
+func (p *pipeline) handleBatch(ctx context.Context, b BatchHandler, ms []Message, log *slog.Logger) (err error) {
+	hctx := context.WithoutCancel(ctx)
+	var span trace.Span
+	if p.obs.tracer != nil {
+		dest := ms[0].Topic
+		links := make([]trace.Link, 0, len(ms))
+		for _, m := range ms {
+			if dest != m.Topic {
+				dest = ""
+			}
+			sc := trace.SpanContextFromContext(p.prop.Extract(context.Background(), propagation.MapCarrier(m.Headers)))
+			if sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("messaging.message.id", m.ID)}})
+			}
+		}
+		name, attrs := "process", []attribute.KeyValue{
+			attribute.String("messaging.system", p.system),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.consumer.group.name", p.name),
+			attribute.Int("messaging.batch.message_count", len(ms)),
+		}
+		if dest != "" {
+			name = dest + " process"
+			attrs = append(attrs, attribute.String("messaging.destination.name", dest))
+		}
+		hctx, span = p.obs.tracer.Start(hctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...),
+			trace.WithLinks(links...))
+		defer span.End()
+	}
+	hctx, cancel := context.WithTimeout(hctx, p.timeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			log.ErrorContext(ctx, "batch handler panicked", "messages", len(ms), "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("batch handler panicked: %v", r)
+		}
+		if err != nil && span != nil && !errors.Is(err, ErrNotBatched) {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "batch handler failed")
+		}
+	}()
+	return b(hctx, ms)
 }
 
 // sleep waits d or until ctx is done, reporting whether the wait completed.

@@ -58,8 +58,9 @@ type KafkaConfig struct {
 }
 
 // Kafka is one member of a consumer group. Offsets are committed after each message's handler
-// succeeded (or it was dead-lettered), never before: kafka-go's ReadMessage would commit first. A
-// message failing transiently is held: the member fetches nothing else until it is settled.
+// succeeded (or it was dead-lettered), or after a batch's handler succeeded, never before: kafka-go's
+// ReadMessage would commit first. A message failing transiently is held: the member fetches nothing
+// else until it is settled.
 type Kafka struct {
 	cfg KafkaConfig
 	log *slog.Logger
@@ -83,6 +84,9 @@ func NewKafka(cfg KafkaConfig, h Handler, log *slog.Logger) (*Kafka, error) {
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 100
 	}
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
@@ -144,8 +148,8 @@ func missingTopics(ctx context.Context, client *kafka.Client, topics []string) (
 }
 
 // Run waits until its topics exist (their producers create them), then consumes until ctx is
-// cancelled, then finishes the message in hand, leaves the group and returns nil. Messages fetched but
-// not handled are not committed and go to the next member.
+// cancelled, then finishes the message (or batch call) in hand, leaves the group and returns nil.
+// Messages fetched but not handled are not committed and go to the next member.
 func (c *Kafka) Run(ctx context.Context) error {
 	if !c.waitTopics(ctx) {
 		return nil
@@ -205,15 +209,90 @@ func (c *Kafka) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
+		if c.cfg.Batch != nil && c.cfg.MaxBatch > 1 {
+			if kms := c.gather(ctx, r, km); len(kms) > 1 {
+				if !c.processBatch(ctx, r, dlq, kms) {
+					return nil
+				}
+				continue
+			}
+		}
 		if !c.process(ctx, r, dlq, km) {
 			return nil
 		}
 	}
 }
 
-// process handles one message to its end: applied or dead-lettered, then committed. It returns false
-// when asked to stop before the message was settled; the message is then left uncommitted.
-func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, km kafka.Message) bool {
+// A batch is made of what kafka-go already holds: its reader fetches ahead into a queue, and
+// FetchMessage selects between that queue and ctx.Done(), so a fetch whose context ends leaves the
+// next message queued, not lost. Run takes the ready messages one FetchMessage at a time, each under a
+// gatherWait deadline — not an already expired context, which would make that select pick at random
+// between a ready message and the deadline and cut batches short for nothing. gatherMax bounds the
+// whole gathering: the latency a batch adds to its first message when messages trickle in.
+const (
+	gatherWait = time.Millisecond
+	gatherMax  = 5 * time.Millisecond
+)
+
+// gather returns first and the messages the reader has ready behind it, up to MaxBatch in all.
+func (c *Kafka) gather(ctx context.Context, r *kafka.Reader, first kafka.Message) []kafka.Message {
+	gctx, cancel := context.WithTimeout(ctx, gatherMax)
+	defer cancel()
+	kms := []kafka.Message{first}
+	for len(kms) < c.cfg.MaxBatch {
+		fctx, fcancel := context.WithTimeout(gctx, gatherWait)
+		km, err := r.FetchMessage(fctx)
+		waited := fctx.Err() != nil
+		fcancel()
+		if err != nil {
+			// Nothing ready, or the reader failed: it retries by itself, and io.EOF (closed) comes back
+			// on the next fetch. The batch is what was fetched before.
+			if !waited && !errors.Is(err, io.EOF) {
+				c.log.WarnContext(ctx, "kafka fetch", "err", err)
+			}
+			break
+		}
+		// Taken even if a deadline has just passed: FetchMessage returned it, so it is no longer
+		// queued, and dropping it would let the commit of a later message of its partition skip it.
+		kms = append(kms, km)
+	}
+	return kms
+}
+
+// processBatch applies kms with the batch handler, all or none, then commits them all at once. When
+// the batch handler refuses or fails, each message goes through process in order, with its retries
+// and dead letters. It returns false as process does; the messages not settled by then are left
+// uncommitted.
+func (c *Kafka) processBatch(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, kms []kafka.Message) bool {
+	ms := make([]Message, len(kms))
+	for i, km := range kms {
+		ms[i], _ = message(km)
+		c.setLag(km)
+	}
+	err := c.p.handleBatch(ctx, c.cfg.Batch, ms, c.log)
+	if err == nil {
+		for _, km := range kms {
+			c.p.obs.outcome(c.cfg.GroupID, km.Topic, "ok")
+		}
+		c.commit(ctx, r, c.log, kms...)
+		return true
+	}
+	if errors.Is(err, ErrNotBatched) {
+		c.log.DebugContext(ctx, "batch left to the handler", "messages", len(kms))
+	} else {
+		c.log.WarnContext(ctx, "batch handler failed, applying its messages one at a time", "messages", len(kms), "err", err)
+	}
+	for _, km := range kms {
+		// Stopping: the messages still in hand go to the next member, as a fetched one would.
+		if ctx.Err() != nil || !c.process(ctx, r, dlq, km) {
+			return false
+		}
+	}
+	return true
+}
+
+// message is km as the handlers see it, and its position (topic/partition/offset).
+func message(km kafka.Message) (Message, string) {
 	m := Message{Topic: km.Topic, Key: km.Key, Payload: km.Value, Headers: make(map[string]string, len(km.Headers)), Delivery: 1}
 	for _, h := range km.Headers {
 		m.Headers[h.Key] = string(h.Value)
@@ -223,10 +302,32 @@ func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer,
 	if m.ID == "" {
 		m.ID = position
 	}
-	log := c.log.With("event_id", m.ID, "position", position)
+	return m, position
+}
+
+func (c *Kafka) setLag(km kafka.Message) {
 	if km.HighWaterMark > 0 {
 		c.p.obs.setLag(c.cfg.GroupID, km.Topic, strconv.Itoa(km.Partition), km.HighWaterMark-km.Offset-1)
 	}
+}
+
+// commit commits the offsets of kms, settled (applied or dead-lettered), under CommitTimeout even
+// when stopping.
+func (c *Kafka) commit(ctx context.Context, r *kafka.Reader, log *slog.Logger, kms ...kafka.Message) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
+	defer cancel()
+	if err := r.CommitMessages(cctx, kms...); err != nil {
+		// The effect is done and idempotent: a redelivery is harmless.
+		log.WarnContext(ctx, "kafka commit", "err", err)
+	}
+}
+
+// process handles one message to its end: applied or dead-lettered, then committed. It returns false
+// when asked to stop before the message was settled; the message is then left uncommitted.
+func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer, km kafka.Message) bool {
+	m, position := message(km)
+	log := c.log.With("event_id", m.ID, "position", position)
+	c.setLag(km)
 	v, ok := c.p.settle(ctx, m, km.Topic, log, nil, 0)
 	if !ok {
 		return false
@@ -237,12 +338,7 @@ func (c *Kafka) process(ctx context.Context, r *kafka.Reader, dlq *kafka.Writer,
 			return false
 		}
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
-	defer cancel()
-	if err := r.CommitMessages(cctx, km); err != nil {
-		// The effect is done and idempotent: a redelivery is harmless.
-		log.WarnContext(ctx, "kafka commit", "err", err)
-	}
+	c.commit(ctx, r, log, km)
 	return true
 }
 

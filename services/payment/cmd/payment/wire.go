@@ -44,7 +44,7 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
 		// The captures of a fetched batch of OrderConfirmed in one transaction; anything else in it
 		// goes to the Handler, one event at a time.
-		Batch: events.OrderBatchHandler(a, s.Logger()),
+		Batch: events.OrderBatchHandler(a, s.Logger()), MaxBatch: cfg.ConsumerMaxBatchOption(),
 	}, events.OrderHandler(a, s.Logger()), s.Logger())
 	if err != nil {
 		return err
