@@ -54,6 +54,9 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: 250 * time.Millisecond, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
+		// The commits of a fetched batch of OrderConfirmed in one transaction; anything else in it goes
+		// to the Handler, one event at a time.
+		Batch: events.OrderBatchHandler(a),
 	}, events.OrderHandler(a), s.Logger())
 	if err != nil {
 		return err

@@ -171,6 +171,23 @@ func (s *App) OnOrderConfirmed(ctx context.Context, eventID, orderID string) err
 	return err
 }
 
+// OnOrderConfirmedBatch applies several OrderConfirmed events, of different orders, at once: their
+// commits in one transaction (EventEffects.CommitBatchOnce); done means each committed its
+// reservation. It does so only when every one is the plain commit, all or none: done is false, with
+// nothing applied, when one of them is not (a reservation not HELD or missing, a repeat of a recorded
+// event) or when the store has no such step (SQLite); the caller then applies each with
+// OnOrderConfirmed, which tells those cases apart.
+func (s *App) OnOrderConfirmedBatch(ctx context.Context, es []Confirmation) (done bool, err error) {
+	if len(es) == 0 {
+		return true, nil
+	}
+	done, err = s.effects.CommitBatchOnce(ctx, s.consumer, es)
+	if err != nil {
+		return false, fmt.Errorf("%d order events from %s: %w", len(es), es[0].EventID, err)
+	}
+	return done, nil
+}
+
 // OnOrderCancelled releases the order's stock once per event. Nothing to release, or stock already
 // sold, are acknowledged: retrying cannot change them.
 func (s *App) OnOrderCancelled(ctx context.Context, eventID, orderID string) error {

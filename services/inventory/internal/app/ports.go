@@ -26,7 +26,14 @@ type Stock interface {
 type EventEffects interface {
 	CommitOnce(ctx context.Context, consumer, eventID, orderID string) error
 	ReleaseOnce(ctx context.Context, consumer, eventID, orderID string) error
+	// CommitBatchOnce is CommitOnce for several events of different orders at once, all or none: done
+	// is false, with nothing written, when one of them is not the plain commit of a HELD reservation
+	// by a new event, or when the store has no such step (SQLite).
+	CommitBatchOnce(ctx context.Context, consumer string, es []Confirmation) (done bool, err error)
 }
+
+// Confirmation is an OrderConfirmed event: its id and the order whose stock it commits.
+type Confirmation struct{ EventID, OrderID string }
 
 // StockFeed streams the levels of changed SKUs (all when skus is empty) until ctx ends.
 type StockFeed interface {

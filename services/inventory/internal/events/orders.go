@@ -46,6 +46,52 @@ func OrderHandler(svc *app.App) consumer.Handler {
 	}
 }
 
+// OrderBatchEvents is what the batch handler needs from the use cases.
+type OrderBatchEvents interface {
+	OnOrderConfirmedBatch(ctx context.Context, es []app.Confirmation) (done bool, err error)
+}
+
+var _ OrderBatchEvents = (*app.App)(nil)
+
+// OrderBatchHandler applies a batch of order events at once when it holds only the common case: the
+// OrderConfirmed events, whose commits OnOrderConfirmedBatch makes in one transaction, and events of
+// other types, acknowledged without effect as OrderHandler does. Any OrderCancelled, any payload that
+// does not decode, any OrderConfirmed without its order, or a batch OnOrderConfirmedBatch refuses,
+// leaves the whole batch to OrderHandler (consumer.ErrNotBatched), which applies, reports and
+// dead-letters them one by one; the batch path itself never dead-letters.
+func OrderBatchHandler(uc OrderBatchEvents) consumer.BatchHandler {
+	confirmed := string((&eventsv1.OrderConfirmed{}).ProtoReflect().Descriptor().FullName())
+	cancelled := string((&eventsv1.OrderCancelled{}).ProtoReflect().Descriptor().FullName())
+	return func(ctx context.Context, ms []consumer.Message) error {
+		es := make([]app.Confirmation, 0, len(ms))
+		for _, m := range ms {
+			switch m.Headers[HeaderEventType] {
+			case confirmed:
+			case cancelled:
+				return consumer.ErrNotBatched
+			default:
+				continue
+			}
+			var ev eventsv1.OrderConfirmed
+			if err := proto.Unmarshal(m.Payload, &ev); err != nil || ev.GetOrderId() == "" {
+				return consumer.ErrNotBatched
+			}
+			es = append(es, app.Confirmation{EventID: eventID(m, ev.GetEventId()), OrderID: ev.GetOrderId()})
+		}
+		if len(es) == 0 {
+			return nil
+		}
+		done, err := uc.OnOrderConfirmedBatch(ctx, es)
+		switch {
+		case err != nil:
+			return err
+		case !done:
+			return consumer.ErrNotBatched
+		}
+		return nil
+	}
+}
+
 // eventID prefers the payload's id, which is the same on every delivery and every broker.
 func eventID(m consumer.Message, payloadID string) string {
 	if payloadID != "" {
