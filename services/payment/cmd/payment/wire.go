@@ -6,6 +6,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/payment/internal/app"
 	"github.com/shopmesh/shopmesh/services/payment/internal/config"
 	"github.com/shopmesh/shopmesh/services/payment/internal/events"
@@ -39,12 +40,17 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	}
 	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
 
+	// On PostgreSQL the captures of a fetched batch of OrderConfirmed run in one transaction; anything
+	// else in it goes to the Handler, one event at a time. SQLite (make run) has no batch step: each
+	// event keeps its own inbox transaction, and the consumer does not gather.
+	var batch consumer.BatchHandler
+	if s.Dialect() == sqldb.Postgres {
+		batch = events.OrderBatchHandler(a, s.Logger())
+	}
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: cfg.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: cfg.ConsumerMaxWait, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
-		// The captures of a fetched batch of OrderConfirmed in one transaction; anything else in it
-		// goes to the Handler, one event at a time.
-		Batch: events.OrderBatchHandler(a, s.Logger()), MaxBatch: cfg.ConsumerMaxBatchOption(),
+		Batch: batch, MaxBatch: cfg.ConsumerMaxBatchOption(),
 	}, events.OrderHandler(a, s.Logger()), s.Logger())
 	if err != nil {
 		return err
