@@ -8,6 +8,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/consumer"
 	"github.com/shopmesh/shopmesh/pkg/platform/outbox"
 	"github.com/shopmesh/shopmesh/pkg/platform/service"
+	"github.com/shopmesh/shopmesh/pkg/platform/sqldb"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/app"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/events"
@@ -51,12 +52,17 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	}
 	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
 
+	// On PostgreSQL the commits of a fetched batch of OrderConfirmed run in one transaction; anything
+	// else in it goes to the Handler, one event at a time. SQLite (make run) has no batch step: each
+	// event keeps its own inbox transaction, and the consumer does not gather.
+	var batch consumer.BatchHandler
+	if s.Dialect() == sqldb.Postgres {
+		batch = events.OrderBatchHandler(a)
+	}
 	orders, err := consumer.NewKafka(consumer.KafkaConfig{
 		Brokers: cfg.KafkaBrokers, SASL: cfg.SASL(), GroupID: events.ConsumerGroup, Topics: []string{events.OrderTopic},
 		MaxWait: 250 * time.Millisecond, CommitInterval: cfg.ConsumerCommitInterval, Observe: s.Observe(),
-		// The commits of a fetched batch of OrderConfirmed in one transaction; anything else in it goes
-		// to the Handler, one event at a time.
-		Batch: events.OrderBatchHandler(a),
+		Batch: batch, MaxBatch: cfg.ConsumerMaxBatchOption(),
 	}, events.OrderHandler(a), s.Logger())
 	if err != nil {
 		return err
