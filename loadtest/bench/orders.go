@@ -274,7 +274,9 @@ func StatementReport(before, after StmtStats, orders int64, top int) string {
 	n := float64(max(1, orders))
 	var b strings.Builder
 	all := perSvc[localstack.Order] + perSvc[localstack.Inventory] + perSvc[localstack.Payment]
-	fmt.Fprintf(&b, "statements per order (pg_stat_statements, BEGIN/COMMIT included): order %.1f, inventory %.1f, "+
+	// BEGIN and COMMIT sent in a pipeline (sqldb.WithPgx: extended protocol) do not reach
+	// pg_stat_statements; those sent by database/sql do.
+	fmt.Fprintf(&b, "statements per order (pg_stat_statements; BEGIN/COMMIT included except a pipeline's): order %.1f, inventory %.1f, "+
 		"payment %.1f, %.1f in all; execution time %.0f µs per order in all\n", float64(perSvc[localstack.Order])/n,
 		float64(perSvc[localstack.Inventory])/n, float64(perSvc[localstack.Payment])/n, float64(all)/n, 1000*totalMs/n)
 	for i, r := range rs {
