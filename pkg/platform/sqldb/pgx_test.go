@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,5 +190,52 @@ func TestWithPgxSpans(t *testing.T) {
 	}
 	if batches[0].Parent().SpanID() != req.SpanContext().SpanID() {
 		t.Error("sql.batch is not a child of the request's span")
+	}
+}
+
+// A connection the server ended while it sat in the pool (a restart, an idle timeout, an
+// administrator) fails at most the one call that finds it — as a database/sql statement does, when
+// the pool used the connection less than a second before (pgx's reset check pings only connections
+// idle for longer) — and never goes back to the pool: the next call runs on a new connection.
+func TestWithPgxDropsAConnectionTheServerEnded(t *testing.T) {
+	t.Parallel()
+	dsn := sqldbtest.Postgres(t)
+	db, _, _ := pool1(t, dsn)
+	other, _ := sqldbtest.Open(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	backend := func() (int, error) {
+		var pid int
+		err := sqldb.WithPgx(ctx, db, func(ctx context.Context, p *sqldb.Pipeline) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT pg_backend_pid()")
+			br := p.Send(ctx, b)
+			if err := br.QueryRow().Scan(&pid); err != nil {
+				_ = br.Close()
+				return err
+			}
+			return br.Close()
+		})
+		return pid, err
+	}
+	for i := range 3 {
+		pid, err := backend()
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		var ended bool
+		if err := other.QueryRowContext(ctx, "SELECT pg_terminate_backend($1, 5000)", pid).Scan(&ended); err != nil || !ended {
+			t.Fatalf("terminate %d: %v, %v", pid, ended, err)
+		}
+		if _, err := backend(); err != nil && !strings.Contains(err.Error(), "57P01") {
+			t.Fatalf("round %d: the call that found the ended connection: %v, want nil or 57P01", i, err)
+		}
+		next, err := backend()
+		if err != nil {
+			t.Fatalf("round %d: the call after it: %v", i, err)
+		}
+		if next == pid {
+			t.Fatalf("round %d: ran on the ended backend %d", i, pid)
+		}
 	}
 }
