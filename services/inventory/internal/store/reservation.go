@@ -234,7 +234,24 @@ func (s *Store) Commit(ctx context.Context, orderID string) (domain.Reservation,
 // and moves nothing; releasing a committed one fails with ErrReservationCommitted. Releasing an order
 // that has no reservation records a tombstone (a RELEASED reservation without lines, see
 // domain.Reservation.Tombstone) and returns it: compensation may overtake the reserve it undoes.
+//
+// On PostgreSQL a HELD reservation is released in one pipelined transaction (releasePG); when there is
+// none, one statement leaves the tombstone (peekPG), and only a race with a concurrent settlement or
+// reserve is settled in a transaction of database/sql.
 func (s *Store) Release(ctx context.Context, orderID string) (domain.Reservation, error) {
+	if s.d == sqldb.Postgres {
+		r, done, err := s.releasePG(ctx, orderID, inboxRecord{})
+		if err == nil && !done {
+			r, done, err = s.peekPG(ctx, orderID, domain.StatusReleased, domain.Status.Release, inboxRecord{}, true)
+		}
+		if err != nil {
+			return domain.Reservation{}, fmt.Errorf("release %s: %w", orderID, err)
+		}
+		if done {
+			s.afterCommit()
+			return r, nil
+		}
+	}
 	var r domain.Reservation
 	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
 		r, err = s.releaseTx(ctx, tx, orderID, inboxRecord{})

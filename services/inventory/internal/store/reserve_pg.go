@@ -275,8 +275,8 @@ func commitAfter(ctx context.Context, p *sqldb.Pipeline, q string, args []any) e
 // rather than a part of this one (outbox.Rows.InsertSQL), which would mean encoding their protobuf
 // payloads in SQL. The same holds for reserveOne. The product rows therefore stay locked until the
 // outbox insert and COMMIT (its WAL flush included) are done: one round trip when the two are sent
-// together (pipelined, commitPG, as reservePG does), which database/sql does not offer; two for a
-// release, which settles in a database/sql transaction (releaseTx: its tombstone fallback).
+// together (pipelined, settlePipelined, as reservePG does), which database/sql does not offer; two in
+// the fallbacks that settle in a database/sql transaction (settle: a lost race, a tombstone).
 const settleOne = `WITH ib AS (
 	INSERT INTO inbox (consumer, event_id, processed_at) SELECT $5, $6, $7::timestamptz WHERE $5 <> ''
 	ON CONFLICT DO NOTHING RETURNING 1
@@ -520,22 +520,37 @@ func scanSettleOne(rows lineRows, orderID string, commit bool, cause domain.Caus
 }
 
 // errSettleRaced says that settleOne found the reservation HELD in its snapshot yet could not update
-// it: a concurrent settlement changed it first.
+// it (a concurrent settlement changed it first), or found none to release: settle's general path or
+// the tombstone is the answer.
 var errSettleRaced = errors.New("settle raced")
 
-// commitPG is commitTx on PostgreSQL in a transaction of its own, pipelined as reservePG's:
-// [BEGIN; settleOne], then [the outbox insert; COMMIT] when settleOne moved the stock, [COMMIT] for
-// an idempotent repeat (which keeps the event's inbox record, as settle does) and [ROLLBACK] for an
-// error; so the product rows settleOne locks are held for one round trip and Go's work. done false:
-// settleOne lost a race to a concurrent settlement of the same order (its snapshot saw the reservation
-// HELD): rolled back, and the caller settles in a transaction of database/sql, whose loop reads what
-// the other one did (settle).
+// commitPG is commitTx on PostgreSQL in a transaction of its own (settlePipelined).
 func (s *Store) commitPG(ctx context.Context, orderID string, ib inboxRecord) (r domain.Reservation, done bool, err error) {
+	return s.settlePipelined(ctx, orderID, domain.StatusCommitted, domain.Status.Commit, true, domain.CauseCommitted, ib)
+}
+
+// releasePG is releaseTx on PostgreSQL in a transaction of its own (settlePipelined). done false also
+// when there is no reservation to release: the tombstone is the caller's (peekPG, or releaseTx).
+func (s *Store) releasePG(ctx context.Context, orderID string, ib inboxRecord) (r domain.Reservation, done bool, err error) {
+	return s.settlePipelined(ctx, orderID, domain.StatusReleased, domain.Status.Release, false, domain.CauseReleased, ib)
+}
+
+// settlePipelined settles a HELD reservation to status to (commit: the sale, else the release) in a
+// transaction of its own, pipelined as reservePG's: [BEGIN; settleOne], then [the outbox insert;
+// COMMIT] when settleOne moved the stock, [COMMIT] for an idempotent repeat (which keeps the event's
+// inbox record, as settle does) and [ROLLBACK] for an error; so the product rows settleOne locks are
+// held for one round trip and Go's work. done false, rolled back: settleOne lost a race to a
+// concurrent settlement of the same order (its snapshot saw the reservation HELD), or a release found
+// no reservation; the caller then settles in a transaction of database/sql, whose loop reads what the
+// other one did (settle), or leaves the tombstone.
+func (s *Store) settlePipelined(ctx context.Context, orderID string, to domain.Status,
+	decide func(domain.Status) (domain.Transition, error), commit bool, cause domain.Cause, ib inboxRecord,
+) (r domain.Reservation, done bool, err error) {
 	now := s.utcNow()
 	err = sqldb.WithPgx(ctx, s.db, func(ctx context.Context, p *sqldb.Pipeline) error {
 		b := &pgx.Batch{}
 		b.Queue("BEGIN")
-		b.Queue(settleOne, orderID, string(domain.StatusCommitted), now, true, ib.consumer, ib.eventID, now)
+		b.Queue(settleOne, orderID, string(to), now, commit, ib.consumer, ib.eventID, now)
 		br := p.Send(ctx, b)
 		var changes []domain.StockChange
 		_, err := br.Exec()
@@ -544,17 +559,20 @@ func (s *Store) commitPG(ctx context.Context, orderID string, ib inboxRecord) (r
 		} else if rows, qerr := br.Query(); qerr != nil {
 			err = fmt.Errorf("settle: %w", qerr)
 		} else {
-			r, changes, err = scanSettleOne(rows, orderID, true, domain.CauseCommitted, now, ib)
+			r, changes, err = scanSettleOne(rows, orderID, commit, cause, now, ib)
 			rows.Close()
 		}
 		if cerr := br.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("settle: %w", cerr)
 		}
+		if !commit && errors.Is(err, domain.ErrReservationNotFound) {
+			err = errSettleRaced
+		}
 		if err != nil {
 			return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return err })
 		}
 		if changes == nil {
-			t, err := r.Status.Commit()
+			t, err := decide(r.Status)
 			switch {
 			case err != nil:
 				return rollbackAfter(ctx, p, &pgx.Batch{}, func(pgx.BatchResults) error { return err })

@@ -308,8 +308,8 @@ func (s *Store) CommitOnce(ctx context.Context, consumer, eventID, orderID strin
 
 // ReleaseOnce is CommitOnce for releasing. On PostgreSQL a first statement outside any transaction
 // answers an OrderCancelled whose stock is released already (the order service releases before it
-// cancels, when it can) and records it in the inbox; only a HELD reservation, or none (a tombstone),
-// is settled in a transaction.
+// cancels, when it can), or that finds no reservation (it leaves the tombstone), and records it in the
+// inbox; only a HELD reservation is settled in a transaction, pipelined (releasePG).
 func (s *Store) ReleaseOnce(ctx context.Context, consumer, eventID, orderID string) error {
 	if s.d != sqldb.Postgres {
 		return s.once(ctx, consumer, eventID, func(tx *sql.Tx) error {
@@ -322,6 +322,12 @@ func (s *Store) ReleaseOnce(ctx context.Context, consumer, eventID, orderID stri
 		return err
 	}
 	if _, done, err := s.peekPG(ctx, orderID, domain.StatusReleased, domain.Status.Release, ib, true); done {
+		return err
+	}
+	if _, done, err := s.releasePG(ctx, orderID, ib); err != nil || done {
+		if err == nil {
+			s.afterCommit()
+		}
 		return err
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
