@@ -32,6 +32,18 @@ func pool1(t *testing.T, dsn string) (*sql.DB, *tracetest.InMemoryExporter, *sdk
 	return db, spans, tp
 }
 
+// poolAndOther opens a pool of one connection (pool1, untraced) and another pool on the same
+// database, to look from outside, with a context for the test.
+func poolAndOther(t *testing.T) (context.Context, *sql.DB, *sql.DB) {
+	t.Helper()
+	dsn := sqldbtest.Postgres(t)
+	db, _, _ := pool1(t, dsn)
+	other, _ := sqldbtest.Open(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx, db, other
+}
+
 // lockFree reports whether the transaction-level advisory lock key is free, asked on a connection of
 // its own.
 func lockFree(ctx context.Context, t *testing.T, other *sql.DB, key int64) bool {
@@ -66,11 +78,7 @@ func commits(ctx context.Context, t *testing.T, db, other *sql.DB, id int) bool 
 // A callback that leaves a transaction open without failing is an error too.
 func TestWithPgxLeavesNoTransactionOpen(t *testing.T) {
 	t.Parallel()
-	dsn := sqldbtest.Postgres(t)
-	db, _, _ := pool1(t, dsn)
-	other, _ := sqldbtest.Open(t, dsn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, db, other := poolAndOther(t)
 	boom := errors.New("boom")
 	for i, tc := range []struct {
 		name string
@@ -112,11 +120,7 @@ func TestWithPgxLeavesNoTransactionOpen(t *testing.T) {
 // transaction, the locks released.
 func TestWithPgxCancelledMidPipeline(t *testing.T) {
 	t.Parallel()
-	dsn := sqldbtest.Postgres(t)
-	db, _, _ := pool1(t, dsn)
-	other, _ := sqldbtest.Open(t, dsn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, db, other := poolAndOther(t)
 	const key = 7_100_000
 	cctx, stop := context.WithCancel(ctx)
 	err := sqldb.WithPgx(cctx, db, func(ctx context.Context, p *sqldb.Pipeline) error {
@@ -199,11 +203,7 @@ func TestWithPgxSpans(t *testing.T) {
 // idle for longer) — and never goes back to the pool: the next call runs on a new connection.
 func TestWithPgxDropsAConnectionTheServerEnded(t *testing.T) {
 	t.Parallel()
-	dsn := sqldbtest.Postgres(t)
-	db, _, _ := pool1(t, dsn)
-	other, _ := sqldbtest.Open(t, dsn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, db, other := poolAndOther(t)
 	backend := func() (int, error) {
 		var pid int
 		err := sqldb.WithPgx(ctx, db, func(ctx context.Context, p *sqldb.Pipeline) error {
