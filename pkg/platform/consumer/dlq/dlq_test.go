@@ -159,15 +159,12 @@ func kafkaBroker(t *testing.T, e env) broker {
 	}
 	pub := outbox.NewKafka(brokers, nil)
 	t.Cleanup(func() { _ = pub.Close() })
-	groups := map[string]string{}
+	groups := &names{m: map[string]string{}}
 	return broker{
 		topic:   topic,
 		publish: pub.Publish,
 		run: func(ctx context.Context, name string, h consumer.Handler) error {
-			if groups[name] == "" {
-				groups[name] = uniq(name + "-")
-			}
-			c, err := consumer.NewKafka(consumer.KafkaConfig{Brokers: brokers, GroupID: groups[name], Topics: []string{topic},
+			c, err := consumer.NewKafka(consumer.KafkaConfig{Brokers: brokers, GroupID: groups.of(name), Topics: []string{topic},
 				MaxWait: 100 * time.Millisecond, Retry: consumer.Retry{MaxBackoff: 100 * time.Millisecond}}, h, quiet)
 			if err != nil {
 				return err
@@ -176,6 +173,22 @@ func kafkaBroker(t *testing.T, e env) broker {
 		},
 		tool: dlq.Kafka{Brokers: brokers, Topic: consumer.DeadLetterTopic(topic), Group: uniq("replay-")},
 	}
+}
+
+// names gives each consumer name of a test its own group or durable, the same on every run of it;
+// consumers of the test run concurrently.
+type names struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (n *names) of(name string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m[name] == "" {
+		n.m[name] = uniq(name + "-")
+	}
+	return n.m[name]
 }
 
 func jetStreamBroker(t *testing.T, e env) broker {
@@ -212,15 +225,12 @@ func jetStreamBroker(t *testing.T, e env) broker {
 		}
 		t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
 	}
-	durables := map[string]string{}
+	durables := &names{m: map[string]string{}}
 	return broker{
 		topic:   subject,
 		publish: outbox.NewJetStream(js).Publish,
 		run: func(ctx context.Context, name string, h consumer.Handler) error {
-			if durables[name] == "" {
-				durables[name] = uniq(name + "-")
-			}
-			c, err := consumer.NewJetStream(js, consumer.JetStreamConfig{Stream: stream, Durable: durables[name],
+			c, err := consumer.NewJetStream(js, consumer.JetStreamConfig{Stream: stream, Durable: durables.of(name),
 				FilterSubjects: []string{subject}, AckWait: 2 * time.Second, FetchWait: 500 * time.Millisecond,
 				Retry: consumer.Retry{MaxBackoff: 100 * time.Millisecond}}, h, quiet)
 			if err != nil {

@@ -35,7 +35,7 @@ type batchEnv struct {
 	s        *store.Store
 	db       *sql.DB
 	d        sqldb.Dialect
-	commits  *int
+	commits  *atomic.Int64
 	received map[string]int64
 }
 
@@ -51,8 +51,8 @@ func newBatchEnv(t *testing.T, dsn string, tp *sdktrace.TracerProvider, onHand i
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	e := batchEnv{db: db, d: d, commits: new(int), received: map[string]int64{}}
-	e.s = store.New(db, d, events.NewOutbox(outbox.New(d, nil)), store.WithAfterCommit(func() { *e.commits++ }))
+	e := batchEnv{db: db, d: d, commits: new(atomic.Int64), received: map[string]int64{}}
+	e.s = store.New(db, d, events.NewOutbox(outbox.New(d, nil)), store.WithAfterCommit(func() { e.commits.Add(1) }))
 	var ps []domain.Product
 	for _, sku := range batchSKUs {
 		ps = append(ps, domain.Product{SKU: sku, Name: sku, PriceCents: 100, Currency: "EUR", OnHand: onHand})
@@ -99,21 +99,8 @@ type batchState struct {
 
 func (e batchEnv) state(t *testing.T) batchState {
 	t.Helper()
-	st := batchState{Ledgers: storetest.Ledgers(t, e.db), Statuses: map[string]string{}}
-	rows, err := e.db.QueryContext(ctx(t), "SELECT order_id, status FROM reservations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, status string
-		if err := rows.Scan(&id, &status); err != nil {
-			t.Fatal(err)
-		}
-		st.Statuses[id] = status
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	st := batchState{Ledgers: storetest.Ledgers(t, e.db),
+		Statuses: sqldbtest.StringMap(t, e.db, "SELECT order_id, status FROM reservations")}
 	if err := e.db.QueryRowContext(ctx(t), "SELECT count(*) FROM inbox").Scan(&st.Inbox); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +146,23 @@ func (e batchEnv) lastSeq(t *testing.T) int64 {
 	return seq
 }
 
+// refuse gives batch to CommitBatchOnce, which must refuse it (not done, no error) without changing
+// the state or notifying a commit.
+func (e batchEnv) refuse(t *testing.T, batch []app.Confirmation) {
+	t.Helper()
+	before := e.state(t)
+	e.commits.Store(0)
+	if done, err := e.s.CommitBatchOnce(ctx(t), "inventory", batch); err != nil || done {
+		t.Fatalf("batch = %v, %v; want not done, no error", done, err)
+	}
+	if after := e.state(t); !reflect.DeepEqual(after, before) {
+		t.Errorf("refused batch changed the state:\n before %+v\n after  %+v", before, after)
+	}
+	if n := e.commits.Load(); n != 0 {
+		t.Errorf("refused batch notified %d commits", n)
+	}
+}
+
 // oneByOne applies es as the consumer's Handler does (app.OnOrderConfirmed): one CommitOnce each, a
 // repeat or a reservation not to commit acknowledged.
 func (e batchEnv) oneByOne(t *testing.T, es []app.Confirmation) {
@@ -199,7 +203,7 @@ func TestCommitBatchOnPostgres(t *testing.T) {
 	// Not in order id or SKU order: the events come in the batch's order.
 	es = []app.Confirmation{es[4], es[1], es[5], es[0], es[3], es[2]}
 	seq := batched.lastSeq(t)
-	*batched.commits = 0
+	batched.commits.Store(0)
 	var (
 		done bool
 		err  error
@@ -208,12 +212,9 @@ func TestCommitBatchOnPostgres(t *testing.T) {
 	if err != nil || !done {
 		t.Fatalf("batch = %v, %v; want done", done, err)
 	}
-	if want := (counts{statements: n + 2, transactions: 1, roundTrips: 2}); got != want {
-		t.Errorf("batch of %d: %d statements in %d transactions and %d round trips, want %d in %d and %d", n,
-			got.statements, got.transactions, got.roundTrips, want.statements, want.transactions, want.roundTrips)
-	}
-	if *batched.commits != 1 {
-		t.Errorf("after-commit calls = %d, want 1 (one transaction)", *batched.commits)
+	got.check(t, fmt.Sprintf("batch of %d", n), counts{statements: n + 2, transactions: 1, roundTrips: 2})
+	if n := batched.commits.Load(); n != 1 {
+		t.Errorf("after-commit calls = %d, want 1 (one transaction)", n)
 	}
 	aloneSeq := alone.lastSeq(t)
 	alone.oneByOne(t, es)
@@ -312,18 +313,7 @@ func TestCommitBatchNotPlainAppliesNothing(t *testing.T) {
 					batch = append(batch, es[3:]...)
 				}
 			}
-			before := batched.state(t)
-			*batched.commits = 0
-			done, err := batched.s.CommitBatchOnce(ctx(t), "inventory", batch)
-			if err != nil || done {
-				t.Fatalf("batch = %v, %v; want not done, no error", done, err)
-			}
-			if after := batched.state(t); !reflect.DeepEqual(after, before) {
-				t.Errorf("refused batch changed the state:\n before %+v\n after  %+v", before, after)
-			}
-			if *batched.commits != 0 {
-				t.Errorf("refused batch notified %d commits", *batched.commits)
-			}
+			batched.refuse(t, batch)
 			batched.oneByOne(t, batch)
 			alone.oneByOne(t, batch)
 			got, want := batched.state(t), alone.state(t)
@@ -349,9 +339,7 @@ func TestRepeatedCommitBatchCommitsOnce(t *testing.T) {
 		t.Fatalf("first batch = %v, %v", done, err)
 	}
 	first := e.state(t)
-	if done, err := e.s.CommitBatchOnce(ctx(t), "inventory", es); err != nil || done {
-		t.Fatalf("repeated batch = %v, %v; want not done", done, err)
-	}
+	e.refuse(t, es)
 	for _, c := range es {
 		if err := e.s.CommitOnce(ctx(t), "inventory", c.EventID, c.OrderID); !errors.Is(err, inbox.ErrAlreadyProcessed) {
 			t.Errorf("%s one by one after the repeat: %v, want already processed", c.EventID, err)
