@@ -73,6 +73,24 @@ func (a *applied) waitFor(t *testing.T, ctx context.Context, n int) {
 	}
 }
 
+// handler is a Handler that applies each message.
+func (a *applied) handler() consumer.Handler {
+	return func(_ context.Context, m consumer.Message) error {
+		a.apply("handler", m)
+		return nil
+	}
+}
+
+// checkKeyOrder fails t unless each key's events were applied in the order byKey gives; a.mu is held.
+func (a *applied) checkKeyOrder(t *testing.T, byKey map[string][]string) {
+	t.Helper()
+	for key, want := range byKey {
+		if !slices.Equal(a.order[key], want) {
+			t.Errorf("key %s applied in order %v, want %v", key, a.order[key], want)
+		}
+	}
+}
+
 // batchKit is a topic with a backlog and a consumer group over it.
 type batchKit struct {
 	brokers []string
@@ -88,6 +106,17 @@ func newBatchKit(t *testing.T, e env) *batchKit {
 	t.Helper()
 	brokers, _ := e.kafkaBrokers(t, false)
 	return &batchKit{brokers: brokers, topic: kafkaTopic(t, brokers, batchPartitions), group: uniq("g-"), retry: testRetry}
+}
+
+// eachEnv runs fn in a parallel subtest per env, with a two-minute deadline and a new batchKit.
+func eachEnv(t *testing.T, fn func(t *testing.T, ctx context.Context, k *batchKit)) {
+	t.Helper()
+	for _, e := range envs() {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, timeout(t, 2*time.Minute), newBatchKit(t, e))
+		})
+	}
 }
 
 // backlog publishes n events over keys k0..k(keys-1) and returns their ids in publish order and each
@@ -140,6 +169,29 @@ func (k *batchKit) start(t *testing.T, ctx context.Context, h consumer.Handler, 
 	}
 }
 
+// consume runs one member of the group with h and b until a has n events applied, then stops it.
+func (k *batchKit) consume(t *testing.T, ctx context.Context, a *applied, n int, h consumer.Handler, b consumer.BatchHandler) {
+	t.Helper()
+	stop := k.start(t, ctx, h, b)
+	a.waitFor(t, ctx, n)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// consumeBacklog publishes a backlog of n events over keys keys (backlog) and consumes it until all are
+// applied, with a's Handler and a BatchHandler that records each call in a and answers batch(a, ms).
+func (k *batchKit) consumeBacklog(t *testing.T, ctx context.Context, n, keys int, batch func(a *applied, ms []consumer.Message) error) (a *applied, ids []string, byKey map[string][]string) {
+	t.Helper()
+	ids, byKey = k.backlog(t, ctx, n, keys)
+	a = newApplied()
+	k.consume(t, ctx, a, n, a.handler(), func(_ context.Context, ms []consumer.Message) error {
+		a.called(ms)
+		return batch(a, ms)
+	})
+	return a, ids, byKey
+}
+
 // sentinels writes one message to each partition of the topic, after everything else, and returns
 // their ids.
 func (k *batchKit) sentinels(t *testing.T, ctx context.Context) map[string]bool {
@@ -168,232 +220,179 @@ func (k *batchKit) sentinels(t *testing.T, ctx context.Context) map[string]bool 
 // publish order, and the offsets committed — a later member of the group starts after them.
 func TestKafkaBatchAppliesBacklog(t *testing.T) {
 	t.Parallel()
-	for _, e := range envs() {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := timeout(t, 2*time.Minute)
-			k := newBatchKit(t, e)
-			const n = 300
-			ids, byKey := k.backlog(t, ctx, n, 7)
-
-			a := newApplied()
-			stop := k.start(t, ctx, func(_ context.Context, m consumer.Message) error {
-				a.apply("handler", m)
-				return nil
-			}, func(_ context.Context, ms []consumer.Message) error {
-				a.called(ms)
-				a.apply("batch", ms...)
-				return nil
-			})
-			a.waitFor(t, ctx, n)
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-
-			a.mu.Lock()
-			batched, largest := 0, 0
-			for _, id := range ids {
-				if a.by[id] == "batch" {
-					batched++
-				}
-			}
-			for _, size := range a.batches {
-				largest = max(largest, size)
-			}
-			t.Logf("%d events: %d applied in %d batch calls (largest %d), %d one at a time", n, batched, len(a.batches), largest, n-batched)
-			if largest < 2 {
-				t.Errorf("no batch of more than one message: batches %v", a.batches)
-			}
-			for _, id := range ids {
-				if a.times[id] != 1 {
-					t.Errorf("%s applied %d times, want 1", id, a.times[id])
-				}
-			}
-			if len(a.times) != n {
-				t.Errorf("%d events applied, want %d", len(a.times), n)
-			}
-			for key, want := range byKey {
-				if !slices.Equal(a.order[key], want) {
-					t.Errorf("key %s applied in order %v, want %v", key, a.order[key], want)
-				}
-			}
-			a.mu.Unlock()
-
-			// The next member starts after the committed offsets: the first messages it gets are the
-			// sentinels written behind the backlog, one per partition.
-			sentinels := k.sentinels(t, ctx)
-			next := newApplied()
-			h := func(_ context.Context, m consumer.Message) error {
-				next.apply("handler", m)
-				return nil
-			}
-			stop = k.start(t, ctx, h, func(_ context.Context, ms []consumer.Message) error {
-				next.apply("batch", ms...)
-				return nil
-			})
-			next.waitFor(t, ctx, len(sentinels))
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-			next.mu.Lock()
-			defer next.mu.Unlock()
-			for id := range next.times {
-				if !sentinels[id] {
-					t.Errorf("the next member got %s again: its offset was not committed", id)
-				}
-			}
+	eachEnv(t, func(t *testing.T, ctx context.Context, k *batchKit) {
+		const n = 300
+		a, ids, byKey := k.consumeBacklog(t, ctx, n, 7, func(a *applied, ms []consumer.Message) error {
+			a.apply("batch", ms...)
+			return nil
 		})
-	}
+
+		a.mu.Lock()
+		batched, largest := 0, 0
+		for _, id := range ids {
+			if a.by[id] == "batch" {
+				batched++
+			}
+		}
+		for _, size := range a.batches {
+			largest = max(largest, size)
+		}
+		t.Logf("%d events: %d applied in %d batch calls (largest %d), %d one at a time", n, batched, len(a.batches), largest, n-batched)
+		if largest < 2 {
+			t.Errorf("no batch of more than one message: batches %v", a.batches)
+		}
+		for _, id := range ids {
+			if a.times[id] != 1 {
+				t.Errorf("%s applied %d times, want 1", id, a.times[id])
+			}
+		}
+		if len(a.times) != n {
+			t.Errorf("%d events applied, want %d", len(a.times), n)
+		}
+		a.checkKeyOrder(t, byKey)
+		a.mu.Unlock()
+
+		// The next member starts after the committed offsets: the first messages it gets are the
+		// sentinels written behind the backlog, one per partition.
+		sentinels := k.sentinels(t, ctx)
+		next := newApplied()
+		k.consume(t, ctx, next, len(sentinels), next.handler(), func(_ context.Context, ms []consumer.Message) error {
+			next.apply("batch", ms...)
+			return nil
+		})
+		next.mu.Lock()
+		defer next.mu.Unlock()
+		for id := range next.times {
+			if !sentinels[id] {
+				t.Errorf("the next member got %s again: its offset was not committed", id)
+			}
+		}
+	})
 }
 
 // A batch that fails or panics applies nothing, and its messages are then handled one at a time: each
 // is applied once, by the handler, and one the handler marks permanent is dead-lettered.
 func TestKafkaFailedBatchFallsBackToHandler(t *testing.T) {
 	t.Parallel()
-	for _, e := range envs() {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := timeout(t, 2*time.Minute)
-			k := newBatchKit(t, e)
-			// Batches of at most 5: the three events below share a key, so one partition, with seven
-			// events of that key between each two of them — they come in three different batches.
-			k.maxBatch = 5
-			const n = 120
-			ids, _ := k.backlog(t, ctx, n, 5)
-			failing, panics, permanent := ids[20], ids[60], ids[100]
+	eachEnv(t, func(t *testing.T, ctx context.Context, k *batchKit) {
+		// Batches of at most 5: the three events below share a key, so one partition, with seven
+		// events of that key between each two of them — they come in three different batches.
+		k.maxBatch = 5
+		const n = 120
+		ids, _ := k.backlog(t, ctx, n, 5)
+		failing, panics, permanent := ids[20], ids[60], ids[100]
 
-			a := newApplied()
-			var (
-				mu               sync.Mutex
-				seen             = map[string]int{} // in a Batch call
-				failed, panicked int                // Batch calls
-			)
-			stop := k.start(t, ctx, func(_ context.Context, m consumer.Message) error {
-				if m.ID == permanent {
-					return consumer.Permanent(errors.New("cannot decode"))
-				}
-				a.apply("handler", m)
-				return nil
-			}, func(_ context.Context, ms []consumer.Message) error {
-				a.called(ms)
-				mu.Lock()
-				defer mu.Unlock()
-				for _, m := range ms {
-					seen[m.ID]++
-				}
-				for _, m := range ms {
-					switch m.ID {
-					case failing, permanent:
-						failed++
-						return fmt.Errorf("batch with %s: conflict", m.ID)
-					case panics:
-						panicked++
-						panic("batch with " + m.ID)
-					}
-				}
-				a.apply("batch", ms...)
-				return nil
-			})
-			a.waitFor(t, ctx, n-1)
-			dls := readKafkaDLQ(t, ctx, k.brokers, k.topic, 1)
-			if err := stop(); err != nil {
-				t.Fatal(err)
+		a := newApplied()
+		var (
+			mu               sync.Mutex
+			seen             = map[string]int{} // in a Batch call
+			failed, panicked int                // Batch calls
+		)
+		stop := k.start(t, ctx, func(_ context.Context, m consumer.Message) error {
+			if m.ID == permanent {
+				return consumer.Permanent(errors.New("cannot decode"))
 			}
-
+			a.apply("handler", m)
+			return nil
+		}, func(_ context.Context, ms []consumer.Message) error {
+			a.called(ms)
 			mu.Lock()
 			defer mu.Unlock()
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			fellBack := 0
-			for _, id := range ids {
-				if a.by[id] == "handler" && seen[id] > 0 {
-					fellBack++
+			for _, m := range ms {
+				seen[m.ID]++
+			}
+			for _, m := range ms {
+				switch m.ID {
+				case failing, permanent:
+					failed++
+					return fmt.Errorf("batch with %s: conflict", m.ID)
+				case panics:
+					panicked++
+					panic("batch with " + m.ID)
 				}
 			}
-			t.Logf("%d batch calls (%d failed, %d panicked), %d events applied one at a time after their batch failed",
-				len(a.batches), failed, panicked, fellBack)
-			if failed != 2 || panicked != 1 {
-				t.Errorf("%d batches failed and %d panicked, want 2 and 1", failed, panicked)
-			}
-			for _, id := range []string{failing, panics, permanent} {
-				if seen[id] == 0 {
-					t.Errorf("%s was never in a batch: the fallback was not exercised", id)
-				}
-			}
-			for _, id := range []string{failing, panics} {
-				if a.by[id] != "handler" {
-					t.Errorf("%s applied by %q, want the handler", id, a.by[id])
-				}
-			}
-			for _, id := range ids {
-				want := 1
-				if id == permanent {
-					want = 0
-				}
-				if a.times[id] != want {
-					t.Errorf("%s applied %d times, want %d", id, a.times[id], want)
-				}
-			}
-			if got := dls[0].Headers; !hasHeader(got, outbox.HeaderEventID, permanent) || !hasHeader(got, consumer.HeaderDLQCause, consumer.CausePermanent) {
-				t.Errorf("dead letter %v, want %s with cause permanent", got, permanent)
-			}
-			if got := kafkaDLQCount(t, ctx, k.brokers, k.topic); got != 1 {
-				t.Errorf("%d dead letters, want 1", got)
-			}
+			a.apply("batch", ms...)
+			return nil
 		})
-	}
+		a.waitFor(t, ctx, n-1)
+		dls := readKafkaDLQ(t, ctx, k.brokers, k.topic, 1)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+
+		mu.Lock()
+		defer mu.Unlock()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		fellBack := 0
+		for _, id := range ids {
+			if a.by[id] == "handler" && seen[id] > 0 {
+				fellBack++
+			}
+		}
+		t.Logf("%d batch calls (%d failed, %d panicked), %d events applied one at a time after their batch failed",
+			len(a.batches), failed, panicked, fellBack)
+		if failed != 2 || panicked != 1 {
+			t.Errorf("%d batches failed and %d panicked, want 2 and 1", failed, panicked)
+		}
+		for _, id := range []string{failing, panics, permanent} {
+			if seen[id] == 0 {
+				t.Errorf("%s was never in a batch: the fallback was not exercised", id)
+			}
+		}
+		for _, id := range []string{failing, panics} {
+			if a.by[id] != "handler" {
+				t.Errorf("%s applied by %q, want the handler", id, a.by[id])
+			}
+		}
+		for _, id := range ids {
+			want := 1
+			if id == permanent {
+				want = 0
+			}
+			if a.times[id] != want {
+				t.Errorf("%s applied %d times, want %d", id, a.times[id], want)
+			}
+		}
+		if got := dls[0].Headers; !hasHeader(got, outbox.HeaderEventID, permanent) || !hasHeader(got, consumer.HeaderDLQCause, consumer.CausePermanent) {
+			t.Errorf("dead letter %v, want %s with cause permanent", got, permanent)
+		}
+		if got := kafkaDLQCount(t, ctx, k.brokers, k.topic); got != 1 {
+			t.Errorf("%d dead letters, want 1", got)
+		}
+	})
 }
 
 // A batch handler that leaves every batch to the handler (ErrNotBatched) changes nothing: the
 // handler applies every event once.
 func TestKafkaNotBatchedGoesToHandler(t *testing.T) {
 	t.Parallel()
-	for _, e := range envs() {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := timeout(t, 2*time.Minute)
-			k := newBatchKit(t, e)
-			const n = 100
-			ids, byKey := k.backlog(t, ctx, n, 5)
-
-			a := newApplied()
-			stop := k.start(t, ctx, func(_ context.Context, m consumer.Message) error {
-				a.apply("handler", m)
-				return nil
-			}, func(_ context.Context, ms []consumer.Message) error {
-				a.called(ms)
-				return fmt.Errorf("event type left to the handler: %w", consumer.ErrNotBatched)
-			})
-			a.waitFor(t, ctx, n)
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
-
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			offered := 0
-			for _, size := range a.batches {
-				offered += size
-			}
-			t.Logf("%d batch calls offered %d events", len(a.batches), offered)
-			if offered == 0 {
-				t.Error("no batch was offered")
-			}
-			for _, id := range ids {
-				if a.times[id] != 1 || a.by[id] != "handler" {
-					t.Errorf("%s applied %d times by %q, want once by the handler", id, a.times[id], a.by[id])
-				}
-			}
-			for key, want := range byKey {
-				if !slices.Equal(a.order[key], want) {
-					t.Errorf("key %s applied in order %v, want %v", key, a.order[key], want)
-				}
-			}
-			if got := kafkaDLQCount(t, ctx, k.brokers, k.topic); got != 0 {
-				t.Errorf("%d dead letters, want 0", got)
-			}
+	eachEnv(t, func(t *testing.T, ctx context.Context, k *batchKit) {
+		const n = 100
+		a, ids, byKey := k.consumeBacklog(t, ctx, n, 5, func(*applied, []consumer.Message) error {
+			return fmt.Errorf("event type left to the handler: %w", consumer.ErrNotBatched)
 		})
-	}
+
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		offered := 0
+		for _, size := range a.batches {
+			offered += size
+		}
+		t.Logf("%d batch calls offered %d events", len(a.batches), offered)
+		if offered == 0 {
+			t.Error("no batch was offered")
+		}
+		for _, id := range ids {
+			if a.times[id] != 1 || a.by[id] != "handler" {
+				t.Errorf("%s applied %d times by %q, want once by the handler", id, a.times[id], a.by[id])
+			}
+		}
+		a.checkKeyOrder(t, byKey)
+		if got := kafkaDLQCount(t, ctx, k.brokers, k.topic); got != 0 {
+			t.Errorf("%d dead letters, want 0", got)
+		}
+	})
 }
 
 // A batch is handled under one consumer span that counts its messages and links to each message's
@@ -414,10 +413,7 @@ func TestKafkaBatchSpanAndMetrics(t *testing.T) {
 		return map[string]string{"traceparent": fmt.Sprintf("00-%s-%s-01", traceID, sid)}
 	})
 	a := newApplied()
-	stop := k.start(t, ctx, func(_ context.Context, m consumer.Message) error {
-		a.apply("handler", m)
-		return nil
-	}, func(bctx context.Context, ms []consumer.Message) error {
+	k.consume(t, ctx, a, n, a.handler(), func(bctx context.Context, ms []consumer.Message) error {
 		if !trace.SpanContextFromContext(bctx).IsValid() {
 			return errors.New("no span in the batch context")
 		}
@@ -425,10 +421,6 @@ func TestKafkaBatchSpanAndMetrics(t *testing.T) {
 		a.apply("batch", ms...)
 		return nil
 	})
-	a.waitFor(t, ctx, n)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()

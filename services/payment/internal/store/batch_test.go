@@ -23,7 +23,7 @@ type state struct {
 func (f fixture) state(t *testing.T) state {
 	t.Helper()
 	ctx := ctxT(t)
-	s := state{Accounts: map[string][2]int64{}, Authorizations: map[string]string{}, Ledger: map[string]int64{}}
+	s := state{Accounts: map[string][2]int64{}, Ledger: map[string]int64{}}
 	rows, err := f.db.QueryContext(ctx, "SELECT customer_id, balance_cents, held_cents FROM accounts")
 	if err != nil {
 		t.Fatal(err)
@@ -41,20 +41,7 @@ func (f fixture) state(t *testing.T) state {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	rows, err = f.db.QueryContext(ctx, "SELECT order_id, status || '@' || version FROM authorizations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, sv string
-		if err := rows.Scan(&id, &sv); err != nil {
-			t.Fatal(err)
-		}
-		s.Authorizations[id] = sv
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	s.Authorizations = sqldbtest.StringMap(t, f.db, "SELECT order_id, status || '@' || version FROM authorizations")
 	for _, k := range []domain.EntryKind{domain.EntryHold, domain.EntryDebit, domain.EntryRelease} {
 		s.Ledger[string(k)] = f.count(t, "SELECT count(*) FROM ledger_entries WHERE kind = ?", string(k))
 	}
@@ -86,6 +73,23 @@ func batchOrders(t *testing.T, f fixture) []app.Confirmation {
 		t.Fatalf("capture o2: %s %v", out, err)
 	}
 	return es
+}
+
+// refuse gives batch to OrderConfirmedBatch, which must refuse it (not done, no error) without
+// changing the state or notifying a commit.
+func (f fixture) refuse(t *testing.T, batch []app.Confirmation) {
+	t.Helper()
+	before := f.state(t)
+	*f.commits = 0
+	if done, err := f.svc.OrderConfirmedBatch(ctxT(t), batch); err != nil || done {
+		t.Fatalf("batch = %v, %v; want not done, no error", done, err)
+	}
+	if after := f.state(t); !reflect.DeepEqual(after, before) {
+		t.Errorf("refused batch changed the state:\n before %+v\n after  %+v", before, after)
+	}
+	if *f.commits != 0 {
+		t.Errorf("refused batch notified %d commits", *f.commits)
+	}
 }
 
 // oneByOne applies es as the consumer's Handler does, one at a time.
@@ -126,18 +130,7 @@ func TestBatchWithAnEventNotPlainAppliesNothing(t *testing.T) {
 					batch = append(batch, es[i])
 				}
 			}
-			before := batched.state(t)
-			*batched.commits = 0
-			done, err := batched.svc.OrderConfirmedBatch(ctxT(t), batch)
-			if err != nil || done {
-				t.Fatalf("batch = %v, %v; want not done, no error", done, err)
-			}
-			if after := batched.state(t); !reflect.DeepEqual(after, before) {
-				t.Errorf("refused batch changed the state:\n before %+v\n after  %+v", before, after)
-			}
-			if *batched.commits != 0 {
-				t.Errorf("refused batch notified %d commits", *batched.commits)
-			}
+			batched.refuse(t, batch)
 			gotOuts, wantOuts := oneByOne(t, batched, batch), oneByOne(t, alone, batch)
 			if !reflect.DeepEqual(gotOuts, wantOuts) {
 				t.Errorf("outcomes after the refused batch %v, without batching %v", gotOuts, wantOuts)
@@ -181,12 +174,7 @@ func TestRepeatedBatchCapturesOnce(t *testing.T) {
 	if first.Ledger["DEBIT"] != 4 || first.Inbox != 4 || first.Outbox != 8 {
 		t.Fatalf("after the first batch: %+v", first)
 	}
-	if done, err := f.svc.OrderConfirmedBatch(ctx, es); err != nil || done {
-		t.Fatalf("repeated batch = %v, %v; want not done", done, err)
-	}
-	if again := f.state(t); !reflect.DeepEqual(again, first) {
-		t.Errorf("repeated batch changed the state:\n before %+v\n after  %+v", first, again)
-	}
+	f.refuse(t, es)
 	for i, out := range oneByOne(t, f, es) {
 		if out != app.OutcomeDuplicate {
 			t.Errorf("%s one by one after the repeat: %s, want duplicate", es[i].EventID, out)

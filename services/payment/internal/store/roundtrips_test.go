@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"testing"
 
@@ -19,6 +20,36 @@ import (
 	"github.com/shopmesh/shopmesh/services/payment/migrations"
 )
 
+// traced is a store and the use cases on a fresh, migrated PostgreSQL schema whose statements leave
+// spans in spans.
+type traced struct {
+	db    *sql.DB
+	st    *store.Store
+	svc   *app.App
+	spans *tracetest.InMemoryExporter
+	tp    *sdktrace.TracerProvider
+}
+
+func newTraced(t *testing.T, opts ...store.Option) traced {
+	t.Helper()
+	dsn := sqldbtest.Postgres(t)
+	if err := migrate.UpAll(ctxT(t), dsn, migrations.FS, migrate.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	tr := traced{spans: tracetest.NewInMemoryExporter()}
+	tr.tp = sdktrace.NewTracerProvider(sdktrace.WithSyncer(tr.spans))
+	db, d, err := sqldb.Open(ctxT(t), dsn, sqldb.Options{TracerProvider: tr.tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	tr.db, tr.st = db, store.New(db, d, events.NewOutbox(outbox.New(d, nil)), opts...)
+	if tr.svc, err = app.New(app.Deps{Store: tr.st}, app.Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // On PostgreSQL an authorization is ONE autocommit statement (claim, account lock and decision,
 // authorization, hold, ledger entry, event), and so is the capture OrderConfirmed causes (capture,
 // account, ledger entry, inbox record, event); the settlement's repeated capture is one read that
@@ -27,22 +58,8 @@ import (
 // The statement counts are the figures docs/BENCHMARKS.md reports per order; this test keeps them.
 func TestOrderPathStatementsOnPostgres(t *testing.T) {
 	t.Parallel()
-	dsn := sqldbtest.Postgres(t)
-	if err := migrate.UpAll(ctxT(t), dsn, migrations.FS, migrate.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	db, d, err := sqldb.Open(ctxT(t), dsn, sqldb.Options{TracerProvider: tp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)))
-	svc, err := app.New(app.Deps{Store: st}, app.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTraced(t)
+	st, svc, spans, tp := tr.st, tr.svc, tr.spans, tr.tp
 	if _, err := st.SeedAccounts(ctxT(t), []domain.Account{{CustomerID: "c1", Balance: 1000, Currency: "EUR"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,23 +120,9 @@ func TestOrderPathStatementsOnPostgres(t *testing.T) {
 func TestBatchCaptureStatementsOnPostgres(t *testing.T) {
 	t.Parallel()
 	const n = 6
-	dsn := sqldbtest.Postgres(t)
-	if err := migrate.UpAll(ctxT(t), dsn, migrations.FS, migrate.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	db, d, err := sqldb.Open(ctxT(t), dsn, sqldb.Options{TracerProvider: tp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
 	commits := 0
-	st := store.New(db, d, events.NewOutbox(outbox.New(d, nil)), store.WithAfterCommit(func() { commits++ }))
-	svc, err := app.New(app.Deps{Store: st}, app.Settings{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTraced(t, store.WithAfterCommit(func() { commits++ }))
+	db, st, svc, spans, tp := tr.db, tr.st, tr.svc, tr.spans, tr.tp
 	ctx := ctxT(t)
 	if _, err := st.SeedAccounts(ctx, []domain.Account{{CustomerID: "c1", Balance: 10000, Currency: "EUR"},
 		{CustomerID: "c2", Balance: 10000, Currency: "EUR"}}); err != nil {
