@@ -81,6 +81,10 @@ build: ## Build every module.
 test: ## Run every module's tests (real-server tests run when .run/infra.env or the env vars are present).
 	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || exit 1; done
 
+.PHONY: test-race
+test-race: ## make test under the race detector (several times slower; CI runs it after make test).
+	@for m in $(MODULES); do echo "== test-race $$m"; (cd $$m && go test -race $(GOTEST_FLAGS) ./...) || exit 1; done
+
 .PHONY: lint
 lint: gen-check shellcheck ## gen-check, shellcheck, then golangci-lint (.golangci.yml: go vet, staticcheck, ...) on every module.
 	@command -v golangci-lint >/dev/null || { echo "golangci-lint is not installed: make tools"; exit 1; }
