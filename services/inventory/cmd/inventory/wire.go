@@ -52,10 +52,11 @@ func wire(ctx context.Context, s *service.Service, cfg config.Config) error {
 	}
 	rpc.NewServer(a, s.Logger()).Register(s.GRPC())
 
-	// On PostgreSQL, with INVENTORY_CONSUMER_MAX_BATCH > 1 (default 1: see config.Default), the commits
-	// of a fetched batch of OrderConfirmed run in one transaction; anything else in it goes to the
-	// Handler, one event at a time. SQLite (make run) has no batch step: each event keeps its own inbox
-	// transaction, and the consumer does not gather.
+	// On PostgreSQL the commits of a fetched batch of OrderConfirmed (up to INVENTORY_CONSUMER_MAX_BATCH,
+	// 1: one at a time) run in one transaction, the product rows locked by its last statement only
+	// (store.CommitBatchOnce); anything else in it goes to the Handler, one event at a time. SQLite
+	// (make run) has no batch step: each event keeps its own inbox transaction, and the consumer does
+	// not gather.
 	var batch consumer.BatchHandler
 	if s.Dialect() == sqldb.Postgres {
 		batch = events.OrderBatchHandler(a)

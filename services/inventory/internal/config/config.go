@@ -33,12 +33,6 @@ func Default(profile platformcfg.Profile) Config {
 		SeedProducts: 24,
 		SeedStock:    10_000,
 	}
-	// One OrderConfirmed at a time by default: a batch's commit locks the product rows of all its
-	// orders up front (deadlock-free against reserves), and with a small, hot catalogue that holds the
-	// rows every ReserveStock needs — on the order's critical path — for the whole batch. Measured
-	// (docs/BENCHMARKS.md (e), third pass): reserve 3–4 → 12 ms per statement, open-loop p99 50 → 72–98
-	// ms. INVENTORY_CONSUMER_MAX_BATCH > 1 turns it on where product rows are not contended.
-	c.ConsumerMaxBatch = 1
 	c.TopicPartitions = 6
 	c.Service = "inventory"
 	c.ListenAddr = ":50052"

@@ -32,14 +32,14 @@ func TestLoad(t *testing.T) {
 			if !c.Seed || c.DSN == "" || c.SeedProducts != 24 || c.SeedStock != 10_000 || c.Service != "inventory" {
 				t.Errorf("dev = %+v", c)
 			}
-			// Order events one at a time unless asked (config.Default says why).
-			if c.ConsumerMaxBatchOption() != 1 {
-				t.Errorf("consumer batch %d by default, want 1", c.ConsumerMaxBatchOption())
+			// Order events in batches of up to the platform's default (one transaction per batch).
+			if c.ConsumerMaxBatchOption() != 100 {
+				t.Errorf("consumer batch %d by default, want 100", c.ConsumerMaxBatchOption())
 			}
 		}},
-		{"batched order events on request", map[string]string{"INVENTORY_CONSUMER_MAX_BATCH": "50"}, nil, func(t *testing.T, c config.Config) {
-			if c.ConsumerMaxBatchOption() != 50 {
-				t.Errorf("consumer batch %d, want INVENTORY_CONSUMER_MAX_BATCH's 50", c.ConsumerMaxBatchOption())
+		{"order events one at a time on request", map[string]string{"INVENTORY_CONSUMER_MAX_BATCH": "1"}, nil, func(t *testing.T, c config.Config) {
+			if c.ConsumerMaxBatchOption() != 1 {
+				t.Errorf("consumer batch %d, want INVENTORY_CONSUMER_MAX_BATCH's 1", c.ConsumerMaxBatchOption())
 			}
 		}},
 		{"shared broker variables", map[string]string{
