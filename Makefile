@@ -82,7 +82,7 @@ test: ## Run every module's tests (real-server tests run when .run/infra.env or 
 	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...) || exit 1; done
 
 .PHONY: test-race
-test-race: ## make test under the race detector (several times slower; CI runs it after make test).
+test-race: ## make test under the race detector (several times slower; not in CI yet, see docs/STATUS.md).
 	@for m in $(MODULES); do echo "== test-race $$m"; (cd $$m && go test -race $(GOTEST_FLAGS) ./...) || exit 1; done
 
 .PHONY: lint

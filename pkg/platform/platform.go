@@ -25,6 +25,7 @@ import (
 	"github.com/shopmesh/shopmesh/pkg/platform/breaker"
 	"github.com/shopmesh/shopmesh/pkg/platform/config"
 	"github.com/shopmesh/shopmesh/pkg/platform/configcenter"
+	"github.com/shopmesh/shopmesh/pkg/platform/dialer/outlier"
 	"github.com/shopmesh/shopmesh/pkg/platform/discovery"
 	"github.com/shopmesh/shopmesh/pkg/platform/fault"
 	"github.com/shopmesh/shopmesh/pkg/platform/ratelimit"
@@ -195,6 +196,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Before any grpc connection of the process exists (telemetry's exporter, health checks): grpc's
+	// balancer registry is written here once and only read afterwards.
+	outlier.Register()
 	var o options
 	for _, opt := range opts {
 		opt(&o)

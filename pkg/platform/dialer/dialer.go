@@ -208,6 +208,11 @@ func ServiceConfig(t Target) (string, error) {
 	if err := t.Validate(); err != nil {
 		return "", err
 	}
+	// The policy is registered before any service config is rendered, whether this one uses it or
+	// not: grpc's balancer registry is a plain map that every NewClient, and every ClientConn's
+	// resolver updates, read. Registered only with the first target that uses it, it was written
+	// while other connections read it (the race detector's find).
+	outlier.Register()
 	var sc jsonServiceConfig
 	var lb map[string]any
 	switch t.LB {
@@ -219,7 +224,6 @@ func ServiceConfig(t Target) (string, error) {
 		lb = map[string]any{"round_robin": map[string]any{}}
 	}
 	if t.Outlier.Enabled && t.LB != PickFirst {
-		outlier.Register()
 		lb = t.Outlier.LBConfig(lb)
 	}
 	sc.LoadBalancingConfig = []map[string]any{lb}
